@@ -1,0 +1,417 @@
+r"""The Bayesian attentive multi-persona model and its variational guides.
+
+Generative story (implicit feedback, the default)
+-------------------------------------------------
+For every item :math:`i` and user :math:`u` with :math:`K` personas in :math:`\mathbb{R}^D`:
+
+.. math::
+
+    q_i &\sim \mathcal{N}(0, s_q^2 I_D), \qquad b_i \sim \mathcal{N}(0, s_b^2) \\
+    \pi_u &\sim \mathrm{Dirichlet}(\alpha, \dots, \alpha) \qquad (\alpha < 1: \text{sparse}) \\
+    p_{uk} &\sim \mathcal{N}(0, s_p^2 I_D), \quad k = 1..K \\
+    z_{ui} &\sim \mathrm{Categorical}(\pi_u) \\
+    i &\sim \mathrm{softmax}_j(p_{u z} \cdot q_j + b_j)
+
+The persona assignment :math:`z` is summed out exactly:
+:math:`\log p(i \mid u) = \mathrm{logsumexp}_k [\log \pi_{uk} + \log \mathrm{softmax}_k(i)]`.
+Its posterior is the candidate-dependent attention of AMP-CF made probabilistic,
+
+.. math::  P(z = k \mid u, i, \theta) \propto \pi_{uk}\, \mathrm{softmax}_j(p_{uk} \cdot q_j + b_j)_i ,
+
+the persona whose taste fits the item lights up; across posterior draws of
+:math:`\theta` it has a distribution whose mean and credible interval are the
+explanation of the item.
+
+Why the softmax likelihood rather than a Bernoulli on observed versus sampled
+unobserved pairs: an interaction is a *choice* among the catalogue, the softmax makes
+:math:`z` a proper mixture indicator (so the attention is exactly the assignment's
+posterior, not a weighting), and its normaliser depends only on (user, persona), so it is
+computed once per user in a minibatch and shared by all of that user's interactions. On
+large catalogues the normaliser :math:`Z_{uk} = \sum_j \exp(s_{ukj})` is estimated from
+``n_negatives`` items drawn uniformly, :math:`\hat Z = (N/S) \sum_{j \in S} \exp(s_{ukj})`,
+which is unbiased for :math:`Z` (the sampled-softmax correction; the log is consistent
+but biased by Jensen's gap, which vanishes as S grows).
+
+Explicit ratings
+----------------
+With ``feedback="explicit"`` the attention above becomes the prior of :math:`z` for a pair,
+:math:`P(z = k \mid u, i) \propto \pi_{uk} \exp(p_{uk} \cdot q_i / \tau)`, and
+:math:`r_{ui} \sim \mathcal{N}(p_{uz} \cdot q_i + b_i + b_u + \mu, \sigma^2)`,
+:math:`b_u \sim \mathcal{N}(0, s_{bu}^2)`; :math:`z` is again summed out exactly.
+
+Scales and hyperparameters
+--------------------------
+Prior scales :math:`s_q, s_p, s_b` (and :math:`s_{bu}, \mu, \sigma, \tau` for ratings) are
+set by empirical Bayes: they are point estimates that maximise the ELBO together with the
+guide. The Dirichlet concentration :math:`\alpha` is a fixed hyperparameter
+(``prevalence_concentration``); values below one make a one-taste user end up with one
+persona.
+
+Plates and minibatches
+----------------------
+A minibatch is a uniform subsample of users (plate ``users``) and, for each, up to ``L``
+of their interactions (plate ``obs``) weighted by ``n_u / L_u``, so the ELBO estimate is
+unbiased and a step's cost is :math:`O(B L K D)` plus the normaliser, independent of the
+number of users. Items live in plate ``items``, subsampled to the positives and negatives
+of the step when the softmax is sampled. A user's persona vectors form one
+:math:`K \times D` block in the plates ``users`` x ``personas``.
+
+Label switching
+---------------
+The personas of a user are exchangeable. The guides are unimodal, so a fitted guide sits in
+one of the :math:`K!` symmetric modes and a persona slot means the same thing in every draw
+from it. Everything reported across draws is then invariant to relabelling: outputs order a
+user's personas by posterior mean prevalence (persona 0 is the most prevalent), and
+comparisons with planted truth match personas by the best permutation.
+
+References
+----------
+.. [1] O. Barkan, Y. Fuchs, A. Caciularu, N. Koenigstein. "Explainable Recommendations via
+   Attentive Multi-Persona Collaborative Filtering". RecSys 2020.
+.. [2] M. D. Hoffman, D. M. Blei, C. Wang, J. Paisley. "Stochastic Variational Inference".
+   JMLR 14, 2013.
+.. [3] Y. Bengio, J.-S. Senecal. "Adaptive Importance Sampling to Accelerate Training of a
+   Neural Probabilistic Language Model". IEEE TNN 19(4), 2008 (sampled softmax).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+from torch.distributions.transforms import StickBreakingTransform
+
+__all__ = ["Batch", "PersonaModel", "MeanFieldGuide", "LowRankGuide", "make_guide"]
+
+
+@dataclass
+class Batch:
+    """One minibatch, all indices internal (contiguous).
+
+    Attributes
+    ----------
+    users : LongTensor, shape (B,)
+        Distinct users of the step.
+    items : LongTensor, shape (B, L)
+        Up to ``L`` interactions of each user, padded.
+    mask : BoolTensor, shape (B, L)
+        Which entries of ``items`` are real.
+    weight : Tensor, shape (B,)
+        ``n_u / L_u``: how many of the user's interactions each kept one stands for.
+    ratings : Tensor, shape (B, L), optional
+        Observed ratings (explicit feedback only).
+    negatives : LongTensor, shape (S,), optional
+        Uniformly drawn items for the sampled softmax normaliser; ``None`` uses all items.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    mask: torch.Tensor
+    weight: torch.Tensor
+    ratings: torch.Tensor | None = None
+    negatives: torch.Tensor | None = None
+
+    def item_subsample(self, n_items: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Items the step touches, and the positions of positives and negatives in them.
+
+        Returns
+        -------
+        subsample : LongTensor, shape (C,)
+        pos_local : LongTensor, shape (B, L)
+        neg_local : LongTensor, shape (S,) or (C,) when the softmax is full
+        """
+        if self.negatives is None:
+            full = torch.arange(n_items, device=self.items.device)
+            return full, self.items, full
+        subsample, inverse = torch.unique(
+            torch.cat([self.items.reshape(-1), self.negatives]), return_inverse=True
+        )
+        n_pos = self.items.numel()
+        return subsample, inverse[:n_pos].reshape(self.items.shape), inverse[n_pos:]
+
+    def to(self, device: torch.device | str) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def _softplus_inv(x: float) -> float:
+    return math.log(math.expm1(x))
+
+
+class PersonaModel(nn.Module):
+    """The generative model; ``model(batch)`` is the Pyro model function.
+
+    Its ``nn.Parameter`` s are the empirical-Bayes hyperparameters (prior scales and, for
+    ratings, global mean, noise and temperature). See the module docstring for the story.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+    n_personas : int
+        K; ``K = 1`` is Bayesian matrix factorisation through the same code.
+    n_factors : int
+        D.
+    feedback : {"implicit", "explicit"}
+    prevalence_concentration : float
+        Dirichlet concentration of each persona's prevalence.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_personas: int,
+        n_factors: int,
+        feedback: str = "implicit",
+        prevalence_concentration: float = 0.5,
+        rating_mean: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.n_personas, self.n_factors = n_personas, n_factors
+        self.feedback = feedback
+        self.prevalence_concentration = prevalence_concentration
+        self.raw_persona_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        self.raw_item_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        self.raw_bias_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        if feedback == "explicit":
+            self.global_mean = nn.Parameter(torch.tensor(float(rating_mean)))
+            self.raw_noise = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+            self.raw_user_bias_scale = nn.Parameter(torch.tensor(_softplus_inv(0.5)))
+            self.raw_temperature = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+
+    # Positive hyperparameters through softplus.
+    def scale(self, name: str) -> torch.Tensor:
+        return nn.functional.softplus(getattr(self, f"raw_{name}")) + 1e-4
+
+    def forward(self, batch: Batch) -> None:
+        """The Pyro model: the generative story of one minibatch."""
+        K, D = self.n_personas, self.n_factors
+        subsample, pos, neg = batch.item_subsample(self.n_items)
+        with pyro.plate("items", self.n_items, subsample=subsample, dim=-1):
+            q = pyro.sample("item_factors", dist.Normal(0.0, self.scale("item_scale")).expand([D]).to_event(1))
+            b = pyro.sample("item_bias", dist.Normal(0.0, self.scale("bias_scale")))
+
+        with pyro.plate("users", self.n_users, subsample=batch.users, dim=-2):
+            if K > 1:
+                alpha = torch.full((K,), self.prevalence_concentration, device=q.device)
+                pi = pyro.sample("prevalence", dist.Dirichlet(alpha))  # (B, 1, K)
+            else:
+                pi = torch.ones(len(batch.users), 1, 1, device=q.device)
+            with pyro.plate("personas", K, dim=-1):
+                p = pyro.sample("persona_factors", dist.Normal(0.0, self.scale("persona_scale")).expand([D]).to_event(1))  # (B, K, D)
+            if self.feedback == "explicit":
+                b_u = pyro.sample("user_bias", dist.Normal(0.0, self.scale("user_bias_scale")))  # (B, 1)
+
+            # Which persona explains each interaction (z) is summed out exactly.
+            affinity = torch.einsum("bkd,bld->blk", p, q[pos])  # p_uk . q_i, (B, L, K)
+            if self.feedback == "implicit":
+                log_lik = implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, self.n_items)
+            else:
+                log_lik = explicit_log_likelihood(
+                    pi, affinity, b[pos], b_u, batch.ratings, self.global_mean,
+                    self.scale("noise"), self.scale("temperature"),
+                )  # fmt: skip
+            with pyro.plate("obs", batch.items.shape[1], dim=-1):
+                with poutine.mask(mask=batch.mask), poutine.scale(scale=batch.weight[:, None]):
+                    pyro.factor("interactions", log_lik)
+
+
+def implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, n_items: int) -> torch.Tensor:
+    """``log sum_k pi_uk softmax_k(i)`` for each interaction, shape (B, L).
+
+    ``pi`` (B, 1, K); ``p`` (B, K, D); ``affinity`` (B, L, K); ``q`` (C, D) and ``b`` (C,)
+    are the step's items; ``pos`` (B, L) and ``neg`` (S,) index into them.
+    """
+    log_norm = log_softmax_normaliser(p, q[neg], b[neg], n_items)  # (B, K)
+    log_choice = affinity + b[pos][..., None] - log_norm[:, None, :]  # log softmax_k(i)
+    return torch.logsumexp(torch.log(pi) + log_choice, dim=-1)
+
+
+def log_softmax_normaliser(p, q, b, n_items: int) -> torch.Tensor:
+    """``log sum_j exp(p_uk . q_j + b_j)`` over the catalogue, shape (..., K).
+
+    ``q`` (S, D) and ``b`` (S,) are all ``n_items`` items or a uniform sample of them;
+    a sample is corrected by ``log(n_items / S)`` so that ``exp`` of the result is
+    unbiased for the full sum.
+    """
+    logits = torch.einsum("...kd,sd->...ks", p, q) + b
+    return torch.logsumexp(logits, dim=-1) + math.log(n_items / q.shape[0])
+
+
+def explicit_log_likelihood(pi, affinity, b_i, b_u, ratings, mu, sigma, tau) -> torch.Tensor:
+    """``log sum_k P(z=k | u, i) N(r | p_uk . q_i + b_i + b_u + mu, sigma)``, shape (B, L)."""
+    log_attention = torch.log_softmax(torch.log(pi) + affinity / tau, dim=-1)
+    mean = affinity + (b_i + b_u + mu)[..., None]
+    log_obs = dist.Normal(mean, sigma).log_prob(ratings[..., None])
+    return torch.logsumexp(log_attention + log_obs, dim=-1)
+
+
+class _Guide(nn.Module):
+    """Shared parts of the guides: item factors and biases, prevalences, user biases."""
+
+    def __init__(self, model: PersonaModel, init_scale: float, generator: torch.Generator) -> None:
+        super().__init__()
+        U, N, K, D = model.n_users, model.n_items, model.n_personas, model.n_factors
+        self.n_users, self.n_items, self.n_personas, self.n_factors = U, N, K, D
+        self.explicit = model.feedback == "explicit"
+        raw = _softplus_inv(init_scale)
+        randn = lambda *shape: 0.1 * torch.randn(*shape, generator=generator)  # noqa: E731
+        self.item_loc = nn.Parameter(randn(N, D))
+        self.item_raw_scale = nn.Parameter(torch.full((N, D), raw))
+        self.bias_loc = nn.Parameter(torch.zeros(N))
+        self.bias_raw_scale = nn.Parameter(torch.full((N,), raw))
+        self.prevalence_loc = nn.Parameter(torch.zeros(U, max(K - 1, 0)))
+        self.prevalence_raw_scale = nn.Parameter(torch.full((U, max(K - 1, 0)), raw))
+        if self.explicit:
+            self.user_bias_loc = nn.Parameter(torch.zeros(U))
+            self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
+
+    @staticmethod
+    def _pos(raw: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(raw) + 1e-5
+
+    def _items(self, subsample: torch.Tensor) -> None:
+        with pyro.plate("items", self.n_items, subsample=subsample, dim=-1):
+            pyro.sample("item_factors", dist.Normal(self.item_loc[subsample], self._pos(self.item_raw_scale[subsample])).to_event(1))
+            pyro.sample("item_bias", dist.Normal(self.bias_loc[subsample], self._pos(self.bias_raw_scale[subsample])))
+
+    def _user_scalars(self, users: torch.Tensor) -> None:
+        if self.n_personas > 1:
+            base = dist.Normal(
+                self.prevalence_loc[users][:, None, :],
+                self._pos(self.prevalence_raw_scale[users])[:, None, :],
+            ).to_event(1)
+            pyro.sample("prevalence", dist.TransformedDistribution(base, StickBreakingTransform()))
+        if self.explicit:
+            pyro.sample("user_bias", dist.Normal(self.user_bias_loc[users], self._pos(self.user_bias_raw_scale[users]))[:, None])
+
+    # --- posterior draws, outside Pyro (common to both guides) ---
+    def draw_items(self, eps_items: torch.Tensor, eps_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item factors (S, N, D) and biases (S, N) from standard-normal noise of those shapes."""
+        q = self.item_loc + self._pos(self.item_raw_scale) * eps_items
+        b = self.bias_loc + self._pos(self.bias_raw_scale) * eps_bias
+        return q, b
+
+    def draw_prevalence(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Prevalences (S, B, K) from noise (S, B, K - 1)."""
+        if self.n_personas == 1:
+            return torch.ones(eps.shape[0], len(users), 1, device=eps.device)
+        x = self.prevalence_loc[users] + self._pos(self.prevalence_raw_scale[users]) * eps
+        return StickBreakingTransform()(x)
+
+    def draw_user_bias(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """User biases (S, B) from noise (S, B); zeros for implicit feedback."""
+        if not self.explicit:
+            return torch.zeros_like(eps)
+        return self.user_bias_loc[users] + self._pos(self.user_bias_raw_scale[users]) * eps
+
+    def prevalence_median(self, users: torch.Tensor) -> torch.Tensor:
+        """Prevalences at the guide's location, (B, K)."""
+        if self.n_personas == 1:
+            return torch.ones(len(users), 1, device=self.item_loc.device)
+        return StickBreakingTransform()(self.prevalence_loc[users])
+
+    @property
+    def noise_dim_user(self) -> int:
+        """Standard normals a user's draw consumes: personas, then prevalence, then bias."""
+        return self.n_personas * self.n_factors + self.n_personas - 1 + 1
+
+
+class MeanFieldGuide(_Guide):
+    """Fully factorised Normal guide (prevalences: logistic-normal via stick breaking)."""
+
+    name = "meanfield"
+
+    def __init__(self, model: PersonaModel, init_scale: float, generator: torch.Generator) -> None:
+        super().__init__(model, init_scale, generator)
+        U, K, D = self.n_users, self.n_personas, self.n_factors
+        self.persona_loc = nn.Parameter(0.1 * torch.randn(U, K, D, generator=generator))
+        self.persona_raw_scale = nn.Parameter(torch.full((U, K, D), _softplus_inv(init_scale)))
+
+    def forward(self, batch: Batch) -> None:
+        subsample, _, _ = batch.item_subsample(self.n_items)
+        self._items(subsample)
+        u = batch.users
+        with pyro.plate("users", self.n_users, subsample=u, dim=-2):
+            self._user_scalars(u)
+            with pyro.plate("personas", self.n_personas, dim=-1):
+                pyro.sample("persona_factors", dist.Normal(self.persona_loc[u], self._pos(self.persona_raw_scale[u])).to_event(1))
+
+    def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Persona factors (S, B, K, D) from noise (S, B, K * D)."""
+        eps = eps.reshape(eps.shape[0], len(users), self.n_personas, self.n_factors)
+        return self.persona_loc[users] + self._pos(self.persona_raw_scale[users]) * eps
+
+    def persona_median(self, users: torch.Tensor) -> torch.Tensor:
+        return self.persona_loc[users]
+
+
+class LowRankGuide(_Guide):
+    """Guide with a low-rank-plus-diagonal covariance within each user's persona block.
+
+    The K x D persona vectors of a user are jointly Normal with covariance
+    ``W W^T + diag(d)``, ``W`` of rank ``rank``; this lets the guide express that two
+    personas trade off (the uncertainty that matters for the persona probabilities).
+    """
+
+    name = "lowrank"
+
+    def __init__(self, model: PersonaModel, init_scale: float, generator: torch.Generator, rank: int = 4) -> None:
+        super().__init__(model, init_scale, generator)
+        U, K, D = self.n_users, self.n_personas, self.n_factors
+        self.rank = rank
+        self.persona_loc = nn.Parameter(0.1 * torch.randn(U, K * D, generator=generator))
+        self.persona_cov_factor = nn.Parameter(0.01 * init_scale * torch.randn(U, K * D, rank, generator=generator))
+        self.persona_raw_diag = nn.Parameter(torch.full((U, K * D), _softplus_inv(init_scale)))
+
+    def _persona_dist(self, u: torch.Tensor) -> dist.Distribution:
+        mvn = dist.LowRankMultivariateNormal(
+            self.persona_loc[u], self.persona_cov_factor[u], self._pos(self.persona_raw_diag[u]) ** 2
+        )
+        shape = (self.n_personas, self.n_factors)
+        return dist.TransformedDistribution(mvn, torch.distributions.transforms.ReshapeTransform((shape[0] * shape[1],), shape))
+
+    def forward(self, batch: Batch) -> None:
+        subsample, _, _ = batch.item_subsample(self.n_items)
+        self._items(subsample)
+        u = batch.users
+        with pyro.plate("users", self.n_users, subsample=u, dim=-2):
+            self._user_scalars(u)
+        # The persona block is one joint draw per user (batch (B,), event (K, D)), so that its
+        # value has the model's shape (B, K, D) in the model's users x personas plates.
+        with pyro.plate("users_block", self.n_users, subsample=u, dim=-1):
+            pyro.sample("persona_factors", self._persona_dist(u))
+
+    def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Persona factors (S, B, K, D) from noise (S, B, K * D + rank)."""
+        S, B = eps.shape[0], len(users)
+        KD = self.n_personas * self.n_factors
+        eps_diag, eps_low = eps[..., :KD], eps[..., KD : KD + self.rank]
+        x = (
+            self.persona_loc[users]
+            + self._pos(self.persona_raw_diag[users]) * eps_diag
+            + torch.einsum("bdr,sbr->sbd", self.persona_cov_factor[users], eps_low)
+        )
+        return x.reshape(S, B, self.n_personas, self.n_factors)
+
+    def persona_median(self, users: torch.Tensor) -> torch.Tensor:
+        return self.persona_loc[users].reshape(len(users), self.n_personas, self.n_factors)
+
+    @property
+    def noise_dim_user(self) -> int:
+        return super().noise_dim_user + self.rank
+
+
+def make_guide(kind: str, model: PersonaModel, init_scale: float, generator: torch.Generator) -> _Guide:
+    """Build the guide named ``kind`` (``"meanfield"`` or ``"lowrank"``) for ``model``."""
+    if kind == "meanfield":
+        return MeanFieldGuide(model, init_scale, generator)
+    if kind == "lowrank":
+        return LowRankGuide(model, init_scale, generator)
+    raise ValueError(f"guide must be 'meanfield' or 'lowrank'; got {kind!r}")
