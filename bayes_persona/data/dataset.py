@@ -148,7 +148,7 @@ class Dataset:
         label = f"{self.name!r}, " if self.name else ""
         n_cat = len(self.categories)
         items = "none" if self.items is None else f"{len(self.items)} rows, {n_cat} categories"
-        kind = "ratings" if self.has_ratings else "implicit"
+        kind = "rated" if self.has_ratings else "implicit"
         return (
             f"Dataset({label}{self.n_interactions} {kind} interactions, "
             f"{self.n_users} users, {self.n_items} items; items table: {items})"

@@ -1,0 +1,305 @@
+"""Train/test splits of interaction data: random holdout, leave-one-out and temporal.
+
+Every splitter takes a :class:`~bayes_persona.data.dataset.Dataset` or a ratings
+DataFrame and returns a :class:`Split` whose ``train`` and ``test`` have the input's
+type. All of them guarantee that
+
+* no (user, item) pair is on both sides;
+* every test user has training interactions;
+* test interactions whose user or item never occurs in training are removed from the
+  test side and counted (``dropped_test_users``, ``dropped_test_items``), and kept in
+  ``Split.dropped``;
+* ``train``, ``test`` and ``dropped`` partition the input rows;
+* the result depends only on the input (row order included) and ``seed``.
+
+Row order inside ``train`` and ``test`` follows the input; indices are reset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from bayes_persona.data._validation import (
+    ITEM_COL,
+    TIMESTAMP_COL,
+    USER_COL,
+    check_choice,
+    check_fraction,
+    check_int,
+    validate_ratings,
+)
+from bayes_persona.data.dataset import Dataset
+from bayes_persona.exceptions import DataTypeError, DataValidationError
+
+__all__ = [
+    "Split",
+    "random_holdout",
+    "leave_one_out",
+    "temporal_split",
+    "validation_split",
+]
+
+logger = logging.getLogger(__name__)
+
+DataT = TypeVar("DataT", Dataset, pd.DataFrame)
+
+
+@dataclass(frozen=True, eq=False)
+class Split(Generic[DataT]):
+    """The result of a split; unpacks as ``train, test = split``.
+
+    Attributes
+    ----------
+    train : Dataset or pandas.DataFrame
+        Training interactions (same type as the input).
+    test : Dataset or pandas.DataFrame
+        Test interactions; every user and item in it also occurs in ``train``.
+    dropped_test_users : int
+        Number of test *interactions* removed because their user has no training
+        interaction (only :func:`temporal_split` can cause this).
+    dropped_test_items : int
+        Number of test *interactions* removed because their item has no training
+        interaction (counted after the user filter).
+    dropped : pandas.DataFrame
+        The removed rows, shape ``(dropped_test_users + dropped_test_items, n_cols)``.
+    """
+
+    train: DataT
+    test: DataT
+    dropped_test_items: int = 0
+    dropped_test_users: int = 0
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    def __iter__(self) -> Iterator[DataT]:
+        return iter((self.train, self.test))
+
+    def __repr__(self) -> str:
+        return (
+            f"Split(train={_size(self.train)} rows, test={_size(self.test)} rows, "
+            f"dropped_test_users={self.dropped_test_users}, "
+            f"dropped_test_items={self.dropped_test_items})"
+        )
+
+
+def _size(data: Dataset | pd.DataFrame) -> int:
+    return data.n_interactions if isinstance(data, Dataset) else len(data)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _ratings_of(data: Any, func: str) -> pd.DataFrame:
+    if isinstance(data, Dataset):
+        return data.ratings
+    if isinstance(data, pd.DataFrame):
+        return validate_ratings(data, "ratings")
+    raise DataTypeError(
+        f"{func}: data must be a Dataset or a ratings DataFrame; got {type(data).__name__}"
+    )
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    return np.random.default_rng(check_int(seed, "seed", minimum=0))
+
+
+def _time_rank(ratings: pd.DataFrame, func: str) -> np.ndarray:
+    """Dense rank of the timestamps (works for int, float and datetime columns)."""
+    if TIMESTAMP_COL not in ratings.columns:
+        raise DataValidationError(
+            f"{func} needs a 'timestamp' column; the ratings have columns "
+            f"{list(ratings.columns)}"
+        )
+    return ratings[TIMESTAMP_COL].rank(method="dense").to_numpy(dtype=np.float64)
+
+
+def _rank_in_user(users: pd.Series, order: np.ndarray) -> np.ndarray:
+    """Position (0-based) of each row within its user, visiting rows in ``order``."""
+    pos = np.empty(len(users), dtype=np.int64)
+    pos[order] = users.iloc[order].groupby(users.iloc[order], sort=False).cumcount().to_numpy()
+    return pos
+
+
+def _finish(data: DataT, ratings: pd.DataFrame, test_mask: np.ndarray, what: str) -> Split[DataT]:
+    """Split ``ratings`` by ``test_mask``, drop unseen users/items from test, rewrap."""
+    train = ratings.loc[~test_mask]
+    test = ratings.loc[test_mask]
+    unseen_user = ~test[USER_COL].isin(pd.unique(train[USER_COL])).to_numpy()
+    kept = test.loc[~unseen_user]
+    unseen_item = ~kept[ITEM_COL].isin(pd.unique(train[ITEM_COL])).to_numpy()
+    dropped = pd.concat([test.loc[unseen_user], kept.loc[unseen_item]]).sort_index()
+    test = kept.loc[~unseen_item]
+    n_u, n_i = int(unseen_user.sum()), int(unseen_item.sum())
+    if n_u or n_i:
+        logger.info(
+            "%s: dropped %d test rows with a user unseen in train and %d with an unseen item",
+            what, n_u, n_i,
+        )
+    logger.info("%s: %d train rows, %d test rows", what, len(train), len(test))
+    train = train.reset_index(drop=True)
+    test = test.reset_index(drop=True)
+    dropped = dropped.reset_index(drop=True)
+    if isinstance(data, Dataset):
+        if len(test) == 0:
+            raise DataValidationError(
+                f"{what} left no test interactions (a Dataset cannot be empty); users need "
+                "at least 2 interactions to give one to the test side. Pass the ratings "
+                "DataFrame to get an empty test frame instead"
+            )
+        return Split(data.with_ratings(train), data.with_ratings(test), n_i, n_u, dropped)
+    if len(test) == 0:
+        logger.warning("%s left no test interactions", what)
+    return Split(train, test, n_i, n_u, dropped)
+
+
+# --------------------------------------------------------------------- splitters
+
+
+def random_holdout(data: DataT, test_fraction: float = 0.2, seed: int = 0) -> Split[DataT]:
+    """Hold out a random fraction of each user's interactions.
+
+    A user with ``n`` interactions gives ``round(n * test_fraction)`` of them (half
+    rounded up) to the test side, but at most ``n - 1``: everyone keeps at least one
+    training interaction, and users with one interaction stay wholly in training.
+
+    Parameters
+    ----------
+    data : Dataset or pandas.DataFrame, shape ``(n_interactions, n_cols)``
+    test_fraction : float, default 0.2
+        Share of each user's interactions to hold out, strictly between 0 and 1.
+    seed : int, default 0
+        Seed of the random choice (non-negative).
+
+    Returns
+    -------
+    Split
+        ``train`` and ``test`` of the input's type.
+
+    Raises
+    ------
+    DataValidationError
+        ``test_fraction`` is outside (0, 1), or a Dataset would get an empty test side.
+    """
+    ratings = _ratings_of(data, "random_holdout")
+    frac = check_fraction(test_fraction, "test_fraction")
+    keys = _rng(seed).random(len(ratings))
+    users = ratings[USER_COL]
+    counts = users.groupby(users, sort=False).transform("size").to_numpy()
+    n_test = np.minimum(np.floor(counts * frac + 0.5), counts - 1)
+    rank = _rank_in_user(users, np.argsort(keys, kind="stable"))
+    test_mask = rank < n_test
+    return _finish(data, ratings, test_mask, f"random_holdout(test_fraction={frac:g}, seed={seed})")
+
+
+def leave_one_out(
+    data: DataT, seed: int = 0, by: Literal["random", "time"] = "random"
+) -> Split[DataT]:
+    """Hold out one interaction per user with at least two.
+
+    Parameters
+    ----------
+    data : Dataset or pandas.DataFrame, shape ``(n_interactions, n_cols)``
+    seed : int, default 0
+        Seed of the random choice (``by="random"``) or of tie breaks between equal
+        timestamps (``by="time"``).
+    by : {"random", "time"}
+        Hold out a random interaction, or the latest by ``timestamp``.
+
+    Returns
+    -------
+    Split
+
+    Raises
+    ------
+    DataValidationError
+        ``by`` is unknown, ``by="time"`` without a ``timestamp`` column, or a Dataset
+        would get an empty test side.
+
+    References
+    ----------
+    .. [1] He, X. et al. "Neural Collaborative Filtering", WWW 2017 (leave-one-out
+       evaluation with the latest interaction held out).
+    """
+    ratings = _ratings_of(data, "leave_one_out")
+    check_choice(by, "by", ("random", "time"))
+    keys = _rng(seed).random(len(ratings))
+    users = ratings[USER_COL]
+    counts = users.groupby(users, sort=False).transform("size").to_numpy()
+    if by == "time":
+        ts = _time_rank(ratings, "leave_one_out(by='time')")
+        order = np.lexsort((-keys, -ts))  # latest first, random tie break
+    else:
+        order = np.argsort(keys, kind="stable")
+    rank = _rank_in_user(users, order)
+    test_mask = (rank == 0) & (counts >= 2)
+    return _finish(data, ratings, test_mask, f"leave_one_out(by={by!r}, seed={seed})")
+
+
+def temporal_split(data: DataT, test_fraction: float = 0.2) -> Split[DataT]:
+    """Cut all interactions at one point in time: the latest go to the test side.
+
+    The cut is the ``1 - test_fraction`` quantile of the timestamps (the lower data
+    point); rows strictly later go to test, so every test row is later than every
+    training row. Ties at the cut stay in training, so the test share can be smaller
+    than ``test_fraction``. Test rows of users or items absent from training are
+    dropped and counted.
+
+    Parameters
+    ----------
+    data : Dataset or pandas.DataFrame, shape ``(n_interactions, n_cols)``
+        Must have a ``timestamp`` column.
+    test_fraction : float, default 0.2
+        Share of interactions to put after the cut, strictly between 0 and 1.
+
+    Returns
+    -------
+    Split
+
+    Raises
+    ------
+    DataValidationError
+        No ``timestamp`` column, ``test_fraction`` outside (0, 1), or a Dataset would
+        get an empty test side.
+    """
+    ratings = _ratings_of(data, "temporal_split")
+    frac = check_fraction(test_fraction, "test_fraction")
+    ts = _time_rank(ratings, "temporal_split")
+    position = int(np.floor((len(ts) - 1) * (1.0 - frac)))
+    cutoff = np.partition(ts, position)[position]
+    test_mask = ts > cutoff
+    return _finish(data, ratings, test_mask, f"temporal_split(test_fraction={frac:g})")
+
+
+_METHODS: dict[str, Callable[..., Split]] = {
+    "random": random_holdout,
+    "loo": leave_one_out,
+    "temporal": temporal_split,
+}
+
+
+def validation_split(
+    train: DataT, method: Literal["random", "loo", "temporal"] = "random", **kwargs: Any
+) -> Split[DataT]:
+    """Cut a validation set from a training set with one of the splitters.
+
+    Parameters
+    ----------
+    train : Dataset or pandas.DataFrame
+        The training side of an earlier split.
+    method : {"random", "loo", "temporal"}
+        :func:`random_holdout`, :func:`leave_one_out` or :func:`temporal_split`.
+    **kwargs
+        Passed on to that function (``test_fraction``, ``seed``, ``by``).
+
+    Returns
+    -------
+    Split
+        ``train`` is the new, smaller training set; ``test`` the validation set.
+    """
+    check_choice(method, "method", tuple(_METHODS))
+    return _METHODS[method](train, **kwargs)
