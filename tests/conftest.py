@@ -1,0 +1,25 @@
+"""Shared fixtures.
+
+Real data is never part of the repository: tests that need MovieLens 100K read it from
+``$BAYES_PERSONA_DATA/ml-100k`` (e.g. ``BAYES_PERSONA_DATA=../shared/data``) and are
+skipped, with the reason shown, when it is not there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    """Folder of the unpacked MovieLens 100K files, or skip with the reason."""
+    root = os.environ.get("BAYES_PERSONA_DATA")
+    if not root:
+        pytest.skip("MovieLens 100K needed: set BAYES_PERSONA_DATA to the folder holding ml-100k/")
+    path = Path(root) / "ml-100k"
+    if not (path / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K needed: {path} has no u.data (BAYES_PERSONA_DATA={root!r})")
+    return path
