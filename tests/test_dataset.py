@@ -64,8 +64,10 @@ def test_implicit_and_no_items():
 
 
 def test_string_ids():
-    ds = Dataset(pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "b"]}),
-                 pd.DataFrame({"item_id": ["a", "b"], "categories": [("x",), ("y", "z")]}))
+    ds = Dataset(
+        pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["a", "b"]}),
+        pd.DataFrame({"item_id": ["a", "b"], "categories": [("x",), ("y", "z")]}),
+    )
     assert ds.user_ids.tolist() == ["u1", "u2"]
     assert ds.categories == ["x", "y", "z"]
     assert ds.items["categories"].tolist() == [["x"], ["y", "z"]]
@@ -124,7 +126,9 @@ def test_none_id():
 
 def test_mixed_id_kinds():
     df = ratings(user_id=pd.Series([1, "b", 2, 3], dtype=object))
-    with pytest.raises(DataTypeError, match=r"column 'user_id'.*one kind.*first offending row: \{'user_id': 'b'"):
+    with pytest.raises(
+        DataTypeError, match=r"column 'user_id'.*one kind.*first offending row: \{'user_id': 'b'"
+    ):
         Dataset(df)
 
 
@@ -152,9 +156,14 @@ def test_rating_type(values, pattern):
 
 
 def test_rating_nan_and_inf():
-    with pytest.raises(DataValidationError, match=r"column 'rating'.*NaN/None; found 1 such rows, first: \{'user_id': 1, 'item_id': 11"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'rating'.*NaN/None; found 1 such rows, first: \{'user_id': 1, 'item_id': 11",
+    ):
         Dataset(ratings(rating=[5.0, np.nan, 4.0, 1.0]))
-    with pytest.raises(DataValidationError, match="column 'rating'.*finite.*first: .*'rating': inf"):
+    with pytest.raises(
+        DataValidationError, match="column 'rating'.*finite.*first: .*'rating': inf"
+    ):
         Dataset(ratings(rating=[5.0, 3.0, np.inf, 1.0]))
 
 
@@ -179,7 +188,10 @@ def test_duplicate_pairs_rejected_with_row():
 
 
 def test_items_validation():
-    with pytest.raises(DataValidationError, match="column 'item_id' of items must be unique.*first: \\{'item_id': 10"):
+    with pytest.raises(
+        DataValidationError,
+        match="column 'item_id' of items must be unique.*first: \\{'item_id': 10",
+    ):
         Dataset(ratings(), items(item_id=[10, 10, 12, 13]))
     with pytest.raises(DataTypeError, match="column 'categories' of items must hold a list of str"):
         Dataset(ratings(), items(categories=["Drama", ["a"], [], []]))

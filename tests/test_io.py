@@ -38,7 +38,9 @@ def test_implicit_from_dataframe():
     assert list(out.columns) == ["user_id", "item_id"]
 
 
-@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t"), (".txt", ";"), (".dat", "|")])
+@pytest.mark.parametrize(
+    "suffix, sep", [(".csv", ","), (".tsv", "\t"), (".txt", ";"), (".dat", "|")]
+)
 def test_text_files_sep_from_extension_or_sniffed(tmp_path, suffix, sep):
     path = tmp_path / f"ratings{suffix}"
     raw().to_csv(path, sep=sep, index=False)
@@ -81,13 +83,21 @@ def test_string_ids_stay_external(tmp_path):
 
 def test_duplicates_raise_by_default():
     df = raw().assign(iid=[10, 10, 10, 12])
-    with pytest.raises(DataValidationError, match=r"pair at most once.*first: \{'user_id': 1, 'item_id': 10.*aggregate"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"pair at most once.*first: \{'user_id': 1, 'item_id': 10.*aggregate",
+    ):
         load_interactions(df, **KW)
 
 
 def test_duplicates_aggregate_mean_rating_last_timestamp():
     df = pd.DataFrame(
-        {"uid": [1, 2, 1, 1], "iid": [10, 10, 10, 11], "stars": [5, 4, 2, 3], "ts": [100, 50, 300, 10]}
+        {
+            "uid": [1, 2, 1, 1],
+            "iid": [10, 10, 10, 11],
+            "stars": [5, 4, 2, 3],
+            "ts": [100, 50, 300, 10],
+        }
     )
     out = load_interactions(df, duplicates="aggregate", **KW)
     assert out.values.tolist() == [[1, 10, 3.5, 300], [2, 10, 4.0, 50], [1, 11, 3.0, 10]]
@@ -96,13 +106,20 @@ def test_duplicates_aggregate_mean_rating_last_timestamp():
 
 
 def test_bad_arguments():
-    with pytest.raises(DataValidationError, match=r"user_col='user' is not a column of the source DataFrame; its columns are \['uid'"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"user_col='user' is not a column of the source DataFrame; its columns are \['uid'",
+    ):
         load_interactions(raw(), user_col="user", item_col="iid")
     with pytest.raises(DataValidationError, match=r"rating_col='r' is not a column"):
         load_interactions(raw(), user_col="uid", item_col="iid", rating_col="r")
-    with pytest.raises(DataValidationError, match=r"duplicates must be one of \['raise', 'aggregate'\]; got 'drop'"):
+    with pytest.raises(
+        DataValidationError, match=r"duplicates must be one of \['raise', 'aggregate'\]; got 'drop'"
+    ):
         load_interactions(raw(), **KW, duplicates="drop")
-    with pytest.raises(DataValidationError, match="item_col and user_col name the same column 'uid'"):
+    with pytest.raises(
+        DataValidationError, match="item_col and user_col name the same column 'uid'"
+    ):
         load_interactions(raw(), user_col="uid", item_col="uid")
     with pytest.raises(DataTypeError, match="rating_col must be a str column name; got int"):
         load_interactions(raw(), user_col="uid", item_col="iid", rating_col=3)
@@ -120,14 +137,21 @@ def test_missing_file(tmp_path):
 def test_unsniffable_needs_sep(tmp_path):
     path = tmp_path / "ratings.bin"
     path.write_text("onecolumn\nx\ny\n")
-    with pytest.raises(DataValidationError, match="sep: could not detect the column separator.*pass sep"):
+    with pytest.raises(
+        DataValidationError, match="sep: could not detect the column separator.*pass sep"
+    ):
         load_interactions(path)
 
 
 def test_bad_values_named():
-    with pytest.raises(DataTypeError, match="column 'rating'.*must be numeric.*strings are never converted"):
+    with pytest.raises(
+        DataTypeError, match="column 'rating'.*must be numeric.*strings are never converted"
+    ):
         load_interactions(raw().assign(stars=["5", "3", "4", "1"]), **KW)
-    with pytest.raises(DataValidationError, match=r"column 'user_id'.*NaN/None; found 1 such rows, first: \{'user_id': nan"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"column 'user_id'.*NaN/None; found 1 such rows, first: \{'user_id': nan",
+    ):
         load_interactions(raw().assign(uid=[1, np.nan, 2, 3]), **KW)
     with pytest.raises(DataValidationError, match="must not be empty"):
         load_interactions(raw().iloc[:0], **KW)
@@ -138,7 +162,9 @@ def test_bad_values_named():
 def test_nan_rating_in_file_is_an_error(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("u,i,r\n1,2,5\n1,3,\n")
-    with pytest.raises(DataValidationError, match=r"column 'rating'.*NaN/None.*first: \{'user_id': 1, 'item_id': 3"):
+    with pytest.raises(
+        DataValidationError, match=r"column 'rating'.*NaN/None.*first: \{'user_id': 1, 'item_id': 3"
+    ):
         load_interactions(path, user_col="u", item_col="i", rating_col="r")
 
 
@@ -165,7 +191,10 @@ def test_items_from_dataframe_custom_sep_and_lists():
 
 def test_items_errors():
     df = pd.DataFrame({"item_id": [1, 1], "t": ["a", "b"]})
-    with pytest.raises(DataValidationError, match="column 'item_id' of items.*must be unique.*first: \\{'item_id': 1"):
+    with pytest.raises(
+        DataValidationError,
+        match="column 'item_id' of items.*must be unique.*first: \\{'item_id': 1",
+    ):
         load_items(df, title_col="t")
     with pytest.raises(DataValidationError, match="title_col='name' is not a column"):
         load_items(df, title_col="name")

@@ -79,15 +79,18 @@ def write_100k(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t3\t881250950\n2\t1\t4\t881250951\n")
     (folder / "u.genre").write_text(GENRES_100K)
-    (folder / "u.item").write_bytes(
-        "1|Café (1999)|01-Jan-1999||http://x|0|1|1\n2|Plain (1998)|01-Jan-1998||http://y|1|0|0\n"
-        .encode("latin-1")
-    )
+    lines = [
+        "1|Café (1999)|01-Jan-1999||http://x|0|1|1",
+        "2|Plain (1998)|01-Jan-1998||http://y|1|0|0",
+    ]
+    (folder / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
 
 
 def write_1m(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n")
+    (folder / "ratings.dat").write_text(
+        "1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
+    )
     (folder / "movies.dat").write_bytes(
         "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
         "661::Star Wars: Episode IV - A New Hope (1977)::Action|Sci-Fi\n"
@@ -101,7 +104,7 @@ def write_csv_layout(folder: Path) -> None:
         "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n2,1,0.5,964982224\n"
     )
     (folder / "movies.csv").write_text(
-        'movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n'
+        "movieId,title,genres\n1,Toy Story (1995),Adventure|Animation\n"
         '3,"American President, The (1995)",(no genres listed)\n'
         "7,Amélie (2001),Comedy|Romance\n",
         encoding="utf-8",
@@ -122,7 +125,9 @@ def test_1m_layout(tmp_path):
     ds = load_movielens("1m", data_home=str(tmp_path), download=False)
     assert ds.name == "ml-1m"
     assert ds.ratings.values.tolist() == [
-        [1, 1193, 5.0, 978300760], [1, 661, 3.0, 978302109], [2, 1193, 4.0, 978298413]
+        [1, 1193, 5.0, 978300760],
+        [1, 661, 3.0, 978302109],
+        [2, 1193, 4.0, 978298413],
     ]
     assert ds.ratings["timestamp"].dtype == np.int64
     items = ds.items.set_index("item_id")
@@ -162,12 +167,18 @@ def test_default_data_home(monkeypatch, tmp_path):
 
 
 def test_not_found_without_download(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match=r"MovieLens 1m not found: looked in .*ml-1m.*missing \['ratings.dat', 'movies.dat'\]"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"MovieLens 1m not found: looked in .*ml-1m.*missing \['ratings.dat', 'movies.dat'\]",
+    ):
         load_movielens("1m", data_home=tmp_path, download=False)
 
 
 def test_unknown_variant():
-    with pytest.raises(DataValidationError, match=r"variant must be one of \['100k', '1m', '20m', '25m', 'latest-small'\]; got '10k'"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"variant must be one of \['100k', '1m', '20m', '25m', 'latest-small'\]; got '10k'",
+    ):
         load_movielens("10k", download=False)
 
 
@@ -181,7 +192,9 @@ def test_bad_arguments(tmp_path):
 def test_malformed_file(tmp_path):
     write_100k(tmp_path / "ml-100k")
     (tmp_path / "ml-100k" / "u.item").write_text("1|Only|three\n")
-    with pytest.raises(DataValidationError, match=r"u.item'?: expected 8 '\|'-separated fields.*got 3"):
+    with pytest.raises(
+        DataValidationError, match=r"u.item'?: expected 8 '\|'-separated fields.*got 3"
+    ):
         load_movielens("100k", data_home=tmp_path, download=False)
     write_100k(tmp_path / "ml-100k")
     (tmp_path / "ml-100k" / "u.data").write_text("1\t1\tfive\t5\n")
@@ -237,7 +250,10 @@ def test_download_checksum_mismatch(tmp_path, fake_fetch, monkeypatch):
     state["payload"] = make_zip("1m", write_1m, tmp_path)
     monkeypatch.setitem(MOVIELENS_SHA256, "1m", "0" * 64)
     home = tmp_path / "home"
-    with pytest.raises(ChecksumError, match=r"sha256 of .*ml-1m.zip does not match.*expected 0{64}, got [0-9a-f]{64}"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"sha256 of .*ml-1m.zip does not match.*expected 0{64}, got [0-9a-f]{64}",
+    ):
         load_movielens("1m", data_home=home)
     assert list(home.iterdir()) == []  # nothing unpacked, temp folder removed
 
@@ -259,7 +275,9 @@ def test_download_zip_without_expected_files(tmp_path, fake_fetch, monkeypatch):
         zf.writestr("other/readme.txt", "hi")
     state["payload"] = buf.getvalue()
     monkeypatch.setitem(MOVIELENS_SHA256, "20m", hashlib.sha256(state["payload"]).hexdigest())
-    with pytest.raises(DatasetNotFoundError, match=r"lacks \['ratings.csv', 'movies.csv'\] under ml-20m/"):
+    with pytest.raises(
+        DatasetNotFoundError, match=r"lacks \['ratings.csv', 'movies.csv'\] under ml-20m/"
+    ):
         download_movielens("20m", tmp_path / "home")
     assert list((tmp_path / "home").iterdir()) == []
 
@@ -285,7 +303,9 @@ def test_incomplete_folder_is_never_overwritten(tmp_path, fake_fetch):
 def test_injected_fetch_argument(tmp_path, monkeypatch):
     payload = make_zip("1m", write_1m, tmp_path)
     monkeypatch.setitem(MOVIELENS_SHA256, "1m", hashlib.sha256(payload).hexdigest())
-    folder = download_movielens("1m", tmp_path / "h", fetch=lambda url, dest: dest.write_bytes(payload))
+    folder = download_movielens(
+        "1m", tmp_path / "h", fetch=lambda url, dest: dest.write_bytes(payload)
+    )
     assert folder == tmp_path / "h" / "ml-1m"
     assert (folder / "movies.dat").is_file()
 

@@ -38,7 +38,9 @@ def test_vocabulary_str_ids_and_pandas_input():
 
 def test_unknown_ids():
     v = Vocabulary.from_ids(range(5), name="user_id")
-    with pytest.raises(UnknownIdError, match=r"3 unknown id\(s\) not in vocabulary 'user_id'.*\[7, 8, 9\]"):
+    with pytest.raises(
+        UnknownIdError, match=r"3 unknown id\(s\) not in vocabulary 'user_id'.*\[7, 8, 9\]"
+    ):
         v.encode([1, 7, 8, 9, 7])
     with pytest.raises(KeyError):  # UnknownIdError is also a KeyError
         v.encode([99])
@@ -100,8 +102,12 @@ def test_vocabulary_bad_input():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.one_of(st.lists(st.integers(-10**12, 10**12), min_size=1),
-                 st.lists(st.text(max_size=5), min_size=1)))
+@given(
+    st.one_of(
+        st.lists(st.integers(-(10**12), 10**12), min_size=1),
+        st.lists(st.text(max_size=5), min_size=1),
+    )
+)
 def test_encode_decode_round_trip(ids):
     v = Vocabulary.from_ids(ids, name="id")
     assert len(v) == len(set(ids))
@@ -145,11 +151,15 @@ def test_binarize_dataset_keeps_items():
 def test_binarize_errors():
     with pytest.raises(DataValidationError, match="binarize needs a 'rating' column"):
         binarize(frame().drop(columns=["rating"]))
-    with pytest.raises(DataValidationError, match=r"binarize\(threshold=6\) removed every interaction"):
+    with pytest.raises(
+        DataValidationError, match=r"binarize\(threshold=6\) removed every interaction"
+    ):
         binarize(frame(), threshold=6)
     with pytest.raises(DataTypeError, match="threshold must be a real number; got str"):
         binarize(frame(), threshold="4")
-    with pytest.raises(DataTypeError, match="data must be a Dataset or a ratings DataFrame; got list"):
+    with pytest.raises(
+        DataTypeError, match="data must be a Dataset or a ratings DataFrame; got list"
+    ):
         binarize([1, 2])
 
 

@@ -26,8 +26,9 @@ PROPS = settings(max_examples=50, deadline=None)
 def frames(draw, string_ids: bool | None = None) -> pd.DataFrame:
     """Small ratings frames: unique (user, item) pairs, ratings, timestamps with ties."""
     pairs = draw(
-        st.lists(st.tuples(st.integers(0, 7), st.integers(0, 9)), min_size=1, max_size=50,
-                 unique=True)
+        st.lists(
+            st.tuples(st.integers(0, 7), st.integers(0, 9)), min_size=1, max_size=50, unique=True
+        )
     )
     n = len(pairs)
     ratings = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
@@ -36,8 +37,12 @@ def frames(draw, string_ids: bool | None = None) -> pd.DataFrame:
     users = [f"u{u}" if use_str else u for u, _ in pairs]
     items = [f"i{i}" if use_str else i for _, i in pairs]
     return pd.DataFrame(
-        {"user_id": users, "item_id": items, "rating": np.array(ratings, dtype=np.float64),
-         "timestamp": np.array(stamps, dtype=np.int64)}
+        {
+            "user_id": users,
+            "item_id": items,
+            "rating": np.array(ratings, dtype=np.float64),
+            "timestamp": np.array(stamps, dtype=np.int64),
+        }
     )
 
 
@@ -67,15 +72,20 @@ def check_guarantees(df: pd.DataFrame, split: Split) -> None:
     # input order is kept
     for part in (train, test):
         pos = pd.MultiIndex.from_frame(df[["user_id", "item_id"]]).get_indexer(
-            pd.MultiIndex.from_frame(part[["user_id", "item_id"]]))
+            pd.MultiIndex.from_frame(part[["user_id", "item_id"]])
+        )
         assert (np.diff(pos) > 0).all()
         assert part.index.tolist() == list(range(len(part)))
 
 
 def same_split(a: Split, b: Split) -> bool:
-    return (a.train.equals(b.train) and a.test.equals(b.test) and a.dropped.equals(b.dropped)
-            and a.dropped_test_items == b.dropped_test_items
-            and a.dropped_test_users == b.dropped_test_users)
+    return (
+        a.train.equals(b.train)
+        and a.test.equals(b.test)
+        and a.dropped.equals(b.dropped)
+        and a.dropped_test_items == b.dropped_test_items
+        and a.dropped_test_users == b.dropped_test_users
+    )
 
 
 # ------------------------------------------------------------ property tests
@@ -181,7 +191,9 @@ def test_temporal_counts_unseen_users():
 
 
 def test_seed_changes_result():
-    df = pd.DataFrame({"user_id": np.repeat(np.arange(20), 10), "item_id": np.tile(np.arange(10), 20)})
+    df = pd.DataFrame(
+        {"user_id": np.repeat(np.arange(20), 10), "item_id": np.tile(np.arange(10), 20)}
+    )
     a = random_holdout(df, seed=0)
     b = random_holdout(df, seed=1)
     assert not a.test.equals(b.test)
@@ -189,19 +201,27 @@ def test_seed_changes_result():
 
 def test_errors_name_the_argument():
     df = toy()
-    with pytest.raises(DataValidationError, match=r"test_fraction must lie strictly between 0 and 1; got 1\.5"):
+    with pytest.raises(
+        DataValidationError, match=r"test_fraction must lie strictly between 0 and 1; got 1\.5"
+    ):
         random_holdout(df, test_fraction=1.5)
     with pytest.raises(DataTypeError, match="test_fraction must be a real number; got str"):
         temporal_split(df, test_fraction="0.2")
-    with pytest.raises(DataValidationError, match=r"by must be one of \['random', 'time'\]; got 'latest'"):
+    with pytest.raises(
+        DataValidationError, match=r"by must be one of \['random', 'time'\]; got 'latest'"
+    ):
         leave_one_out(df, by="latest")
-    with pytest.raises(DataValidationError, match=r"leave_one_out\(by='time'\) needs a 'timestamp' column"):
+    with pytest.raises(
+        DataValidationError, match=r"leave_one_out\(by='time'\) needs a 'timestamp' column"
+    ):
         leave_one_out(df.drop(columns=["timestamp"]), by="time")
     with pytest.raises(DataValidationError, match="temporal_split needs a 'timestamp' column"):
         temporal_split(df.drop(columns=["timestamp"]))
     with pytest.raises(DataTypeError, match="seed must be an int; got float"):
         random_holdout(df, seed=1.5)
-    with pytest.raises(DataValidationError, match=r"method must be one of \['random', 'loo', 'temporal'\]"):
+    with pytest.raises(
+        DataValidationError, match=r"method must be one of \['random', 'loo', 'temporal'\]"
+    ):
         validation_split(df, "kfold")
     with pytest.raises(DataTypeError, match="data must be a Dataset or a ratings DataFrame"):
         random_holdout(df.values)

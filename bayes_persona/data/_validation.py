@@ -206,9 +206,8 @@ def check_timestamp_column(
 ) -> None:
     """Check a timestamp column: integer, float or datetime64 dtype, no missing values."""
     s = df[col]
-    ok = (
-        pdt.is_datetime64_any_dtype(s.dtype)
-        or (pdt.is_numeric_dtype(s.dtype) and not pdt.is_bool_dtype(s.dtype))
+    ok = pdt.is_datetime64_any_dtype(s.dtype) or (
+        pdt.is_numeric_dtype(s.dtype) and not pdt.is_bool_dtype(s.dtype)
     )
     if not ok:
         raise DataTypeError(
@@ -241,6 +240,7 @@ def check_no_duplicate_pairs(df: pd.DataFrame, frame: str = "ratings") -> None:
 def check_title_column(df: pd.DataFrame, col: str = TITLE_COL, frame: str = "items") -> None:
     """Check that every non-missing title is a ``str``."""
     s = df[col]
+
     def ok(v: Any) -> bool:
         return isinstance(v, str) or v is None or (isinstance(v, float) and math.isnan(v))
 

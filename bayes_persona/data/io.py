@@ -188,7 +188,8 @@ def _aggregate_duplicates(df: pd.DataFrame) -> pd.DataFrame:
         out = df.drop_duplicates(subset=keys)
     logger.info(
         "duplicates='aggregate': merged %d rows into %d (user_id, item_id) pairs",
-        n_before, len(out),
+        n_before,
+        len(out),
     )
     return out[list(df.columns)]
 
@@ -245,8 +246,12 @@ def load_interactions(
         (user, item) pair repeats with ``duplicates="raise"``.
     """
     _check_col_args(
-        {"user_col": user_col, "item_col": item_col, "rating_col": rating_col,
-         "timestamp_col": timestamp_col}
+        {
+            "user_col": user_col,
+            "item_col": item_col,
+            "rating_col": rating_col,
+            "timestamp_col": timestamp_col,
+        }
     )
     check_choice(duplicates, "duplicates", DUPLICATE_POLICIES)
     arg_of = {user_col: "user_col", item_col: "item_col"}

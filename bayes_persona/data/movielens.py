@@ -167,7 +167,9 @@ def _verify(path: Path, variant: str, url: str) -> None:
         logger.warning(
             "no pinned sha256 for MovieLens %s: the download from %s (sha256 %s) "
             "cannot be verified",
-            variant, url, actual,
+            variant,
+            url,
+            actual,
         )
         return
     if actual != expected:
@@ -280,9 +282,7 @@ def _read_100k_genres(path: Path) -> list[str]:
             continue
         name, sep, idx = line.rpartition("|")
         if not sep or not idx.strip().isdigit():
-            raise DataValidationError(
-                f"{str(path)!r}: expected lines 'name|index', got {line!r}"
-            )
+            raise DataValidationError(f"{str(path)!r}: expected lines 'name|index', got {line!r}")
         pairs.append((int(idx), name))
     pairs.sort()
     if [i for i, _ in pairs] != list(range(len(pairs))):
@@ -298,8 +298,12 @@ def _read_100k(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         sep="\t",
         header=None,
         names=[USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL],
-        dtype={USER_COL: np.int64, ITEM_COL: np.int64, RATING_COL: np.float64,
-               TIMESTAMP_COL: np.int64},
+        dtype={
+            USER_COL: np.int64,
+            ITEM_COL: np.int64,
+            RATING_COL: np.float64,
+            TIMESTAMP_COL: np.int64,
+        },
     )
     genres = _read_100k_genres(folder / "u.genre")
     raw = pd.read_csv(
@@ -340,8 +344,12 @@ def _read_1m(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         header=None,
         names=[USER_COL, "_a", ITEM_COL, "_b", RATING_COL, "_c", TIMESTAMP_COL],
         usecols=[USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL],
-        dtype={USER_COL: np.int64, ITEM_COL: np.int64, RATING_COL: np.float64,
-               TIMESTAMP_COL: np.int64},
+        dtype={
+            USER_COL: np.int64,
+            ITEM_COL: np.int64,
+            RATING_COL: np.float64,
+            TIMESTAMP_COL: np.int64,
+        },
     )[[USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL]]
     path = folder / "movies.dat"
     ids, titles, cats = [], [], []
@@ -357,8 +365,9 @@ def _read_1m(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ids.append(int(head))
         titles.append(title)
         cats.append(_split_genres(genres))
-    items = pd.DataFrame({ITEM_COL: np.array(ids, dtype=np.int64), TITLE_COL: titles,
-                          CATEGORIES_COL: cats})
+    items = pd.DataFrame(
+        {ITEM_COL: np.array(ids, dtype=np.int64), TITLE_COL: titles, CATEGORIES_COL: cats}
+    )
     return ratings, items
 
 
@@ -373,8 +382,12 @@ def _read_csv_layout(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     ratings = pd.read_csv(
         folder / "ratings.csv",
         usecols=["userId", "movieId", "rating", "timestamp"],
-        dtype={"userId": np.int64, "movieId": np.int64, "rating": np.float64,
-               "timestamp": np.int64},
+        dtype={
+            "userId": np.int64,
+            "movieId": np.int64,
+            "rating": np.float64,
+            "timestamp": np.int64,
+        },
     ).rename(columns={"userId": USER_COL, "movieId": ITEM_COL})
     ratings = ratings[[USER_COL, ITEM_COL, RATING_COL, TIMESTAMP_COL]]
     raw = pd.read_csv(

@@ -51,8 +51,7 @@ def _check_no_missing(arr: np.ndarray, name: str) -> None:
     if missing.any():
         pos = int(np.flatnonzero(missing)[0])
         raise DataValidationError(
-            f"{name} must not contain NaN/None; found {int(missing.sum())}, first at "
-            f"position {pos}"
+            f"{name} must not contain NaN/None; found {int(missing.sum())}, first at position {pos}"
         )
 
 
@@ -149,9 +148,7 @@ class Vocabulary:
         ids = list(d["ids"])
         vocab = cls(np.asarray(ids, dtype=object), name=d["name"])
         if vocab.kind != kind:
-            raise DataValidationError(
-                f"d['kind'] is {kind!r} but d['ids'] hold {vocab.kind} ids"
-            )
+            raise DataValidationError(f"d['kind'] is {kind!r} but d['ids'] hold {vocab.kind} ids")
         return vocab
 
     # ------------------------------------------------------------------ accessors
@@ -359,7 +356,9 @@ def binarize(data: DataT, threshold: float = 4.0) -> DataT:
             f"{list(ratings.columns)} (implicit data is already binary)"
         )
     keep = ratings[RATING_COL].to_numpy() >= threshold
-    logger.info("binarize(threshold=%g): kept %d of %d interactions", threshold, keep.sum(), len(keep))
+    logger.info(
+        "binarize(threshold=%g): kept %d of %d interactions", threshold, keep.sum(), len(keep)
+    )
     out = ratings.loc[keep].drop(columns=[RATING_COL])
     return _rewrap(data, out, "binarize", f"threshold={threshold:g}")
 
@@ -408,6 +407,10 @@ def k_core(data: DataT, user_k: int = 5, item_k: int = 5) -> DataT:
             break
     logger.info(
         "k_core(user_k=%d, item_k=%d): kept %d of %d interactions after %d round(s)",
-        user_k, item_k, len(current), len(ratings), rounds,
+        user_k,
+        item_k,
+        len(current),
+        len(ratings),
+        rounds,
     )
     return _rewrap(data, current, "k_core", f"user_k={user_k}, item_k={item_k}")

@@ -112,8 +112,7 @@ def _time_rank(ratings: pd.DataFrame, func: str) -> np.ndarray:
     """Dense rank of the timestamps (works for int, float and datetime columns)."""
     if TIMESTAMP_COL not in ratings.columns:
         raise DataValidationError(
-            f"{func} needs a 'timestamp' column; the ratings have columns "
-            f"{list(ratings.columns)}"
+            f"{func} needs a 'timestamp' column; the ratings have columns {list(ratings.columns)}"
         )
     return ratings[TIMESTAMP_COL].rank(method="dense").to_numpy(dtype=np.float64)
 
@@ -138,7 +137,9 @@ def _finish(data: DataT, ratings: pd.DataFrame, test_mask: np.ndarray, what: str
     if n_u or n_i:
         logger.info(
             "%s: dropped %d test rows with a user unseen in train and %d with an unseen item",
-            what, n_u, n_i,
+            what,
+            n_u,
+            n_i,
         )
     logger.info("%s: %d train rows, %d test rows", what, len(train), len(test))
     train = train.reset_index(drop=True)
