@@ -249,3 +249,21 @@ def test_ml100k_leave_one_out(ml100k_dir):
     assert split.test.n_interactions + split.dropped_test_items == 943
     assert split.train.n_users == 943
     assert split.train.items is ds.items or split.train.items.equals(ds.items)
+
+
+@pytest.mark.parametrize("tz", [None, "Europe/Paris"])
+def test_datetime_timestamps(tz):
+    stamps = pd.to_datetime([1, 2, 3, 4, 5, 6, 7], unit="s")
+    df = toy().assign(timestamp=stamps.tz_localize(tz) if tz else stamps)
+    held = pd.concat([leave_one_out(df, by="time").test, leave_one_out(df, by="time").dropped])
+    assert sorted(held["item_id"].tolist()) == [2, 3, 4]  # each user's latest
+    split = temporal_split(df, test_fraction=0.3)
+    assert (
+        split.train["timestamp"].max() < pd.concat([split.test, split.dropped])["timestamp"].min()
+    )
+
+
+def test_float_timestamps():
+    df = toy().assign(timestamp=[0.5, 0.25, 3.0, 4.0, 5.0, 6.0, 7.0])
+    held = pd.concat([leave_one_out(df, by="time").test, leave_one_out(df, by="time").dropped])
+    assert sorted(held["item_id"].tolist()) == [2, 3, 4]

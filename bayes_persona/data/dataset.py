@@ -18,7 +18,7 @@ from bayes_persona.data._validation import (
     validate_items,
     validate_ratings,
 )
-from bayes_persona.exceptions import DataTypeError
+from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = ["Dataset"]
 
@@ -143,6 +143,20 @@ class Dataset:
             A ratings table, validated as in the constructor.
         """
         return Dataset(ratings=ratings, items=self.items, name=self.name)
+
+    def _with_subset(self, ratings: pd.DataFrame) -> Dataset:
+        """Like :meth:`with_ratings` without re-validation, for internal use only.
+
+        ``ratings`` must be a row subset of ``self.ratings`` (columns may be dropped),
+        which keeps every invariant but non-emptiness; that one is checked.
+        """
+        if len(ratings) == 0:
+            raise DataValidationError("ratings must not be empty; got 0 rows")
+        new = object.__new__(Dataset)
+        object.__setattr__(new, "ratings", ratings.reset_index(drop=True))
+        object.__setattr__(new, "items", self.items)
+        object.__setattr__(new, "name", self.name)
+        return new
 
     def __repr__(self) -> str:
         label = f"{self.name!r}, " if self.name else ""

@@ -108,16 +108,16 @@ def _parse_ids(series: pd.Series) -> pd.Series:
     """Turn a str id column into int64 when every value is a canonical int literal."""
     if not (pd.api.types.is_string_dtype(series.dtype) or series.dtype == object):
         return series
-    if series.isna().any() or not series.map(lambda v: isinstance(v, str)).all():
+    if series.isna().any():
         return series  # validation reports it
+    if series.dtype == object and not series.map(lambda v: isinstance(v, str)).all():
+        return series
     if not series.str.fullmatch(_INT_LITERAL).all():
         return series
-    try:
-        return pd.Series(
-            np.array([int(v) for v in series], dtype=np.int64), index=series.index, name=series.name
-        )
-    except OverflowError:
+    parsed = pd.to_numeric(series, errors="coerce")  # all canonical int literals here
+    if parsed.dtype != np.int64:  # beyond the int64 range: keep the text
         return series
+    return parsed
 
 
 def _read_file(

@@ -321,7 +321,7 @@ def _rewrap(data: DataT, ratings: pd.DataFrame, func: str, what: str) -> DataT:
         raise DataValidationError(f"{func}({what}) removed every interaction; nothing is left")
     ratings = ratings.reset_index(drop=True)
     if isinstance(data, Dataset):
-        return data.with_ratings(ratings)
+        return data._with_subset(ratings)
     return ratings
 
 

@@ -108,20 +108,53 @@ def _rng(seed: Any) -> np.random.Generator:
     return np.random.default_rng(check_int(seed, "seed", minimum=0))
 
 
-def _time_rank(ratings: pd.DataFrame, func: str) -> np.ndarray:
-    """Dense rank of the timestamps (works for int, float and datetime columns)."""
+def _time_key(ratings: pd.DataFrame, func: str) -> np.ndarray:
+    """The timestamps as a sortable int64 or float64 array, shape ``(n,)``.
+
+    Datetimes (time-zone aware ones in UTC) become their integer ticks, so no
+    precision is lost to floats.
+    """
     if TIMESTAMP_COL not in ratings.columns:
         raise DataValidationError(
             f"{func} needs a 'timestamp' column; the ratings have columns {list(ratings.columns)}"
         )
-    return ratings[TIMESTAMP_COL].rank(method="dense").to_numpy(dtype=np.float64)
+    ts = ratings[TIMESTAMP_COL]
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_any_dtype(ts.dtype):
+        return ts.to_numpy().view(np.int64)
+    if pd.api.types.is_integer_dtype(ts.dtype):
+        return ts.to_numpy(dtype=np.int64)
+    return ts.to_numpy(dtype=np.float64)
 
 
 def _rank_in_user(users: pd.Series, order: np.ndarray) -> np.ndarray:
-    """Position (0-based) of each row within its user, visiting rows in ``order``."""
-    pos = np.empty(len(users), dtype=np.int64)
-    pos[order] = users.iloc[order].groupby(users.iloc[order], sort=False).cumcount().to_numpy()
-    return pos
+    """Position (0-based) of each row among its user's rows, visiting rows in ``order``.
+
+    Parameters
+    ----------
+    users : pandas.Series, shape ``(n,)``
+        User id of each row.
+    order : numpy.ndarray of int, shape ``(n,)``
+        A permutation of ``0..n-1``: the priority in which rows are visited.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape ``(n,)``
+        ``0`` for each user's first visited row, ``1`` for the next, ...
+    """
+    n = len(order)
+    codes, _ = pd.factorize(users)
+    priority = np.empty(n, dtype=np.int64)
+    priority[order] = np.arange(n, dtype=np.int64)
+    # unique keys, so an unstable (fast) sort orders rows by user, then by priority
+    grouped = np.argsort(codes.astype(np.int64) * n + priority)
+    sorted_codes = codes[grouped]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    rank = np.empty(n, dtype=np.int64)
+    rank[grouped] = np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)
+    return rank
 
 
 def _finish(data: DataT, ratings: pd.DataFrame, test_mask: np.ndarray, what: str) -> Split[DataT]:
@@ -152,7 +185,7 @@ def _finish(data: DataT, ratings: pd.DataFrame, test_mask: np.ndarray, what: str
                 "at least 2 interactions to give one to the test side. Pass the ratings "
                 "DataFrame to get an empty test frame instead"
             )
-        return Split(data.with_ratings(train), data.with_ratings(test), n_i, n_u, dropped)
+        return Split(data._with_subset(train), data._with_subset(test), n_i, n_u, dropped)
     if len(test) == 0:
         logger.warning("%s left no test interactions", what)
     return Split(train, test, n_i, n_u, dropped)
@@ -188,11 +221,11 @@ def random_holdout(data: DataT, test_fraction: float = 0.2, seed: int = 0) -> Sp
     """
     ratings = _ratings_of(data, "random_holdout")
     frac = check_fraction(test_fraction, "test_fraction")
-    keys = _rng(seed).random(len(ratings))
+    order = _rng(seed).permutation(len(ratings))
     users = ratings[USER_COL]
     counts = users.groupby(users, sort=False).transform("size").to_numpy()
     n_test = np.minimum(np.floor(counts * frac + 0.5), counts - 1)
-    rank = _rank_in_user(users, np.argsort(keys, kind="stable"))
+    rank = _rank_in_user(users, order)
     test_mask = rank < n_test
     return _finish(data, ratings, test_mask, f"random_holdout(test_fraction={frac:g}, seed={seed})")
 
@@ -228,14 +261,14 @@ def leave_one_out(
     """
     ratings = _ratings_of(data, "leave_one_out")
     check_choice(by, "by", ("random", "time"))
-    keys = _rng(seed).random(len(ratings))
+    if by == "time":
+        ts = _time_key(ratings, "leave_one_out(by='time')")
+    order = _rng(seed).permutation(len(ratings))
+    if by == "time":
+        # latest first; rows were shuffled, so ties fall in a seeded random order
+        order = order[np.argsort(ts[order])[::-1]]
     users = ratings[USER_COL]
     counts = users.groupby(users, sort=False).transform("size").to_numpy()
-    if by == "time":
-        ts = _time_rank(ratings, "leave_one_out(by='time')")
-        order = np.lexsort((-keys, -ts))  # latest first, random tie break
-    else:
-        order = np.argsort(keys, kind="stable")
     rank = _rank_in_user(users, order)
     test_mask = (rank == 0) & (counts >= 2)
     return _finish(data, ratings, test_mask, f"leave_one_out(by={by!r}, seed={seed})")
@@ -269,7 +302,7 @@ def temporal_split(data: DataT, test_fraction: float = 0.2) -> Split[DataT]:
     """
     ratings = _ratings_of(data, "temporal_split")
     frac = check_fraction(test_fraction, "test_fraction")
-    ts = _time_rank(ratings, "temporal_split")
+    ts = _time_key(ratings, "temporal_split")
     position = int(np.floor((len(ts) - 1) * (1.0 - frac)))
     cutoff = np.partition(ts, position)[position]
     test_mask = ts > cutoff
