@@ -163,7 +163,7 @@ def run_svi(
         the last good state (the start of the failing epoch) before raising.
     """
     modules = [model, guide]
-    params = [p for m in modules for p in m.parameters()]
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
     gamma = config.lr_decay ** (1.0 / max(config.max_steps, 1))
     optim = ClippedAdam(params, lr=config.learning_rate, clip_norm=config.clip_norm, lrd=gamma)
     loss_fn = pyro.infer.Trace_ELBO(max_plate_nesting=2)
@@ -219,7 +219,8 @@ def run_svi(
                     result.validation.append((result.steps, score))
                 else:
                     score = epoch_elbo
-                if score > best_score + config.tol * abs(best_score) if math.isfinite(best_score) else True:
+                improved = not math.isfinite(best_score) or score > best_score + config.tol * abs(best_score)
+                if improved:
                     best_score, bad_epochs = score, 0
                     result.best_step = result.steps
                     if validate is not None:
