@@ -399,7 +399,7 @@ def intra_list_diversity(
     n_u = len(users)
     out = np.full(n_u, np.nan)
     pos0 = top["pos"].to_numpy() - 1
-    chunk = max(1, int(2e7 // max(k * k + k * n_c, 1)))
+    chunk = max(1, int(4e6 // max(k * k + k * n_c, 1)))
     for start in range(0, n_u, chunk):
         stop = min(start + chunk, n_u)
         sel = (user_codes >= start) & (user_codes < stop)
@@ -667,7 +667,7 @@ def taste_distribution_distance(
 
     r = top.assign(uc=user_codes).merge(t, on=on, how="inner")
     out = np.full(len(users), np.nan)
-    chunk = max(1, int(2e7 // max(k * n_t, 1)))
+    chunk = max(1, int(4e6 // max(k * n_t, 1)))
     uc_all = r["uc"].to_numpy()
     for start in range(0, len(users), chunk):
         stop = min(start + chunk, len(users))

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from bayes_persona.data import Vocabulary
 from bayes_persona.exceptions import (
     DataTypeError,
     DataValidationError,
     NotFittedError,
-    UnknownIdError,
 )
 
 __all__ = [
@@ -39,50 +39,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-try:  # the data layer's vocabulary, when it is there
-    from bayes_persona.data import Vocabulary as _Vocabulary  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the data layer's progress
-    try:
-        from bayes_persona.data.preprocessing import Vocabulary as _Vocabulary
-    except ImportError:
-        _Vocabulary = None
 
-
-class _SimpleVocabulary:
-    """Minimal stand-in for ``bayes_persona.data.Vocabulary`` (sorted distinct ids)."""
-
-    def __init__(self, ids: Any, name: str = "id") -> None:
-        self._name = name
-        self._index = pd.Index(pd.unique(np.asarray(ids))).sort_values()
-        self._ids = self._index.to_numpy()
-
-    @classmethod
-    def from_ids(cls, ids: Any, name: str = "id") -> _SimpleVocabulary:
-        return cls(ids, name=name)
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def encode(self, ids: Any) -> np.ndarray:
-        arr = np.asarray(ids)
-        idx = self._index.get_indexer(pd.Index(arr)).astype(np.int64)
-        if (idx < 0).any():
-            bad = list(dict.fromkeys(arr[idx < 0].tolist()))[:5]
-            raise UnknownIdError(f"unknown id(s) not in vocabulary {self._name!r}: {bad}")
-        return idx
-
-    def decode(self, idx: Any) -> np.ndarray:
-        return self._ids[np.asarray(idx, dtype=np.int64)]
-
-
-def make_vocabulary(ids: Any, name: str) -> Any:
-    """Vocabulary of the distinct ``ids`` (the data layer's class when available)."""
-    cls = _Vocabulary if _Vocabulary is not None else _SimpleVocabulary
-    return cls.from_ids(np.asarray(ids), name=name)
+def make_vocabulary(ids: Any, name: str) -> Vocabulary:
+    """:class:`~bayes_persona.data.Vocabulary` of the distinct ``ids`` (sorted)."""
+    return Vocabulary.from_ids(np.asarray(ids), name=name)
 
 
 def as_ratings(data: Any, name: str = "train") -> pd.DataFrame:
@@ -439,9 +399,7 @@ class BaseRecommender:
             {
                 "user_id": arr[:0],
                 "rank": np.empty(0, dtype=np.int64),
-                "item_id": np.asarray(self.item_vocab_.ids)[:0]
-                if hasattr(self.item_vocab_, "ids")
-                else np.empty(0),
+                "item_id": np.asarray(self.item_vocab_.ids)[:0],
                 "score": np.empty(0, dtype=np.float64),
             }
         )
