@@ -272,6 +272,15 @@ class _Guide(nn.Module):
             self.user_bias_loc = nn.Parameter(torch.zeros(U))
             self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
 
+    def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor) -> None:
+        """Set the locations of item factors (N, D), persona factors (U, K, D) and
+        prevalences (U, K; rows on the simplex)."""
+        with torch.no_grad():
+            self.item_loc.copy_(item_loc)
+            self.persona_loc.copy_(persona_loc.reshape(self.persona_loc.shape))
+            if self.n_personas > 1:
+                self.prevalence_loc.copy_(StickBreakingTransform().inv(prevalence))
+
     @staticmethod
     def _pos(raw: torch.Tensor) -> torch.Tensor:
         return nn.functional.softplus(raw) + 1e-5

@@ -36,6 +36,7 @@ from bayes_persona.exceptions import (
     NotFittedError,
     SaveFormatError,
 )
+from bayes_persona.initialization import seed_personas, spectral_item_factors
 from bayes_persona.inference import SVIConfig, SVIResult, atomic_torch_save, run_svi
 from bayes_persona.model import Batch, PersonaModel, log_softmax_normaliser, make_guide
 from bayes_persona.posterior import hdi
@@ -285,7 +286,7 @@ class PersonaRecommender:
         """
         self._validate_params()
         ratings = _as_ratings(train, "train")
-        if items is None:
+        if items is None and not isinstance(train, pd.DataFrame):
             items = getattr(train, "items", None)
         if items is not None:
             items = validate_items(items, frame="items")
@@ -319,7 +320,9 @@ class PersonaRecommender:
                 U, N, K, self.n_factors, self.feedback, float(self.prevalence_concentration),
                 rating_mean=float(r.mean()) if r is not None else 0.0,
             ).to(device)  # fmt: skip
-            self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen).to(device)
+            self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
+            self._initialise_guide(u, i)
+            self.guide_.to(device)
             validate = self._make_validator(validation) if validation is not None else None
             steps_per_epoch = max(1, math.ceil(U / self.batch_size))
             config = SVIConfig(
@@ -351,6 +354,19 @@ class PersonaRecommender:
             p.requires_grad_(False)
         logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-steps_per_epoch:].mean())
         return self
+
+    def _initialise_guide(self, u: np.ndarray, i: np.ndarray) -> None:
+        """Spectral item factors and k-means++ persona seeds (see :mod:`~bayes_persona.initialization`)."""
+        U, N = len(self.user_vocab_), len(self.item_vocab_)
+        q0 = spectral_item_factors(u, i, U, N, self.n_factors, self.random_state)
+        p0, pi0 = seed_personas(
+            q0, self.seen_.indptr.numpy(), self.seen_.indices.numpy(), self.n_personas,
+            self.persona_init_length, self.random_state,
+        )  # fmt: skip
+        f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+        self.guide_.initialise(f32(q0), f32(p0), f32(pi0))
+
+    persona_init_length = 3.0
 
     def _fingerprint(self, ratings: pd.DataFrame) -> str:
         h = hashlib.sha256(json.dumps(self._config(), sort_keys=True).encode())

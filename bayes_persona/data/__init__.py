@@ -53,9 +53,6 @@ __all__ = [
     "validation_split",
 ]
 
-try:  # synthetic.py is written separately; export it once it exists
-    from bayes_persona.data.synthetic import SyntheticData, make_synthetic
-except ImportError:  # pragma: no cover - until synthetic.py lands
-    pass
-else:
-    __all__ += ["make_synthetic", "SyntheticData"]
+from bayes_persona.data.synthetic import SyntheticData, SyntheticTruth, make_synthetic  # noqa: E402
+
+__all__ += ["SyntheticData", "SyntheticTruth", "make_synthetic"]
