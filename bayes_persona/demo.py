@@ -128,9 +128,11 @@ def run_demo(
 
     users = _pick_users(truth, n_show)
     categories = _item_categories(data.items)
+    ratings = data.ratings
     for user in users:
+        seen = ratings.loc[ratings["user_id"] == user, "item_id"].to_numpy()
         say()
-        say(_describe_user(model, truth, recovery, categories, user, n_recommend))
+        say(_describe_user(model, truth, recovery, categories, user, seen, n_recommend))
 
     say()
     say(f"Persona recovery over all {len(recovery.per_user)} users:")
@@ -175,6 +177,10 @@ def _item_categories(items: pd.DataFrame | None) -> dict:
     return dict(zip(items["item_id"].map(_plain), items["categories"], strict=True))
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _interval(low: float, high: float) -> str:
     return f"[{low:.2f}, {high:.2f}]"
 
@@ -185,7 +191,26 @@ def _table(rows: list[list[str]], indent: str = "    ") -> str:
     return "\n".join(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def _describe_user(model: Any, truth: Any, recovery: Any, categories: dict, user: Any, n: int) -> str:
+def _category_shares(model: Any, user: Any, seen: np.ndarray, categories: dict) -> dict[int, list]:
+    """For each persona, its categories by share of the persona's expected interactions
+    among the user's training items (an item's weight split evenly over its categories)."""
+    expl = model.explain(user, seen, hdi_prob=model.hdi_prob)
+    acc: dict[int, dict[str, float]] = {}
+    for item, persona, prob in zip(expl["item_id"], expl["persona"], expl["prob_mean"], strict=True):
+        cats = categories.get(_plain(item)) or ["(none)"]
+        bucket = acc.setdefault(int(persona), {})
+        for c in cats:
+            bucket[c] = bucket.get(c, 0.0) + prob / len(cats)
+    out = {}
+    for persona, bucket in acc.items():
+        total = sum(bucket.values()) or 1.0
+        out[persona] = sorted(((c, w / total) for c, w in bucket.items()), key=lambda cw: -cw[1])
+    return out
+
+
+def _describe_user(
+    model: Any, truth: Any, recovery: Any, categories: dict, user: Any, seen: np.ndarray, n: int
+) -> str:
     hdi = f"{model.hdi_prob:.0%}"
     planted = truth.user_tastes[truth.user_tastes["user_id"] == user].sort_values("weight", ascending=False)
     lines = [
@@ -194,9 +219,13 @@ def _describe_user(model: Any, truth: Any, recovery: Any, categories: dict, user
     ]
     threshold = recovery.prevalence_threshold
     personas = model.personas(user)
-    rows = [["", "prevalence", f"{hdi} interval", "top categories"]]
+    shares = _category_shares(model, user, seen, categories) if categories else {}
+    rows = [["", "prevalence", f"{hdi} interval", "categories of the items it explains"]]
     for p in personas.itertuples(index=False):
-        cats = ", ".join(p.top_categories) if p.prevalence_mean > threshold else f"(unused: below {threshold:g})"
+        top = [f"{c} {w:.0%}" for c, w in shares.get(int(p.persona), [])[:3] if w >= 0.05]
+        cats = ", ".join(top or p.top_categories) or "-"
+        if p.prevalence_mean <= threshold:
+            cats = f"(unused: prevalence below {threshold:g})"
         rows.append([f"persona {p.persona}", f"{p.prevalence_mean:.2f}",
                      _interval(p.prevalence_low, p.prevalence_high), cats])  # fmt: skip
     lines += ["  Fitted personas:", _table(rows)]
@@ -205,9 +234,9 @@ def _describe_user(model: Any, truth: Any, recovery: Any, categories: dict, user
     if len(mine):
         r = mine.iloc[0]
         lines.append(
-            f"  Recovery: {int(r['n_found'])} personas above {threshold:g} for {int(r['n_planted'])} "
-            f"planted tastes; {r['accuracy']:.0%} of this user's interactions assigned to the "
-            f"matching persona."
+            f"  Recovery: {_plural(int(r['n_found']), 'persona')} above {threshold:g} for "
+            f"{_plural(int(r['n_planted']), 'planted taste')}; {r['accuracy']:.0%} of this user's "
+            "interactions assigned to the matching persona."
         )
     recs = model.recommend([user], n=n)
     rows = [["rank", "item", "categories", "persona", "P(persona | item)", f"{hdi} interval"]]
