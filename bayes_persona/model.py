@@ -54,7 +54,9 @@ of their interactions (plate ``obs``) weighted by ``n_u / L_u``, so the ELBO est
 unbiased and a step's cost is :math:`O(B L K D)` plus the normaliser, independent of the
 number of users. Items live in plate ``items``, subsampled to the positives and negatives
 of the step when the softmax is sampled. A user's persona vectors form one
-:math:`K \times D` block in the plates ``users`` x ``personas``.
+:math:`K \times D` event inside plate ``users`` rather than a ``personas`` plate: a plate
+would declare the personas conditionally independent in the guide too, and the low-rank
+guide correlates them.
 
 Label switching
 ---------------
@@ -203,8 +205,10 @@ class PersonaModel(nn.Module):
                 pi = pyro.sample("prevalence", dist.Dirichlet(alpha))  # (B, 1, K)
             else:
                 pi = torch.ones(len(batch.users), 1, 1, device=q.device)
-            with pyro.plate("personas", K, dim=-1):
-                p = pyro.sample("persona_factors", dist.Normal(0.0, self.scale("persona_scale")).expand([D]).to_event(1))  # (B, K, D)
+            # A user's K persona vectors are one (K, D) block, so that a guide may correlate them.
+            p = pyro.sample(
+                "persona_factors", dist.Normal(0.0, self.scale("persona_scale")).expand([K, D]).to_event(2)
+            ).squeeze(-3)  # (B, K, D)
             if self.feedback == "explicit":
                 b_u = pyro.sample("user_bias", dist.Normal(0.0, self.scale("user_bias_scale")))  # (B, 1)
 
@@ -349,8 +353,8 @@ class MeanFieldGuide(_Guide):
         u = batch.users
         with pyro.plate("users", self.n_users, subsample=u, dim=-2):
             self._user_scalars(u)
-            with pyro.plate("personas", self.n_personas, dim=-1):
-                pyro.sample("persona_factors", dist.Normal(self.persona_loc[u], self._pos(self.persona_raw_scale[u])).to_event(1))
+            loc, scale = self.persona_loc[u][:, None], self._pos(self.persona_raw_scale[u])[:, None]
+            pyro.sample("persona_factors", dist.Normal(loc, scale).to_event(2))  # (B, 1, K, D)
 
     def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Persona factors (S, B, K, D) from noise (S, B, K * D)."""
@@ -381,7 +385,9 @@ class LowRankGuide(_Guide):
 
     def _persona_dist(self, u: torch.Tensor) -> dist.Distribution:
         mvn = dist.LowRankMultivariateNormal(
-            self.persona_loc[u], self.persona_cov_factor[u], self._pos(self.persona_raw_diag[u]) ** 2
+            self.persona_loc[u][:, None],
+            self.persona_cov_factor[u][:, None],
+            self._pos(self.persona_raw_diag[u])[:, None] ** 2,
         )
         shape = (self.n_personas, self.n_factors)
         return dist.TransformedDistribution(mvn, torch.distributions.transforms.ReshapeTransform((shape[0] * shape[1],), shape))
@@ -392,10 +398,7 @@ class LowRankGuide(_Guide):
         u = batch.users
         with pyro.plate("users", self.n_users, subsample=u, dim=-2):
             self._user_scalars(u)
-        # The persona block is one joint draw per user (batch (B,), event (K, D)), so that its
-        # value has the model's shape (B, K, D) in the model's users x personas plates.
-        with pyro.plate("users_block", self.n_users, subsample=u, dim=-1):
-            pyro.sample("persona_factors", self._persona_dist(u))
+            pyro.sample("persona_factors", self._persona_dist(u))  # (B, 1, K, D)
 
     def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Persona factors (S, B, K, D) from noise (S, B, K * D + rank)."""
