@@ -693,8 +693,11 @@ def write_report(
 
     try:
         from bayes_persona import plotting
-    except ImportError as exc:
-        logger.warning("report: bayes_persona.plotting is unavailable (%s); only the ELBO trace", exc)
+    except Exception as exc:  # absent, or broken while another engineer edits it
+        logger.warning(
+            "report: bayes_persona.plotting is unavailable (%s: %s); omitting persona maps and "
+            "explanation forests, plotting the ELBO trace with matplotlib", type(exc).__name__, exc
+        )
         plotting = None
     omitted: list[str] = []
     sections: list[str] = []
@@ -711,8 +714,8 @@ def write_report(
     forest = getattr(plotting, "explanation_forest", None)
     for name, f in (("persona_map", pmap), ("explanation_forest", forest)):
         if f is None:
-            why = "bayes_persona.plotting is missing" if plotting is None else f"bayes_persona.plotting has no {name}"
-            logger.warning("report: omitting %s plots (%s)", name, why)
+            if plotting is not None:
+                logger.warning("report: omitting %s plots: bayes_persona.plotting has no %s", name, name)
             omitted.append(name)
     for user in tqdm(users, desc="report", disable=not progress, leave=False):
         parts = [_personas_table(model, user)]
