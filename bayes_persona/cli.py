@@ -74,7 +74,9 @@ def _configure_logging(verbose: int) -> None:
     root = logging.getLogger("bayes_persona")
     if _HANDLER not in root.handlers:
         root.addHandler(_HANDLER)
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING)
+    root.setLevel(
+        logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
+    )
 
 
 # --------------------------------------------------------------------------- parser
@@ -117,43 +119,87 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general options")
-    g.add_argument("--threads", type=_positive_int, default=default(1), metavar="N",
-                   help="torch CPU threads (default: 1)")
-    g.add_argument("--debug", action="store_true", default=default(False),
-                   help="show the full traceback on errors")
-    g.add_argument("-v", "--verbose", action="count", default=default(0),
-                   help="log more (-v: info, -vv: debug)")
-    g.add_argument("-q", "--quiet", action="store_true", default=default(False),
-                   help="hide progress bars")
+    g.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=default(1),
+        metavar="N",
+        help="torch CPU threads (default: 1)",
+    )
+    g.add_argument(
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show the full traceback on errors",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="log more (-v: info, -vv: debug)",
+    )
+    g.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="hide progress bars"
+    )
     return p
 
 
 def _data_options(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (choose one source)")
     one = src.add_mutually_exclusive_group(required=True)
-    one.add_argument("--movielens", choices=MOVIELENS_CHOICES, metavar="VARIANT",
-                     help=f"a MovieLens release: {', '.join(MOVIELENS_CHOICES)}")
-    one.add_argument("--data", metavar="FILE",
-                     help="interactions file (.csv, .tsv, .parquet, ...) with a header row")
-    one.add_argument("--synthetic", action="store_true",
-                     help="planted-persona data from bayes_persona.make_synthetic")
-    src.add_argument("--data-home", metavar="DIR",
-                     help="folder holding ml-<variant>/ (default: $BAYES_PERSONA_DATA, else "
-                     "the user cache folder)")
-    src.add_argument("--no-download", action="store_true",
-                     help="fail instead of downloading MovieLens when it is absent")
+    one.add_argument(
+        "--movielens",
+        choices=MOVIELENS_CHOICES,
+        metavar="VARIANT",
+        help=f"a MovieLens release: {', '.join(MOVIELENS_CHOICES)}",
+    )
+    one.add_argument(
+        "--data",
+        metavar="FILE",
+        help="interactions file (.csv, .tsv, .parquet, ...) with a header row",
+    )
+    one.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="planted-persona data from bayes_persona.make_synthetic",
+    )
+    src.add_argument(
+        "--data-home",
+        metavar="DIR",
+        help="folder holding ml-<variant>/ (default: $BAYES_PERSONA_DATA, else "
+        "the user cache folder)",
+    )
+    src.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading MovieLens when it is absent",
+    )
     src.add_argument("--user-col", default="user_id", help="--data: user column (default: user_id)")
     src.add_argument("--item-col", default="item_id", help="--data: item column (default: item_id)")
     src.add_argument("--rating-col", default=None, help="--data: rating column (default: none)")
-    src.add_argument("--timestamp-col", default=None, help="--data: timestamp column (default: none)")
-    src.add_argument("--sep", default=None,
-                     help="--data: column separator (default: from the extension, else sniffed)")
-    src.add_argument("--aggregate-duplicates", action="store_true",
-                     help="--data: merge repeated (user, item) rows instead of failing")
-    src.add_argument("--items", metavar="FILE", dest="items_file",
-                     help="--data: item metadata file (same item column)")
-    src.add_argument("--categories-col", default=None,
-                     help="--items: column of '|'-separated categories")
+    src.add_argument(
+        "--timestamp-col", default=None, help="--data: timestamp column (default: none)"
+    )
+    src.add_argument(
+        "--sep",
+        default=None,
+        help="--data: column separator (default: from the extension, else sniffed)",
+    )
+    src.add_argument(
+        "--aggregate-duplicates",
+        action="store_true",
+        help="--data: merge repeated (user, item) rows instead of failing",
+    )
+    src.add_argument(
+        "--items",
+        metavar="FILE",
+        dest="items_file",
+        help="--data: item metadata file (same item column)",
+    )
+    src.add_argument(
+        "--categories-col", default=None, help="--items: column of '|'-separated categories"
+    )
     src.add_argument("--title-col", default=None, help="--items: title column")
     syn = p.add_argument_group("synthetic data (--synthetic)")
     syn.add_argument("--n-users", type=_positive_int, default=500, help="users (default: 500)")
@@ -161,8 +207,13 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     syn.add_argument("--n-tastes", type=_positive_int, default=6, help="tastes (default: 6)")
     syn.add_argument("--data-seed", type=int, default=0, help="generator seed (default: 0)")
     pre = p.add_argument_group("preprocessing")
-    pre.add_argument("--binarize", type=float, metavar="THRESHOLD", default=None,
-                     help="keep interactions rated >= THRESHOLD as implicit positives")
+    pre.add_argument(
+        "--binarize",
+        type=float,
+        metavar="THRESHOLD",
+        default=None,
+        help="keep interactions rated >= THRESHOLD as implicit positives",
+    )
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -196,103 +247,185 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help_: str, desc: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, parents=common, **_fmt_help(desc))
 
-    p = add("demo", "fit on planted-persona data and compare with the truth",
-            "Fit the model on synthetic users with planted tastes, then show a few users'\n"
-            "fitted personas beside their planted tastes, their top recommendations with the\n"
-            "explaining persona and its interval, and the persona-recovery figures.")
+    p = add(
+        "demo",
+        "fit on planted-persona data and compare with the truth",
+        "Fit the model on synthetic users with planted tastes, then show a few users'\n"
+        "fitted personas beside their planted tastes, their top recommendations with the\n"
+        "explaining persona and its interval, and the persona-recovery figures.",
+    )
     p.add_argument("--smoke", action="store_true", help="a tiny version that runs in seconds")
     p.add_argument("--n-users", type=_positive_int, default=None, help="users (default: 500)")
     p.add_argument("--n-items", type=_positive_int, default=None, help="items (default: 800)")
     p.add_argument("--n-tastes", type=_positive_int, default=None, help="tastes (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
-    p.add_argument("--show", type=_positive_int, default=None, metavar="N",
-                   help="users to show (default: 3; 1 with --smoke)")
-    p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="maximum SVI epochs (default: the demo's setting)")
+    p.add_argument(
+        "--show",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="users to show (default: 3; 1 with --smoke)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help="maximum SVI epochs (default: the demo's setting)",
+    )
     p.set_defaults(func=cmd_demo)
 
-    p = add("fit", "fit a model and save it to a folder",
-            "Fit a PersonaRecommender and write OUT/model.pt (the saved model),\n"
-            "OUT/config.json (settings, data and fit summary) and OUT/elbo.csv (ELBO per step).\n\n"
-            "examples:\n"
-            "  bayes-persona fit --synthetic --epochs 30 --out runs/synthetic\n"
-            "  bayes-persona fit --movielens 100k --binarize 4 --out runs/ml100k\n"
-            "  bayes-persona fit --data ratings.csv --user-col user --item-col movie --out runs/mine")
+    p = add(
+        "fit",
+        "fit a model and save it to a folder",
+        "Fit a PersonaRecommender and write OUT/model.pt (the saved model),\n"
+        "OUT/config.json (settings, data and fit summary) and OUT/elbo.csv (ELBO per step).\n\n"
+        "examples:\n"
+        "  bayes-persona fit --synthetic --epochs 30 --out runs/synthetic\n"
+        "  bayes-persona fit --movielens 100k --binarize 4 --out runs/ml100k\n"
+        "  bayes-persona fit --data ratings.csv --user-col user --item-col movie --out runs/mine",
+    )
     _data_options(p)
     _model_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.set_defaults(func=cmd_fit)
 
     def model_user(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, metavar="DIR",
-                       help="folder written by 'fit' (or the model.pt file itself)")
+        p.add_argument(
+            "--model",
+            required=True,
+            metavar="DIR",
+            help="folder written by 'fit' (or the model.pt file itself)",
+        )
         p.add_argument("--user", required=True, metavar="ID", help="user id")
 
     def output(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                       help="output format (default: table)")
-        p.add_argument("--hdi-prob", type=_probability, default=None, metavar="P",
-                       help="mass of the credible intervals (default: the model's)")
+        p.add_argument(
+            "--format",
+            choices=("table", "csv", "json"),
+            default="table",
+            help="output format (default: table)",
+        )
+        p.add_argument(
+            "--hdi-prob",
+            type=_probability,
+            default=None,
+            metavar="P",
+            help="mass of the credible intervals (default: the model's)",
+        )
 
-    p = add("recommend", "top-n items of a user with explaining personas",
-            "Top-n unseen items of a user; each comes with the persona that explains it, the\n"
-            "posterior mean of P(persona | user, item) and its highest-density interval.")
+    p = add(
+        "recommend",
+        "top-n items of a user with explaining personas",
+        "Top-n unseen items of a user; each comes with the persona that explains it, the\n"
+        "posterior mean of P(persona | user, item) and its highest-density interval.",
+    )
     model_user(p)
     p.add_argument("--n", type=_positive_int, default=10, help="items (default: 10)")
     p.add_argument("--include-seen", action="store_true", help="do not exclude training items")
     output(p)
     p.set_defaults(func=cmd_recommend)
 
-    p = add("explain", "which persona explains given items for a user",
-            "For each item, every persona's probability of explaining it for the user\n"
-            "(posterior mean and interval) and the persona's prevalence.")
+    p = add(
+        "explain",
+        "which persona explains given items for a user",
+        "For each item, every persona's probability of explaining it for the user\n"
+        "(posterior mean and interval) and the persona's prevalence.",
+    )
     model_user(p)
-    p.add_argument("--item", required=True, action="extend", nargs="+", metavar="ID",
-                   help="item id(s); repeat or list several")
+    p.add_argument(
+        "--item",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        help="item id(s); repeat or list several",
+    )
     output(p)
     p.set_defaults(func=cmd_explain)
 
-    p = add("personas", "describe a user's personas",
-            "A user's personas (0 = most prevalent): prevalence mean and interval, share of\n"
-            "the user's training interactions, top unseen items and top categories.")
+    p = add(
+        "personas",
+        "describe a user's personas",
+        "A user's personas (0 = most prevalent): prevalence mean and interval, share of\n"
+        "the user's training interactions, top unseen items and top categories.",
+    )
     model_user(p)
-    p.add_argument("--n-items", type=_positive_int, default=5, help="top items per persona (default: 5)")
+    p.add_argument(
+        "--n-items", type=_positive_int, default=5, help="top items per persona (default: 5)"
+    )
     output(p)
     p.set_defaults(func=cmd_personas)
 
-    p = add("evaluate", "fit models on a split and print the metrics table",
-            "Split the data at random (per-interaction holdout), fit each model on the\n"
-            "training part and measure it on the test part; prints the tidy table\n"
-            "model, protocol, metric, k, value, low, high (bootstrap interval).\n\n"
-            "example:\n"
-            "  bayes-persona evaluate --movielens 100k --binarize 4 --models ours,popular,ease")
+    p = add(
+        "evaluate",
+        "fit models on a split and print the metrics table",
+        "Split the data at random (per-interaction holdout), fit each model on the\n"
+        "training part and measure it on the test part; prints the tidy table\n"
+        "model, protocol, metric, k, value, low, high (bootstrap interval).\n\n"
+        "example:\n"
+        "  bayes-persona evaluate --movielens 100k --binarize 4 --models ours,popular,ease",
+    )
     _data_options(p)
     _model_options(p)
-    p.add_argument("--models", type=_model_list, default=["ours", "popular", "ease"],
-                   help=f"comma-separated, from {','.join(MODEL_CHOICES)} (default: ours,popular,ease)")
-    p.add_argument("--k", type=_int_list, default=[10, 20], metavar="K[,K...]",
-                   help="cut-offs (default: 10,20)")
-    p.add_argument("--protocol", choices=("full", "sampled"), default="full",
-                   help="full ranking or the sampled (99 negatives) protocol (default: full)")
-    p.add_argument("--test-fraction", type=_probability, default=0.2,
-                   help="share of interactions held out (default: 0.2)")
+    p.add_argument(
+        "--models",
+        type=_model_list,
+        default=["ours", "popular", "ease"],
+        help=f"comma-separated, from {','.join(MODEL_CHOICES)} (default: ours,popular,ease)",
+    )
+    p.add_argument(
+        "--k",
+        type=_int_list,
+        default=[10, 20],
+        metavar="K[,K...]",
+        help="cut-offs (default: 10,20)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=("full", "sampled"),
+        default="full",
+        help="full ranking or the sampled (99 negatives) protocol (default: full)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=_probability,
+        default=0.2,
+        help="share of interactions held out (default: 0.2)",
+    )
     p.add_argument("--split-seed", type=int, default=0, help="split seed (default: 0)")
-    p.add_argument("--n-boot", type=_positive_int, default=None,
-                   help="bootstrap resamples (default: evaluate's)")
+    p.add_argument(
+        "--n-boot",
+        type=_positive_int,
+        default=None,
+        help="bootstrap resamples (default: evaluate's)",
+    )
     p.add_argument("--out", metavar="CSV", help="also write the table to this CSV file")
     p.set_defaults(func=cmd_evaluate)
 
-    p = add("report", "write an HTML diagnostics report for a saved model",
-            "One self-contained HTML file (plots embedded as PNG) with the ELBO trace and,\n"
-            "where bayes_persona.plotting provides them, a few users' persona maps and\n"
-            "explanation forests; plots that are unavailable are omitted and logged.")
+    p = add(
+        "report",
+        "write an HTML diagnostics report for a saved model",
+        "One self-contained HTML file (plots embedded as PNG) with the ELBO trace and,\n"
+        "where bayes_persona.plotting provides them, a few users' persona maps and\n"
+        "explanation forests; plots that are unavailable are omitted and logged.",
+    )
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by 'fit'")
     p.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
-    p.add_argument("--user", action="extend", nargs="+", metavar="ID", dest="users",
-                   help="users to show (default: the first --n-users users)")
+    p.add_argument(
+        "--user",
+        action="extend",
+        nargs="+",
+        metavar="ID",
+        dest="users",
+        help="users to show (default: the first --n-users users)",
+    )
     p.add_argument("--n-users", type=_positive_int, default=3, help="users to show (default: 3)")
-    p.add_argument("--n-items", type=_positive_int, default=5,
-                   help="recommended items per explanation forest (default: 5)")
+    p.add_argument(
+        "--n-items",
+        type=_positive_int,
+        default=5,
+        help="recommended items per explanation forest (default: 5)",
+    )
     p.set_defaults(func=cmd_report)
     return top
 
@@ -323,44 +456,67 @@ def _load_data(args: argparse.Namespace):
 
     truth = None
     if args.movielens:
-        data = bp.load_movielens(args.movielens, data_home=args.data_home, download=not args.no_download)
+        data = bp.load_movielens(
+            args.movielens, data_home=args.data_home, download=not args.no_download
+        )
         desc: dict[str, Any] = {"source": "movielens", "variant": args.movielens}
     elif args.data:
         path = Path(args.data)
         if not path.exists():
             raise UsageError(f"--data: no such file: {path}")
         ratings = bp.load_interactions(
-            path, user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col,
-            timestamp_col=args.timestamp_col, sep=args.sep,
+            path,
+            user_col=args.user_col,
+            item_col=args.item_col,
+            rating_col=args.rating_col,
+            timestamp_col=args.timestamp_col,
+            sep=args.sep,
             duplicates="aggregate" if args.aggregate_duplicates else "raise",
-        )  # fmt: skip
+        )
         items = None
         if args.items_file:
             items = bp.load_items(
-                args.items_file, item_col=args.item_col, title_col=args.title_col,
-                categories_col=args.categories_col, sep=args.sep,
-            )  # fmt: skip
+                args.items_file,
+                item_col=args.item_col,
+                title_col=args.title_col,
+                categories_col=args.categories_col,
+                sep=args.sep,
+            )
         data = bp.Dataset(ratings, items, name=path.name)
         desc = {"source": "file", "path": str(path.resolve()), "items": args.items_file}
     else:
         data, truth = bp.make_synthetic(
             n_users=args.n_users, n_items=args.n_items, n_tastes=args.n_tastes, seed=args.data_seed
         )
-        desc = {"source": "synthetic", "n_users": args.n_users, "n_items": args.n_items,
-                "n_tastes": args.n_tastes, "seed": args.data_seed}  # fmt: skip
+        desc = {
+            "source": "synthetic",
+            "n_users": args.n_users,
+            "n_items": args.n_items,
+            "n_tastes": args.n_tastes,
+            "seed": args.data_seed,
+        }
     if args.binarize is not None:
         data = bp.binarize(data, args.binarize)
         desc["binarize"] = args.binarize
-    desc.update(n_users=int(data.n_users), n_items=int(data.n_items),
-                n_interactions=int(data.n_interactions))  # fmt: skip
+    desc.update(
+        n_users=int(data.n_users),
+        n_items=int(data.n_items),
+        n_interactions=int(data.n_interactions),
+    )
     logger.info("data: %s", desc)
     return data, desc, truth
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    names = {"personas": "n_personas", "factors": "n_factors", "epochs": "max_epochs",
-             "batch_size": "batch_size", "feedback": "feedback", "guide": "guide",
-             "seed": "random_state"}  # fmt: skip
+    names = {
+        "personas": "n_personas",
+        "factors": "n_factors",
+        "epochs": "max_epochs",
+        "batch_size": "batch_size",
+        "feedback": "feedback",
+        "guide": "guide",
+        "seed": "random_state",
+    }
     return {v: getattr(args, k) for k, v in names.items() if getattr(args, k) is not None}
 
 
@@ -369,7 +525,9 @@ def _model_path(path: str) -> Path:
     if p.is_dir():
         p = p / MODEL_FILE
     if not p.is_file():
-        raise UsageError(f"--model: no saved model at {p} (run 'bayes-persona fit --out DIR' first)")
+        raise UsageError(
+            f"--model: no saved model at {p} (run 'bayes-persona fit --out DIR' first)"
+        )
     return p
 
 
@@ -385,7 +543,9 @@ def parse_id(text: str, vocab: Any, what: str = "user") -> Any:
         try:
             return int(text)
         except ValueError:
-            raise UsageError(f"{what} id {text!r} is not an integer; this model's {what} ids are integers") from None
+            raise UsageError(
+                f"{what} id {text!r} is not an integer; this model's {what} ids are integers"
+            ) from None
     return str(text)
 
 
@@ -446,12 +606,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
         "library_version": bp.__version__,
         "model": params,
         "data": desc,
-        "fit": {"n_steps": int(model.n_steps_), "stopped_early": bool(model.stopped_early_),
-                "seconds": round(seconds, 2), "threads": args.threads},  # fmt: skip
+        "fit": {
+            "n_steps": int(model.n_steps_),
+            "stopped_early": bool(model.stopped_early_),
+            "seconds": round(seconds, 2),
+            "threads": args.threads,
+        },
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
     elbo = np.asarray(model.elbo_, dtype=float)
-    pd.DataFrame({"step": np.arange(1, len(elbo) + 1), "elbo": elbo}).to_csv(out / ELBO_FILE, index=False)
+    pd.DataFrame({"step": np.arange(1, len(elbo) + 1), "elbo": elbo}).to_csv(
+        out / ELBO_FILE, index=False
+    )
     written = [MODEL_FILE, CONFIG_FILE, ELBO_FILE]
     if truth is not None:
         truth.user_tastes.to_csv(out / TRUTH_FILE, index=False)
@@ -476,7 +642,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     table["persona"] = recs["persona"]
     table["P(persona)"] = recs["persona_prob"].map(lambda p: f"{p:.2f}")
     table[f"{_percent(model.hdi_prob)} interval"] = [
-        _interval(lo, hi) for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
+        _interval(lo, hi)
+        for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
     ]
     if args.format == "table":
         print(f"top {len(recs)} items for user {user} (persona 0 = the user's most prevalent):")
@@ -512,7 +679,8 @@ def cmd_personas(args: argparse.Namespace) -> int:
     table = frame[["persona"]].copy()
     table["prevalence"] = frame["prevalence_mean"].map(lambda p: f"{p:.2f}")
     table[f"{_percent(hdi_prob)} interval"] = [
-        _interval(lo, hi) for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
+        _interval(lo, hi)
+        for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
     ]
     table["share"] = frame["share"].map(lambda p: f"{p:.2f}")
     table["top categories"] = frame["top_categories"].map(lambda c: ", ".join(c) or "-")
@@ -562,8 +730,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             model = _make_baseline(name, args)
         start = time.perf_counter()
-        res = bp.evaluate(model, split.train, split.test, k=tuple(args.k), items=items,
-                          protocol=args.protocol, model_name=name, **extra)  # fmt: skip
+        res = bp.evaluate(
+            model,
+            split.train,
+            split.test,
+            k=tuple(args.k),
+            items=items,
+            protocol=args.protocol,
+            model_name=name,
+            **extra,
+        )
         logger.info("%s: fit and evaluated in %.1f s", name, time.perf_counter() - start)
         results.append(res)
     table = pd.concat(results, ignore_index=True)
@@ -574,8 +750,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     shown = table.copy()
     for c in ("value", "low", "high"):
         shown[c] = shown[c].map(lambda v: f"{v:.4f}")
-    print(f"{desc.get('variant', desc['source'])}: {desc['n_users']} users, {desc['n_items']} items, "
-          f"{desc['n_interactions']} interactions; test fraction {args.test_fraction:g}")  # fmt: skip
+    print(
+        f"{desc.get('variant', desc['source'])}: {desc['n_users']} users, {desc['n_items']} items, "
+        f"{desc['n_interactions']} interactions; test fraction {args.test_fraction:g}"
+    )
     print(shown.to_string(index=False))
     if args.out:
         print(f"wrote {args.out}")
@@ -592,9 +770,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     users = None
     if args.users:
         users = [parse_id(u, model.user_vocab_, "user") for u in args.users]
-    omitted = write_report(model, args.out, users=users, n_users=args.n_users, n_items=args.n_items,
-                           title=f"bayes_persona report: {model_path.parent.name or model_path.name}",
-                           progress=_progress(args))  # fmt: skip
+    omitted = write_report(
+        model,
+        args.out,
+        users=users,
+        n_users=args.n_users,
+        n_items=args.n_items,
+        title=f"bayes_persona report: {model_path.parent.name or model_path.name}",
+        progress=_progress(args),
+    )
     note = f" (omitted: {', '.join(omitted)})" if omitted else ""
     print(f"wrote {args.out}{note}")
     return 0
@@ -696,7 +880,9 @@ def write_report(
     except Exception as exc:  # absent, or broken while another engineer edits it
         logger.warning(
             "report: bayes_persona.plotting is unavailable (%s: %s); omitting persona maps and "
-            "explanation forests, plotting the ELBO trace with matplotlib", type(exc).__name__, exc
+            "explanation forests, plotting the ELBO trace with matplotlib",
+            type(exc).__name__,
+            exc,
         )
         plotting = None
     omitted: list[str] = []
@@ -715,19 +901,25 @@ def write_report(
     for name, f in (("persona_map", pmap), ("explanation_forest", forest)):
         if f is None:
             if plotting is not None:
-                logger.warning("report: omitting %s plots: bayes_persona.plotting has no %s", name, name)
+                logger.warning(
+                    "report: omitting %s plots: bayes_persona.plotting has no %s", name, name
+                )
             omitted.append(name)
     for user in tqdm(users, desc="report", disable=not progress, leave=False):
         parts = [_personas_table(model, user)]
         recs = model.recommend([user], n=n_items)
         items = recs["item_id"].tolist()
         if pmap is not None:
-            fig = _try_plot(pmap, [(model, user), (model, [user])], f"persona_map(user {user})", omitted)
+            fig = _try_plot(
+                pmap, [(model, user), (model, [user])], f"persona_map(user {user})", omitted
+            )
             if fig is not None:
                 parts.append(_img(_png(fig), f"persona map of user {user}"))
         if forest is not None:
             expl = model.explain(user, items)
-            fig = _try_plot(forest, [(model, user, items), (expl,)], f"explanation_forest(user {user})", omitted)
+            fig = _try_plot(
+                forest, [(model, user, items), (expl,)], f"explanation_forest(user {user})", omitted
+            )
             if fig is not None:
                 parts.append(_img(_png(fig), f"explanation forest of user {user}"))
         parts.append(_recs_table(recs, model.hdi_prob))
@@ -743,8 +935,12 @@ def write_report(
     )
     if omitted:
         summary += f"<p class='note'>Omitted: {html.escape(', '.join(omitted))}.</p>"
-    doc = _HTML.format(title=html.escape(title), summary=summary, body="\n".join(sections),
-                       version=html.escape(_version()))  # fmt: skip
+    doc = _HTML.format(
+        title=html.escape(title),
+        summary=summary,
+        body="\n".join(sections),
+        version=html.escape(_version()),
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
@@ -764,7 +960,8 @@ def _personas_table(model: Any, user: Any) -> str:
     table = frame[["persona"]].copy()
     table["prevalence"] = frame["prevalence_mean"].map(lambda p: f"{p:.2f}")
     table[f"{_percent(model.hdi_prob)} interval"] = [
-        _interval(lo, hi) for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
+        _interval(lo, hi)
+        for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
     ]
     table["top categories"] = frame["top_categories"].map(lambda c: ", ".join(c) or "-")
     return table.to_html(index=False, border=0, classes="tbl")
@@ -774,7 +971,8 @@ def _recs_table(recs: Any, hdi_prob: float) -> str:
     table = recs[["rank", "item_id", "persona"]].copy()
     table["P(persona)"] = recs["persona_prob"].map(lambda p: f"{p:.2f}")
     table[f"{_percent(hdi_prob)} interval"] = [
-        _interval(lo, hi) for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
+        _interval(lo, hi)
+        for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
     ]
     return table.to_html(index=False, border=0, classes="tbl")
 
@@ -806,8 +1004,15 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
         UnknownIdError,
     )
 
-    return (UsageError, DataValidationError, DataTypeError, UnknownIdError, DatasetNotFoundError,
-            SaveFormatError, FileNotFoundError)  # fmt: skip
+    return (
+        UsageError,
+        DataValidationError,
+        DataTypeError,
+        UnknownIdError,
+        DatasetNotFoundError,
+        SaveFormatError,
+        FileNotFoundError,
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -834,7 +1039,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         code = 2 if isinstance(exc, _usage_errors()) else 1
-        prefix = "" if code == 2 or isinstance(exc, _library_errors()) else f"{type(exc).__name__}: "
+        prefix = (
+            "" if code == 2 or isinstance(exc, _library_errors()) else f"{type(exc).__name__}: "
+        )
         print(f"{PROG}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
         return code
 

@@ -100,15 +100,20 @@ def run_demo(
         print(text, file=out, flush=True)
 
     data, truth = bp.make_synthetic(
-        n_users=n_users, n_items=n_items, n_tastes=n_tastes, seed=seed,
+        n_users=n_users,
+        n_items=n_items,
+        n_tastes=n_tastes,
+        seed=seed,
         interactions_per_user=interactions_per_user,
-    )  # fmt: skip
+    )
     say(
         f"Planted-persona data: {data.n_users} users, {data.n_items} items, {n_tastes} tastes "
         f"({', '.join(truth.taste_names)}); {data.n_interactions:,} interactions. Each user has "
         f"{_tastes_range(truth)} planted tastes with known weights."
     )
-    settings = dict(DEMO_MODEL, max_epochs=epochs or DEMO_EPOCHS, random_state=seed, progress=progress)
+    settings = dict(
+        DEMO_MODEL, max_epochs=epochs or DEMO_EPOCHS, random_state=seed, progress=progress
+    )
     if n_draws is not None:
         settings["n_draws"] = n_draws
     model = bp.PersonaRecommender(**settings)
@@ -137,11 +142,17 @@ def run_demo(
     say()
     say(f"Persona recovery over all {len(recovery.per_user)} users:")
     say(f"  {recovery.summary()}")
-    say(f"  assignment accuracy  {recovery.assignment_accuracy:6.1%}  (interactions assigned to the matching persona)")
-    say(f"  count accuracy       {recovery.count_accuracy:6.1%}  (users with as many personas above "
-        f"{recovery.prevalence_threshold:g} as planted tastes)")  # fmt: skip
-    say(f"  interval coverage    {recovery.interval_coverage:6.1%}  ({recovery.hdi_prob:.0%} intervals "
-        "covering the generating probability)")  # fmt: skip
+    say(
+        f"  assignment accuracy  {recovery.assignment_accuracy:6.1%}  (interactions assigned to the matching persona)"
+    )
+    say(
+        f"  count accuracy       {recovery.count_accuracy:6.1%}  (users with as many personas above "
+        f"{recovery.prevalence_threshold:g} as planted tastes)"
+    )
+    say(
+        f"  interval coverage    {recovery.interval_coverage:6.1%}  ({recovery.hdi_prob:.0%} intervals "
+        "covering the generating probability)"
+    )
     seconds = time.perf_counter() - start
     say(f"Demo finished in {seconds:.0f} s.")
     return DemoResult(model, data, truth, recovery, users, fit_seconds, seconds)
@@ -188,7 +199,10 @@ def _interval(low: float, high: float) -> str:
 def _table(rows: list[list[str]], indent: str = "    ") -> str:
     """Left-aligned columns, two spaces apart."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return "\n".join(indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    )
 
 
 def _category_shares(model: Any, user: Any, seen: np.ndarray, categories: dict) -> dict[int, list]:
@@ -196,7 +210,9 @@ def _category_shares(model: Any, user: Any, seen: np.ndarray, categories: dict) 
     among the user's training items (an item's weight split evenly over its categories)."""
     expl = model.explain(user, seen, hdi_prob=model.hdi_prob)
     acc: dict[int, dict[str, float]] = {}
-    for item, persona, prob in zip(expl["item_id"], expl["persona"], expl["prob_mean"], strict=True):
+    for item, persona, prob in zip(
+        expl["item_id"], expl["persona"], expl["prob_mean"], strict=True
+    ):
         cats = categories.get(_plain(item)) or ["(none)"]
         bucket = acc.setdefault(int(persona), {})
         for c in cats:
@@ -212,10 +228,14 @@ def _describe_user(
     model: Any, truth: Any, recovery: Any, categories: dict, user: Any, seen: np.ndarray, n: int
 ) -> str:
     hdi = f"{model.hdi_prob:.0%}"
-    planted = truth.user_tastes[truth.user_tastes["user_id"] == user].sort_values("weight", ascending=False)
+    planted = truth.user_tastes[truth.user_tastes["user_id"] == user].sort_values(
+        "weight", ascending=False
+    )
     lines = [
         f"User {user}: planted tastes "
-        + ", ".join(f"{t} {w:.2f}" for t, w in zip(planted["taste"], planted["weight"], strict=True))
+        + ", ".join(
+            f"{t} {w:.2f}" for t, w in zip(planted["taste"], planted["weight"], strict=True)
+        )
     ]
     threshold = recovery.prevalence_threshold
     personas = model.personas(user)
@@ -226,8 +246,14 @@ def _describe_user(
         cats = ", ".join(top or p.top_categories) or "-"
         if p.prevalence_mean <= threshold:
             cats = f"(unused: prevalence below {threshold:g})"
-        rows.append([f"persona {p.persona}", f"{p.prevalence_mean:.2f}",
-                     _interval(p.prevalence_low, p.prevalence_high), cats])  # fmt: skip
+        rows.append(
+            [
+                f"persona {p.persona}",
+                f"{p.prevalence_mean:.2f}",
+                _interval(p.prevalence_low, p.prevalence_high),
+                cats,
+            ]
+        )
     lines += ["  Fitted personas:", _table(rows)]
     per_user = recovery.per_user
     mine = per_user[per_user["user_id"] == user]
@@ -241,8 +267,18 @@ def _describe_user(
     recs = model.recommend([user], n=n)
     rows = [["rank", "item", "categories", "persona", "P(persona | item)", f"{hdi} interval"]]
     for r in recs.itertuples(index=False):
-        rows.append([f"{r.rank}.", str(r.item_id), ", ".join(categories.get(_plain(r.item_id), [])) or "-",
-                     str(r.persona), f"{r.persona_prob:.2f}",
-                     _interval(r.persona_prob_low, r.persona_prob_high)])  # fmt: skip
-    lines += [f"  Top {len(recs)} recommendations, each with the persona that explains it:", _table(rows)]
+        rows.append(
+            [
+                f"{r.rank}.",
+                str(r.item_id),
+                ", ".join(categories.get(_plain(r.item_id), [])) or "-",
+                str(r.persona),
+                f"{r.persona_prob:.2f}",
+                _interval(r.persona_prob_low, r.persona_prob_high),
+            ]
+        )
+    lines += [
+        f"  Top {len(recs)} recommendations, each with the persona that explains it:",
+        _table(rows),
+    ]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import copy
 import logging
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +161,8 @@ def run_svi(
     ------
     ModelFitError
         When the ELBO or a parameter becomes NaN or infinite; the modules are restored to
-        the last good state (the start of the failing epoch) before raising.
+        the last good state (the start of the failing epoch) before raising. Its ``result``
+        attribute holds the :class:`SVIResult` up to the failure.
     """
     modules = [model, guide]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
@@ -182,16 +184,24 @@ def run_svi(
         result.steps = int(state["step"])
         best_score, bad_epochs = float(state["best_score"]), int(state["bad_epochs"])
         best_state = state.get("best_state")
+        result.best_step = state.get("best_step")
+        result.stopped_early = bool(state.get("stopped_early", False))  # a finished run stays finished
         logger.info("resumed from %s at step %d", ckpt_path, result.steps)
 
     good_state = copy.deepcopy([m.state_dict() for m in modules])
     bar = tqdm(total=config.max_steps, initial=result.steps, disable=not config.progress, desc="SVI", leave=False)
     try:
-        while result.steps < config.max_steps:
+        while result.steps < config.max_steps and not result.stopped_early:
             step = result.steps
             batch = next_batch(generator)
             optim.zero_grad()
-            loss = loss_fn.differentiable_loss(model, guide, batch)
+            try:
+                loss = loss_fn.differentiable_loss(model, guide, batch)
+            except ValueError as exc:  # a distribution's argument check met NaN/inf: divergence
+                if not re.search(r"invalid values|\b(?:nan|inf)\b", str(exc), re.I) and _all_finite(modules):
+                    raise
+                logger.debug("non-finite values at step %d: %s", step, str(exc).splitlines()[0])
+                loss = torch.tensor(math.nan)
             if not torch.isfinite(loss):
                 _restore(modules, good_state)
                 raise ModelFitError(
@@ -246,12 +256,17 @@ def run_svi(
                         "best_score": best_score,
                         "bad_epochs": bad_epochs,
                         "best_state": best_state,
+                        "best_step": result.best_step,
+                        "stopped_early": result.stopped_early,
                     },
                     ckpt_path,
                 )
             bar.update(1)
             if result.stopped_early:
                 break
+    except ModelFitError as exc:
+        exc.result = result  # the history up to the failure, for the caller
+        raise
     finally:
         bar.close()
     if best_state is not None:

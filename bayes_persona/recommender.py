@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
     DataTypeError,
     DataValidationError,
+    ModelFitError,
     NotFittedError,
     SaveFormatError,
 )
@@ -49,6 +51,7 @@ FORMAT_NAME = "bayes_persona.PersonaRecommender"
 FORMAT_VERSION = 1
 
 _CHUNK_FLOATS = 2**25  # ~128 MB of float32 per chunk of posterior computations
+_CACHE_LOCK = threading.Lock()  # guards filling PersonaRecommender._cache (module-level: picklable models)
 
 
 def _as_ratings(data: Any, name: str) -> pd.DataFrame:
@@ -79,11 +82,18 @@ def _check_prob(name: str, value: Any) -> float:
 
 
 def _as_id_list(ids: Any, name: str) -> np.ndarray:
+    if ids is None:
+        raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got None")
     if isinstance(ids, (str, bytes)) or np.isscalar(ids):
         ids = [ids]
     if isinstance(ids, (pd.Series, pd.Index)):
         ids = ids.to_numpy()
-    arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    try:
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    except (TypeError, ValueError) as exc:  # not iterable, or ragged
+        raise DataTypeError(
+            f"{name} must be an id or a 1-d sequence of ids; got {type(ids).__name__}"
+        ) from exc
     if arr.ndim != 1:
         raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got shape {arr.shape}")
     if arr.size == 0:
@@ -111,7 +121,7 @@ class PersonaRecommender:
         likelihood (needs a ``rating`` column).
     guide : {"meanfield", "lowrank"}, default "meanfield"
         Variational family; ``"lowrank"`` correlates each user's persona block.
-    prevalence_concentration : float, default 0.5
+    prevalence_concentration : float, default 0.1
         Dirichlet concentration of persona prevalences (< 1 is sparse).
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
@@ -120,7 +130,7 @@ class PersonaRecommender:
         Users per SVI step.
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
-    learning_rate : float, default 0.05
+    learning_rate : float, default 0.01
     max_epochs : int, default 200
         An epoch is ``ceil(n_users / batch_size)`` steps.
     patience : int, default 20
@@ -171,11 +181,11 @@ class PersonaRecommender:
         feedback: str = "implicit",
         *,
         guide: str = "meanfield",
-        prevalence_concentration: float = 0.5,
+        prevalence_concentration: float = 0.1,
         n_negatives: int | None = None,
         batch_size: int = 256,
         max_items_per_user: int = 128,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.01,
         max_epochs: int = 200,
         patience: int = 20,
         init_scale: float = 0.05,
@@ -296,14 +306,20 @@ class PersonaRecommender:
         if self.feedback == "implicit" and "rating" in ratings.columns:
             logger.info("feedback='implicit': every row is taken as a positive; ratings are ignored")
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        N = int(ratings["item_id"].nunique())
+        if K > N:
+            raise DataValidationError(f"n_personas={K} exceeds the number of items in train ({N})")
+        # From here on the fitted state is rebuilt: a refit that fails part-way leaves an
+        # unfitted model (NotFittedError), never old vocabularies or cached draws mixed with
+        # a new guide. (A ModelFitError keeps the new model at its last good state.)
+        for attr in ("guide_", "_cache"):
+            self.__dict__.pop(attr, None)
 
         self.user_vocab_ = Vocabulary.from_ids(ratings["user_id"].to_numpy(), name="user_id")
         self.item_vocab_ = Vocabulary.from_ids(ratings["item_id"].to_numpy(), name="item_id")
         u = self.user_vocab_.encode(ratings["user_id"].to_numpy())
         i = self.item_vocab_.encode(ratings["item_id"].to_numpy())
         U, N = len(self.user_vocab_), len(self.item_vocab_)
-        if K > N:
-            raise DataValidationError(f"n_personas={K} exceeds the number of items in train ({N})")
         r = ratings["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
         self.seen_ = _Csr.build(u, i, U, r)
         self.item_categories_ = _item_categories(items, self.item_vocab_)
@@ -314,6 +330,7 @@ class PersonaRecommender:
 
         device = torch.device(self.device)
         gen = torch.Generator().manual_seed(self.random_state)
+        validate = self._make_validator(validation) if validation is not None else None  # checks it now
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.model_ = PersonaModel(
@@ -323,7 +340,6 @@ class PersonaRecommender:
             self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
             self._initialise_guide(u, i)
             self.guide_.to(device)
-            validate = self._make_validator(validation) if validation is not None else None
             steps_per_epoch = max(1, math.ceil(U / self.batch_size))
             config = SVIConfig(
                 max_steps=self.max_epochs * steps_per_epoch,
@@ -341,10 +357,17 @@ class PersonaRecommender:
                 return seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
 
             self.model_.train()
-            result: SVIResult = run_svi(
-                self.model_, self.guide_, next_batch, gen, config, validate,
-                fingerprint=self._fingerprint(ratings),
-            )  # fmt: skip
+            failure = None
+            try:
+                result: SVIResult = run_svi(
+                    self.model_, self.guide_, next_batch, gen, config, validate,
+                    fingerprint=self._fingerprint(ratings),
+                )  # fmt: skip
+            except ModelFitError as exc:  # modules are back at their last good (finite) state
+                failure, result = exc, exc.result
+            except BaseException:
+                del self.guide_  # e.g. a refused checkpoint or an interrupt: not fitted
+                raise
         self.elbo_ = np.asarray(result.elbo)
         self.validation_ = result.validation
         self.n_steps_ = result.steps
@@ -352,6 +375,8 @@ class PersonaRecommender:
         self._cache: dict[str, Any] = {}
         for p in list(self.model_.parameters()) + list(self.guide_.parameters()):
             p.requires_grad_(False)
+        if failure is not None:
+            raise failure
         logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-steps_per_epoch:].mean())
         return self
 
@@ -370,7 +395,8 @@ class PersonaRecommender:
 
     def _fingerprint(self, ratings: pd.DataFrame) -> str:
         h = hashlib.sha256(json.dumps(self._config(), sort_keys=True).encode())
-        h.update(pd.util.hash_pandas_object(ratings[["user_id", "item_id"]], index=False).to_numpy().tobytes())
+        cols = ["user_id", "item_id"] + (["rating"] if self.feedback == "explicit" else [])
+        h.update(pd.util.hash_pandas_object(ratings[cols], index=False).to_numpy().tobytes())
         return h.hexdigest()
 
     def _config(self) -> dict[str, Any]:
@@ -429,16 +455,17 @@ class PersonaRecommender:
 
     def _item_draws(self, n_draws: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = f"items{n_draws}"
-        if key not in self._cache:
-            g = torch.Generator().manual_seed(self.random_state + 7919)
-            N, D = self.guide_.n_items, self.guide_.n_factors
-            eps_q = torch.randn(n_draws, N, D, generator=g).to(self._dev)
-            eps_b = torch.randn(n_draws, N, generator=g).to(self._dev)
-            self._cache[key] = self.guide_.draw_items(eps_q, eps_b)
-            if self.feedback == "implicit":
-                q, b = self._cache[key]
-                # log-normaliser needs persona draws; cache item draws only.
-        return self._cache[key]
+        cache = self._cache
+        if key not in cache:
+            with _CACHE_LOCK:  # threads share one fitted model: fill the cache once
+                if key not in cache:
+                    g = torch.Generator().manual_seed(self.random_state + 7919)
+                    N, D = self.guide_.n_items, self.guide_.n_factors
+                    eps_q = torch.randn(n_draws, N, D, generator=g).to(self._dev)
+                    eps_b = torch.randn(n_draws, N, generator=g).to(self._dev)
+                    cache[key] = self.guide_.draw_items(eps_q, eps_b)
+                    # log-normaliser needs persona draws; cache item draws only.
+        return cache[key]
 
     def _user_draws(self, users: np.ndarray, n_draws: int) -> dict[str, torch.Tensor]:
         """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds."""
@@ -808,9 +835,20 @@ class PersonaRecommender:
         if not isinstance(payload, dict) or not {"meta", "tensors", "sha256"} <= set(payload):
             raise SaveFormatError(f"{path} is not a bayes_persona model file (missing meta/tensors/sha256)")
         meta_json, tensors = payload["meta"], payload["tensors"]
+        if not (
+            isinstance(meta_json, str)
+            and isinstance(tensors, dict)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items())
+        ):
+            raise SaveFormatError(f"{path} is not a bayes_persona model file (meta/tensors of the wrong type)")
         if _digest(meta_json, tensors) != payload["sha256"]:
             raise SaveFormatError(f"{path}: checksum mismatch; the file was modified or damaged")
-        meta = json.loads(meta_json)
+        try:
+            meta = json.loads(meta_json)
+        except ValueError as exc:
+            raise SaveFormatError(f"{path}: its metadata is not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise SaveFormatError(f"{path}: its metadata is not a JSON object")
         if meta.get("format") != FORMAT_NAME:
             raise SaveFormatError(f"{path} holds {meta.get('format')!r}, not a {FORMAT_NAME}")
         version = meta.get("format_version")
@@ -820,6 +858,12 @@ class PersonaRecommender:
                 f"version {FORMAT_VERSION}. Re-save it with bayes_persona {meta.get('library_version')} "
                 "or refit."
             )
+        missing = sorted(
+            {"config", "user_vocab", "item_vocab", "item_categories", "n_negatives_", "n_steps_",
+             "stopped_early_", "validation_"} - set(meta)
+        ) + sorted({"seen.indptr", "seen.indices", "elbo_"} - set(tensors))  # fmt: skip
+        if missing:
+            raise SaveFormatError(f"{path} is an incomplete bayes_persona model file: it lacks {missing}")
         cfg = dict(meta["config"])
         cfg["device"] = "cpu"
         self = cls(**cfg, progress=False)

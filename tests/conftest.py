@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+torch.set_num_threads(1)  # 2-core CI machines; also makes CPU float results reproducible
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,20 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["demo", "fit", "recommend", "explain", "personas", "evaluate", "report"]
-TINY = ["--synthetic", "--n-users", "30", "--n-items", "60", "--n-tastes", "3",
-        "--epochs", "3", "--factors", "4", "-q"]  # fmt: skip
+TINY = [
+    "--synthetic",
+    "--n-users",
+    "30",
+    "--n-items",
+    "60",
+    "--n-tastes",
+    "3",
+    "--epochs",
+    "3",
+    "--factors",
+    "4",
+    "-q",
+]
 
 
 def _error_line(err: str) -> str:
@@ -88,14 +100,41 @@ def test_recommend_table(fitted, capsys):
 
 
 def test_recommend_json_and_csv_agree(fitted, capsys):
-    assert main(["recommend", "--model", str(fitted), "--user", "2", "--n", "3", "--format", "json"]) == 0
+    assert (
+        main(["recommend", "--model", str(fitted), "--user", "2", "--n", "3", "--format", "json"])
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert len(records) == 3
-    assert set(records[0]) == {"user_id", "rank", "item_id", "score", "persona", "persona_prob",
-                               "persona_prob_low", "persona_prob_high"}  # fmt: skip
-    assert all(r["persona_prob_low"] <= r["persona_prob"] <= r["persona_prob_high"] for r in records)
-    assert main(["recommend", "--model", str(fitted / "model.pt"), "--user", "2", "--n", "3",
-                 "--format", "csv"]) == 0  # fmt: skip
+    assert set(records[0]) == {
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "persona",
+        "persona_prob",
+        "persona_prob_low",
+        "persona_prob_high",
+    }
+    assert all(
+        r["persona_prob_low"] <= r["persona_prob"] <= r["persona_prob_high"] for r in records
+    )
+    assert (
+        main(
+            [
+                "recommend",
+                "--model",
+                str(fitted / "model.pt"),
+                "--user",
+                "2",
+                "--n",
+                "3",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert frame["item_id"].tolist() == [r["item_id"] for r in records]
 
@@ -103,8 +142,24 @@ def test_recommend_json_and_csv_agree(fitted, capsys):
 def test_explain(fitted, capsys):
     model = bp.PersonaRecommender.load(fitted / "model.pt")
     items = [str(i) for i in model.item_vocab_.ids[:2]]
-    assert main(["explain", "--model", str(fitted), "--user", "1", "--item", items[0],
-                 "--item", items[1], "--format", "json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                str(fitted),
+                "--user",
+                "1",
+                "--item",
+                items[0],
+                "--item",
+                items[1],
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     rows = pd.DataFrame(json.loads(capsys.readouterr().out))
     assert len(rows) == 2 * model.n_personas
     assert rows.groupby("item_id")["prob_mean"].sum().round(4).eq(1.0).all()
@@ -124,7 +179,7 @@ def test_report_is_self_contained(fitted, tmp_path, capsys):
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
     assert text.count("data:image/png;base64,") >= 1  # at least the ELBO trace
-    assert "src=\"http" not in text and "<link" not in text
+    assert 'src="http' not in text and "<link" not in text
     assert "User 1" in text and "User 2" in text
 
 
@@ -153,8 +208,12 @@ def test_report_uses_plotting_when_present(fitted, tmp_path, monkeypatch):
 
         return plot
 
-    _fake_plotting(monkeypatch, elbo_trace=figure("elbo_trace"), persona_map=figure("persona_map"),
-                   explanation_forest=figure("explanation_forest"))  # fmt: skip
+    _fake_plotting(
+        monkeypatch,
+        elbo_trace=figure("elbo_trace"),
+        persona_map=figure("persona_map"),
+        explanation_forest=figure("explanation_forest"),
+    )
     model = bp.PersonaRecommender.load(fitted / "model.pt")
     out = tmp_path / "r.html"
     omitted = cli.write_report(model, out, users=[1, 2])
@@ -183,10 +242,34 @@ def test_string_ids_from_a_file(tmp_path, capsys):
     path = tmp_path / "ratings.tsv"
     pd.DataFrame(rows, columns=["user", "movie"]).to_csv(path, sep="\t", index=False)
     out = tmp_path / "run"
-    assert main(["fit", "--data", str(path), "--user-col", "user", "--item-col", "movie",
-                 "--epochs", "2", "--factors", "3", "--personas", "2", "-q", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(path),
+                "--user-col",
+                "user",
+                "--item-col",
+                "movie",
+                "--epochs",
+                "2",
+                "--factors",
+                "3",
+                "--personas",
+                "2",
+                "-q",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["recommend", "--model", str(out), "--user", "u3", "--n", "2", "--format", "json"]) == 0
+    assert (
+        main(["recommend", "--model", str(out), "--user", "u3", "--n", "2", "--format", "json"])
+        == 0
+    )
     records = json.loads(capsys.readouterr().out)
     assert [r["user_id"] for r in records] == ["u3", "u3"]
     assert all(str(r["item_id"]).startswith("m") for r in records)
@@ -255,16 +338,24 @@ def test_threads_option_sets_torch_threads(fitted, capsys):
 # --------------------------------------------------------------------------- entry points
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
 
 
-def test_python_m_bayes_persona_help():
-    proc = _run("-m", "bayes_persona", "--help")
-    assert proc.returncode == 0 and proc.stdout.startswith("usage: bayes-persona")
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")  # runpy re-runs cli
+@pytest.mark.parametrize("module", ["bayes_persona", "bayes_persona.cli"])
+def test_python_m_entry_points(module, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [module, "--help"])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: bayes-persona")
 
 
-def test_python_m_cli_bad_input_exit_code(tmp_path):
-    proc = _run("-m", "bayes_persona.cli", "recommend", "--model", str(tmp_path), "--user", "1")
+def test_subprocess_bad_input_exit_code(tmp_path):
+    proc = _run("-m", "bayes_persona", "recommend", "--model", str(tmp_path), "--user", "1")
     assert proc.returncode == 2
     assert proc.stderr.startswith("bayes-persona: error: ") and proc.stderr.count("\n") == 1
