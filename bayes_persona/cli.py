@@ -439,12 +439,6 @@ def _version() -> str:
 
 
 # --------------------------------------------------------------------------- helpers
-def _setup_torch(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-
-
 def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet
 
@@ -553,26 +547,62 @@ def _interval(low: float, high: float) -> str:
     return f"[{low:.2f}, {high:.2f}]"
 
 
-def _percent(p: float) -> str:
-    return f"{p:.0%}"
+def _intervals(low: Any, high: Any) -> list[str]:
+    return [_interval(lo, hi) for lo, hi in zip(low, high, strict=True)]
 
 
-def _emit(frame, fmt: str, table: Any, out=None) -> None:
-    """Write ``frame`` as csv/json, or ``table`` (a pre-formatted frame) as a text table."""
-    out = out or sys.stdout
+def _f2(values: Any) -> list[str]:
+    return [f"{v:.2f}" for v in values]
+
+
+def recommendations_display(recs: Any, hdi_prob: float):
+    """``recommend``'s frame, formatted for reading: the interval as ``[low, high]``."""
+    table = recs[["rank", "item_id"]].copy()
+    table["score"] = [f"{s:.4g}" for s in recs["score"]]
+    table["persona"] = recs["persona"]
+    table["P(persona)"] = _f2(recs["persona_prob"])
+    table[f"{hdi_prob:.0%} interval"] = _intervals(
+        recs["persona_prob_low"], recs["persona_prob_high"]
+    )
+    return table
+
+
+def explanation_display(frame: Any, hdi_prob: float):
+    """``explain``'s frame, formatted for reading."""
+    table = frame[["item_id", "persona"]].copy()
+    table["prevalence"] = _f2(frame["prevalence"])
+    table["P(persona | item)"] = _f2(frame["prob_mean"])
+    table[f"{hdi_prob:.0%} interval"] = _intervals(frame["prob_low"], frame["prob_high"])
+    return table
+
+
+def personas_display(frame: Any, hdi_prob: float):
+    """``personas``' frame, formatted for reading."""
+    table = frame[["persona"]].copy()
+    table["prevalence"] = _f2(frame["prevalence_mean"])
+    table[f"{hdi_prob:.0%} interval"] = _intervals(
+        frame["prevalence_low"], frame["prevalence_high"]
+    )
+    table["share"] = _f2(frame["share"])
+    table["top categories"] = [", ".join(c) or "-" for c in frame["top_categories"]]
+    table["top items"] = [", ".join(map(str, c)) for c in frame["top_items"]]
+    return table
+
+
+def _emit(frame: Any, fmt: str, table: Any, title: str) -> None:
+    """Print ``frame`` as csv/json, or ``table`` (its display form) under ``title``."""
     if fmt == "csv":
-        frame.to_csv(out, index=False)
+        frame.to_csv(sys.stdout, index=False)
     elif fmt == "json":
-        out.write(frame.to_json(orient="records", indent=2) + "\n")
+        sys.stdout.write(frame.to_json(orient="records", indent=2) + "\n")
     else:
-        out.write(table.to_string(index=False) + "\n")
+        sys.stdout.write(f"{title}\n{table.to_string(index=False)}\n")
 
 
 # --------------------------------------------------------------------------- commands
 def cmd_demo(args: argparse.Namespace) -> int:
     from bayes_persona.demo import SMOKE, run_demo
 
-    _setup_torch(args)
     kw: dict[str, Any] = dict(SMOKE) if args.smoke else {}
     for name in ("n_users", "n_items", "n_tastes", "epochs"):
         if getattr(args, name) is not None:
@@ -589,7 +619,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     import bayes_persona as bp
 
-    _setup_torch(args)
     data, desc, truth = _load_data(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -632,62 +661,33 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
-    _setup_torch(args)
     if args.hdi_prob is not None:
         model.set_params(hdi_prob=args.hdi_prob)
     user = parse_id(args.user, model.user_vocab_, "user")
     recs = model.recommend([user], n=args.n, exclude_seen=not args.include_seen)
-    table = recs[["rank", "item_id"]].copy()
-    table["score"] = recs["score"].map(lambda s: f"{s:.4g}")
-    table["persona"] = recs["persona"]
-    table["P(persona)"] = recs["persona_prob"].map(lambda p: f"{p:.2f}")
-    table[f"{_percent(model.hdi_prob)} interval"] = [
-        _interval(lo, hi)
-        for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
-    ]
-    if args.format == "table":
-        print(f"top {len(recs)} items for user {user} (persona 0 = the user's most prevalent):")
-    _emit(recs, args.format, table)
+    title = f"top {len(recs)} items for user {user} (persona 0 = the user's most prevalent):"
+    _emit(recs, args.format, recommendations_display(recs, model.hdi_prob), title)
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
-    _setup_torch(args)
     user = parse_id(args.user, model.user_vocab_, "user")
     items = [parse_id(i, model.item_vocab_, "item") for i in args.item]
     hdi_prob = args.hdi_prob if args.hdi_prob is not None else model.hdi_prob
     frame = model.explain(user, items, hdi_prob=hdi_prob)
-    table = frame[["item_id", "persona"]].copy()
-    table["prevalence"] = frame["prevalence"].map(lambda p: f"{p:.2f}")
-    table["P(persona | item)"] = frame["prob_mean"].map(lambda p: f"{p:.2f}")
-    table[f"{_percent(hdi_prob)} interval"] = [
-        _interval(lo, hi) for lo, hi in zip(frame["prob_low"], frame["prob_high"], strict=True)
-    ]
-    if args.format == "table":
-        print(f"which persona explains each item for user {user}:")
-    _emit(frame, args.format, table)
+    title = f"which persona explains each item for user {user}:"
+    _emit(frame, args.format, explanation_display(frame, hdi_prob), title)
     return 0
 
 
 def cmd_personas(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
-    _setup_torch(args)
     user = parse_id(args.user, model.user_vocab_, "user")
     hdi_prob = args.hdi_prob if args.hdi_prob is not None else model.hdi_prob
     frame = model.personas(user, n_items=args.n_items, hdi_prob=hdi_prob)
-    table = frame[["persona"]].copy()
-    table["prevalence"] = frame["prevalence_mean"].map(lambda p: f"{p:.2f}")
-    table[f"{_percent(hdi_prob)} interval"] = [
-        _interval(lo, hi)
-        for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
-    ]
-    table["share"] = frame["share"].map(lambda p: f"{p:.2f}")
-    table["top categories"] = frame["top_categories"].map(lambda c: ", ".join(c) or "-")
-    table["top items"] = frame["top_items"].map(lambda c: ", ".join(map(str, c)))
-    if args.format == "table":
-        print(f"personas of user {user}:")
-    _emit(frame, args.format, table)
+    title = f"personas of user {user} (0 = most prevalent):"
+    _emit(frame, args.format, personas_display(frame, hdi_prob), title)
     return 0
 
 
@@ -714,7 +714,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import bayes_persona as bp
 
-    _setup_torch(args)
     data, desc, _ = _load_data(args)
     split = bp.random_holdout(data, test_fraction=args.test_fraction, seed=args.split_seed)
     items = getattr(data, "items", None)
@@ -766,7 +765,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # files only, no display
     model_path = _model_path(args.model)
     model = _load_model(args.model)
-    _setup_torch(args)
     users = None
     if args.users:
         users = [parse_id(u, model.user_vocab_, "user") for u in args.users]
@@ -906,7 +904,7 @@ def write_report(
                 )
             omitted.append(name)
     for user in tqdm(users, desc="report", disable=not progress, leave=False):
-        parts = [_personas_table(model, user)]
+        parts = [_html_table(personas_display(model.personas(user), model.hdi_prob))]
         recs = model.recommend([user], n=n_items)
         items = recs["item_id"].tolist()
         if pmap is not None:
@@ -922,7 +920,7 @@ def write_report(
             )
             if fig is not None:
                 parts.append(_img(_png(fig), f"explanation forest of user {user}"))
-        parts.append(_recs_table(recs, model.hdi_prob))
+        parts.append(_html_table(recommendations_display(recs, model.hdi_prob)))
         sections.append(_section(f"User {html.escape(str(user))}", "\n".join(parts)))
 
     params = model.get_params()
@@ -955,25 +953,7 @@ def _section(title: str, body: str) -> str:
     return f"<section><h2>{title}</h2>\n{body}\n</section>"
 
 
-def _personas_table(model: Any, user: Any) -> str:
-    frame = model.personas(user)
-    table = frame[["persona"]].copy()
-    table["prevalence"] = frame["prevalence_mean"].map(lambda p: f"{p:.2f}")
-    table[f"{_percent(model.hdi_prob)} interval"] = [
-        _interval(lo, hi)
-        for lo, hi in zip(frame["prevalence_low"], frame["prevalence_high"], strict=True)
-    ]
-    table["top categories"] = frame["top_categories"].map(lambda c: ", ".join(c) or "-")
-    return table.to_html(index=False, border=0, classes="tbl")
-
-
-def _recs_table(recs: Any, hdi_prob: float) -> str:
-    table = recs[["rank", "item_id", "persona"]].copy()
-    table["P(persona)"] = recs["persona_prob"].map(lambda p: f"{p:.2f}")
-    table[f"{_percent(hdi_prob)} interval"] = [
-        _interval(lo, hi)
-        for lo, hi in zip(recs["persona_prob_low"], recs["persona_prob_high"], strict=True)
-    ]
+def _html_table(table: Any) -> str:
     return table.to_html(index=False, border=0, classes="tbl")
 
 
@@ -1029,6 +1009,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     _configure_logging(args.verbose)
     try:
+        import torch
+
+        torch.set_num_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
