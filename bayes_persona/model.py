@@ -302,7 +302,8 @@ class _Guide(nn.Module):
             ).to_event(1)
             pyro.sample("prevalence", dist.TransformedDistribution(base, StickBreakingTransform()))
         if self.explicit:
-            pyro.sample("user_bias", dist.Normal(self.user_bias_loc[users], self._pos(self.user_bias_raw_scale[users]))[:, None])
+            loc, scale = self.user_bias_loc[users][:, None], self._pos(self.user_bias_raw_scale[users])[:, None]
+            pyro.sample("user_bias", dist.Normal(loc, scale))
 
     # --- posterior draws, outside Pyro (common to both guides) ---
     def draw_items(self, eps_items: torch.Tensor, eps_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

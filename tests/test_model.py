@@ -1,0 +1,211 @@
+"""Fast tests of the Bayesian multi-persona model's own behaviour (the shared recommender
+contract lives in test_recommender_contract.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyro
+import pytest
+import torch
+
+import bayes_persona as bp
+from bayes_persona.model import Batch, PersonaModel, make_guide
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return bp.make_synthetic(n_users=80, n_items=150, n_tastes=4, interactions_per_user=(15, 40), seed=3)
+
+
+def small(**kw):
+    args = dict(n_personas=3, n_factors=8, max_epochs=15, batch_size=32, n_draws=30, progress=False)
+    args.update(kw)
+    return bp.PersonaRecommender(**args)
+
+
+@pytest.fixture(scope="module")
+def fitted(planted):
+    data, _ = planted
+    return small().fit(data)
+
+
+def test_minibatch_elbo_is_unbiased():
+    """The average of minibatch ELBO estimates equals the full-data ELBO (fixed guide draws)."""
+    torch.manual_seed(0)
+    U, N, K, D = 12, 20, 2, 3
+    model = PersonaModel(U, N, K, D)
+    guide = make_guide("meanfield", model, 0.0001, torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    counts = rng.integers(2, 6, size=U)
+    items = [rng.choice(N, size=c, replace=False) for c in counts]
+    L = int(counts.max())
+
+    def batch_for(users, L_):
+        it = torch.zeros(len(users), L_, dtype=torch.long)
+        mask = torch.zeros(len(users), L_, dtype=torch.bool)
+        for j, u in enumerate(users):
+            n = min(len(items[u]), L_)
+            it[j, :n] = torch.as_tensor(items[u][:n])
+            mask[j, :n] = True
+        w = torch.tensor([len(items[u]) / min(len(items[u]), L_) for u in users], dtype=torch.float)
+        return Batch(torch.as_tensor(users), it, mask, w)
+
+    elbo = pyro.infer.Trace_ELBO(max_plate_nesting=2)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        full = -elbo.differentiable_loss(model, guide, batch_for(np.arange(U), L)).item()
+        parts = []
+        for users in np.arange(U).reshape(4, 3):
+            torch.manual_seed(1)
+            parts.append(-elbo.differentiable_loss(model, guide, batch_for(users, L)).item())
+    # Each user-subsample estimate scales the user terms by U/3; their mean over a partition
+    # of the users is exactly the full user part, while global terms appear in every part.
+    assert np.isfinite(full)
+    assert np.mean(parts) == pytest.approx(full, rel=0.05)
+
+
+def test_fit_returns_self_and_fitted_state(planted):
+    data, _ = planted
+    m = small(max_epochs=3)
+    assert m.fit(data) is m
+    assert m.elbo_.shape == (m.n_steps_,)
+    assert np.isfinite(m.elbo_).all()
+    assert len(m.user_vocab_) == data.n_users and len(m.item_vocab_) == data.n_items
+
+
+def test_elbo_improves(fitted):
+    e = fitted.elbo_
+    assert e[-5:].mean() > e[:5].mean()
+
+
+def test_random_state_reproducible(planted):
+    data, _ = planted
+    a = small(max_epochs=3, random_state=7).fit(data)
+    b = small(max_epochs=3, random_state=7).fit(data)
+    c = small(max_epochs=3, random_state=8).fit(data)
+    for (ka, va), (_, vb) in zip(a.guide_.state_dict().items(), b.guide_.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    assert not torch.equal(a.guide_.persona_loc, c.guide_.persona_loc)
+
+
+def test_two_models_do_not_share_param_store(planted):
+    data, _ = planted
+    a = small(max_epochs=2, random_state=1).fit(data)
+    before = {k: v.clone() for k, v in a.guide_.state_dict().items()}
+    small(max_epochs=2, random_state=2).fit(data)
+    for k, v in a.guide_.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert len(pyro.get_param_store()) == 0
+
+
+def test_recommend_columns_and_persona_probabilities(fitted, planted):
+    recs = fitted.recommend([1, 2, 3], n=7)
+    assert list(recs.columns) == [
+        "user_id", "rank", "item_id", "score", "persona", "persona_prob",
+        "persona_prob_low", "persona_prob_high",
+    ]  # fmt: skip
+    assert (recs.groupby("user_id").size() == 7).all()
+    assert ((recs.persona_prob_low <= recs.persona_prob + 1e-9) & (recs.persona_prob <= recs.persona_prob_high + 1e-9)).all()
+    assert recs.persona.between(0, 2).all()
+    # scores sorted within user
+    for _, g in recs.groupby("user_id"):
+        assert (np.diff(g.score.to_numpy()) <= 1e-12).all()
+
+
+def test_batch_equals_single(fitted):
+    batch = fitted.recommend([1, 2, 3, 4], n=5)
+    single = pd.concat([fitted.recommend([u], n=5) for u in [1, 2, 3, 4]], ignore_index=True)
+    pd.testing.assert_frame_equal(batch, single)
+
+
+def test_score_matches_recommend(fitted):
+    recs = fitted.recommend([5], n=4)
+    s = fitted.score(recs.user_id.to_numpy(), recs.item_id.to_numpy())
+    np.testing.assert_allclose(s, recs.score.to_numpy(), rtol=1e-6)
+
+
+def test_explain_probabilities_sum_to_one(fitted):
+    ex = fitted.explain(1, [10001, 10002, 10003], hdi_prob=0.8)
+    assert len(ex) == 3 * 3
+    sums = ex.groupby("item_id").prob_mean.sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+    assert ((ex.prob_low <= ex.prob_mean + 1e-9) & (ex.prob_mean <= ex.prob_high + 1e-9)).all()
+    # persona 0 is the most prevalent
+    prev = ex.drop_duplicates("persona").sort_values("persona").prevalence.to_numpy()
+    assert (np.diff(prev) <= 1e-9).all()
+
+
+def test_explain_consistent_with_recommend(fitted):
+    recs = fitted.recommend([2], n=3)
+    ex = fitted.explain(2, recs.item_id.to_numpy(), hdi_prob=fitted.hdi_prob)
+    for row in recs.itertuples():
+        e = ex[(ex.item_id == row.item_id) & (ex.persona == row.persona)].iloc[0]
+        assert e.prob_mean == pytest.approx(row.persona_prob, rel=1e-5)
+        assert e.prob_low == pytest.approx(row.persona_prob_low, rel=1e-5)
+
+
+def test_personas_frame(fitted):
+    p = fitted.personas(1, n_items=4)
+    assert list(p.persona) == [0, 1, 2]
+    assert p.prevalence_mean.sum() == pytest.approx(1.0, abs=1e-5)
+    assert all(len(t) == 4 for t in p.top_items)
+    assert all(isinstance(c, list) for c in p.top_categories)
+    assert len(p.top_categories[0]) >= 1  # planted items carry categories
+
+
+def test_sample_posterior_shapes(fitted):
+    s = fitted.sample_posterior(num_samples=6, users=[1, 2])
+    assert s["item_factors"].shape == (6, len(fitted.item_vocab_), 8)
+    assert s["persona_factors"].shape == (6, 2, 3, 8)
+    np.testing.assert_allclose(s["prevalence"].sum(-1), 1.0, atol=1e-5)
+    assert (np.diff(s["prevalence"].mean(0), axis=-1) <= 1e-6).all()
+
+
+def test_log_predictive_matches_probability(fitted, planted):
+    data, _ = planted
+    rows = data.ratings.head(20)
+    lp = fitted.log_predictive(rows)
+    assert lp.shape == (20,) and np.isfinite(lp).all() and (lp < 0).all()
+    np.testing.assert_allclose(np.exp(lp), fitted.score(rows.user_id, rows.item_id), rtol=1e-5)
+
+
+def test_single_persona_is_matrix_factorisation(planted):
+    data, _ = planted
+    m = small(n_personas=1, max_epochs=3).fit(data)
+    recs = m.recommend([1], n=3)
+    assert (recs.persona == 0).all()
+    np.testing.assert_allclose(recs.persona_prob, 1.0)
+
+
+def test_lowrank_guide_and_sampled_softmax(planted):
+    data, _ = planted
+    m = small(guide="lowrank", n_negatives=40, max_epochs=3).fit(data)
+    assert m.n_negatives_ == 40
+    recs = m.recommend([1], n=3)
+    assert len(recs) == 3 and np.isfinite(recs.score).all()
+
+
+def test_explicit_feedback():
+    data, _ = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, interactions_per_user=(10, 30), seed=1)
+    rng = np.random.default_rng(0)
+    ratings = data.ratings.assign(rating=rng.integers(1, 6, size=len(data.ratings)).astype(float))
+    m = small(feedback="explicit", max_epochs=3).fit(ratings)
+    s = m.score([1, 2], [10001, 10002])
+    assert np.isfinite(s).all() and (s > -5).all() and (s < 10).all()
+    lp = m.log_predictive(ratings.head(5))
+    assert np.isfinite(lp).all()
+
+
+def test_explicit_needs_rating(planted):
+    data, _ = planted
+    with pytest.raises(bp.DataValidationError, match="rating"):
+        small(feedback="explicit").fit(data)
+
+
+def test_save_load_identical(tmp_path, fitted):
+    path = tmp_path / "m.pt"
+    fitted.save(path)
+    loaded = bp.PersonaRecommender.load(path)
+    pd.testing.assert_frame_equal(fitted.recommend([1, 2], n=5), loaded.recommend([1, 2], n=5))
+    pd.testing.assert_frame_equal(fitted.explain(3, [10001]), loaded.explain(3, [10001]))
