@@ -1,0 +1,202 @@
+"""Divergence: a NaN/inf ELBO or parameter stops the fit with ModelFitError naming the step,
+and the model keeps its last good (finite) state."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pandas as pd
+import pyro
+import pytest
+import torch
+from torch import nn
+
+import bayes_persona as bp
+from bayes_persona import recommender as rec_mod
+from bayes_persona.exceptions import BayesPersonaError, ModelFitError
+from bayes_persona.inference import SVIConfig, run_svi
+
+
+@pytest.fixture(scope="module")
+def data() -> bp.Dataset:
+    data, _ = bp.make_synthetic(
+        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
+    )
+    return data
+
+
+def _model(**kw) -> bp.PersonaRecommender:
+    params = dict(
+        n_personas=3, n_factors=8, max_epochs=5, batch_size=32, n_draws=20, progress=False
+    )
+    return bp.PersonaRecommender(**{**params, **kw})
+
+
+def _all_finite(model: bp.PersonaRecommender) -> bool:
+    sd = {**model.model_.state_dict(), **model.guide_.state_dict()}
+    return all(bool(torch.isfinite(v).all()) for v in sd.values())
+
+
+def _step_of(msg: str) -> int:
+    found = re.search(r"step (\d+)", msg)
+    assert found, f"message does not name the step: {msg!r}"
+    return int(found.group(1))
+
+
+# ------------------------------------------------------------------- real model
+
+
+def test_huge_learning_rate_raises_model_fit_error(data) -> None:
+    model = _model(learning_rate=1e30)
+    with pytest.raises(ModelFitError) as info:
+        model.fit(data)
+    assert isinstance(info.value, BayesPersonaError)
+    _step_of(str(info.value))
+    assert "learning_rate" in str(info.value)
+    assert _all_finite(model)
+    # The model is usable at its last good state: no raw errors, finite outputs.
+    recs = model.recommend(data.ratings["user_id"].iloc[:3], n=5)
+    assert recs["score"].notna().all()
+    assert (
+        model.explain(data.ratings["user_id"].iloc[0], model.item_vocab_.ids[:2])["prob_mean"]
+        .notna()
+        .all()
+    )
+
+
+def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
+    """Batch weights turn NaN at step 5 (steps_per_epoch = 2): the error names step 5 and
+    the parameters are exactly those after step 4, the last completed epoch."""
+    model = _model(max_epochs=5, patience=0)
+    real = rec_mod._Csr.sample_batch
+    calls, snapshots = {"n": 0}, []
+
+    def poisoned(self, *args, **kwargs):
+        # the guide as step ``calls["n"]`` finds it (after that many updates)
+        snapshots.append({k: v.detach().clone() for k, v in model.guide_.state_dict().items()})
+        batch = real(self, *args, **kwargs)
+        if calls["n"] == 5:  # steps count from 0
+            batch = dataclasses.replace(batch, weight=torch.full_like(batch.weight, float("nan")))
+        calls["n"] += 1
+        return batch
+
+    monkeypatch.setattr(rec_mod._Csr, "sample_batch", poisoned)
+    with pytest.raises(ModelFitError) as info:
+        model.fit(data)
+    assert _step_of(str(info.value)) == 5
+    assert "before step 4" in str(info.value)
+    assert _all_finite(model)
+    assert not torch.equal(snapshots[5]["item_loc"], snapshots[4]["item_loc"])
+    for name, value in snapshots[4].items():  # back at the end of epoch 2 (4 updates)
+        assert torch.equal(model.guide_.state_dict()[name], value), name
+    assert len(model.elbo_) == 5  # the history up to the failure is kept
+
+
+def test_refit_after_failure_works(data) -> None:
+    model = _model(learning_rate=1e30)
+    with pytest.raises(ModelFitError):
+        model.fit(data)
+    model.set_params(learning_rate=0.05).fit(data)
+    assert _all_finite(model)
+    assert model.n_steps_ == 10
+
+
+# ------------------------------------------------------------------- engine
+
+
+class _ToyModel(nn.Module):
+    """One parameter ``w``; the log-density is ``-tanh(w)`` summed (finite even when ``w`` is
+    infinite), or NaN at step ``nan_at``."""
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(3))
+        self.nan_at, self.calls = nan_at, 0
+        self.seen: list[torch.Tensor] = []  # w as each step found it
+
+    def forward(self, batch) -> None:
+        self.seen.append(self.w.detach().clone())
+        factor = -torch.tanh(self.w).sum() * batch
+        if self.calls == self.nan_at:
+            factor = factor * float("nan")
+        self.calls += 1
+        pyro.factor("f", factor)
+
+
+def _toy_guide() -> nn.Module:
+    class Guide(nn.Module):
+        def forward(self, batch) -> None:
+            pass
+
+    return Guide()
+
+
+def _run(model: nn.Module, max_steps: int, lr: float = 0.1) -> None:
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(
+        max_steps=max_steps, steps_per_epoch=3, learning_rate=lr, patience=0, progress=False
+    )
+    with pyro.validation_enabled(False):  # the engine itself must catch the NaN
+        run_svi(model, _toy_guide(), lambda g: torch.rand((), generator=g) + 0.5, gen, cfg)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_engine_nan_elbo_names_step_and_restores_epoch_start() -> None:
+    poisoned = _ToyModel(nan_at=7)
+    with pytest.raises(ModelFitError) as info:
+        _run(poisoned, max_steps=30)
+    assert "at step 7" in str(info.value)
+    assert "before step 6" in str(info.value)
+    assert not torch.equal(poisoned.seen[7], poisoned.seen[6])  # step 6 did move w ...
+    assert torch.equal(poisoned.w, poisoned.seen[6])  # ... and was rolled back to the epoch start
+    assert len(info.value.result.elbo) == 7
+
+
+def test_engine_nan_caught_by_pyro_validation_is_a_model_fit_error() -> None:
+    """With Pyro's argument validation on, a NaN log-factor raises ValueError inside Pyro;
+    the engine turns it into ModelFitError too."""
+    poisoned = _ToyModel(nan_at=4)
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=30, steps_per_epoch=3, patience=0, progress=False)
+    with pyro.validation_enabled(True), pytest.raises(ModelFitError, match="at step 4"):
+        run_svi(poisoned, _toy_guide(), lambda g: torch.ones(()), gen, cfg)
+    assert torch.isfinite(poisoned.w).all()
+
+
+def test_engine_infinite_parameter_with_finite_elbo() -> None:
+    """lr=1e39 overflows float32: ``w`` becomes infinite while ``tanh`` keeps the ELBO
+    finite; the per-epoch parameter check catches it and restores the start of the run."""
+    model = _ToyModel()
+    with pytest.raises(ModelFitError, match=r"parameter became NaN or infinite by step 3"):
+        _run(model, max_steps=30, lr=1e39)
+    assert torch.equal(model.w, torch.zeros(3))
+
+
+def test_engine_unrelated_value_error_is_not_masked() -> None:
+    """A ValueError that is not about non-finite values (a bug) propagates as it is."""
+
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, batch) -> None:
+            raise ValueError("shape mismatch in the model")
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=3, steps_per_epoch=1, progress=False)
+    with pytest.raises(ValueError, match="shape mismatch") as info:
+        run_svi(Broken(), _toy_guide(), lambda g: None, gen, cfg)
+    assert not isinstance(info.value, ModelFitError)
+
+
+def test_failed_fit_can_be_saved_and_loaded(data, tmp_path) -> None:
+    model = _model(learning_rate=1e30)
+    with pytest.raises(ModelFitError):
+        model.fit(data)
+    assert len(model.elbo_) == model.n_steps_  # the steps run before the failure
+    model.save(tmp_path / "m.pt")
+    loaded = bp.PersonaRecommender.load(tmp_path / "m.pt")
+    u = data.ratings["user_id"].iloc[0]
+    pd.testing.assert_frame_equal(loaded.recommend(u, n=3), model.recommend(u, n=3))

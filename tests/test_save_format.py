@@ -1,0 +1,260 @@
+"""Saved models: versioned, checksummed, loaded without unpickling, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import bayes_persona as bp
+from bayes_persona import recommender as rec_mod
+from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
+
+
+@pytest.fixture(scope="module")
+def data() -> bp.Dataset:
+    data, _ = bp.make_synthetic(
+        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
+    )
+    return data
+
+
+@pytest.fixture(scope="module")
+def fitted(data) -> bp.PersonaRecommender:
+    return bp.PersonaRecommender(
+        n_personas=3, n_factors=8, max_epochs=5, batch_size=32, n_draws=20, progress=False
+    ).fit(data)
+
+
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("saved") / "model.pt"
+    fitted.save(path)
+    return path
+
+
+def _payload(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_error(path: Path) -> SaveFormatError:
+    with pytest.raises(SaveFormatError) as info:
+        bp.PersonaRecommender.load(path)
+    assert isinstance(info.value, BayesPersonaError)
+    return info.value
+
+
+# ---------------------------------------------------------------------- round trip
+
+
+def test_round_trip_identical_outputs(fitted, saved, data) -> None:
+    loaded = bp.PersonaRecommender.load(saved)
+    users = data.ratings["user_id"].unique()[:5]
+    pd.testing.assert_frame_equal(loaded.recommend(users, n=8), fitted.recommend(users, n=8))
+    items = fitted.item_vocab_.ids[:4]
+    pd.testing.assert_frame_equal(loaded.explain(users[0], items), fitted.explain(users[0], items))
+    pd.testing.assert_frame_equal(loaded.personas(users[1]), fitted.personas(users[1]))
+    pairs = data.ratings.head(10)
+    np.testing.assert_array_equal(
+        loaded.score(pairs["user_id"], pairs["item_id"]),
+        fitted.score(pairs["user_id"], pairs["item_id"]),
+    )
+    for a, b in zip(
+        loaded.guide_.state_dict().values(), fitted.guide_.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert loaded.get_params() == {**fitted.get_params(), "progress": False}
+    np.testing.assert_array_equal(loaded.elbo_, fitted.elbo_)
+    assert loaded.n_steps_ == fitted.n_steps_
+
+
+def test_payload_is_versioned(saved) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    assert meta["format"] == rec_mod.FORMAT_NAME
+    assert meta["format_version"] == rec_mod.FORMAT_VERSION
+    assert meta["library_version"] == bp.__version__
+    assert meta["config"]["n_personas"] == 3
+    assert payload["sha256"] == rec_mod._digest(payload["meta"], payload["tensors"])
+
+
+def test_save_overwrites_atomically(fitted, tmp_path) -> None:
+    path = tmp_path / "m.pt"
+    fitted.save(path)
+    fitted.save(path)  # replacing an existing file works
+    bp.PersonaRecommender.load(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+def _resave(payload: dict, path: Path, *, meta: dict | None = None, redigest: bool = True) -> None:
+    meta_json = json.dumps(meta, sort_keys=True) if meta is not None else payload["meta"]
+    sha = rec_mod._digest(meta_json, payload["tensors"]) if redigest else payload["sha256"]
+    torch.save({"meta": meta_json, "tensors": payload["tensors"], "sha256": sha}, path)
+
+
+def test_other_format_version_says_why(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    meta["format_version"] = rec_mod.FORMAT_VERSION + 1
+    meta["library_version"] = "99.0"
+    path = tmp_path / "future.pt"
+    _resave(payload, path, meta=meta)
+    msg = str(_load_error(path))
+    assert f"format version {rec_mod.FORMAT_VERSION + 1}" in msg
+    assert f"reads version {rec_mod.FORMAT_VERSION}" in msg
+    assert "99.0" in msg  # says which library wrote it
+
+
+def test_other_format_name_refused(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    meta["format"] = "someone.else"
+    path = tmp_path / "other.pt"
+    _resave(payload, path, meta=meta)
+    assert "someone.else" in str(_load_error(path))
+
+
+def test_truncated_file(saved, tmp_path) -> None:
+    raw = saved.read_bytes()
+    for frac in (0.0, 0.1, 0.5, 0.99):
+        path = tmp_path / f"trunc{frac}.pt"
+        path.write_bytes(raw[: int(len(raw) * frac)])
+        _load_error(path)
+
+
+def test_garbage_file(tmp_path) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(os.urandom(4096))
+    _load_error(path)
+
+
+def test_tampered_tensor_fails_checksum(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    key = "guide.item_loc"
+    payload["tensors"][key] = payload["tensors"][key].clone()
+    payload["tensors"][key][0, 0] += 1e-3
+    path = tmp_path / "tampered.pt"
+    _resave(payload, path, redigest=False)
+    assert "checksum" in str(_load_error(path))
+
+
+def test_tampered_meta_fails_checksum(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    meta["config"]["n_draws"] = 7
+    path = tmp_path / "tampered_meta.pt"
+    _resave(payload, path, meta=meta, redigest=False)
+    assert "checksum" in str(_load_error(path))
+
+
+def test_tensor_of_wrong_shape_refused(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    payload["tensors"]["guide.item_loc"] = torch.zeros(3, 3)
+    path = tmp_path / "shape.pt"
+    _resave(payload, path)  # valid checksum, but the parameters do not fit the config
+    _load_error(path)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"a": torch.zeros(2)},
+        torch.zeros(3),
+        [1, 2, 3],
+        {"meta": 5, "tensors": {}, "sha256": "x"},
+        {"meta": "{}", "tensors": [torch.zeros(1)], "sha256": "x"},
+        {"meta": "{}", "tensors": {"a": 1}, "sha256": "x"},
+    ],
+    ids=["dict", "tensor", "list", "meta-not-str", "tensors-not-dict", "tensor-not-tensor"],
+)
+def test_non_model_torch_file(obj, tmp_path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save(obj, path)
+    _load_error(path)
+
+
+def test_bad_meta_json_with_valid_digest(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    path = tmp_path / "badjson.pt"
+    meta_json = "{not json"
+    torch.save(
+        {
+            "meta": meta_json,
+            "tensors": payload["tensors"],
+            "sha256": rec_mod._digest(meta_json, payload["tensors"]),
+        },
+        path,
+    )
+    _load_error(path)
+
+
+def test_incomplete_meta_with_valid_digest(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    del meta["config"]
+    path = tmp_path / "incomplete.pt"
+    _resave(payload, path, meta=meta)
+    assert "config" in str(_load_error(path))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_load_never_unpickles_code(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"meta": "{}", "tensors": {}, "sha256": "x", "evil": _Evil()}, path)
+    _load_error(path)  # weights_only=True refuses the pickled callable
+
+
+def test_missing_path(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        bp.PersonaRecommender.load(tmp_path / "nope.pt")
+
+
+def test_save_before_fit(tmp_path) -> None:
+    with pytest.raises(bp.NotFittedError):
+        bp.PersonaRecommender().save(tmp_path / "m.pt")
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------- atomicity
+
+
+def test_failed_save_keeps_old_file(fitted, saved, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(saved.read_bytes())
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def exploding_save(obj, f, *args, **kwargs):
+        f.write(b"PARTIAL" * 1000)  # half a file reaches the disk, then the write fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        fitted.save(path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before  # the old model is intact ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # ... and no temp file
+    bp.PersonaRecommender.load(path)
+
+
+def test_interrupted_save_leaves_no_file(fitted, tmp_path, monkeypatch) -> None:
+    def interrupted_save(obj, f, *args, **kwargs):
+        f.write(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.save(tmp_path / "new.pt")
+    assert list(tmp_path.iterdir()) == []
