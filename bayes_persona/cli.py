@@ -850,6 +850,22 @@ def _try_plot(fn, attempts: list[tuple], what: str, failures: list[str]):
     return None
 
 
+#: Names a plot may have in :mod:`bayes_persona.plotting`, first match used.
+PLOT_NAMES = {
+    "elbo": ("plot_elbo", "elbo_trace"),
+    "persona_map": ("plot_persona_map", "persona_map"),
+    "explanations": ("plot_explanations", "explanation_forest"),
+}
+
+
+def _plot_function(plotting: Any, kind: str):
+    for name in PLOT_NAMES[kind]:
+        fn = getattr(plotting, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
 def write_report(
     model: Any,
     path: str | Path,
@@ -861,10 +877,11 @@ def write_report(
 ) -> list[str]:
     """Write one self-contained HTML diagnostics report of a fitted model.
 
-    The ELBO trace is always there (``bayes_persona.plotting.elbo_trace`` when it exists,
-    else a plain matplotlib plot); persona maps and explanation forests of a few users
-    come from ``bayes_persona.plotting.persona_map`` / ``explanation_forest`` and are
-    omitted, with a warning, when that module or function is missing or fails.
+    The ELBO trace is always there (``bayes_persona.plotting.plot_elbo`` when it exists,
+    else a plain matplotlib plot). For each of a few users come a table of personas, the
+    persona map (``plot_persona_map``), the explanation forest of their top ``n_items``
+    recommendations (``plot_explanations``) and a table of those recommendations. A plot
+    whose function is missing or fails is omitted with a warning.
 
     Returns
     -------
@@ -875,7 +892,7 @@ def write_report(
 
     try:
         from bayes_persona import plotting
-    except Exception as exc:  # absent, or broken while another engineer edits it
+    except Exception as exc:  # absent, or broken while being edited
         logger.warning(
             "report: bayes_persona.plotting is unavailable (%s: %s); omitting persona maps and "
             "explanation forests, plotting the ELBO trace with matplotlib",
@@ -886,38 +903,36 @@ def write_report(
     omitted: list[str] = []
     sections: list[str] = []
 
-    fn = getattr(plotting, "elbo_trace", None)
-    fig = _try_plot(fn, [(model,), (model.elbo_,)], "plotting.elbo_trace", omitted) if fn else None
+    fn = _plot_function(plotting, "elbo")
+    fig = _try_plot(fn, [(model,), (model.elbo_,)], "ELBO trace", omitted) if fn else None
     if fig is None:
         fig = _fallback_elbo(model)
     sections.append(_section("ELBO trace", _img(_png(fig), "ELBO trace")))
 
     if users is None:
         users = list(model.user_vocab_.ids[:n_users])
-    pmap = getattr(plotting, "persona_map", None)
-    forest = getattr(plotting, "explanation_forest", None)
-    for name, f in (("persona_map", pmap), ("explanation_forest", forest)):
+    pmap = _plot_function(plotting, "persona_map")
+    forest = _plot_function(plotting, "explanations")
+    for kind, f in (("persona_map", pmap), ("explanations", forest)):
         if f is None:
             if plotting is not None:
                 logger.warning(
-                    "report: omitting %s plots: bayes_persona.plotting has no %s", name, name
+                    "report: omitting %s plots: bayes_persona.plotting has none of %s",
+                    kind,
+                    ", ".join(PLOT_NAMES[kind]),
                 )
-            omitted.append(name)
+            omitted.append(kind)
     for user in tqdm(users, desc="report", disable=not progress, leave=False):
         parts = [_html_table(personas_display(model.personas(user), model.hdi_prob))]
         recs = model.recommend([user], n=n_items)
-        items = recs["item_id"].tolist()
         if pmap is not None:
-            fig = _try_plot(
-                pmap, [(model, user), (model, [user])], f"persona_map(user {user})", omitted
-            )
+            fig = _try_plot(pmap, [(model, user)], f"persona_map(user {user})", omitted)
             if fig is not None:
                 parts.append(_img(_png(fig), f"persona map of user {user}"))
         if forest is not None:
-            expl = model.explain(user, items)
-            fig = _try_plot(
-                forest, [(model, user, items), (expl,)], f"explanation_forest(user {user})", omitted
-            )
+            items = recs["item_id"].tolist()
+            attempts = [(recs,), (model, user, items)]
+            fig = _try_plot(forest, attempts, f"explanations(user {user})", omitted)
             if fig is not None:
                 parts.append(_img(_png(fig), f"explanation forest of user {user}"))
         parts.append(_html_table(recommendations_display(recs, model.hdi_prob)))

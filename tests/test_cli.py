@@ -176,10 +176,12 @@ def test_personas(fitted, capsys):
 def test_report_is_self_contained(fitted, tmp_path, capsys):
     out = tmp_path / "report.html"
     assert main(["report", "--model", str(fitted), "--out", str(out), "--n-users", "2", "-q"]) == 0
+    assert "omitted" not in capsys.readouterr().out
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
-    assert text.count("data:image/png;base64,") >= 1  # at least the ELBO trace
-    assert 'src="http' not in text and "<link" not in text
+    # ELBO trace, then a persona map and an explanation forest per user (bayes_persona.plotting)
+    assert text.count("data:image/png;base64,") == 1 + 2 * 2
+    assert 'src="http' not in text and "<link" not in text and "<script" not in text
     assert "User 1" in text and "User 2" in text
 
 
@@ -191,7 +193,7 @@ def _fake_plotting(monkeypatch, **functions):
     monkeypatch.setattr(bp, "plotting", module, raising=False)
 
 
-def test_report_uses_plotting_when_present(fitted, tmp_path, monkeypatch):
+def test_report_accepts_alternative_plot_names(fitted, tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,6 +220,7 @@ def test_report_uses_plotting_when_present(fitted, tmp_path, monkeypatch):
     out = tmp_path / "r.html"
     omitted = cli.write_report(model, out, users=[1, 2])
     assert omitted == []
+    assert calls.count("elbo_trace") == 1
     assert calls.count("persona_map") == 2 and calls.count("explanation_forest") == 2
     assert out.read_text().count("data:image/png;base64,") == 1 + 2 * 2
 
@@ -232,7 +235,7 @@ def test_report_omits_missing_or_failing_plots(fitted, tmp_path, monkeypatch, ca
     with caplog.at_level("WARNING", logger="bayes_persona.cli"):
         omitted = cli.write_report(model, out, users=[1])
     assert "persona_map" in omitted
-    assert any(o.startswith("explanation_forest") for o in omitted)
+    assert any(o.startswith("explanations(") for o in omitted)
     assert "persona_map" in caplog.text and "cannot draw" in caplog.text
     assert out.read_text().count("data:image/png;base64,") == 1  # fallback ELBO trace
 
