@@ -1,10 +1,10 @@
-"""Simulation-based calibration (SBC) of the persona model's variational posterior.
+r"""Simulation-based calibration (SBC) of the persona model's variational posterior.
 
 SBC (Talts et al. 2018) checks an inference algorithm rather than a data set: draw
-parameters :math:`\\tilde\\theta` from the prior, simulate data :math:`\\tilde y` from them, fit
-the model to :math:`\\tilde y` and find the rank of :math:`\\tilde\\theta` among ``L``
+parameters :math:`\tilde\theta` from the prior, simulate data :math:`\tilde y` from them, fit
+the model to :math:`\tilde y` and find the rank of :math:`\tilde\theta` among ``L``
 posterior draws. If the posterior were exact, the rank of any scalar function of
-:math:`\\theta` would be uniform on ``0..L``, because the prior is the average of the
+:math:`\theta` would be uniform on ``0..L``, because the prior is the average of the
 posteriors over prior-predictive data. Deviations have shapes: a U-shaped rank histogram
 means the posterior is too narrow (over-confident), a hump too wide, a slope biased.
 
@@ -15,16 +15,16 @@ quantities are invariant to both, after each user's fitted personas are matched 
 ones (Hungarian algorithm on the agreement of their assignment probabilities over the user's
 interactions):
 
-* ``prevalence``: :math:`\\pi_{uk}` of one persona drawn at random per user;
-* ``assignment``: :math:`P(z = k \\mid u, i, \\theta) \\propto \\pi_{uk}\\,
-  \\mathrm{softmax}_k(i)` for one of the user's interactions and one persona, drawn at
+* ``prevalence``: :math:`\pi_{uk}` of one persona drawn at random per user;
+* ``assignment``: :math:`P(z = k \mid u, i, \theta) \propto \pi_{uk}\,
+  \mathrm{softmax}_k(i)` for one of the user's interactions and one persona, drawn at
   random per user.
 
 One rank per user and quantity keeps the ranks of a replication close to independent
 (users share only the item parameters). Coverage of the central ``50/80/90/95%`` intervals
 is the share of ranks in the matching central range; rank uniformity is tested with a
 chi-square test on ``n_bins`` equal bins of randomised fractional ranks
-:math:`(r + V)/(L + 1)`, :math:`V \\sim U(0, 1)`, which are exactly uniform under
+:math:`(r + V)/(L + 1)`, :math:`V \sim U(0, 1)`, which are exactly uniform under
 calibration for any ``L``.
 
 Caveats
@@ -161,12 +161,12 @@ def simulate_prior_world(
     n_categories: int = 0,
     seed: int = 0,
 ) -> PriorWorld:
-    """Draw parameters from the persona model's prior and simulate implicit data from them.
+    r"""Draw parameters from the persona model's prior and simulate implicit data from them.
 
-    :math:`q_i \\sim N(0, s_q^2 I_D)`, :math:`b_i \\sim N(0, s_b^2)`,
-    :math:`p_{uk} \\sim N(0, s_p^2 I_D)`, :math:`\\pi_u \\sim \\mathrm{Dirichlet}(\\alpha)`;
+    :math:`q_i \sim N(0, s_q^2 I_D)`, :math:`b_i \sim N(0, s_b^2)`,
+    :math:`p_{uk} \sim N(0, s_p^2 I_D)`, :math:`\pi_u \sim \mathrm{Dirichlet}(\alpha)`;
     each user makes ``n_u`` (uniform in ``interactions_per_user``) distinct picks drawn
-    successively from :math:`\\sum_k \\pi_{uk} \\mathrm{softmax}_k` (Gumbel-top-k).
+    successively from :math:`\sum_k \pi_{uk} \mathrm{softmax}_k` (Gumbel-top-k).
 
     Parameters
     ----------
@@ -177,7 +177,7 @@ def simulate_prior_world(
     persona_scale, item_scale, bias_scale : float
         :math:`s_p, s_q, s_b`.
     prevalence_concentration : float
-        :math:`\\alpha`.
+        :math:`\alpha`.
     n_categories : int, default 0
         When positive, the dataset gets an items table whose ``categories`` name the
         largest of the first ``min(n_categories, D)`` coordinates of each item's factor

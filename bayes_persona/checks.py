@@ -1,4 +1,4 @@
-"""Posterior and prior predictive checks of a persona model, on its ``InferenceData``.
+r"""Posterior and prior predictive checks of a persona model, on its ``InferenceData``.
 
 Every check takes the ``InferenceData`` of :func:`bayes_persona.inference_data.to_inference_data`
 and compares a statistic ``T`` of the observed data with its distribution over replicated
@@ -15,9 +15,9 @@ replicated, observed_draws``
 * ``rep_*``: mean, standard deviation and 5% / 95% quantiles of ``T(y_rep)`` over draws,
   whose values are in ``replicated`` (an array of length S, for plotting).
 * ``ppp``: the posterior (or prior) predictive p-value
-  :math:`P(T(y^{rep}) > T(y)) + \\tfrac12 P(T(y^{rep}) = T(y))` (the mid-p value, so that
+  :math:`P(T(y^{rep}) > T(y)) + \tfrac12 P(T(y^{rep}) = T(y))` (the mid-p value, so that
   discrete statistics are not biased upward) -- for discrepancies the probability is over
-  draws ``s`` of :math:`T(y^{rep}_s, \\theta_s)` against :math:`T(y, \\theta_s)`. Values near 0
+  draws ``s`` of :math:`T(y^{rep}_s, \theta_s)` against :math:`T(y, \theta_s)`. Values near 0
   or 1 flag a feature of the data the model does not reproduce.
 * ``n``: users (or interactions) the statistic is computed over.
 
@@ -31,9 +31,8 @@ Every statistic is a function of one data set alone (popularity, for instance, i
 in the same data set, observed or replicated), never of the observed data when scoring a
 replicate: a statistic that measured replicates against the observed data's popular items
 would flag any model, since the observed picks are what made those items popular.
-* :func:`item_popularity_check`: Gini coefficient of item counts, share of picks on the
-  long tail (items outside the most picked ``head_fraction`` of the catalogue), and number
-  of distinct items picked.
+* :func:`item_popularity_check`: Gini coefficient of item counts and share of picks on the
+  long tail (items outside the most picked ``head_fraction`` of the catalogue).
 * :func:`taste_distribution_check`: each user's category (taste) distribution; the
   discrepancy is the distance (TDD, Jensen-Shannon by default) between the observed and a
   replicated distribution, referred to the distance between two replicated ones.
@@ -98,6 +97,7 @@ CHECK_COLUMNS = (
 _GROUPS = ("posterior_predictive", "prior_predictive")
 USER_STATISTICS = ("n_categories", "category_entropy", "top_category_share", "mean_log_popularity")
 ITEM_STATISTICS = ("gini", "long_tail_share", "n_items")
+DEFAULT_ITEM_STATISTICS = ("gini", "long_tail_share")
 RATING_STATISTICS = ("mean", "sd", "user_mean_sd")
 
 
@@ -342,7 +342,7 @@ def gini(counts: np.ndarray) -> float:
 
 def item_popularity_check(
     idata: Any,
-    statistics: Sequence[str] = ITEM_STATISTICS,
+    statistics: Sequence[str] = DEFAULT_ITEM_STATISTICS,
     *,
     head_fraction: float = 0.2,
     group: str = "posterior_predictive",
@@ -356,7 +356,10 @@ def item_popularity_check(
     statistics : sequence of str
         Any of ``"gini"`` (Gini coefficient of the item counts over the whole catalogue),
         ``"long_tail_share"`` (share of picks on items outside the ``head_fraction`` most
-        picked items of the same data set) and ``"n_items"`` (distinct items picked).
+        picked items of the same data set) and ``"n_items"`` (distinct items picked; not
+        a default: the model's catalogue is the set of items in its training data, so with
+        all users stored the observed value is the catalogue size by construction and
+        the check is biased).
     head_fraction : float in (0, 1), default 0.2
     group : {"posterior_predictive", "prior_predictive"}
 
@@ -405,14 +408,14 @@ def taste_distribution_check(
     group: str = "posterior_predictive",
     per_user: bool = False,
 ) -> pd.DataFrame:
-    """Check each user's taste (category) distribution against replicated ones.
+    r"""Check each user's taste (category) distribution against replicated ones.
 
     For user ``u`` let :math:`p_u(y)` be the category distribution of the user's picks in a
     data set ``y``. The realised discrepancy of draw ``s`` is
     :math:`D_s = d(p_u(y), p_u(y^{rep}_s))` and its reference is the distance between two
     replicated data sets, :math:`D^{ref}_s = d(p_u(y^{rep}_s), p_u(y^{rep}_{s+1}))` (draws
     taken cyclically). When the model reproduces the user's range of tastes, the observed
-    data behave like one more replicate and :math:`P(D^{ref} > D) \\approx 1/2`; a model
+    data behave like one more replicate and :math:`P(D^{ref} > D) \approx 1/2`; a model
     that cannot represent several tastes at once makes :math:`D` larger (``ppp`` near 0).
 
     Parameters
@@ -468,7 +471,7 @@ def taste_distribution_check(
 
 # --------------------------------------------------------------------------- held-out LPD
 def heldout_lpd_check(idata: Any, *, per_user: bool = False) -> pd.DataFrame:
-    """Check the held-out log predictive density against its replicated distribution.
+    r"""Check the held-out log predictive density against its replicated distribution.
 
     The statistic is the mean held-out log posterior predictive density
     :math:`T(y) = \frac1n \sum_j \log \frac1S \sum_s p(y_j \mid \theta_s)` over the ``n``

@@ -1,10 +1,10 @@
-"""Compare persona models by expected log predictive density (ELPD).
+r"""Compare persona models by expected log predictive density (ELPD).
 
 Two estimates of the ELPD of a model, from its ``InferenceData``
 (:func:`bayes_persona.inference_data.to_inference_data`):
 
 * **held-out** (:func:`heldout_elpd`, :func:`compare_heldout`): with a test split,
-  :math:`\\widehat{\\mathrm{elpd}} = \\sum_j \\log \\frac1S \\sum_s p(y_j \\mid \\theta_s)` over the
+  :math:`\widehat{\mathrm{elpd}} = \sum_j \log \frac1S \sum_s p(y_j \mid \theta_s)` over the
   held-out interactions. It needs no importance sampling and is the default.
 * **PSIS-LOO** (:func:`compare_loo`): leave-one-out ELPD of the training interactions by
   Pareto-smoothed importance sampling through ``arviz.loo`` / ``arviz.compare``. It is

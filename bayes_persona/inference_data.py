@@ -1,4 +1,4 @@
-"""Export a fitted :class:`~bayes_persona.PersonaRecommender` as an ArviZ ``InferenceData``.
+r"""Export a fitted :class:`~bayes_persona.PersonaRecommender` as an ArviZ ``InferenceData``.
 
 The posterior of a persona model is a variational approximation; :func:`to_inference_data`
 writes independent draws from it as one chain, together with replicated data, pointwise
@@ -20,7 +20,7 @@ both dimensions).
 * ``posterior``: ``item_factors`` (chain, draw, item, factor), ``item_bias`` (chain, draw,
   item), ``persona_factors`` (chain, draw, user, persona, factor), ``prevalence`` (chain,
   draw, user, persona) and ``log_normaliser`` (chain, draw, user, persona), the log of the
-  softmax normaliser :math:`\\log \\sum_j \\exp(p_{uk} \\cdot q_j + b_j)` over the *whole*
+  softmax normaliser :math:`\log \sum_j \exp(p_{uk} \cdot q_j + b_j)` over the *whole*
   catalogue, so that the softmax of any stored item can be rebuilt from stored draws even
   when only some items are stored. Explicit feedback adds ``user_bias`` (chain, draw, user).
 * ``posterior_predictive``: ``choice`` (chain, draw, obs), a replicated choice for every
@@ -192,7 +192,7 @@ def _user_rng(seed: int, tag: int, u: int) -> np.random.Generator:
 def implicit_log_predictive(
     q: torch.Tensor, b: torch.Tensor, p: torch.Tensor, pi: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-draw log posterior predictive of a user's next choice over the whole catalogue.
+    r"""Per-draw log posterior predictive of a user's next choice over the whole catalogue.
 
     Parameters
     ----------
@@ -208,7 +208,7 @@ def implicit_log_predictive(
     Returns
     -------
     log_pred : Tensor, shape (S, B, N)
-        :math:`\\log \\sum_k \\pi_{uk} \\mathrm{softmax}_j(p_{uk} \\cdot q_j + b_j)_i`.
+        :math:`\log \sum_k \pi_{uk} \mathrm{softmax}_j(p_{uk} \cdot q_j + b_j)_i`.
     log_norm : Tensor, shape (S, B, K)
         The log softmax normaliser of every persona.
     """
@@ -745,9 +745,9 @@ def _replicate_heldout(
     replicate: str,
     rng: np.random.Generator,
     n_candidates: int,
-    n_grid: int = 96,
+    n_grid: int = 48,
 ) -> np.ndarray:
-    """``h`` replicated held-out choices per draw given the user's training items, (S, h).
+    r"""``h`` replicated held-out choices per draw given the user's training items, (S, h).
 
     Without replacement, the observed set is a successive sample whose held-out part ``H``
     is a uniformly random subset, so ``P(H | T) \propto P(T \cup H)``. In the exponential-race
@@ -784,8 +784,9 @@ def _replicate_heldout(
     t = np.exp(log_t)
 
     def log_arrived(pp: np.ndarray, tt: np.ndarray) -> np.ndarray:
-        # log(1 - exp(-p t)), stable for small and large p t
-        x = np.maximum(pp * tt, 1e-300)
+        # log(1 - exp(-p t)) in float32 (weights need little precision); p t beyond 17 gives
+        # log(1 - e^-17) ~ -4e-8, which is zero here
+        x = np.minimum(np.maximum((pp * tt).astype(np.float32), np.float32(1e-30)), np.float32(17.0))
         return np.log(-np.expm1(-x))
 
     log_g_T = log_arrived(p_T[:, None, :], t[:, :, None]).sum(axis=2)  # (S, G)
