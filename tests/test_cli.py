@@ -278,6 +278,17 @@ def test_string_ids_from_a_file(tmp_path, capsys):
     assert all(str(r["item_id"]).startswith("m") for r in records)
 
 
+def test_evaluate_prints_and_writes_the_tidy_table(tmp_path, capsys):
+    out = tmp_path / "metrics.csv"
+    args = ["evaluate", *TINY, "--models", "popular,ours", "--k", "5", "--n-boot", "20"]
+    assert main([*args, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hit_rate" in text and "popular" in text and "ours" in text
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["model", "protocol", "metric", "k", "value", "low", "high"]
+    assert set(table["model"]) == {"popular", "ours"} and set(table["k"]) == {5}
+
+
 # --------------------------------------------------------------------------- errors
 def test_argparse_usage_error_exits_2(capsys):
     assert main(["fit", "--synthetic", "--n-users", "0", "--out", "x"]) == 2
@@ -293,6 +304,13 @@ def test_bad_input_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("bayes-persona: error: ")
     assert "user_id" in err and "Traceback" not in err
+
+
+def test_missing_dataset_exits_2(tmp_path, capsys):
+    args = ["fit", "--movielens", "100k", "--data-home", str(tmp_path), "--no-download"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayes-persona: error: MovieLens 100k not found") and err.count("\n") == 1
 
 
 def test_missing_model_exits_2(tmp_path, capsys):
