@@ -1,0 +1,111 @@
+"""Simulation-based calibration: the prior simulator, rank statistics, smoke-size runs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bayes_persona import calibration
+from bayes_persona.exceptions import DataTypeError, DataValidationError
+
+torch.set_num_threads(1)
+
+SMOKE = dict(n_users=15, n_items=30, interactions_per_user=(5, 10), num_samples=19, fit_kwargs={"max_epochs": 10})
+
+
+def test_prior_world_is_a_valid_dataset():
+    w = calibration.simulate_prior_world(30, 50, 3, 4, (5, 12), n_categories=3, seed=1)
+    r = w.dataset.ratings
+    assert not r.duplicated(["user_id", "item_id"]).any()
+    counts = r.groupby("user_id").size()
+    assert counts.between(5, 12).all() and len(counts) == 30
+    assert w.item_factors.shape == (50, 4) and w.persona_factors.shape == (30, 3, 4)
+    np.testing.assert_allclose(w.prevalence.sum(1), 1.0)
+    post = w.assignment(np.array([0, 1]), np.array([3, 4]))
+    np.testing.assert_allclose(post.sum(1), 1.0)
+    assert set(w.dataset.items["categories"].map(tuple)) <= {("c0",), ("c1",), ("c2",)}
+    again = calibration.simulate_prior_world(30, 50, 3, 4, (5, 12), n_categories=3, seed=1)
+    pd.testing.assert_frame_equal(r, again.dataset.ratings)
+    with pytest.raises(DataValidationError, match="interactions_per_user"):
+        calibration.simulate_prior_world(10, 20, 2, 2, (5, 15))
+    with pytest.raises(DataValidationError, match="persona_scale"):
+        calibration.simulate_prior_world(10, 20, 2, 2, (2, 4), persona_scale=-1.0)
+
+
+def test_assignment_follows_bayes_rule():
+    w = calibration.simulate_prior_world(5, 20, 2, 3, (2, 4), seed=2)
+    lc = w.log_choice()
+    u, i = 3, 7
+    joint = w.prevalence[u] * np.exp(lc[u, :, i])
+    np.testing.assert_allclose(w.assignment(np.array([u]), np.array([i]))[0], joint / joint.sum())
+
+
+def test_uniformity_and_coverage_summaries():
+    n = 2000
+    rng = np.random.default_rng(0)
+    uniform = pd.DataFrame({"guide": "g", "quantity": "q", "fractional_rank": rng.random(n),
+                            **{f"covered_{lv}": rng.random(n) < lv / 100 for lv in (50, 90)}})  # fmt: skip
+    cov, uni = calibration._summaries(uniform, (0.5, 0.9), 10)
+    assert uni["pvalue"].iloc[0] > 0.001
+    np.testing.assert_allclose(cov["coverage"], [0.5, 0.9], atol=0.03)
+    peaked = uniform.assign(fractional_rank=np.clip(rng.normal(0.5, 0.05, n), 0, 0.999))
+    assert calibration._summaries(peaked, (0.5,), 10)[1]["pvalue"].iloc[0] < 1e-10
+
+
+def test_rank_row():
+    rng = np.random.default_rng(0)
+    draws = np.arange(10, dtype=float)
+    row = calibration._rank_row(draws, 4.5, rng, (0.5, 0.9))
+    assert row["rank"] == 5 and 5 / 11 <= row["fractional_rank"] <= 6 / 11
+    assert row["covered_50"] and row["covered_90"]
+    assert not calibration._rank_row(draws, 20.0, rng, (0.5,))["covered_50"]
+
+
+def test_smoke_sbc_reports_ranks_coverage_and_uniformity():
+    res = calibration.simulation_based_calibration(2, **SMOKE)
+    assert len(res.ranks) == 2 * 15 * 2  # replications x users x quantities
+    assert res.ranks["rank"].between(0, 19).all()
+    assert res.ranks["fractional_rank"].between(0, 1).all()
+    assert set(res.coverage["level"]) == set(calibration.DEFAULT_LEVELS)
+    for _, grp in res.coverage.groupby("quantity"):
+        assert grp["coverage"].is_monotonic_increasing and grp["coverage"].between(0, 1).all()
+    assert set(res.uniformity["quantity"]) == {"prevalence", "assignment"}
+    assert "meanfield prevalence" in res.summary()
+    assert res.config["n_replications"] == 2 and res.seconds > 0
+
+
+def test_compare_guides_on_the_same_worlds():
+    res = calibration.compare_guides(("meanfield", "lowrank"), n_replications=1, **SMOKE)
+    assert set(res.coverage["guide"]) == {"meanfield", "lowrank"}
+    a, b = (res.ranks[res.ranks["guide"] == g] for g in ("meanfield", "lowrank"))
+    np.testing.assert_allclose(a["true"].to_numpy(), b["true"].to_numpy())  # same worlds, same picks
+    assert res.config["guides"] == ("meanfield", "lowrank")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_replications": 0}, DataValidationError, "n_replications"),
+        ({"n_personas": 1}, DataValidationError, "n_personas"),
+        ({"guide": "full"}, DataValidationError, "guide"),
+        ({"levels": (0.5, 1.0)}, DataValidationError, "levels"),
+        ({"fit_kwargs": {"guide": "lowrank"}}, DataValidationError, "fit_kwargs"),
+        ({"fit_kwargs": [1]}, DataTypeError, "fit_kwargs"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        calibration.simulation_based_calibration(**kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="the variational posteriors are over-confident: 90% intervals cover ~60-70%")
+def test_full_size_calibration_covers_nominally():
+    reps = 3 if os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke" else 20
+    res = calibration.compare_guides(n_replications=reps)
+    cov90 = res.coverage[res.coverage["level"] == 0.9]
+    assert (cov90["coverage"] > 0.8).all(), res.summary()
