@@ -341,7 +341,7 @@ def plot_tdd_by_rank(
 
 # --------------------------------------------------------------------------- calibration
 def _coverage_frame(calibration: Any) -> pd.DataFrame:
-    frame = getattr(calibration, "coverage", calibration)
+    frame = calibration if isinstance(calibration, pd.DataFrame) else getattr(calibration, "coverage", calibration)
     frame = _require_columns(frame, "calibration", ("quantity", "level", "coverage"))
     if "guide" not in frame.columns:
         frame = frame.assign(guide="")
@@ -398,7 +398,7 @@ def plot_rank_histograms(calibration: Any, *, n_bins: int = 10) -> Any:
     """
     from scipy import stats
 
-    ranks = getattr(calibration, "ranks", calibration)
+    ranks = calibration if isinstance(calibration, pd.DataFrame) else getattr(calibration, "ranks", calibration)
     ranks = _require_columns(ranks, "calibration", ("quantity", "fractional_rank"))
     if "guide" not in ranks.columns:
         ranks = ranks.assign(guide="")
