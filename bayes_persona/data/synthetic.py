@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -116,10 +117,17 @@ class SyntheticTruth:
             log_w = np.log(self.persona_weights[u])
         return logsumexp(log_w + self._log_softmax_pairs(u, i), axis=1)
 
+    @cached_property
+    def _log_norm(self) -> np.ndarray:
+        """``log sum_j exp(p_uk . q_j + b_j)``, shape (U, M); computed once."""
+        out = np.empty(self.persona_weights.shape)
+        for s in range(0, len(out), 256):
+            logits = np.einsum("umd,id->umi", self.persona_factors[s : s + 256], self.item_factors)
+            out[s : s + 256] = logsumexp(logits + self.item_bias, axis=-1)
+        return out
+
     def _log_softmax_pairs(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        logits = np.einsum("umd,id->umi", self.persona_factors, self.item_factors)
-        logits += self.item_bias[None, None, :]
-        log_norm = logsumexp(logits, axis=-1)  # (U, M)
+        log_norm = self._log_norm
         pair = np.einsum("nmd,nd->nm", self.persona_factors[u], self.item_factors[i])
         pair += self.item_bias[i][:, None]
         return pair - log_norm[u]

@@ -1,0 +1,183 @@
+"""Accuracy benchmark on MovieLens 100K: ``python -m bayes_persona.bench``.
+
+Protocol: ratings >= 4 are positives; per-user random 80/20 split (seed 0); a validation
+split is cut from train the same way and used, never the test split, to tune baselines;
+models are then refit on the whole train split and evaluated by full ranking over the
+catalogue with seen items excluded (plus the sampled 1-vs-99 protocol of AMP-CF / NCF,
+labelled as such). Each model runs in a fresh process so that its peak memory (max RSS)
+is its own.
+
+Writes ``results.csv`` (tidy: model, protocol, metric, k, value, low, high) and
+``results.md`` (one row per model) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+TUNING_GRIDS = {
+    "EASE": {"l2": [100.0, 300.0, 500.0, 1000.0]},
+    "iALS": {"factors": [64], "regularization": [0.1, 1.0, 10.0], "alpha": [1.0, 5.0, 20.0], "iterations": [15]},
+    "BPR-MF": {"factors": [64], "lr": [0.05], "reg": [1e-4, 1e-3], "epochs": [50]},
+}
+
+MODELS = ("MostPopular", "EASE", "iALS", "BPR-MF", "AMP-CF", "Ours K=1", "Ours K=4")
+
+
+def _data(data_home: str | None):
+    import bayes_persona as bp
+
+    data = bp.load_movielens("100k", data_home=data_home, download=False)
+    pos = bp.binarize(data, 4.0)
+    split = bp.random_holdout(pos, 0.2, seed=0)
+    inner = bp.random_holdout(split.train, 0.2, seed=1)
+    return data.items, split, inner
+
+
+def _make(name: str, params: dict, smoke: bool):
+    from bayes_persona import PersonaRecommender
+    from bayes_persona.baselines import AMPCF, BPRMF, EASE, IALS, MostPopular
+
+    if name == "MostPopular":
+        return MostPopular()
+    if name == "EASE":
+        return EASE(**params)
+    if name == "iALS":
+        return IALS(**params)
+    if name == "BPR-MF":
+        return BPRMF(**{**params, **({"epochs": 5} if smoke else {})})
+    if name == "AMP-CF":
+        return AMPCF(n_personas=4, factors=64, max_epochs=3 if smoke else 50, **params)
+    if name.startswith("Ours"):
+        k = int(name.split("K=")[1])
+        return PersonaRecommender(n_personas=k, max_epochs=5 if smoke else 200, progress=False, **params)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+
+
+def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from bayes_persona.evaluation import evaluate, tune
+
+    items, split, inner = _data(data_home)
+    params: dict = {}
+    table = None
+    if name in TUNING_GRIDS and not smoke:
+        params, table = tune(lambda **p: _make(name, p, smoke), TUNING_GRIDS[name], inner.train, inner.test, metric="ndcg", k=10)
+    model = _make(name, params, smoke)
+    t0 = time.perf_counter()
+    if name == "AMP-CF":
+        model.fit(split.train, validation=inner.test)
+    else:
+        model.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    users = split.test.ratings["user_id"].unique()
+    t0 = time.perf_counter()
+    model.recommend(users, n=100)
+    rec_s = time.perf_counter() - t0
+    full = evaluate(model, split.train, split.test, k=(10, 20), items=items, fit=False, model_name=name,
+                    metrics=["ndcg", "recall", "hit_rate", "tdd", "coverage"], n_boot=n_boot)  # fmt: skip
+    sampled = evaluate(model, split.train, split.test, k=(10,), protocol="sampled", fit=False, model_name=name,
+                       metrics=["hit_rate", "ndcg"], n_boot=n_boot)  # fmt: skip
+    extra = {
+        "fit_seconds": fit_s,
+        "recommend_all_seconds": rec_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params": json.dumps(params),
+    }
+    if name.startswith("Ours"):
+        extra["svi_steps_per_second"] = model.n_steps_ / fit_s
+    if table is not None:
+        logger.info("%s tuning on validation:\n%s", name, table.to_string())
+    queue.put((pd.concat([full, sampled], ignore_index=True).to_dict("records"), extra))
+
+
+def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "results", smoke: bool = False, n_boot: int = 1000) -> pd.DataFrame:
+    """Run the benchmark; returns the tidy results and writes results.csv / results.md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    rows, extras = [], {}
+    for name in models:
+        q = ctx.Queue()
+        p = ctx.Process(target=_run_one, args=(name, data_home, smoke, n_boot, q))
+        p.start()
+        result = None
+        while result is None:
+            try:
+                result = q.get(timeout=5)
+            except Exception:  # queue.Empty: is the child still working?
+                if not p.is_alive():
+                    raise RuntimeError(f"benchmark of {name} failed (exit code {p.exitcode}); see its log above") from None
+        p.join()
+        recs, extra = result
+        rows += recs
+        extras[name] = extra
+        logger.info("%s done: fit %.1fs", name, extra["fit_seconds"])
+    res = pd.DataFrame(rows)
+    res.to_csv(out / "results.csv", index=False)
+    pd.DataFrame(extras).T.rename_axis("model").to_csv(out / "costs.csv")
+    (out / "results.md").write_text(markdown_table(res, extras))
+    return res
+
+
+def markdown_table(res: pd.DataFrame, extras: dict) -> str:
+    """One row per model: the headline metrics with their 95% intervals, and costs."""
+    cols = [
+        ("full", "ndcg", 10, "NDCG@10"), ("full", "recall", 20, "Recall@20"), ("full", "hit_rate", 10, "HR@10"),
+        ("sampled", "hit_rate", 10, "HR@10 (sampled)"), ("sampled", "ndcg", 10, "NDCG@10 (sampled)"),
+        ("full", "tdd", 10, "TDD@10 (lower is better)"), ("full", "coverage", 10, "coverage@10"),
+    ]  # fmt: skip
+    head = ["model"] + [c[3] for c in cols] + ["fit s", "peak RSS MB", "recommend-all s", "SVI steps/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, grp in res.groupby("model", sort=False):
+        cells = [name]
+        for proto, metric, k, _ in cols:
+            r = grp[(grp.protocol == proto) & (grp.metric == metric) & (grp.k == k)]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            ci = "" if np.isnan(r.low) else f" [{r.low:.3f}, {r.high:.3f}]"
+            cells.append(f"{r.value:.3f}{ci}")
+        e = extras[name]
+        sps = e.get("svi_steps_per_second")
+        cells += [f"{e['fit_seconds']:.1f}", f"{e['peak_rss_mb']:.0f}", f"{e['recommend_all_seconds']:.2f}", f"{sps:.1f}" if sps else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"), help="folder holding ml-100k/ (default $BAYES_PERSONA_DATA)")
+    ap.add_argument("--out", default="results", help="output folder (default ./results)")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--smoke", action="store_true", help="tiny training budgets, no tuning (seconds; for tests)")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        ap.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
+    run(models, args.data_home, args.out, args.smoke, args.n_boot)
+    sys.stdout.write((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
