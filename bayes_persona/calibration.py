@@ -80,19 +80,31 @@ QUANTITIES = ("prevalence", "assignment")
 
 #: Fit settings of each replication unless ``fit_kwargs`` overrides them: small worlds need
 #: many full-batch steps (one step per epoch with 40 users) to converge.
-DEFAULT_FIT_KWARGS: dict[str, Any] = {"max_epochs": 300, "batch_size": 64, "learning_rate": 0.05, "patience": 0}
+DEFAULT_FIT_KWARGS: dict[str, Any] = {
+    "max_epochs": 300,
+    "batch_size": 64,
+    "learning_rate": 0.05,
+    "patience": 0,
+}
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataTypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}")
+        raise DataTypeError(
+            f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}"
+        )
     if value < minimum:
         raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
     return int(value)
 
 
 def _check_pos(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.floating))
+        or not np.isfinite(value)
+        or value <= 0
+    ):
         raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
     return float(value)
 
@@ -106,7 +118,9 @@ def _check_range(name: str, value: Any) -> tuple[int, int]:
         or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
         or not 1 <= value[0] <= value[1]
     ):
-        raise DataValidationError(f"{name} must be an int or a (low, high) pair with 1 <= low <= high; got {value!r}")
+        raise DataValidationError(
+            f"{name} must be an int or a (low, high) pair with 1 <= low <= high; got {value!r}"
+        )
     return int(value[0]), int(value[1])
 
 
@@ -197,8 +211,17 @@ def simulate_prior_world(
     D = _check_int("n_factors", n_factors, 1)
     lo, hi = _check_range("interactions_per_user", interactions_per_user)
     if hi > N // 2:
-        raise DataValidationError(f"interactions_per_user: at most n_items // 2 = {N // 2}; got {interactions_per_user!r}")
-    s_p, s_q, s_b = (_check_pos(n, v) for n, v in (("persona_scale", persona_scale), ("item_scale", item_scale), ("bias_scale", bias_scale)))
+        raise DataValidationError(
+            f"interactions_per_user: at most n_items // 2 = {N // 2}; got {interactions_per_user!r}"
+        )
+    s_p, s_q, s_b = (
+        _check_pos(n, v)
+        for n, v in (
+            ("persona_scale", persona_scale),
+            ("item_scale", item_scale),
+            ("bias_scale", bias_scale),
+        )
+    )
     alpha = _check_pos("prevalence_concentration", prevalence_concentration)
     seed = _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
@@ -223,7 +246,9 @@ def simulate_prior_world(
     n_cat = min(_check_int("n_categories", n_categories, 0), D)
     if n_cat > 0:
         cat = np.argmax(q[:, :n_cat], axis=1)
-        items = pd.DataFrame({"item_id": np.arange(1, N + 1), "categories": [[f"c{c}"] for c in cat]})
+        items = pd.DataFrame(
+            {"item_id": np.arange(1, N + 1), "categories": [[f"c{c}"] for c in cat]}
+        )
     ds = Dataset(ratings=ratings, items=items, name=f"prior-world(seed={seed})")
     return PriorWorld(ds, q, b, p, pi)
 
@@ -262,10 +287,16 @@ class SBCResult:
         """Coverage and uniformity as text, one line per guide and quantity."""
         lines = []
         for (g, qn), grp in self.coverage.groupby(["guide", "quantity"], sort=False):
-            cov = ", ".join(f"{lv:.0%}: {c:.1%}" for lv, c in zip(grp["level"], grp["coverage"], strict=True))
-            u = self.uniformity[(self.uniformity["guide"] == g) & (self.uniformity["quantity"] == qn)]
+            cov = ", ".join(
+                f"{lv:.0%}: {c:.1%}" for lv, c in zip(grp["level"], grp["coverage"], strict=True)
+            )
+            u = self.uniformity[
+                (self.uniformity["guide"] == g) & (self.uniformity["quantity"] == qn)
+            ]
             pv = float(u["pvalue"].iloc[0]) if len(u) else float("nan")
-            lines.append(f"{g} {qn}: coverage {cov}; rank uniformity chi-square p = {pv:.3g} (n = {int(grp['n'].iloc[0])})")
+            lines.append(
+                f"{g} {qn}: coverage {cov}; rank uniformity chi-square p = {pv:.3g} (n = {int(grp['n'].iloc[0])})"
+            )
         return "\n".join(lines)
 
 
@@ -277,7 +308,9 @@ def _central_covered(draws: np.ndarray, true: float, levels: Sequence[float]) ->
     return out
 
 
-def _rank_row(draws: np.ndarray, true: float, rng: np.random.Generator, levels: Sequence[float]) -> dict[str, Any]:
+def _rank_row(
+    draws: np.ndarray, true: float, rng: np.random.Generator, levels: Sequence[float]
+) -> dict[str, Any]:
     L = len(draws)
     rank = int((draws < true).sum())
     ties = int((draws == true).sum())
@@ -294,7 +327,11 @@ def _rank_row(draws: np.ndarray, true: float, rng: np.random.Generator, levels: 
 
 
 def _replication_ranks(
-    model: Any, world: PriorWorld, num_samples: int, rng: np.random.Generator, levels: Sequence[float]
+    model: Any,
+    world: PriorWorld,
+    num_samples: int,
+    rng: np.random.Generator,
+    levels: Sequence[float],
 ) -> list[dict[str, Any]]:
     """Ranks of one fitted replication: one prevalence and one assignment per user."""
     from bayes_persona.posterior import best_permutation
@@ -317,11 +354,15 @@ def _replication_ranks(
         grp = by_user[uid]
         items_ext = grp["item_id"].to_numpy()
         i_model = model.item_vocab_.encode(items_ext)
-        true_post = world.assignment(np.full(len(items_ext), int(uid) - 1), items_ext.astype(np.int64) - 1)  # (n, K)
+        true_post = world.assignment(
+            np.full(len(items_ext), int(uid) - 1), items_ext.astype(np.int64) - 1
+        )  # (n, K)
         draws_post = post[:, u][:, :, i_model]  # (L, K, n)
         mean_post = draws_post.mean(0)  # (K, n)
         K = true_post.shape[1]
-        perm = np.asarray(best_permutation(-(true_post.T @ mean_post.T)))  # true slot -> fitted persona
+        perm = np.asarray(
+            best_permutation(-(true_post.T @ mean_post.T))
+        )  # true slot -> fitted persona
         t = int(rng.integers(K))
         rows.append(
             {"replication": None, "quantity": "prevalence", "user_id": uid, "persona": t, "item_id": None,
@@ -336,7 +377,9 @@ def _replication_ranks(
     return rows
 
 
-def _summaries(ranks: pd.DataFrame, levels: Sequence[float], n_bins: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _summaries(
+    ranks: pd.DataFrame, levels: Sequence[float], n_bins: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     from scipy import stats
 
     cov_rows, uni_rows = [], []
@@ -344,10 +387,29 @@ def _summaries(ranks: pd.DataFrame, levels: Sequence[float], n_bins: int) -> tup
         n = len(grp)
         for lv in levels:
             c = float(grp[f"covered_{round(lv * 100):d}"].mean())
-            cov_rows.append({"guide": g, "quantity": qn, "level": lv, "coverage": c, "n": n, "se": float(np.sqrt(c * (1 - c) / n))})
+            cov_rows.append(
+                {
+                    "guide": g,
+                    "quantity": qn,
+                    "level": lv,
+                    "coverage": c,
+                    "n": n,
+                    "se": float(np.sqrt(c * (1 - c) / n)),
+                }
+            )
         counts = np.histogram(grp["fractional_rank"].to_numpy(), bins=n_bins, range=(0.0, 1.0))[0]
         chi2, pv = stats.chisquare(counts)
-        uni_rows.append({"guide": g, "quantity": qn, "n": n, "n_bins": n_bins, "chi2": float(chi2), "df": n_bins - 1, "pvalue": float(pv)})
+        uni_rows.append(
+            {
+                "guide": g,
+                "quantity": qn,
+                "n": n,
+                "n_bins": n_bins,
+                "chi2": float(chi2),
+                "df": n_bins - 1,
+                "pvalue": float(pv),
+            }
+        )
     return pd.DataFrame(cov_rows), pd.DataFrame(uni_rows)
 
 
@@ -429,7 +491,9 @@ def simulation_based_calibration(
         fk.update(fit_kwargs)
     for k in ("n_personas", "n_factors", "guide", "prevalence_concentration", "progress"):
         if k in fk:
-            raise DataValidationError(f"fit_kwargs must not set {k!r}; it is an argument of its own")
+            raise DataValidationError(
+                f"fit_kwargs must not set {k!r}; it is an argument of its own"
+            )
     config = dict(
         n_replications=R, n_users=n_users, n_items=n_items, n_personas=K, n_factors=n_factors,
         interactions_per_user=tuple(interactions_per_user), guide=guide, num_samples=L,
@@ -481,7 +545,9 @@ def compare_guides(guides: Sequence[str] = ("meanfield", "lowrank"), **kwargs: A
         Frames stacked over guides (column ``guide``); ``config["guides"]`` lists them.
     """
     if isinstance(guides, str) or not len(guides):
-        raise DataValidationError(f"guides must be a non-empty sequence of guide names; got {guides!r}")
+        raise DataValidationError(
+            f"guides must be a non-empty sequence of guide names; got {guides!r}"
+        )
     results = [simulation_based_calibration(guide=g, **kwargs) for g in guides]
     config = dict(results[0].config)
     config.pop("guide", None)
@@ -499,7 +565,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m bayes_persona.calibration --replications 20``."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Simulation-based calibration of the persona model's guides.")
+    ap = argparse.ArgumentParser(
+        description="Simulation-based calibration of the persona model's guides."
+    )
     ap.add_argument("--replications", type=int, default=20)
     ap.add_argument("--users", type=int, default=40)
     ap.add_argument("--items", type=int, default=80)

@@ -130,7 +130,7 @@ def _row(check: str, group: str, statistic: str, observed: float, rep: np.ndarra
          observed_draws: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     rep = np.asarray(rep, dtype=float)
     fin = rep[np.isfinite(rep)]
-    q05, q95 = (np.quantile(fin, [0.05, 0.95]) if len(fin) else (np.nan, np.nan))
+    q05, q95 = np.quantile(fin, [0.05, 0.95]) if len(fin) else (np.nan, np.nan)
     ppp = ppp_value(rep, observed if observed_draws is None else observed_draws)
     return {
         "check": check,
@@ -144,7 +144,9 @@ def _row(check: str, group: str, statistic: str, observed: float, rep: np.ndarra
         "ppp": ppp,
         "n": int(n),
         "replicated": rep,
-        "observed_draws": None if observed_draws is None else np.asarray(observed_draws, dtype=float),
+        "observed_draws": None
+        if observed_draws is None
+        else np.asarray(observed_draws, dtype=float),
     }
 
 
@@ -168,7 +170,11 @@ def _check_group(idata: Any, group: str) -> None:
     if group not in _GROUPS:
         raise DataValidationError(f"group must be one of {_GROUPS}; got {group!r}")
     if not hasattr(idata, group):
-        hint = " (build it with to_inference_data(..., prior=True))" if group == "prior_predictive" else ""
+        hint = (
+            " (build it with to_inference_data(..., prior=True))"
+            if group == "prior_predictive"
+            else ""
+        )
         raise DataValidationError(f"group={group!r}: idata has no such group{hint}")
 
 
@@ -178,7 +184,9 @@ def _check_statistics(statistics: Any, allowed: Sequence[str]) -> tuple[str, ...
     stats = tuple(statistics)
     bad = [s for s in stats if s not in allowed]
     if bad or not stats:
-        raise DataValidationError(f"statistics must be a non-empty subset of {tuple(allowed)}; got {stats!r}")
+        raise DataValidationError(
+            f"statistics must be a non-empty subset of {tuple(allowed)}; got {stats!r}"
+        )
     return stats
 
 
@@ -227,9 +235,7 @@ def _category_mass(obs_user: np.ndarray, y: np.ndarray, W: np.ndarray, n_users: 
     """Category mass of each user's picks ``y``, shape (n_users, C)."""
     from scipy import sparse
 
-    A = sparse.csr_matrix(
-        (np.ones(len(y)), (obs_user, y)), shape=(n_users, W.shape[0])
-    )
+    A = sparse.csr_matrix((np.ones(len(y)), (obs_user, y)), shape=(n_users, W.shape[0]))
     return np.asarray(A @ W)
 
 
@@ -324,7 +330,14 @@ def user_activity_check(
         else:
             ok = np.isfinite(obs[s])
             rows.append(
-                _row("user_activity", group, s, obs[s][ok].mean(), np.nanmean(rep[s][:, ok], axis=1), int(ok.sum()))
+                _row(
+                    "user_activity",
+                    group,
+                    s,
+                    obs[s][ok].mean(),
+                    np.nanmean(rep[s][:, ok], axis=1),
+                    int(ok.sum()),
+                )
             )
     return _frame(rows, per_user)
 
@@ -376,7 +389,11 @@ def item_popularity_check(
     """
     c = _choices(idata, group)
     stats = _check_statistics(statistics, ITEM_STATISTICS)
-    if isinstance(head_fraction, bool) or not isinstance(head_fraction, (int, float)) or not 0 < head_fraction < 1:
+    if (
+        isinstance(head_fraction, bool)
+        or not isinstance(head_fraction, (int, float))
+        or not 0 < head_fraction < 1
+    ):
         raise DataValidationError(f"head_fraction must be a float in (0, 1); got {head_fraction!r}")
     N = c.n_catalog
     n_head = max(1, math.ceil(head_fraction * N))
@@ -444,7 +461,9 @@ def taste_distribution_check(
     W = _need_categories(c, "taste_distribution_check")
     S, U = c.replicated.shape[0], len(c.users)
     if S < 2:
-        raise DataValidationError(f"taste_distribution_check needs at least 2 draws in {group}; got {S}")
+        raise DataValidationError(
+            f"taste_distribution_check needs at least 2 draws in {group}; got {S}"
+        )
     P_obs, ok_obs = _normalise(_category_mass(c.obs_user, c.observed, W, U))
     P_rep = np.empty((S, U, W.shape[1]))
     ok_rep = np.empty((S, U), dtype=bool)
@@ -461,11 +480,34 @@ def taste_distribution_check(
     if per_user:
         for j, uid in enumerate(c.users):
             if ok_obs[j]:
-                rows.append({**_row("taste_distribution", group, name, np.nanmean(d_obs[:, j]), d_ref[:, j], 1, d_obs[:, j]), "user_id": uid})
+                rows.append(
+                    {
+                        **_row(
+                            "taste_distribution",
+                            group,
+                            name,
+                            np.nanmean(d_obs[:, j]),
+                            d_ref[:, j],
+                            1,
+                            d_obs[:, j],
+                        ),
+                        "user_id": uid,
+                    }
+                )
     else:
         with np.errstate(invalid="ignore"):
             obs_s, ref_s = np.nanmean(d_obs, axis=1), np.nanmean(d_ref, axis=1)
-        rows.append(_row("taste_distribution", group, name, np.nanmean(obs_s), ref_s, int(ok_obs.sum()), obs_s))
+        rows.append(
+            _row(
+                "taste_distribution",
+                group,
+                name,
+                np.nanmean(obs_s),
+                ref_s,
+                int(ok_obs.sum()),
+                obs_s,
+            )
+        )
     return _frame(rows, per_user)
 
 
@@ -504,7 +546,10 @@ def heldout_lpd_check(idata: Any, *, per_user: bool = False) -> pd.DataFrame:
     """
     _check_idata(idata)
     ll_group = getattr(idata, "log_likelihood", None)
-    var = next((v for v in ("heldout_choice", "heldout_rating") if ll_group is not None and v in ll_group), None)
+    var = next(
+        (v for v in ("heldout_choice", "heldout_rating") if ll_group is not None and v in ll_group),
+        None,
+    )
     pp = getattr(idata, "posterior_predictive", None)
     if var is None or pp is None or "heldout_log_density" not in pp:
         raise DataValidationError(
@@ -519,7 +564,19 @@ def heldout_lpd_check(idata: Any, *, per_user: bool = False) -> pd.DataFrame:
         users = idata.log_likelihood["heldout_user_id"].values
         for uid in pd.unique(users):
             sel = users == uid
-            rows.append({**_row("heldout_lpd", group, "mean_lpd", lpd[sel].mean(), rep[:, sel].mean(1), int(sel.sum())), "user_id": uid})
+            rows.append(
+                {
+                    **_row(
+                        "heldout_lpd",
+                        group,
+                        "mean_lpd",
+                        lpd[sel].mean(),
+                        rep[:, sel].mean(1),
+                        int(sel.sum()),
+                    ),
+                    "user_id": uid,
+                }
+            )
     else:
         rows.append(_row("heldout_lpd", group, "mean_lpd", lpd.mean(), rep.mean(1), ll.shape[1]))
     return _frame(rows, per_user)
@@ -532,7 +589,10 @@ def _logmeanexp0(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- ratings
 def rating_check(
-    idata: Any, statistics: Sequence[str] = RATING_STATISTICS, *, group: str = "posterior_predictive"
+    idata: Any,
+    statistics: Sequence[str] = RATING_STATISTICS,
+    *,
+    group: str = "posterior_predictive",
 ) -> pd.DataFrame:
     """Check the rating distribution (explicit feedback).
 
@@ -563,11 +623,18 @@ def rating_check(
 
     def compute(r: np.ndarray) -> dict[str, float]:
         um = np.bincount(pos, weights=r, minlength=len(users))[has] / n_u[has]
-        return {"mean": float(r.mean()), "sd": float(r.std(ddof=1)), "user_mean_sd": float(um.std(ddof=1))}
+        return {
+            "mean": float(r.mean()),
+            "sd": float(r.std(ddof=1)),
+            "user_mean_sd": float(um.std(ddof=1)),
+        }
 
     obs = compute(od["rating"].values)
     reps = [compute(r) for r in _draws(getattr(idata, group)["rating"])]
-    rows = [_row("rating", group, s, obs[s], np.array([r[s] for r in reps]), len(od["rating"])) for s in stats]
+    rows = [
+        _row("rating", group, s, obs[s], np.array([r[s] for r in reps]), len(od["rating"]))
+        for s in stats
+    ]
     return _frame(rows, False)
 
 
@@ -594,7 +661,10 @@ def posterior_predictive_checks(idata: Any, *, group: str = "posterior_predictiv
     _check_group(idata, group)
     frames = []
     if "choice" in idata.observed_data:
-        has_cats = "category_weight" in idata.constant_data and idata.constant_data.sizes.get("category", 0) > 0
+        has_cats = (
+            "category_weight" in idata.constant_data
+            and idata.constant_data.sizes.get("category", 0) > 0
+        )
         stats = USER_STATISTICS if has_cats else ("mean_log_popularity",)
         frames.append(user_activity_check(idata, stats, group=group))
         frames.append(item_popularity_check(idata, group=group))
@@ -603,12 +673,18 @@ def posterior_predictive_checks(idata: Any, *, group: str = "posterior_predictiv
     else:
         frames.append(rating_check(idata, group=group))
     ll = getattr(idata, "log_likelihood", None)
-    if group == "posterior_predictive" and ll is not None and any(v.startswith("heldout_") for v in ll.data_vars):
+    if (
+        group == "posterior_predictive"
+        and ll is not None
+        and any(v.startswith("heldout_") for v in ll.data_vars)
+    ):
         frames.append(heldout_lpd_check(idata))
     return pd.concat(frames, ignore_index=True)
 
 
-def prior_predictive_checks(model_or_idata: Any, num_samples: int = 100, users: Any = None) -> pd.DataFrame:
+def prior_predictive_checks(
+    model_or_idata: Any, num_samples: int = 100, users: Any = None
+) -> pd.DataFrame:
     """Prior predictive checks: replicated data from the priors with the fitted hyperparameters.
 
     Parameters

@@ -68,7 +68,9 @@ def pareto_k_threshold(n_draws: int) -> float:
 
 def _check_models(models: Any) -> dict[str, Any]:
     if not isinstance(models, Mapping):
-        raise DataTypeError(f"models must be a mapping name -> InferenceData; got {type(models).__name__}")
+        raise DataTypeError(
+            f"models must be a mapping name -> InferenceData; got {type(models).__name__}"
+        )
     if len(models) < 1:
         raise DataValidationError("models must hold at least one InferenceData; got none")
     out = {}
@@ -110,7 +112,10 @@ def pointwise_heldout_elpd(idata: Any) -> pd.Series:
     da = idata.log_likelihood[var]
     ll = da.values.reshape(-1, da.shape[-1])
     index = pd.MultiIndex.from_arrays(
-        [idata.log_likelihood["heldout_user_id"].values, idata.log_likelihood["heldout_item_id"].values],
+        [
+            idata.log_likelihood["heldout_user_id"].values,
+            idata.log_likelihood["heldout_item_id"].values,
+        ],
         names=["user_id", "item_id"],
     )
     return pd.Series(_logmeanexp(ll, 0), index=index, name="elpd")
@@ -313,7 +318,9 @@ def compare_models(
     """
     models = _check_models(models)
     if criterion not in ("auto", "heldout", "loo"):
-        raise DataValidationError(f"criterion must be 'auto', 'heldout' or 'loo'; got {criterion!r}")
+        raise DataValidationError(
+            f"criterion must be 'auto', 'heldout' or 'loo'; got {criterion!r}"
+        )
     if criterion == "auto":
         has = [any(v in m.log_likelihood for v in _HELDOUT_VARS) for m in models.values()]
         criterion = "heldout" if all(has) else "loo"
@@ -385,8 +392,12 @@ def choose_n_personas(
     if isinstance(candidates, (int, np.integer)) or isinstance(candidates, str):
         raise DataTypeError(f"candidates must be a sequence of ints; got {candidates!r}")
     cand = list(candidates)
-    if not cand or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in cand):
-        raise DataValidationError(f"candidates must be a non-empty sequence of ints >= 1; got {candidates!r}")
+    if not cand or any(
+        isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in cand
+    ):
+        raise DataValidationError(
+            f"candidates must be a non-empty sequence of ints >= 1; got {candidates!r}"
+        )
     if len(set(cand)) != len(cand):
         raise DataValidationError(f"candidates must be distinct; got {candidates!r}")
     if rule not in ("one_se", "best"):

@@ -127,7 +127,9 @@ def _check_fitted(model: Any) -> None:
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataTypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}")
+        raise DataTypeError(
+            f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}"
+        )
     if value < minimum:
         raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
     return int(value)
@@ -140,7 +142,9 @@ def _id_array(ids: Any, name: str) -> np.ndarray:
         ids = ids.to_numpy()
     arr = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=object)
     if arr.ndim != 1 or arr.size == 0:
-        raise DataValidationError(f"{name} must be an id or a non-empty 1-d sequence of ids; got shape {arr.shape}")
+        raise DataValidationError(
+            f"{name} must be an id or a non-empty 1-d sequence of ids; got shape {arr.shape}"
+        )
     if pd.Index(arr).has_duplicates:
         dup = pd.Index(arr)[pd.Index(arr).duplicated()].tolist()[:5]
         raise DataValidationError(f"{name} must not repeat ids; repeated: {dup}")
@@ -164,7 +168,9 @@ def _ratings_frame(data: Any, name: str) -> pd.DataFrame:
         )
     missing = [c for c in ("user_id", "item_id") if c not in frame.columns]
     if missing:
-        raise DataValidationError(f"{name} must have columns user_id and item_id; missing {missing}")
+        raise DataValidationError(
+            f"{name} must have columns user_id and item_id; missing {missing}"
+        )
     return frame
 
 
@@ -219,7 +225,12 @@ def implicit_log_predictive(
 
 
 def _explicit_terms(
-    model: Any, q: torch.Tensor, b: torch.Tensor, p: torch.Tensor, pi: torch.Tensor, b_u: torch.Tensor
+    model: Any,
+    q: torch.Tensor,
+    b: torch.Tensor,
+    p: torch.Tensor,
+    pi: torch.Tensor,
+    b_u: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log attention (S, K, n), expected rating (S, K, n) and noise scale for one user.
 
@@ -285,7 +296,9 @@ def _training_pairs(model: Any, users: np.ndarray) -> _Pairs:
         pos.append(np.full(len(it), j, dtype=np.int64))
         items.append(it.astype(np.int64))
         if seen.values is not None:
-            vals.append(seen.values[seen.indptr[u] : seen.indptr[u + 1]].cpu().numpy().astype(float))
+            vals.append(
+                seen.values[seen.indptr[u] : seen.indptr[u + 1]].cpu().numpy().astype(float)
+            )
     rating = np.concatenate(vals) if vals else None
     return _Pairs.build(np.concatenate(pos), np.concatenate(items), len(users), rating)
 
@@ -293,7 +306,9 @@ def _training_pairs(model: Any, users: np.ndarray) -> _Pairs:
 def _heldout_pairs(model: Any, test: Any, users: np.ndarray) -> _Pairs:
     frame = _ratings_frame(test, "test")
     if model.feedback == "explicit" and "rating" not in frame.columns:
-        raise DataValidationError("test needs a 'rating' column for a model with feedback='explicit'")
+        raise DataValidationError(
+            "test needs a 'rating' column for a model with feedback='explicit'"
+        )
     known_u, u_idx = model.user_vocab_.index_of_known(frame["user_id"].to_numpy())
     known_i, _ = model.item_vocab_.index_of_known(frame["item_id"].to_numpy())
     keep = known_u & known_i
@@ -413,10 +428,14 @@ def to_inference_data(
     _check_fitted(model)
     S = _check_int("num_samples", num_samples, 1)
     if replicate not in REPLICATE_OPTIONS:
-        raise DataValidationError(f"replicate must be one of {REPLICATE_OPTIONS}; got {replicate!r}")
+        raise DataValidationError(
+            f"replicate must be one of {REPLICATE_OPTIONS}; got {replicate!r}"
+        )
     if not isinstance(prior, (bool, np.bool_)):
         raise DataTypeError(f"prior must be a bool; got {type(prior).__name__}")
-    seed = model.random_state if random_state is None else _check_int("random_state", random_state, 0)
+    seed = (
+        model.random_state if random_state is None else _check_int("random_state", random_state, 0)
+    )
     U_all, N = len(model.user_vocab_), len(model.item_vocab_)
     u_req = np.arange(U_all) if users is None else _encode(model.user_vocab_, users, "users")
     i_req = np.arange(N) if items is None else _encode(model.item_vocab_, items, "items")
@@ -428,8 +447,26 @@ def to_inference_data(
     held = _heldout_pairs(model, test, u_req) if test is not None else None
 
     heldout_candidates = _check_int("heldout_candidates", heldout_candidates, 1)
-    post = _draw_groups(model, S, u_req, i_req, train, held, replicate, seed, "posterior", heldout_candidates)
-    pri = _draw_groups(model, S, u_req, i_req, train, held, replicate, seed, "prior", heldout_candidates, replicate_heldout=False) if prior else None
+    post = _draw_groups(
+        model, S, u_req, i_req, train, held, replicate, seed, "posterior", heldout_candidates
+    )
+    pri = (
+        _draw_groups(
+            model,
+            S,
+            u_req,
+            i_req,
+            train,
+            held,
+            replicate,
+            seed,
+            "prior",
+            heldout_candidates,
+            replicate_heldout=False,
+        )
+        if prior
+        else None
+    )
 
     # ---- coordinates
     user_ids = netcdf_safe_ids(model.user_vocab_.decode(u_req))
@@ -455,7 +492,9 @@ def to_inference_data(
     hvar = f"heldout_{var}"
     attrs = _attrs(model, replicate, seed)
 
-    def ds(data_vars: dict[str, Any], extra: dict[str, Any] | None = None, note: bool = False) -> Any:
+    def ds(
+        data_vars: dict[str, Any], extra: dict[str, Any] | None = None, note: bool = False
+    ) -> Any:
         c = dict(coords)
         if extra:
             c.update(extra)
@@ -493,10 +532,14 @@ def to_inference_data(
             obs[hvar] = (("heldout_obs",), held.rating.astype(float))
     groups["observed_data"] = ds(obs, {**train_c, **held_c})
 
-    groups["constant_data"] = ds(_constants(model, u_req, train, held), {"catalog": item_ids_all, **_category_coord(model)})
+    groups["constant_data"] = ds(
+        _constants(model, u_req, train, held), {"catalog": item_ids_all, **_category_coord(model)}
+    )
     if pri is not None:
         groups["prior"] = ds(pri["posterior"])
-        groups["prior_predictive"] = ds({var: (("chain", "draw", "obs"), pri["rep_train"][None])}, train_c)
+        groups["prior_predictive"] = ds(
+            {var: (("chain", "draw", "obs"), pri["rep_train"][None])}, train_c
+        )
     logger.info(
         "InferenceData: %d draws, %d users, %d items stored, %d training and %d held-out pairs",
         S, B, len(i_req), len(train), 0 if held is None else len(held),
@@ -515,7 +558,9 @@ def _constants(model: Any, u_req: np.ndarray, train: _Pairs, held: _Pairs | None
         "n_interactions": (("user",), np.bincount(train.user_pos, minlength=B).astype(np.int64)),
         "n_heldout": (
             ("user",),
-            (np.bincount(held.user_pos, minlength=B) if held is not None else np.zeros(B)).astype(np.int64),
+            (np.bincount(held.user_pos, minlength=B) if held is not None else np.zeros(B)).astype(
+                np.int64
+            ),
         ),
         "user_index": (("user",), u_req.astype(np.int64)),
     }
@@ -672,7 +717,9 @@ def _draw_groups(
                     lp = log_pred[:, jj]  # (S, N)
                     ll_train[:, rows] = lp[:, train.item_idx[rows]]
                     n_held_u = len(held.by_user[j]) if held is not None else 0
-                    rep_train[:, rows] = _replicate(lp, len(rows), replicate, rng, n_total=len(rows) + n_held_u)
+                    rep_train[:, rows] = _replicate(
+                        lp, len(rows), replicate, rng, n_total=len(rows) + n_held_u
+                    )
                     if n_held_u and replicate_heldout:
                         hrows = held.by_user[j]
                         ll_held[:, hrows] = lp[:, held.item_idx[hrows]]
@@ -777,16 +824,22 @@ def _replicate_heldout(
         return cand_items[top[:, 0]]
     p = np.exp(log_p - _logsumexp(log_p, axis=1)[:, None])  # normalised, (S, N)
     p_T = p[:, seen]  # (S, n)
-    p_H = np.take_along_axis(np.broadcast_to(p[:, cand_items][:, None, :], keys.shape), top, axis=2)  # (S, M, h)
+    p_H = np.take_along_axis(
+        np.broadcast_to(p[:, cand_items][:, None, :], keys.shape), top, axis=2
+    )  # (S, M, h)
     # log-spaced grid of arrival times covering every relevant item
     p_min = np.minimum(p_T.min(axis=1), p_H.min(axis=(1, 2)))
-    log_t = np.linspace(np.log(1e-3) - np.log(p.max(axis=1)), np.log(50.0) - np.log(p_min), n_grid, axis=1)  # (S, G)
+    log_t = np.linspace(
+        np.log(1e-3) - np.log(p.max(axis=1)), np.log(50.0) - np.log(p_min), n_grid, axis=1
+    )  # (S, G)
     t = np.exp(log_t)
 
     def log_arrived(pp: np.ndarray, tt: np.ndarray) -> np.ndarray:
         # log(1 - exp(-p t)) in float32 (weights need little precision); p t beyond 17 gives
         # log(1 - e^-17) ~ -4e-8, which is zero here
-        x = np.minimum(np.maximum((pp * tt).astype(np.float32), np.float32(1e-30)), np.float32(17.0))
+        x = np.minimum(
+            np.maximum((pp * tt).astype(np.float32), np.float32(1e-30)), np.float32(17.0)
+        )
         return np.log(-np.expm1(-x))
 
     log_g_T = log_arrived(p_T[:, None, :], t[:, :, None]).sum(axis=2)  # (S, G)

@@ -93,7 +93,9 @@ def plot_elbo(model_or_elbo: Any, *, window: int | None = None, ax: Any = None) 
     try:
         y = np.asarray(elbo, dtype=float).ravel()
     except (TypeError, ValueError) as exc:
-        raise DataTypeError(f"model_or_elbo must be a fitted model or an array of numbers; got {type(model_or_elbo).__name__}") from exc
+        raise DataTypeError(
+            f"model_or_elbo must be a fitted model or an array of numbers; got {type(model_or_elbo).__name__}"
+        ) from exc
     if y.size == 0:
         raise DataValidationError("model_or_elbo holds no ELBO values")
     w = max(1, y.size // 50) if window is None else int(window)
@@ -117,7 +119,12 @@ def plot_elbo(model_or_elbo: Any, *, window: int | None = None, ax: Any = None) 
 
 # --------------------------------------------------------------------------- persona map
 def plot_persona_map(
-    model: Any, user_id: Any, *, hdi_prob: float = 0.9, max_categories: int | None = 20, ax: Any = None
+    model: Any,
+    user_id: Any,
+    *,
+    hdi_prob: float = 0.9,
+    max_categories: int | None = 20,
+    ax: Any = None,
 ) -> Any:
     """Heatmap of a user's personas against item categories, with their prevalences.
 
@@ -149,7 +156,9 @@ def plot_persona_map(
     if not hasattr(model, "guide_"):
         raise DataValidationError("model must be a fitted PersonaRecommender")
     if not model.item_categories_:
-        raise DataValidationError("model has no item categories; fit it with an items table with 'categories'")
+        raise DataValidationError(
+            "model has no item categories; fit it with an items table with 'categories'"
+        )
     if not 0 < hdi_prob < 1:
         raise DataValidationError(f"hdi_prob must be in (0, 1); got {hdi_prob!r}")
     u = model.user_vocab_.encode(np.asarray([user_id], dtype=object))
@@ -161,7 +170,9 @@ def plot_persona_map(
     prev = prev[:, 0].cpu().numpy()[:, order]  # (S, K)
     cats = sorted({c for i in seen for c in model.item_categories_.get(int(i), ())}, key=str)
     if not cats:
-        raise DataValidationError(f"user_id {user_id!r}: none of the user's training items has a category")
+        raise DataValidationError(
+            f"user_id {user_id!r}: none of the user's training items has a category"
+        )
     col = {c: j for j, c in enumerate(cats)}
     W = np.zeros((len(seen), len(cats)))
     for r, i in enumerate(seen):
@@ -177,7 +188,8 @@ def plot_persona_map(
         keep = keep[: int(max_categories)]
     low, high = hdi(prev, hdi_prob, axis=0)
     labels = [
-        f"persona {k}: {prev[:, k].mean():.2f} [{low[k]:.2f}, {high[k]:.2f}]" for k in range(M.shape[0])
+        f"persona {k}: {prev[:, k].mean():.2f} [{low[k]:.2f}, {high[k]:.2f}]"
+        for k in range(M.shape[0])
     ]
     frame = pd.DataFrame(M[:, keep], index=labels, columns=[cats[j] for j in keep])
     ax = _new_axes(ax, (1.0 + 0.55 * len(keep) + 2.5, 1.2 + 0.5 * M.shape[0]))
@@ -211,7 +223,15 @@ def plot_explanations(recs: pd.DataFrame, *, user_id: Any = None, ax: Any = None
     -------
     matplotlib.axes.Axes
     """
-    cols = ("user_id", "rank", "item_id", "persona", "persona_prob", "persona_prob_low", "persona_prob_high")
+    cols = (
+        "user_id",
+        "rank",
+        "item_id",
+        "persona",
+        "persona_prob",
+        "persona_prob_low",
+        "persona_prob_high",
+    )
     recs = _require_columns(recs, "recs", cols)
     users = pd.unique(recs["user_id"])
     if user_id is None:
@@ -261,7 +281,9 @@ def plot_ppc(checks: pd.DataFrame, *, ncols: int = 3) -> Any:
     -------
     matplotlib.figure.Figure
     """
-    checks = _require_columns(checks, "checks", ("check", "statistic", "observed", "ppp", "replicated"))
+    checks = _require_columns(
+        checks, "checks", ("check", "statistic", "observed", "ppp", "replicated")
+    )
     if len(checks) > 30:
         logger.info("plot_ppc: drawing the first 30 of %d rows", len(checks))
         checks = checks.iloc[:30]
@@ -269,7 +291,9 @@ def plot_ppc(checks: pd.DataFrame, *, ncols: int = 3) -> Any:
     for ax, (_, row) in zip(axes, checks.iterrows(), strict=False):
         rep = np.asarray(row["replicated"], dtype=float)
         od = row.get("observed_draws")
-        who = f" (user {row['user_id']})" if "user_id" in row and pd.notna(row.get("user_id")) else ""
+        who = (
+            f" (user {row['user_id']})" if "user_id" in row and pd.notna(row.get("user_id")) else ""
+        )
         if od is not None and not (isinstance(od, float) and np.isnan(od)):
             od = np.asarray(od, dtype=float)
             ax.scatter(od, rep, s=8, alpha=0.6, color="C0")
@@ -285,7 +309,9 @@ def plot_ppc(checks: pd.DataFrame, *, ncols: int = 3) -> Any:
             ax.axvline(float(row["observed"]), color="C3", lw=2, label="observed")
             ax.set_xlabel(str(row["statistic"]))
             ax.set_yticks([])
-        ax.set_title(f"{row['check']}: {row['statistic']}{who}\nppp = {row['ppp']:.2f}", fontsize="small")
+        ax.set_title(
+            f"{row['check']}: {row['statistic']}{who}\nppp = {row['ppp']:.2f}", fontsize="small"
+        )
     return fig
 
 
@@ -321,7 +347,9 @@ def plot_tdd_by_rank(
     from bayes_persona.metrics import taste_distribution_distance
 
     if not isinstance(recs_by_model, Mapping) or not recs_by_model:
-        raise DataTypeError("recs_by_model must be a non-empty mapping name -> recommendations frame")
+        raise DataTypeError(
+            "recs_by_model must be a non-empty mapping name -> recommendations frame"
+        )
     if max_k is None:
         max_k = int(max(_require_columns(r, f"recs_by_model[{n!r}]", ("user_id", "rank", "item_id")).groupby("user_id").size().max()
                         for n, r in recs_by_model.items()))  # fmt: skip
@@ -330,7 +358,10 @@ def plot_tdd_by_rank(
     ax = _new_axes(ax, (6.0, 3.8))
     ks = np.arange(1, int(max_k) + 1)
     for j, (name, recs) in enumerate(recs_by_model.items()):
-        vals = [taste_distribution_distance(recs, train, int(k), item_categories, distance=distance) for k in ks]
+        vals = [
+            taste_distribution_distance(recs, train, int(k), item_categories, distance=distance)
+            for k in ks
+        ]
         ax.plot(ks, vals, marker="o", ms=3, color=f"C{j % 10}", label=str(name))
     ax.set_xlabel("k (list length)")
     ax.set_ylabel(f"TDD@k ({distance})")
@@ -341,7 +372,11 @@ def plot_tdd_by_rank(
 
 # --------------------------------------------------------------------------- calibration
 def _coverage_frame(calibration: Any) -> pd.DataFrame:
-    frame = calibration if isinstance(calibration, pd.DataFrame) else getattr(calibration, "coverage", calibration)
+    frame = (
+        calibration
+        if isinstance(calibration, pd.DataFrame)
+        else getattr(calibration, "coverage", calibration)
+    )
     frame = _require_columns(frame, "calibration", ("quantity", "level", "coverage"))
     if "guide" not in frame.columns:
         frame = frame.assign(guide="")
@@ -398,7 +433,11 @@ def plot_rank_histograms(calibration: Any, *, n_bins: int = 10) -> Any:
     """
     from scipy import stats
 
-    ranks = calibration if isinstance(calibration, pd.DataFrame) else getattr(calibration, "ranks", calibration)
+    ranks = (
+        calibration
+        if isinstance(calibration, pd.DataFrame)
+        else getattr(calibration, "ranks", calibration)
+    )
     ranks = _require_columns(ranks, "calibration", ("quantity", "fractional_rank"))
     if "guide" not in ranks.columns:
         ranks = ranks.assign(guide="")

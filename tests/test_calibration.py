@@ -14,7 +14,13 @@ from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 torch.set_num_threads(1)
 
-SMOKE = dict(n_users=15, n_items=30, interactions_per_user=(5, 10), num_samples=19, fit_kwargs={"max_epochs": 10})
+SMOKE = dict(
+    n_users=15,
+    n_items=30,
+    interactions_per_user=(5, 10),
+    num_samples=19,
+    fit_kwargs={"max_epochs": 10},
+)
 
 
 def test_prior_world_is_a_valid_dataset():
@@ -82,7 +88,9 @@ def test_compare_guides_on_the_same_worlds():
     res = calibration.compare_guides(("meanfield", "lowrank"), n_replications=1, **SMOKE)
     assert set(res.coverage["guide"]) == {"meanfield", "lowrank"}
     a, b = (res.ranks[res.ranks["guide"] == g] for g in ("meanfield", "lowrank"))
-    np.testing.assert_allclose(a["true"].to_numpy(), b["true"].to_numpy())  # same worlds, same picks
+    np.testing.assert_allclose(
+        a["true"].to_numpy(), b["true"].to_numpy()
+    )  # same worlds, same picks
     assert res.config["guides"] == ("meanfield", "lowrank")
 
 
@@ -103,7 +111,10 @@ def test_bad_arguments(kwargs, error, match):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="the variational posteriors are over-confident: 90% intervals cover ~60-70%")
+@pytest.mark.xfail(
+    strict=False,
+    reason="the variational posteriors are over-confident: 90% intervals cover ~60-70%",
+)
 def test_full_size_calibration_covers_nominally():
     reps = 3 if os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke" else 20
     res = calibration.compare_guides(n_replications=reps)

@@ -28,9 +28,15 @@ def toy_idata(observed, replicated, obs_user, n_users, weights, heldout=None):
     users = np.arange(1, n_users + 1)
     N, C = weights.shape
     n = len(observed)
-    obs_coords = {"obs": np.arange(n), "user_id": ("obs", users[obs_user]), "item_id": ("obs", 100 + np.asarray(observed))}
+    obs_coords = {
+        "obs": np.arange(n),
+        "user_id": ("obs", users[obs_user]),
+        "item_id": ("obs", 100 + np.asarray(observed)),
+    }
     groups = {
-        "observed_data": xr.Dataset({"choice": (("obs",), np.asarray(observed))}, coords=obs_coords),
+        "observed_data": xr.Dataset(
+            {"choice": (("obs",), np.asarray(observed))}, coords=obs_coords
+        ),
         "posterior_predictive": xr.Dataset(
             {"choice": (("chain", "draw", "obs"), np.asarray(replicated)[None])},
             coords={"chain": [0], "draw": np.arange(len(replicated)), **obs_coords},
@@ -41,15 +47,29 @@ def toy_idata(observed, replicated, obs_user, n_users, weights, heldout=None):
                 "item_popularity": (("catalog",), np.bincount(observed, minlength=N)),
                 "n_interactions": (("user",), np.bincount(obs_user, minlength=n_users)),
             },
-            coords={"catalog": 100 + np.arange(N), "category": [f"c{j}" for j in range(C)], "user": users},
+            coords={
+                "catalog": 100 + np.arange(N),
+                "category": [f"c{j}" for j in range(C)],
+                "user": users,
+            },
         ),
     }
     if heldout is not None:
         ll, rep_ld = heldout
         m = ll.shape[1]
-        hc = {"heldout_obs": np.arange(m), "heldout_user_id": ("heldout_obs", np.ones(m, int)), "heldout_item_id": ("heldout_obs", np.arange(m))}
-        groups["log_likelihood"] = xr.Dataset({"heldout_choice": (("chain", "draw", "heldout_obs"), ll[None])}, coords={"chain": [0], "draw": np.arange(len(ll)), **hc})
-        groups["posterior_predictive"]["heldout_log_density"] = (("chain", "draw", "heldout_obs"), rep_ld[None])
+        hc = {
+            "heldout_obs": np.arange(m),
+            "heldout_user_id": ("heldout_obs", np.ones(m, int)),
+            "heldout_item_id": ("heldout_obs", np.arange(m)),
+        }
+        groups["log_likelihood"] = xr.Dataset(
+            {"heldout_choice": (("chain", "draw", "heldout_obs"), ll[None])},
+            coords={"chain": [0], "draw": np.arange(len(ll)), **hc},
+        )
+        groups["posterior_predictive"]["heldout_log_density"] = (
+            ("chain", "draw", "heldout_obs"),
+            rep_ld[None],
+        )
         groups["posterior_predictive"] = groups["posterior_predictive"].assign_coords(hc)
     return az.InferenceData(**groups)
 
@@ -79,7 +99,9 @@ def test_concentrated_replicates_are_flagged():
     assert act.loc["n_categories", "ppp"] == 0.0  # replicated users never reach 2 categories
     assert act.loc["top_category_share", "ppp"] == 1.0
     taste = checks.taste_distribution_check(idata)
-    assert taste["ppp"].iloc[0] == 0.0  # obs far from replicates, replicates identical to each other
+    assert (
+        taste["ppp"].iloc[0] == 0.0
+    )  # obs far from replicates, replicates identical to each other
     assert isinstance(taste["observed_draws"].iloc[0], np.ndarray)
 
 
@@ -97,9 +119,13 @@ def test_per_user_rows():
 
 def test_item_popularity_statistics():
     idata = toy_idata(OBS, np.tile(np.array([0, 0, 0, 0, 0, 1]), (3, 1)), USERS, 2, W)
-    frame = checks.item_popularity_check(idata, ["gini", "long_tail_share", "n_items"], head_fraction=0.25).set_index("statistic")
+    frame = checks.item_popularity_check(
+        idata, ["gini", "long_tail_share", "n_items"], head_fraction=0.25
+    ).set_index("statistic")
     assert frame.loc["gini", "observed"] == pytest.approx(checks.gini(np.array([2, 2, 1, 1])))
-    assert frame.loc["long_tail_share", "observed"] == pytest.approx(4 / 6)  # head = 1 item with 2 picks
+    assert frame.loc["long_tail_share", "observed"] == pytest.approx(
+        4 / 6
+    )  # head = 1 item with 2 picks
     assert frame.loc["long_tail_share", "rep_mean"] == pytest.approx(1 / 6)
     assert frame.loc["n_items", "observed"] == 4 and frame.loc["n_items", "rep_mean"] == 2
     assert frame.loc["gini", "ppp"] == 1.0
@@ -149,9 +175,13 @@ def test_argument_errors():
 
 
 def test_fitted_model_checks_and_feedback_kinds():
-    data, _ = bp.make_synthetic(n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=4)
+    data, _ = bp.make_synthetic(
+        n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=4
+    )
     # without categories only the popularity statistics apply
-    bare = bp.PersonaRecommender(n_personas=2, n_factors=3, max_epochs=3, n_draws=5, progress=False).fit(data.ratings)
+    bare = bp.PersonaRecommender(
+        n_personas=2, n_factors=3, max_epochs=3, n_draws=5, progress=False
+    ).fit(data.ratings)
     frame = checks.posterior_predictive_checks(to_inference_data(bare, 10))
     assert set(frame["statistic"]) == {"mean_log_popularity", "gini", "long_tail_share"}
     with pytest.raises(DataValidationError, match="categories"):
@@ -161,7 +191,9 @@ def test_fitted_model_checks_and_feedback_kinds():
     # explicit feedback: rating checks only
     rng = np.random.default_rng(0)
     r = data.ratings.assign(rating=rng.integers(1, 6, len(data.ratings)).astype(float))
-    expl = bp.PersonaRecommender(n_personas=2, n_factors=3, feedback="explicit", max_epochs=3, n_draws=5, progress=False).fit(r)
+    expl = bp.PersonaRecommender(
+        n_personas=2, n_factors=3, feedback="explicit", max_epochs=3, n_draws=5, progress=False
+    ).fit(r)
     idata = to_inference_data(expl, 10, prior=True)
     frame = checks.posterior_predictive_checks(idata)
     assert set(frame["check"]) == {"rating"} and len(frame) == 3

@@ -25,7 +25,9 @@ def heldout_idata(loglik: np.ndarray, users=None, items=None) -> az.InferenceDat
     items = np.arange(n) if items is None else items
     coords = {"chain": [0], "draw": np.arange(S), "heldout_obs": np.arange(n),
               "heldout_user_id": ("heldout_obs", users), "heldout_item_id": ("heldout_obs", items)}  # fmt: skip
-    ll = xr.Dataset({"heldout_choice": (("chain", "draw", "heldout_obs"), loglik[None])}, coords=coords)
+    ll = xr.Dataset(
+        {"heldout_choice": (("chain", "draw", "heldout_obs"), loglik[None])}, coords=coords
+    )
     return az.InferenceData(log_likelihood=ll)
 
 
@@ -53,7 +55,9 @@ def test_pairs_are_aligned_by_id_and_must_match():
     perm = rng.permutation(12)
     users, items = np.arange(12) % 3, np.arange(12)
     shuffled = heldout_idata(a[:, perm], users[perm], items[perm])
-    table = comparison.compare_heldout({"a": heldout_idata(a, users, items), "a_shuffled": shuffled})
+    table = comparison.compare_heldout(
+        {"a": heldout_idata(a, users, items), "a_shuffled": shuffled}
+    )
     assert table["elpd_diff"].max() == pytest.approx(0.0, abs=1e-9)
     assert table["dse"].max() == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(DataValidationError, match="other held-out interactions"):
@@ -76,7 +80,14 @@ def test_pareto_k_threshold():
 
 @pytest.fixture(scope="module")
 def fitted():
-    data, _ = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, tastes_per_user=(2, 3), interactions_per_user=(10, 25), seed=5)
+    data, _ = bp.make_synthetic(
+        n_users=40,
+        n_items=80,
+        n_tastes=3,
+        tastes_per_user=(2, 3),
+        interactions_per_user=(10, 25),
+        seed=5,
+    )
     split = bp.random_holdout(data, 0.25, seed=0)
     kw = dict(n_factors=4, max_epochs=15, batch_size=64, n_draws=20, progress=False)
     models = {k: bp.PersonaRecommender(n_personas=k, **kw).fit(split.train) for k in (1, 2)}
@@ -87,7 +98,9 @@ def test_loo_table_carries_pareto_diagnostics(fitted):
     _, models = fitted
     idatas = {f"K={k}": to_inference_data(m, 30) for k, m in models.items()}
     table = comparison.compare_loo(idatas)
-    assert {"elpd_loo", "dse", "pareto_k_max", "n_bad_k", "k_threshold", "loo_valid"} <= set(table.columns)
+    assert {"elpd_loo", "dse", "pareto_k_max", "n_bad_k", "k_threshold", "loo_valid"} <= set(
+        table.columns
+    )
     assert table["k_threshold"].iloc[0] == pytest.approx(comparison.pareto_k_threshold(30))
     for name in table.index:
         assert table.loc[name, "loo_valid"] == (table.loc[name, "n_bad_k"] == 0)
@@ -114,7 +127,9 @@ def test_compare_models_prefers_heldout_and_rejects_mixing(fitted):
 def test_choose_n_personas(fitted):
     split, _ = fitted
     kw = dict(n_factors=4, max_epochs=15, batch_size=64, num_samples=20)
-    k, table, models = comparison.choose_n_personas(split.train, split.test, (1, 2), return_models=True, **kw)
+    k, table, models = comparison.choose_n_personas(
+        split.train, split.test, (1, 2), return_models=True, **kw
+    )
     assert k in (1, 2) and set(models) == {1, 2}
     assert table.index.name == "n_personas" and set(table.index) == {1, 2}
     assert table["chosen"].sum() == 1 and table.loc[k, "chosen"]

@@ -21,7 +21,9 @@ S = 20
 
 @pytest.fixture(scope="module")
 def planted():
-    data, truth = bp.make_synthetic(n_users=50, n_items=90, n_tastes=4, interactions_per_user=(10, 30), seed=3)
+    data, truth = bp.make_synthetic(
+        n_users=50, n_items=90, n_tastes=4, interactions_per_user=(10, 30), seed=3
+    )
     split = bp.random_holdout(data, 0.2, seed=0)
     model = bp.PersonaRecommender(
         n_personas=3, n_factors=4, max_epochs=10, batch_size=64, n_draws=S, progress=False
@@ -44,7 +46,13 @@ def test_groups_dims_and_id_coordinates(planted, idata_test):
     }  # fmt: skip
     post = idata.posterior
     U, N = len(model.user_vocab_), len(model.item_vocab_)
-    assert dict(post["persona_factors"].sizes) == {"chain": 1, "draw": S, "user": U, "persona": 3, "factor": 4}
+    assert dict(post["persona_factors"].sizes) == {
+        "chain": 1,
+        "draw": S,
+        "user": U,
+        "persona": 3,
+        "factor": 4,
+    }
     assert dict(post["item_factors"].sizes) == {"chain": 1, "draw": S, "item": N, "factor": 4}
     np.testing.assert_array_equal(post["user"].values, model.user_vocab_.ids)
     np.testing.assert_array_equal(post["item"].values, model.item_vocab_.ids)
@@ -55,9 +63,12 @@ def test_groups_dims_and_id_coordinates(planted, idata_test):
     assert od.sizes["heldout_obs"] == len(split.test.ratings)
     catalog = idata.constant_data["catalog"].values
     np.testing.assert_array_equal(catalog[od["choice"].values], od["item_id"].values)
-    np.testing.assert_array_equal(catalog[od["heldout_choice"].values], od["heldout_item_id"].values)
+    np.testing.assert_array_equal(
+        catalog[od["heldout_choice"].values], od["heldout_item_id"].values
+    )
     train = split.train.ratings
-    assert set(zip(od["user_id"].values, od["item_id"].values)) == set(zip(train.user_id, train.item_id))
+    pairs = set(zip(od["user_id"].values, od["item_id"].values, strict=True))
+    assert pairs == set(zip(train.user_id, train.item_id, strict=True))
     # log-likelihood on the held-out pairs only
     assert list(idata.log_likelihood.data_vars) == ["heldout_choice"]
     assert idata.log_likelihood["heldout_choice"].dims == ("chain", "draw", "heldout_obs")
@@ -75,7 +86,9 @@ def test_posterior_prevalences_sorted_and_on_simplex(idata_test):
 
 def test_log_normaliser_rebuilds_a_proper_softmax(idata_test):
     post = idata_test.posterior
-    logits = np.einsum("sukd,snd->sukn", post["persona_factors"].values[0], post["item_factors"].values[0])
+    logits = np.einsum(
+        "sukd,snd->sukn", post["persona_factors"].values[0], post["item_factors"].values[0]
+    )
     logits += post["item_bias"].values[0][:, None, None, :]
     probs = np.exp(logits - post["log_normaliser"].values[0][..., None])
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-4)
@@ -98,14 +111,23 @@ def test_subsets_reuse_the_same_draws(planted, idata_test):
     sub = to_inference_data(model, S, users=users, items=items, test=split.test)
     full = idata_test
     for u in users:
-        np.testing.assert_allclose(sub.posterior["prevalence"].sel(user=u), full.posterior["prevalence"].sel(user=u))
         np.testing.assert_allclose(
-            sub.posterior["log_normaliser"].sel(user=u), full.posterior["log_normaliser"].sel(user=u), rtol=1e-5
+            sub.posterior["prevalence"].sel(user=u), full.posterior["prevalence"].sel(user=u)
         )
-        pick = lambda d: d.posterior_predictive["choice"].values[0][:, d.observed_data["user_id"].values == u]  # noqa: E731
-        np.testing.assert_array_equal(pick(sub), pick(full))
+        np.testing.assert_allclose(
+            sub.posterior["log_normaliser"].sel(user=u),
+            full.posterior["log_normaliser"].sel(user=u),
+            rtol=1e-5,
+        )
+        picks = [
+            d.posterior_predictive["choice"].values[0][:, d.observed_data["user_id"].values == u]
+            for d in (sub, full)
+        ]
+        np.testing.assert_array_equal(*picks)
     for i in items:
-        np.testing.assert_allclose(sub.posterior["item_factors"].sel(item=i), full.posterior["item_factors"].sel(item=i))
+        np.testing.assert_allclose(
+            sub.posterior["item_factors"].sel(item=i), full.posterior["item_factors"].sel(item=i)
+        )
     assert list(sub.posterior["item"].values) == items
     assert set(sub.observed_data["user_id"].values) == set(users)
 
@@ -144,21 +166,33 @@ def test_test_rows_are_filtered_and_logged(planted, caplog):
 
 
 def test_netcdf_round_trip_with_string_ids(tmp_path):
-    data, _ = bp.make_synthetic(n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=1)
-    r = data.ratings.assign(user_id=lambda d: "u" + d.user_id.astype(str), item_id=lambda d: "i" + d.item_id.astype(str))
+    data, _ = bp.make_synthetic(
+        n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=1
+    )
+    r = data.ratings.assign(
+        user_id=lambda d: "u" + d.user_id.astype(str), item_id=lambda d: "i" + d.item_id.astype(str)
+    )
     items = data.items.assign(item_id=lambda d: "i" + d.item_id.astype(str))
     ds = bp.Dataset(r, items)
     split = bp.random_holdout(ds, 0.2, seed=0)
-    model = bp.PersonaRecommender(n_personas=2, n_factors=3, max_epochs=3, n_draws=5, progress=False).fit(split.train)
+    model = bp.PersonaRecommender(
+        n_personas=2, n_factors=3, max_epochs=3, n_draws=5, progress=False
+    ).fit(split.train)
     idata = to_inference_data(model, 5, test=split.test)
     path = tmp_path / "s.nc"
     idata.to_netcdf(str(path))
     back = az.from_netcdf(str(path))
     assert back.posterior["user"].values.dtype.kind == "U"
     np.testing.assert_array_equal(back.posterior["user"].values, model.user_vocab_.ids.astype(str))
-    np.testing.assert_array_equal(back.observed_data["heldout_user_id"].values, idata.observed_data["heldout_user_id"].values)
-    np.testing.assert_allclose(back.log_likelihood["heldout_choice"].values, idata.log_likelihood["heldout_choice"].values)
-    assert list(back.constant_data["category"].values) == sorted({c for cs in items.categories for c in cs})
+    np.testing.assert_array_equal(
+        back.observed_data["heldout_user_id"].values, idata.observed_data["heldout_user_id"].values
+    )
+    np.testing.assert_allclose(
+        back.log_likelihood["heldout_choice"].values, idata.log_likelihood["heldout_choice"].values
+    )
+    assert list(back.constant_data["category"].values) == sorted(
+        {c for cs in items.categories for c in cs}
+    )
 
 
 def test_netcdf_safe_ids():
@@ -177,10 +211,14 @@ def test_loo_runs_on_the_training_log_likelihood(planted):
 
 def test_explicit_feedback_layout():
     rng = np.random.default_rng(0)
-    data, _ = bp.make_synthetic(n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=2)
+    data, _ = bp.make_synthetic(
+        n_users=30, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=2
+    )
     r = data.ratings.assign(rating=rng.integers(1, 6, len(data.ratings)).astype(float))
     split = bp.random_holdout(bp.Dataset(r, data.items), 0.2, seed=0)
-    model = bp.PersonaRecommender(n_personas=2, n_factors=3, feedback="explicit", max_epochs=3, n_draws=5, progress=False).fit(split.train)
+    model = bp.PersonaRecommender(
+        n_personas=2, n_factors=3, feedback="explicit", max_epochs=3, n_draws=5, progress=False
+    ).fit(split.train)
     idata = to_inference_data(model, 6, test=split.test)
     assert "user_bias" in idata.posterior
     assert idata.posterior_predictive["rating"].shape == (1, 6, len(split.train.ratings))
