@@ -785,7 +785,29 @@ def _replicate(
     return np.take_along_axis(picks, keep, axis=1)
 
 
+_SIR_CHUNK = 2**22  # candidate keys held at once by the held-out sampler
+
+
 def _replicate_heldout(
+    log_p: np.ndarray,
+    seen: np.ndarray,
+    h: int,
+    replicate: str,
+    rng: np.random.Generator,
+    n_candidates: int,
+) -> np.ndarray:
+    """:func:`_replicate_heldout_chunk` over chunks of draws (bounded memory)."""
+    step = max(1, _SIR_CHUNK // max(1, n_candidates * log_p.shape[1]))
+    if step >= log_p.shape[0]:
+        return _replicate_heldout_chunk(log_p, seen, h, replicate, rng, n_candidates)
+    parts = [
+        _replicate_heldout_chunk(log_p[s : s + step], seen, h, replicate, rng, n_candidates)
+        for s in range(0, log_p.shape[0], step)
+    ]
+    return np.concatenate(parts, axis=0)
+
+
+def _replicate_heldout_chunk(
     log_p: np.ndarray,
     seen: np.ndarray,
     h: int,

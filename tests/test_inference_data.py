@@ -249,3 +249,37 @@ def test_bad_arguments_name_themselves(planted, kwargs, error, match):
 def test_unfitted_model_raises():
     with pytest.raises(NotFittedError):
         to_inference_data(bp.PersonaRecommender())
+
+
+def _set_probability(p: np.ndarray, items: tuple[int, ...]) -> float:
+    """P(successive sampling without replacement from p picks exactly ``items``), brute force."""
+    from itertools import permutations
+
+    total = 0.0
+    for order in permutations(items):
+        prob, used = 1.0, 0.0
+        for i in order:
+            prob *= p[i] / (1.0 - used)
+            used += p[i]
+        total += prob
+    return total
+
+
+def test_heldout_sampler_matches_the_exact_conditional(monkeypatch):
+    import bayes_persona.inference_data as idm
+
+    monkeypatch.setattr(idm, "_SIR_CHUNK", 16 * 6 * 1000)  # exercise the chunked path too
+    p = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    seen = np.array([1, 3])
+    rest = [0, 2, 4, 5]
+    exact = np.array([_set_probability(p, (1, 3, h)) for h in rest])
+    exact /= exact.sum()
+    S = 20000
+    draws = idm._replicate_heldout(
+        np.log(np.tile(p, (S, 1))), seen, 1, "without_replacement", np.random.default_rng(0), 16
+    )
+    freq = np.array([(draws[:, 0] == h).mean() for h in rest])
+    np.testing.assert_allclose(freq, exact, atol=0.015)
+    # continuing the successive sample after the training items would be visibly wrong here
+    naive = p[rest] / p[rest].sum()
+    assert np.abs(naive - exact).max() > 0.03
