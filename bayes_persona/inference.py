@@ -13,6 +13,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -26,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from pyro.optim.clipped_adam import ClippedAdam
 from tqdm.auto import tqdm
 
 from bayes_persona.exceptions import ModelFitError, SaveFormatError
+from bayes_persona.optim import LazyClippedAdam
 
 __all__ = ["SVIConfig", "SVIResult", "run_svi", "atomic_torch_save"]
 
@@ -131,6 +132,7 @@ def run_svi(
     config: SVIConfig,
     validate: Callable[[], float] | None = None,
     fingerprint: str = "",
+    sync: object | None = None,
 ) -> SVIResult:
     """Maximise the ELBO of ``model`` / ``guide`` over minibatches.
 
@@ -152,6 +154,13 @@ def run_svi(
         early stopping then follows it and the best parameters are restored at the end.
     fingerprint : str
         Identifies the model and data; a checkpoint with another fingerprint is refused.
+    sync : object, optional
+        Data-parallel hooks (:class:`bayes_persona.distributed.DataParallelSync`):
+        ``sync.scope()`` is entered around each loss evaluation (it rescales the ELBO),
+        ``sync.reduce_loss(loss)`` returns the loss averaged over workers (so that every
+        worker takes the same early-stopping and divergence decisions),
+        ``sync.reduce_grads(params)`` averages the gradients before the optimiser step, and
+        only the worker with ``sync.is_writer`` writes checkpoints.
 
     Returns
     -------
@@ -167,7 +176,8 @@ def run_svi(
     modules = [model, guide]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     gamma = config.lr_decay ** (1.0 / max(config.max_steps, 1))
-    optim = ClippedAdam(params, lr=config.learning_rate, clip_norm=config.clip_norm, lrd=gamma)
+    # ClippedAdam; row-sparse gradients (a guide's user/item tables) get lazy O(batch) updates.
+    optim = LazyClippedAdam(params, lr=config.learning_rate, clip_norm=config.clip_norm, lrd=gamma)
     loss_fn = pyro.infer.Trace_ELBO(max_plate_nesting=2)
     result = SVIResult()
     best_score, best_state, bad_epochs = -math.inf, None, 0
@@ -196,22 +206,26 @@ def run_svi(
             batch = next_batch(generator)
             optim.zero_grad()
             try:
-                loss = loss_fn.differentiable_loss(model, guide, batch)
+                with sync.scope() if sync is not None else contextlib.nullcontext():
+                    loss = loss_fn.differentiable_loss(model, guide, batch)
             except ValueError as exc:  # a distribution's argument check met NaN/inf: divergence
                 if not re.search(r"invalid values|\b(?:nan|inf)\b", str(exc), re.I) and _all_finite(modules):
                     raise
                 logger.debug("non-finite values at step %d: %s", step, str(exc).splitlines()[0])
                 loss = torch.tensor(math.nan)
-            if not torch.isfinite(loss):
+            value = loss.detach() if sync is None else sync.reduce_loss(loss.detach())
+            if not torch.isfinite(value):
                 _restore(modules, good_state)
                 raise ModelFitError(
-                    f"the ELBO became {loss.item()} at step {step}; the model keeps its state "
+                    f"the ELBO became {value.item()} at step {step}; the model keeps its state "
                     f"from before step {step - step % config.steps_per_epoch}. Try a smaller "
                     "learning_rate."
                 )
             loss.backward()
+            if sync is not None:
+                sync.reduce_grads(params)
             optim.step()
-            result.elbo.append(-loss.item())
+            result.elbo.append(-value.item())
             result.steps = step + 1
 
             if result.steps % config.steps_per_epoch == 0 or result.steps == config.max_steps:
@@ -240,7 +254,7 @@ def run_svi(
                 if config.patience and bad_epochs >= config.patience:
                     result.stopped_early = True
                     logger.info("early stop at step %d (best at step %s)", result.steps, result.best_step)
-            if ckpt_path is not None and (
+            if ckpt_path is not None and (sync is None or sync.is_writer) and (
                 result.steps % config.checkpoint_every == 0 or result.stopped_early
             ):
                 atomic_torch_save(

@@ -88,6 +88,8 @@ from pyro import poutine
 from torch import nn
 from torch.distributions.transforms import StickBreakingTransform
 
+from bayes_persona.optim import gather_rows
+
 __all__ = ["Batch", "PersonaModel", "MeanFieldGuide", "LowRankGuide", "make_guide"]
 
 
@@ -264,6 +266,9 @@ class _Guide(nn.Module):
         U, N, K, D = model.n_users, model.n_items, model.n_personas, model.n_factors
         self.n_users, self.n_items, self.n_personas, self.n_factors = U, N, K, D
         self.explicit = model.feedback == "explicit"
+        # Row-sparse gradients for the user / item tables (lazy updates, O(batch) per step);
+        # set by the caller when a step touches a small share of the rows.
+        self.sparse_users = self.sparse_items = False
         raw = _softplus_inv(init_scale)
         randn = lambda *shape: 0.1 * torch.randn(*shape, generator=generator)  # noqa: E731
         self.item_loc = nn.Parameter(randn(N, D))
@@ -291,18 +296,23 @@ class _Guide(nn.Module):
 
     def _items(self, subsample: torch.Tensor) -> None:
         with pyro.plate("items", self.n_items, subsample=subsample, dim=-1):
-            pyro.sample("item_factors", dist.Normal(self.item_loc[subsample], self._pos(self.item_raw_scale[subsample])).to_event(1))
-            pyro.sample("item_bias", dist.Normal(self.bias_loc[subsample], self._pos(self.bias_raw_scale[subsample])))
+            rows = lambda t: gather_rows(t, subsample, self.sparse_items)  # noqa: E731
+            pyro.sample("item_factors", dist.Normal(rows(self.item_loc), self._pos(rows(self.item_raw_scale))).to_event(1))
+            pyro.sample("item_bias", dist.Normal(rows(self.bias_loc), self._pos(rows(self.bias_raw_scale))))
+
+    def _user_rows(self, table: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return gather_rows(table, users, self.sparse_users)
 
     def _user_scalars(self, users: torch.Tensor) -> None:
         if self.n_personas > 1:
             base = dist.Normal(
-                self.prevalence_loc[users][:, None, :],
-                self._pos(self.prevalence_raw_scale[users])[:, None, :],
+                self._user_rows(self.prevalence_loc, users)[:, None, :],
+                self._pos(self._user_rows(self.prevalence_raw_scale, users))[:, None, :],
             ).to_event(1)
             pyro.sample("prevalence", dist.TransformedDistribution(base, StickBreakingTransform()))
         if self.explicit:
-            loc, scale = self.user_bias_loc[users][:, None], self._pos(self.user_bias_raw_scale[users])[:, None]
+            loc = self._user_rows(self.user_bias_loc, users)[:, None]
+            scale = self._pos(self._user_rows(self.user_bias_raw_scale, users))[:, None]
             pyro.sample("user_bias", dist.Normal(loc, scale))
 
     # --- posterior draws, outside Pyro (common to both guides) ---
@@ -354,7 +364,8 @@ class MeanFieldGuide(_Guide):
         u = batch.users
         with pyro.plate("users", self.n_users, subsample=u, dim=-2):
             self._user_scalars(u)
-            loc, scale = self.persona_loc[u][:, None], self._pos(self.persona_raw_scale[u])[:, None]
+            loc = self._user_rows(self.persona_loc, u)[:, None]
+            scale = self._pos(self._user_rows(self.persona_raw_scale, u))[:, None]
             pyro.sample("persona_factors", dist.Normal(loc, scale).to_event(2))  # (B, 1, K, D)
 
     def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -386,9 +397,9 @@ class LowRankGuide(_Guide):
 
     def _persona_dist(self, u: torch.Tensor) -> dist.Distribution:
         mvn = dist.LowRankMultivariateNormal(
-            self.persona_loc[u][:, None],
-            self.persona_cov_factor[u][:, None],
-            self._pos(self.persona_raw_diag[u])[:, None] ** 2,
+            self._user_rows(self.persona_loc, u)[:, None],
+            self._user_rows(self.persona_cov_factor, u)[:, None],
+            self._pos(self._user_rows(self.persona_raw_diag, u))[:, None] ** 2,
         )
         shape = (self.n_personas, self.n_factors)
         return dist.TransformedDistribution(mvn, torch.distributions.transforms.ReshapeTransform((shape[0] * shape[1],), shape))

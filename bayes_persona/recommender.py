@@ -50,7 +50,10 @@ logger = logging.getLogger(__name__)
 FORMAT_NAME = "bayes_persona.PersonaRecommender"
 FORMAT_VERSION = 1
 
-_CHUNK_FLOATS = 2**25  # ~128 MB of float32 per chunk of posterior computations
+# ~16 MB of float32 per (draws, users, K, N) array of a chunk of posterior computations:
+# twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
+# smaller peak memory.
+_CHUNK_FLOATS = 2**22
 _CACHE_LOCK = threading.Lock()  # guards filling PersonaRecommender._cache (module-level: picklable models)
 
 
@@ -63,6 +66,12 @@ def _as_ratings(data: Any, name: str) -> pd.DataFrame:
             f"bayes_persona.Dataset; got {type(data).__name__}"
         )
     return validate_ratings(frame, frame=name)
+
+
+def _distributed() -> bool:
+    """A torch.distributed process group with several workers is up: fit data-parallel."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -114,7 +123,7 @@ class PersonaRecommender:
     ----------
     n_personas : int, default 4
         K, personas per user; ``1`` is Bayesian matrix factorisation.
-    n_factors : int, default 32
+    n_factors : int, default 16
         D, dimension of persona and item vectors.
     feedback : {"implicit", "explicit"}, default "implicit"
         Implicit: every row is a choice, softmax likelihood. Explicit: ratings, Normal
@@ -126,7 +135,7 @@ class PersonaRecommender:
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
         has at most 20,000 items, else 2,048 samples.
-    batch_size : int, default 256
+    batch_size : int, default 64
         Users per SVI step.
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
@@ -177,13 +186,13 @@ class PersonaRecommender:
     def __init__(
         self,
         n_personas: int = 4,
-        n_factors: int = 32,
+        n_factors: int = 16,
         feedback: str = "implicit",
         *,
         guide: str = "meanfield",
         prevalence_concentration: float = 0.1,
         n_negatives: int | None = None,
-        batch_size: int = 256,
+        batch_size: int = 64,
         max_items_per_user: int = 128,
         learning_rate: float = 0.01,
         max_epochs: int = 200,
@@ -293,6 +302,14 @@ class PersonaRecommender:
         Returns
         -------
         self
+
+        Notes
+        -----
+        Inside an initialised ``torch.distributed`` process group with several workers
+        (e.g. under ``torchrun``), the fit is data-parallel: every worker must call ``fit``
+        with the same settings and data; each draws its minibatches from its own shard of
+        the users, gradients are averaged and only rank 0 writes checkpoints (see
+        :mod:`bayes_persona.distributed` and :func:`~bayes_persona.distributed.fit_distributed`).
         """
         self._validate_params()
         ratings = _as_ratings(train, "train")
@@ -340,7 +357,17 @@ class PersonaRecommender:
             self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
             self._initialise_guide(u, i)
             self.guide_.to(device)
-            steps_per_epoch = max(1, math.ceil(U / self.batch_size))
+            # Lazy row-sparse updates when a step touches a small share of a table's rows,
+            # so that a step costs O(batch) rather than O(users) (see bayes_persona.optim).
+            ratio = self.sparse_update_ratio
+            self.guide_.sparse_users = U > ratio * self.batch_size
+            self.guide_.sparse_items = self.n_negatives_ is not None and N > ratio * self.n_negatives_
+            shard = None
+            if _distributed():  # data-parallel: this rank samples its own users only
+                from bayes_persona.distributed import UserShard
+
+                shard = UserShard(self.seen_, device, self.random_state, gen)
+            steps_per_epoch = max(1, math.ceil((U if shard is None else shard.max_users) / self.batch_size))
             config = SVIConfig(
                 max_steps=self.max_epochs * steps_per_epoch,
                 steps_per_epoch=steps_per_epoch,
@@ -351,17 +378,18 @@ class PersonaRecommender:
                 checkpoint_every=checkpoint_every,
                 resume=resume,
             )
-            seen = self.seen_.to(device)
+            seen = self.seen_.to(device) if shard is None else shard.seen
 
             def next_batch(g: torch.Generator) -> Batch:
-                return seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
+                b = seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
+                return b if shard is None else shard.globalise(b)
 
             self.model_.train()
             failure = None
             try:
                 result: SVIResult = run_svi(
                     self.model_, self.guide_, next_batch, gen, config, validate,
-                    fingerprint=self._fingerprint(ratings),
+                    fingerprint=self._fingerprint(ratings), sync=shard,
                 )  # fmt: skip
             except ModelFitError as exc:  # modules are back at their last good (finite) state
                 failure, result = exc, exc.result
@@ -392,6 +420,9 @@ class PersonaRecommender:
         self.guide_.initialise(f32(q0), f32(p0), f32(pi0))
 
     persona_init_length = 3.0
+    # A user (item) table gets lazy row-sparse updates when it has more than this many times
+    # the rows a step touches: batch_size users (n_negatives sampled items).
+    sparse_update_ratio = 8
 
     def _fingerprint(self, ratings: pd.DataFrame) -> str:
         h = hashlib.sha256(json.dumps(self._config(), sort_keys=True).encode())
@@ -436,8 +467,9 @@ class PersonaRecommender:
         """Held-out log-likelihood per pair at the guide's location (a fast proxy)."""
         g, out = self.guide_, []
         dev = self._dev
-        for s in range(0, len(u), 4096):
-            uu, ii = u[s : s + 4096].to(dev), i[s : s + 4096].to(dev)
+        step = max(1, min(4096, _CHUNK_FLOATS // max(g.n_personas * g.n_items, 1)))  # (n, K, N) logits
+        for s in range(0, len(u), step):
+            uu, ii = u[s : s + step].to(dev), i[s : s + step].to(dev)
             p = g.persona_median(uu)  # (n, K, D)
             pi = g.prevalence_median(uu)  # (n, K)
             q, b = g.item_loc, g.bias_loc
@@ -449,7 +481,7 @@ class PersonaRecommender:
                 m = self.model_
                 att = torch.log_softmax(torch.log(pi) + aff / m.scale("temperature"), -1)
                 mean = aff + (b[ii] + g.user_bias_loc[uu] + m.global_mean)[:, None]
-                lp = torch.distributions.Normal(mean, m.scale("noise")).log_prob(r[s : s + 4096, None].to(dev))
+                lp = torch.distributions.Normal(mean, m.scale("noise")).log_prob(r[s : s + step, None].to(dev))
                 out.append(torch.logsumexp(att + lp, -1))
         return torch.cat(out).cpu()
 
@@ -598,8 +630,8 @@ class PersonaRecommender:
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         log_joint, _, expected = self._posterior_terms(users, self.n_draws)
-        if self.feedback == "implicit":
-            return torch.logsumexp(log_joint, dim=2).exp().mean(0).cpu().numpy()
+        if self.feedback == "implicit":  # sum_k P(z=k, i | u) per draw; log_joint <= 0: exp is safe
+            return log_joint.exp().sum(2).mean(0).cpu().numpy()
         return (log_joint.exp() * expected).sum(2).mean(0).cpu().numpy()
 
     def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
@@ -631,37 +663,45 @@ class PersonaRecommender:
             for s in range(0, len(u), step):
                 chunk = u[s : s + step]
                 log_joint, order, expected = self._posterior_terms(chunk, self.n_draws)
-                if self.feedback == "implicit":
-                    scores = torch.logsumexp(log_joint, 2).exp().mean(0)
-                    post = torch.softmax(log_joint, dim=2)  # (S, B, K, N)
+                if self.feedback == "implicit":  # as _scores (exp-sum: cheaper than logsumexp)
+                    scores = log_joint.exp().sum(2).mean(0)
                 else:
-                    post = log_joint.exp()
-                    scores = (post * expected).sum(2).mean(0)
-                scores = scores.cpu().numpy()
+                    scores = (log_joint.exp() * expected).sum(2).mean(0)
+                scores = scores.cpu().numpy()  # (B, N) for this chunk of users only
                 if exclude_seen:
-                    for j, uu in enumerate(chunk):
-                        scores[j, self.seen_.items_of(uu)] = -np.inf
-                for j in range(len(chunk)):
-                    top = _top_n(scores[j], n)
-                    p_top = post[:, j][:, order[j]][:, :, top].cpu().numpy()  # (S, K, n)
-                    rows.append(self._rec_rows(ids[s + j], top, scores[j, top], p_top))
+                    r, c = self.seen_.rows_of(chunk)
+                    scores[r, c] = -np.inf
+                tops = [_top_n(scores[j], n) for j in range(len(chunk))]
+                rows.append(self._rec_rows(ids[s : s + len(chunk)], tops, scores, log_joint, order))
         return pd.concat(rows, ignore_index=True)
 
-    def _rec_rows(self, user_id, top: np.ndarray, scores: np.ndarray, p_top: np.ndarray) -> pd.DataFrame:
-        mean = p_top.mean(0)  # (K, n)
-        persona = mean.argmax(0)
-        chosen = p_top[:, persona, np.arange(len(top))]  # (S, n)
+    def _rec_rows(self, user_ids, tops: list[np.ndarray], scores: np.ndarray, log_joint, order) -> pd.DataFrame:
+        """``recommend``'s rows for a chunk of users; persona probabilities and their
+        intervals are computed for the returned items only."""
+        B, lens = len(tops), np.fromiter((len(t) for t in tops), dtype=np.int64, count=len(tops))
+        n = int(lens.max(initial=0))
+        valid = np.arange(n)[None, :] < lens[:, None]  # (B, n)
+        top = np.zeros((B, n), dtype=np.int64)
+        top[valid] = np.concatenate(tops) if B else np.zeros(0, dtype=np.int64)
+        S, _, K, _ = log_joint.shape
+        idx = torch.as_tensor(top, device=log_joint.device)[None, :, None, :].expand(S, B, K, n)
+        lj = torch.gather(log_joint, 3, idx)  # (S, B, K, n)
+        lj = torch.gather(lj, 2, order[None, :, :, None].expand(S, B, K, n))  # persona 0 = most prevalent
+        p_top = (torch.softmax(lj, dim=2) if self.feedback == "implicit" else lj.exp()).cpu().numpy()
+        mean = p_top.mean(0)  # (B, K, n)
+        persona = mean.argmax(1)  # (B, n)
+        chosen = np.take_along_axis(p_top, persona[None, :, None, :], axis=2)[:, :, 0]  # (S, B, n)
         low, high = hdi(chosen, self.hdi_prob, axis=0)
         return pd.DataFrame(
             {
-                "user_id": np.repeat(np.asarray([user_id], dtype=object), len(top)),
-                "rank": np.arange(1, len(top) + 1),
-                "item_id": self.item_vocab_.decode(top),
-                "score": scores.astype(float),
-                "persona": persona.astype(np.int64),
-                "persona_prob": mean[persona, np.arange(len(top))].astype(float),
-                "persona_prob_low": low.astype(float),
-                "persona_prob_high": high.astype(float),
+                "user_id": np.repeat(np.asarray(user_ids, dtype=object), lens),
+                "rank": np.broadcast_to(np.arange(1, n + 1), (B, n))[valid],
+                "item_id": self.item_vocab_.decode(top[valid]),
+                "score": np.take_along_axis(scores, top, axis=1)[valid].astype(float),
+                "persona": persona[valid].astype(np.int64),
+                "persona_prob": np.take_along_axis(mean, persona[:, None, :], axis=1)[:, 0][valid].astype(float),
+                "persona_prob_low": low[valid].astype(float),
+                "persona_prob_high": high[valid].astype(float),
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype})
 
@@ -824,6 +864,25 @@ class PersonaRecommender:
             if self.feedback == "explicit":
                 out["user_bias"] = d["user_bias"].cpu().numpy()
         return out
+
+    def fold_in(self, history: Any, n_steps: int = 200, **kwargs: Any) -> PersonaRecommender:
+        """Infer new users' personas from their histories, the items held fixed.
+
+        Returns a **new** model that knows the new users only and shares this model's
+        item parameters; this model is not changed. ``history`` has ``user_id``,
+        ``item_id`` (and ``rating``); unknown items raise ``UnknownIdError``, users this
+        model already knows raise ``DataValidationError``. Other keyword arguments
+        (``learning_rate``, ``random_state``, ``progress``) and the design are described in
+        :func:`bayes_persona.foldin.fold_in`.
+
+        Examples
+        --------
+        >>> new = model.fold_in(new_user_history)  # doctest: +SKIP
+        >>> new.recommend([new_user_id], n=10)  # doctest: +SKIP
+        """
+        from bayes_persona.foldin import fold_in
+
+        return fold_in(self, history, n_steps=n_steps, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
@@ -999,6 +1058,16 @@ class _Csr:
 
     def items_of(self, u: int) -> np.ndarray:
         return self.indices[self.indptr[u] : self.indptr[u + 1]].cpu().numpy()
+
+    def rows_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(j, item)`` for every training item of ``users[j]``, without a Python loop."""
+        indptr = self.indptr.cpu().numpy()
+        users = np.asarray(users, dtype=np.int64)
+        counts = indptr[users + 1] - indptr[users]
+        rows = np.repeat(np.arange(len(users)), counts)
+        starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        pos = starts + np.arange(int(counts.sum()))
+        return rows, self.indices.cpu().numpy()[pos]
 
     def sample_batch(
         self, g: torch.Generator, batch_size: int, max_items: int, n_negatives: int | None,

@@ -1,0 +1,322 @@
+"""Scaling benchmark: SVI cost per epoch, memory and recommendation time against data size.
+
+Run as ``python -m bayes_persona.scale_bench``::
+
+    python -m bayes_persona.scale_bench                        # 1e5 and 1e6 interactions
+    python -m bayes_persona.scale_bench --sizes 1e5 1e6 1e7    # and 1e7
+    python -m bayes_persona.scale_bench --movielens /work/shared/data --out scale.csv
+
+For each size it makes planted data (:func:`planted_interactions`: users with one to three
+tastes, ``--per-user`` interactions each, so the number of users grows with the size),
+fits :class:`~bayes_persona.PersonaRecommender` for ``--epochs`` epochs with a sampled
+softmax (``--negatives``), and reports seconds per epoch, SVI steps per second, the cost
+per interaction, the time to recommend ``--top`` items for every user (posterior intervals
+for the returned items only) and the peak resident memory (``resource.getrusage``). Each
+size runs in a fresh Python process so that its peak memory is its own. With
+``--movielens DIR`` it also fits ML-100K (binarised at 4) briefly and times recommending for
+all of its users. It prints a Markdown table and writes a CSV.
+
+Why the cost per interaction is flat: an SVI step costs ``O(B L K D + B K S D)`` (``B``
+users, up to ``L`` interactions each, ``S`` sampled negatives) whatever the number of
+users ``U`` and items ``N`` -- the guide's user and item tables get row-sparse gradients
+and lazy Adam updates (:mod:`bayes_persona.optim`) once ``U > 8 B`` -- and an epoch has
+``U / B`` steps, so it costs ``O(interactions)``. Memory is ``O((U K + N) D)`` for the
+parameters plus the interactions; nothing allocates a dense ``U x N`` matrix
+(recommendation works on chunks of users, each ``O(chunk x draws x K x N)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["planted_interactions", "run_size", "run_movielens", "main"]
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = [
+    "dataset", "interactions", "users", "items", "epochs", "steps", "sec_per_epoch",
+    "steps_per_sec", "us_per_interaction", "fit_setup_sec", "recommend_users",
+    "recommend_draws", "recommend_sec", "peak_rss_mb", "dense_UxN_mb",
+]  # fmt: skip
+
+
+def planted_interactions(
+    n_interactions: int,
+    n_items: int | None = None,
+    n_tastes: int = 8,
+    per_user: tuple[int, int] = (5, 15),
+    seed: int = 0,
+    n_dims: int = 16,
+    user_scale: float = 3.0,
+    item_scale: float = 2.5,
+    noise: float = 0.3,
+) -> pd.DataFrame:
+    """Planted-taste implicit feedback with about ``n_interactions`` rows, vectorised.
+
+    The story of :func:`bayes_persona.make_synthetic` simplified for speed: items belong to
+    one of ``n_tastes`` tastes (factor ``item_scale * c_t + noise``, bias ~ N(0, 0.5)), a
+    user has 1-3 tastes with Dirichlet(5) weights and ``per_user`` interactions (uniform),
+    each drawn as a taste ``z`` from the user's weights, then an item from
+    ``softmax_j(user_scale * c_z . q_j + b_j)``. Repeated (user, item) pairs are dropped, so
+    the count is slightly below the target. Cost ``O(n_interactions + n_tastes x n_items)``:
+    no per-user Python loop and no users x items matrix (``make_synthetic`` has both).
+
+    Returns
+    -------
+    DataFrame
+        ``user_id`` (1..), ``item_id`` (10001..), sorted by user.
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = per_user
+    n_users = max(1, round(n_interactions / ((lo + hi) / 2)))
+    if n_items is None:
+        n_items = default_items(n_interactions)
+    centers = rng.normal(size=(n_tastes, n_dims))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    taste_of_item = rng.integers(n_tastes, size=n_items)
+    q = item_scale * centers[taste_of_item] + noise * rng.normal(size=(n_items, n_dims))
+    b = 0.5 * rng.normal(size=n_items)
+    logits = user_scale * centers @ q.T + b  # (T, N)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    cum = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
+    cum[:, -1] = 1.0
+
+    # Users: 1-3 distinct tastes and their weights.
+    m = rng.integers(1, min(3, n_tastes) + 1, size=n_users)
+    tastes = np.argsort(rng.random((n_users, n_tastes)), axis=1)[:, :3]
+    w = rng.gamma(5.0, size=(n_users, 3)) * (np.arange(3)[None, :] < m[:, None])
+    w /= w.sum(1, keepdims=True)
+    counts = rng.integers(lo, hi + 1, size=n_users)
+    user = np.repeat(np.arange(n_users), counts)
+    slot = (rng.random(len(user))[:, None] > np.cumsum(w, 1)[user]).sum(1)
+    slot = np.minimum(slot, m[user] - 1)
+    z = tastes[user, slot]
+    # Item given taste: inverse CDF on the taste's row, all rows in one searchsorted.
+    offset = np.arange(n_tastes, dtype=np.float64)[:, None]
+    item = (
+        np.searchsorted((cum + offset).ravel(), z + rng.random(len(z)), side="right") - z * n_items
+    )
+    item = np.clip(item, 0, n_items - 1)
+    key = np.unique(user.astype(np.int64) * n_items + item)
+    return pd.DataFrame({"user_id": key // n_items + 1, "item_id": key % n_items + 10001})
+
+
+def default_items(n_interactions: float) -> int:
+    """Catalogue size for a benchmark size: ``2 sqrt(interactions)``, at least 500."""
+    return int(max(500, round(2 * math.sqrt(n_interactions))))
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+class _SviTimer:
+    """Wraps the recommender's run_svi to time the optimisation alone."""
+
+    def __init__(self) -> None:
+        import bayes_persona.recommender as rec
+
+        self.rec, self.inner, self.seconds = rec, rec.run_svi, 0.0
+
+    def __enter__(self) -> _SviTimer:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return self.inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        self.rec.run_svi = timed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.rec.run_svi = self.inner
+
+
+def _fit_and_time(
+    name: str, ratings: pd.DataFrame, params: dict, rec_draws: int, top: int, recommend: bool
+) -> dict:
+    import bayes_persona as bp
+
+    model = bp.PersonaRecommender(**params)
+    start = time.perf_counter()
+    with _SviTimer() as timer:
+        model.fit(ratings)
+    total = time.perf_counter() - start
+    U, N = len(model.user_vocab_), len(model.item_vocab_)
+    epochs = params["max_epochs"]
+    sec_epoch = timer.seconds / epochs
+    row = {
+        "dataset": name,
+        "interactions": len(ratings),
+        "users": U,
+        "items": N,
+        "epochs": epochs,
+        "steps": model.n_steps_,
+        "sec_per_epoch": sec_epoch,
+        "steps_per_sec": model.n_steps_ / timer.seconds,
+        "us_per_interaction": 1e6 * sec_epoch / len(ratings),
+        "fit_setup_sec": total - timer.seconds,
+        "recommend_users": 0,
+        "recommend_draws": rec_draws,
+        "recommend_sec": float("nan"),
+        "dense_UxN_mb": U * N * 4 / 2**20,
+    }
+    if recommend:
+        model.set_params(n_draws=rec_draws)
+        start = time.perf_counter()
+        recs = model.recommend(model.user_vocab_.ids, n=top)
+        row["recommend_sec"] = time.perf_counter() - start
+        row["recommend_users"] = int(recs["user_id"].nunique())
+    row["peak_rss_mb"] = _peak_rss_mb()
+    return row
+
+
+def _model_params(args: argparse.Namespace, n_negatives: int | None) -> dict:
+    return dict(
+        n_personas=args.personas, n_factors=args.factors, n_negatives=n_negatives,
+        batch_size=args.batch_size, max_items_per_user=128, max_epochs=args.epochs, patience=0,
+        progress=False, random_state=args.seed,
+    )  # fmt: skip
+
+
+def run_size(n_interactions: int, args: argparse.Namespace) -> dict:
+    """One planted size, in this process."""
+    start = time.perf_counter()
+    ratings = planted_interactions(n_interactions, per_user=tuple(args.per_user), seed=args.seed)
+    gen_sec = time.perf_counter() - start
+    logger.info("planted %d interactions in %.1f s", len(ratings), gen_sec)
+    row = _fit_and_time(
+        f"planted {n_interactions:.0e}", ratings, _model_params(args, args.negatives),
+        args.rec_draws, args.top, not args.no_recommend,
+    )  # fmt: skip
+    row["generate_sec"] = gen_sec
+    return row
+
+
+def run_movielens(args: argparse.Namespace) -> dict:
+    """ML-100K binarised at 4, fit briefly (full softmax), recommend for every user."""
+    import bayes_persona as bp
+
+    data = bp.binarize(bp.load_movielens("100k", data_home=args.movielens, download=False), 4)
+    params = _model_params(args, None)
+    params["max_epochs"] = args.ml_epochs
+    return _fit_and_time("ML-100K (>=4)", data.ratings, params, args.ml_draws, args.top, True)
+
+
+def _child(args: argparse.Namespace, what: str) -> dict:
+    """Run one benchmark row in a fresh interpreter (its own peak RSS)."""
+    cmd = [sys.executable, "-m", "bayes_persona.scale_bench", "--child", what, *args.passthrough]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for c in shown.columns:
+        if shown[c].dtype.kind == "f":
+            shown[c] = shown[c].map(
+                lambda v: "" if not np.isfinite(v) else f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+            )
+    head = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bayes_persona.scale_bench",
+        description="SVI seconds per epoch, steps per second, peak RSS and recommendation "
+        "time against the number of interactions (planted data).",
+    )
+    p.add_argument(
+        "--sizes", nargs="+", type=float, default=[1e5, 1e6], help="interactions (default 1e5 1e6)"
+    )
+    p.add_argument(
+        "--per-user",
+        nargs=2,
+        type=int,
+        default=[5, 15],
+        metavar=("LO", "HI"),
+        help="interactions per planted user (default 5 15: 1e6 interactions = 1e5 users)",
+    )
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--negatives", type=int, default=256, help="sampled-softmax negatives")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--personas", type=int, default=4)
+    p.add_argument("--factors", type=int, default=32)
+    p.add_argument("--top", type=int, default=10, help="items recommended per user")
+    p.add_argument(
+        "--rec-draws", type=int, default=20, help="posterior draws for the planted recommendation"
+    )
+    p.add_argument("--no-recommend", action="store_true", help="skip recommending for all users")
+    p.add_argument(
+        "--movielens",
+        metavar="DIR",
+        default=None,
+        help="folder holding ml-100k/: also time ML-100K (default: $BAYES_PERSONA_DATA if set)",
+    )
+    p.add_argument("--ml-epochs", type=int, default=20)
+    p.add_argument("--ml-draws", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--inline", action="store_true", help="run every row in this process")
+    p.add_argument(
+        "--out", default="scale_bench.csv", help="CSV to write (default scale_bench.csv)"
+    )
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.movielens is None:
+        args.movielens = os.environ.get("BAYES_PERSONA_DATA")
+    if args.child is not None:  # one row, JSON on stdout
+        row = (
+            run_movielens(args)
+            if args.child == "movielens"
+            else run_size(int(float(args.child)), args)
+        )
+        print(json.dumps(row))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    skip = {"--inline"}
+    args.passthrough = [a for a in argv if a not in skip]
+    jobs = [f"{s:g}" for s in args.sizes] + (["movielens"] if args.movielens else [])
+    rows = []
+    for job in jobs:
+        logger.info("running %s ...", job)
+        if args.inline:
+            row = run_movielens(args) if job == "movielens" else run_size(int(float(job)), args)
+        else:
+            row = _child(args, job)
+        rows.append(row)
+        logger.info("%s: %.2f s/epoch, %.1f steps/s, %.0f MB peak", row["dataset"], row["sec_per_epoch"],
+                    row["steps_per_sec"], row["peak_rss_mb"])  # fmt: skip
+    frame = pd.DataFrame(rows)[COLUMNS]
+    frame.to_csv(args.out, index=False)
+    print(_markdown(frame))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Scaling: O(batch) SVI steps (lazy row-sparse Adam), chunked posterior computations, the
+vectorised planted generator and the scale benchmark's plumbing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+
+import bayes_persona as bp
+import bayes_persona.recommender as rec
+from bayes_persona.optim import LazyClippedAdam, gather_rows
+from bayes_persona.scale_bench import main as bench_main
+from bayes_persona.scale_bench import planted_interactions
+
+
+def _quadratic_grads(w: torch.Tensor, step: int) -> None:
+    g = torch.Generator().manual_seed(step)
+    target = torch.randn(w.shape, generator=g)
+    ((w - target) ** 2 * 7.0).sum().backward()
+
+
+def test_dense_path_is_pyro_clipped_adam_bit_for_bit() -> None:
+    init = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    a, b = init.clone().requires_grad_(), init.clone().requires_grad_()
+    opt_a = ClippedAdam([a], lr=0.05, clip_norm=2.0, lrd=0.99)
+    opt_b = LazyClippedAdam([b], lr=0.05, clip_norm=2.0, lrd=0.99)
+    for step in range(20):
+        for w, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            _quadratic_grads(w, step)
+            opt.step()
+    assert torch.equal(a, b)
+    assert torch.equal(opt_a.state[a]["exp_avg_sq"], opt_b.state[b]["exp_avg_sq"])
+
+
+def test_sparse_rows_only_and_dense_when_every_row_is_touched() -> None:
+    init = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    dense, sparse = init.clone().requires_grad_(), init.clone().requires_grad_()
+    opt_d, opt_s = LazyClippedAdam([dense], lr=0.1), LazyClippedAdam([sparse], lr=0.1)
+    every = torch.arange(6)
+    for step in range(5):  # all rows in every step: lazy == dense
+        for w, opt, sp in ((dense, opt_d, False), (sparse, opt_s, True)):
+            opt.zero_grad()
+            (gather_rows(w, every, sp) ** 2 * (step + 1)).sum().backward()
+            assert w.grad.is_sparse == sp
+            opt.step()
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-7)
+    # A step touching rows 1 and 4 only leaves the others (and their moments) alone.
+    before, m_before = sparse.detach().clone(), opt_s.state[sparse]["exp_avg"].clone()
+    opt_s.zero_grad()
+    gather_rows(sparse, torch.tensor([4, 1, 4]), True).sum().backward()
+    opt_s.step()
+    untouched = torch.tensor([0, 2, 3, 5])
+    assert torch.equal(sparse.detach()[untouched], before[untouched])
+    assert torch.equal(opt_s.state[sparse]["exp_avg"][untouched], m_before[untouched])
+    assert not torch.equal(sparse.detach()[[1, 4]], before[[1, 4]])
+
+
+def test_gather_rows_gradient_matches_indexing() -> None:
+    w = torch.randn(7, 3, 2, requires_grad=True)
+    idx = torch.tensor([6, 0, 6, 2])
+    out = gather_rows(w, idx, True)
+    torch.testing.assert_close(out, w.detach()[idx])
+    (out * torch.arange(24.0).reshape(4, 3, 2)).sum().backward()
+    sparse_grad = w.grad.to_dense()
+    w.grad = None
+    (w[idx] * torch.arange(24.0).reshape(4, 3, 2)).sum().backward()
+    torch.testing.assert_close(sparse_grad, w.grad)
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    ratings = planted_interactions(3000, n_items=120, seed=1)
+    model = bp.PersonaRecommender(
+        n_personas=3, n_factors=8, batch_size=16, n_negatives=10, max_epochs=2, n_draws=10,
+        progress=False,
+    ).fit(ratings)  # fmt: skip
+    return ratings, model
+
+
+def test_large_user_tables_get_lazy_updates(small_fit) -> None:
+    ratings, model = small_fit
+    U, N = len(model.user_vocab_), len(model.item_vocab_)
+    assert U > 8 * model.batch_size and model.guide_.sparse_users
+    assert N > 8 * model.n_negatives_ and model.guide_.sparse_items
+    assert np.isfinite(model.elbo_).all() and model.n_steps_ == 2 * int(np.ceil(U / 16))
+    small = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False)
+    small.fit(ratings[ratings["user_id"] <= 100])
+    assert not small.guide_.sparse_users and not small.guide_.sparse_items
+
+
+def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> None:
+    """No U x N array: recommend/score/log_predictive see bounded chunks of users, and
+    the results do not depend on the chunk size."""
+    ratings, model = small_fit
+    users = model.user_vocab_.ids
+    pairs = ratings.iloc[::7]
+    ref = (
+        model.recommend(users, n=5),
+        model.score(pairs["user_id"], pairs["item_id"]),
+        model.log_predictive(pairs),
+    )
+    seen_sizes = []
+    inner = rec.PersonaRecommender._posterior_terms
+
+    def spy(self, u, n_draws):
+        seen_sizes.append(len(u))
+        return inner(self, u, n_draws)
+
+    monkeypatch.setattr(rec.PersonaRecommender, "_posterior_terms", spy)
+    N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
+    monkeypatch.setattr(rec, "_CHUNK_FLOATS", 37 * S * K * N)  # chunks of 37 users
+    got = (
+        model.recommend(users, n=5),
+        model.score(pairs["user_id"], pairs["item_id"]),
+        model.log_predictive(pairs),
+    )
+    assert max(seen_sizes) == 37 and len(seen_sizes) > 3 * len(users) // 37
+    pd.testing.assert_frame_equal(got[0], ref[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-5)
+
+
+def test_csr_rows_of_matches_items_of(small_fit) -> None:
+    _, model = small_fit
+    users = np.array([5, 0, 17, 5])
+    r, c = model.seen_.rows_of(users)
+    for j, u in enumerate(users):
+        np.testing.assert_array_equal(c[r == j], model.seen_.items_of(u))
+
+
+def test_planted_interactions_is_vectorised_and_deterministic() -> None:
+    a = planted_interactions(20_000, seed=3)
+    b = planted_interactions(20_000, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert 0.8 * 20_000 < len(a) <= 20_000
+    assert not a.duplicated(["user_id", "item_id"]).any()
+    assert a["user_id"].nunique() == 2000 and a["item_id"].between(10001, 10500).all()
+    per_user = a.groupby("user_id").size()
+    assert per_user.max() <= 15
+    # Planted tastes: a user's items concentrate on few items' worth of the catalogue.
+    assert a["item_id"].value_counts().iloc[:50].sum() > 50 / 500 * len(a)
+
+
+def test_scale_bench_writes_table_and_csv(tmp_path, capsys) -> None:
+    out = tmp_path / "scale.csv"
+    bench_main(["--sizes", "3000", "--epochs", "1", "--factors", "4", "--personas", "2",
+                "--batch-size", "64", "--negatives", "20", "--rec-draws", "5", "--inline",
+                "--out", str(out)])  # fmt: skip
+    frame = pd.read_csv(out)
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert row["users"] == 300 and row["recommend_users"] == 300
+    assert row["sec_per_epoch"] > 0 and row["steps_per_sec"] > 0 and row["peak_rss_mb"] > 0
+    text = capsys.readouterr().out
+    assert "| dataset |" in text and "planted 3e+03" in text
