@@ -77,8 +77,9 @@ def small_fit():
     model = bp.PersonaRecommender(
         n_personas=3, n_factors=8, batch_size=16, n_negatives=10, max_epochs=2, n_draws=10,
         progress=False,
-    ).fit(ratings)  # fmt: skip
-    return ratings, model
+    )  # fmt: skip
+    model.sparse_min_floats = 0  # lazy updates for these small tables too
+    return ratings, model.fit(ratings)
 
 
 def test_large_user_tables_get_lazy_updates(small_fit) -> None:
@@ -88,8 +89,13 @@ def test_large_user_tables_get_lazy_updates(small_fit) -> None:
     assert N > 8 * model.n_negatives_ and model.guide_.sparse_items
     assert np.isfinite(model.elbo_).all() and model.n_steps_ == 2 * int(np.ceil(U / 16))
     small = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False)
-    small.fit(ratings[ratings["user_id"] <= 100])
+    small.fit(ratings[ratings["user_id"] <= 100])  # fewer than 8 batches of users: dense
     assert not small.guide_.sparse_users and not small.guide_.sparse_items
+    default = bp.PersonaRecommender(
+        n_personas=2, n_factors=4, batch_size=16, max_epochs=1, progress=False
+    )
+    default.fit(ratings)  # 300 x 2 x 4 floats: too small a table to be worth lazy updates
+    assert not default.guide_.sparse_users
 
 
 def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> None:
