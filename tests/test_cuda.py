@@ -90,5 +90,6 @@ def test_fold_in_on_gpu(fitted) -> None:
 def test_lazy_sparse_updates_on_gpu(data) -> None:
     dataset, _ = data
     m = bp.PersonaRecommender(device="cuda", batch_size=8, **{**PARAMS, "max_epochs": 2})
+    m.sparse_min_floats = 0  # lazy updates even for this small table
     m.fit(dataset)  # 120 users > 8 x 8: user tables get row-sparse gradients
     assert m.guide_.sparse_users and np.isfinite(m.elbo_).all()
