@@ -834,6 +834,23 @@ class PersonaRecommender:
                 acc[c] = acc.get(c, 0.0) + w / len(cats)
         return [c for c, _ in sorted(acc.items(), key=lambda kv: -kv[1])[:n]]
 
+    def to_inference_data(self, num_samples: int = 100, users: Any = None, items: Any = None, test: Any = None, **kwargs: Any):
+        """Posterior, replicated data and pointwise log-likelihood as ``arviz.InferenceData``.
+
+        Dims ``user``, ``item``, ``persona``, ``factor`` carry the original ids. The
+        posterior group holds variational draws (one chain): R-hat and ESS do not apply.
+        See :func:`bayes_persona.inference_data.to_inference_data` for the arguments.
+        """
+        from bayes_persona.inference_data import to_inference_data
+
+        return to_inference_data(self, num_samples=num_samples, users=users, items=items, test=test, **kwargs)
+
+    def posterior_predictive_checks(self, num_samples: int = 100, users: Any = None, test: Any = None) -> pd.DataFrame:
+        """Run every posterior predictive check (:mod:`bayes_persona.checks`); tidy frame."""
+        from bayes_persona.checks import posterior_predictive_checks
+
+        return posterior_predictive_checks(self.to_inference_data(num_samples=num_samples, users=users, test=test))
+
     def sample_posterior(self, num_samples: int = 100, users: Any = None) -> dict[str, np.ndarray]:
         """Draws from the fitted posterior (the guide).
 
