@@ -459,6 +459,10 @@ def evaluate(
     """
     if protocol not in ("full", "sampled"):
         raise DataValidationError(f"protocol must be 'full' or 'sampled'; got {protocol!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise DataTypeError(f"seed must be a non-negative int; got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise DataValidationError(f"seed must be a non-negative int; got {seed!r}")
     _check_model(model, protocol)
     ks = _ks(k)
     tr = _ratings(train, "train")

@@ -682,11 +682,6 @@ def _split(data):
     return _SPLITS[id(data)]
 
 
-@pytest.mark.xfail(
-    reason="evaluation.py does not validate seed: a negative or non-int seed raises numpy's "
-    "raw ValueError/TypeError from default_rng (reported to the lead)",
-    strict=False,
-)
 @pytest.mark.parametrize("seed", [-1, 1.5])
 def test_evaluate_rejects_bad_seed(data, fitted, seed) -> None:
     split = _split(data)
@@ -717,25 +712,21 @@ def test_loader_missing_file(tmp_path) -> None:
             "empty.csv",
             b"",
             {},
-            marks=pytest.mark.xfail(reason="io.py: raw pandas EmptyDataError", strict=False),
         ),
         pytest.param(
             "bad.parquet",
             b"garbage",
             {},
-            marks=pytest.mark.xfail(reason="io.py: raw pyarrow ArrowInvalid", strict=False),
         ),
         pytest.param(
             "bad.csv.gz",
             b"garbage",
             {},
-            marks=pytest.mark.xfail(reason="io.py: raw gzip.BadGzipFile", strict=False),
         ),
         pytest.param(
             "ok.csv",
             b"user_id,item_id\n1,2\n",
             {"encoding": "no-such-codec"},
-            marks=pytest.mark.xfail(reason="io.py: raw LookupError", strict=False),
         ),
     ],
 )

@@ -126,7 +126,28 @@ def _read_file(
     str_cols: Sequence[str],
     encoding: str,
 ) -> pd.DataFrame:
-    """Read a CSV/TSV/Parquet file; ``str_cols`` are read as text (ids, titles, categories)."""
+    """Read a CSV/TSV/Parquet file; ``str_cols`` are read as text (ids, titles, categories).
+
+    Any failure of the reader on the file's contents (empty file, corrupt Parquet or gzip,
+    unknown encoding) becomes a :class:`DataValidationError` naming the file.
+    """
+    try:
+        return _read_file_unchecked(path, sep, str_cols, encoding)
+    except (DataValidationError, FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, ValueError, LookupError, EOFError) as err:
+        raise DataValidationError(
+            f"source: could not read {str(path)!r} as a {_format_suffix(path) or 'text'} table "
+            f"(encoding={encoding!r}): {err.__class__.__name__}: {err}"
+        ) from err
+
+
+def _read_file_unchecked(
+    path: Path,
+    sep: str | None,
+    str_cols: Sequence[str],
+    encoding: str,
+) -> pd.DataFrame:
     if _format_suffix(path) == ".parquet":
         if sep is not None:
             logger.debug("sep=%r ignored for parquet file %s", sep, path)
