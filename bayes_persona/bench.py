@@ -60,7 +60,7 @@ def _make(name: str, params: dict, smoke: bool):
     if name == "BPR-MF":
         return BPRMF(**{**params, **({"epochs": 5} if smoke else {})})
     if name == "AMP-CF":
-        return AMPCF(n_personas=4, factors=64, max_epochs=3 if smoke else 50, **params)
+        return AMPCF(**{"n_personas": 4, "factors": 64, "max_epochs": 3 if smoke else 50, **params})
     if name.startswith("Ours"):
         k = int(name.split("K=")[1])
         return PersonaRecommender(n_personas=k, max_epochs=5 if smoke else 200, progress=False, **params)
@@ -78,12 +78,14 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
     table = None
     if name in TUNING_GRIDS and not smoke:
         params, table = tune(lambda **p: _make(name, p, smoke), TUNING_GRIDS[name], inner.train, inner.test, metric="ndcg", k=10)
+    if name == "AMP-CF":
+        # Early stopping needs held-out rows the model does not train on: find the best
+        # epoch on the inner split, then refit on the whole train split for that many.
+        probe = _make(name, params, smoke).fit(inner.train, validation=inner.test)
+        params = {**params, "max_epochs": max(1, probe.best_epoch_)}
     model = _make(name, params, smoke)
     t0 = time.perf_counter()
-    if name == "AMP-CF":
-        model.fit(split.train, validation=inner.test)
-    else:
-        model.fit(split.train)
+    model.fit(split.train)
     fit_s = time.perf_counter() - t0
     users = split.test.ratings["user_id"].unique()
     t0 = time.perf_counter()

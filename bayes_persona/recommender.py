@@ -142,7 +142,7 @@ class PersonaRecommender:
     learning_rate : float, default 0.01
     max_epochs : int, default 200
         An epoch is ``ceil(n_users / batch_size)`` steps.
-    patience : int, default 20
+    patience : int, default 50
         Epochs without ELBO (or validation) improvement before stopping; 0 disables.
     init_scale : float, default 0.05
         Initial standard deviation of the guide.
@@ -196,7 +196,7 @@ class PersonaRecommender:
         max_items_per_user: int = 128,
         learning_rate: float = 0.01,
         max_epochs: int = 200,
-        patience: int = 20,
+        patience: int = 50,
         init_scale: float = 0.05,
         n_draws: int = 100,
         hdi_prob: float = 0.9,
@@ -663,7 +663,11 @@ class PersonaRecommender:
         self._check_fitted()
         n = _check_int("n", n, 1)
         ids, u = self._encode_users(user_ids)
-        rows = []
+        # The output columns are allocated once, up front: nothing long-lived is allocated
+        # between the chunks' large transient arrays, which glibc would otherwise strand in
+        # the heap (resident memory then grew by about one chunk per chunk).
+        out = {k: np.empty(len(u) * min(n, len(self.item_vocab_)), dtype=t) for k, t in _REC_COLUMNS}
+        filled = 0
         step = self._user_chunk(self.n_draws)
         with torch.no_grad():
             for s in range(0, len(u), step):
@@ -678,12 +682,21 @@ class PersonaRecommender:
                     r, c = self.seen_.rows_of(chunk)
                     scores[r, c] = -np.inf
                 tops = [_top_n(scores[j], n) for j in range(len(chunk))]
-                rows.append(self._rec_rows(ids[s : s + len(chunk)], tops, scores, log_joint, order))
-        return pd.concat(rows, ignore_index=True)
+                filled = self._rec_rows(out, filled, s, tops, scores, log_joint, order)
+        sl = slice(0, filled)
+        return pd.DataFrame(
+            {
+                "user_id": np.asarray(ids, dtype=object)[out["user"][sl]],
+                "rank": out["rank"][sl],
+                "item_id": self.item_vocab_.decode(out["item"][sl]),
+                **{k: out[k][sl] for k, _ in _REC_COLUMNS[3:]},
+            }
+        ).astype({"user_id": self.user_vocab_.ids.dtype})
 
-    def _rec_rows(self, user_ids, tops: list[np.ndarray], scores: np.ndarray, log_joint, order) -> pd.DataFrame:
-        """``recommend``'s rows for a chunk of users; persona probabilities and their
-        intervals are computed for the returned items only."""
+    def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, log_joint, order) -> int:
+        """Write ``recommend``'s rows for a chunk of users (positions ``first``.. of the
+        request) into ``out`` from row ``filled`` on; returns the new fill. Persona
+        probabilities and their intervals are computed for the returned items only."""
         B, lens = len(tops), np.fromiter((len(t) for t in tops), dtype=np.int64, count=len(tops))
         n = int(lens.max(initial=0))
         valid = np.arange(n)[None, :] < lens[:, None]  # (B, n)
@@ -698,18 +711,20 @@ class PersonaRecommender:
         persona = mean.argmax(1)  # (B, n)
         chosen = np.take_along_axis(p_top, persona[None, :, None, :], axis=2)[:, :, 0]  # (S, B, n)
         low, high = hdi(chosen, self.hdi_prob, axis=0)
-        return pd.DataFrame(
-            {
-                "user_id": np.repeat(np.asarray(user_ids, dtype=object), lens),
-                "rank": np.broadcast_to(np.arange(1, n + 1), (B, n))[valid],
-                "item_id": self.item_vocab_.decode(top[valid]),
-                "score": np.take_along_axis(scores, top, axis=1)[valid].astype(float),
-                "persona": persona[valid].astype(np.int64),
-                "persona_prob": np.take_along_axis(mean, persona[:, None, :], axis=1)[:, 0][valid].astype(float),
-                "persona_prob_low": low[valid].astype(float),
-                "persona_prob_high": high[valid].astype(float),
-            }
-        ).astype({"user_id": self.user_vocab_.ids.dtype})
+        cols = {
+            "user": first + np.repeat(np.arange(B), lens),
+            "rank": np.broadcast_to(np.arange(1, n + 1), (B, n))[valid],
+            "item": top[valid],
+            "score": np.take_along_axis(scores, top, axis=1)[valid],
+            "persona": persona[valid],
+            "persona_prob": np.take_along_axis(mean, persona[:, None, :], axis=1)[:, 0][valid],
+            "persona_prob_low": low[valid],
+            "persona_prob_high": high[valid],
+        }
+        m = int(lens.sum())
+        for k, v in cols.items():
+            out[k][filled : filled + m] = v
+        return filled + m
 
     def explain(self, user_id: Any, item_ids: Any, hdi_prob: float = 0.9) -> pd.DataFrame:
         """Which persona explains each item, with credible intervals.
@@ -1029,6 +1044,15 @@ def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
         buf.write(t.numpy().tobytes())
         h.update(buf.getvalue())
     return h.hexdigest()
+
+
+# recommend's output columns as filled chunk by chunk (user = position in the request,
+# item = item index), and their dtypes.
+_REC_COLUMNS = (
+    ("user", np.int64), ("rank", np.int64), ("item", np.int64), ("score", np.float64),
+    ("persona", np.int64), ("persona_prob", np.float64), ("persona_prob_low", np.float64),
+    ("persona_prob_high", np.float64),
+)  # fmt: skip
 
 
 def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
