@@ -41,6 +41,9 @@ How it works
 Every rank is given the whole training set and keeps only its users' interactions for
 sampling (the vocabularies, initialisation and the "seen" lists used to exclude items
 from recommendations need all of them).
+
+``batch_size`` is per worker: ``W`` workers with ``batch_size = B / W`` take the same
+number of steps per epoch, each over ``B`` users in all, as one process with ``B``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ For dense gradients :class:`LazyClippedAdam` is exactly :class:`pyro.optim.Clipp
 bit-for-bit as before, and checkpoints of either optimiser load into the other. When every
 row of a table is in every minibatch (``batch_size >= n_users``) lazy and dense updates
 coincide.
+
+Trade-off: with lazy updates a user's row takes one Adam step per visit (about one per
+epoch), while dense Adam keeps moving unvisited rows along their momentum, about
+``sqrt(U / B)`` times as far per epoch. Dense is therefore kept for small tables (see
+``PersonaRecommender.sparse_min_floats``), where it costs no more per step; very large
+fits may want more epochs or a larger learning rate.
 """
 
 from __future__ import annotations

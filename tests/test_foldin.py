@@ -119,3 +119,17 @@ def test_fold_in_string_ids_and_explicit_feedback() -> None:
     assert list(new.user_vocab_.ids) == ["u0"]
     recs = new.recommend("u0", n=3)
     assert recs["user_id"].tolist() == ["u0"] * 3 and np.isfinite(recs["score"]).all()
+
+
+def test_fold_in_lowrank_guide_after_load(tmp_path) -> None:
+    data, _ = bp.make_synthetic(n_users=40, n_items=60, n_tastes=3, seed=4)
+    r = data.ratings
+    model = bp.PersonaRecommender(
+        n_personas=2, n_factors=4, guide="lowrank", max_epochs=3, n_draws=10, progress=False
+    ).fit(r[r["user_id"] != 1])
+    model.save(tmp_path / "m.pt")
+    loaded = bp.PersonaRecommender.load(tmp_path / "m.pt")
+    new = loaded.fold_in(r[r["user_id"] == 1], n_steps=10)
+    assert new.guide_.persona_cov_factor.shape[0] == 1
+    assert new.guide_.item_loc is loaded.guide_.item_loc
+    assert len(new.recommend(1, n=3)) == 3
