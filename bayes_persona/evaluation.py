@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_persona import metrics as M
+from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -92,18 +93,7 @@ _PAIR_CHUNK = 200_000
 
 # --------------------------------------------------------------------------- input helpers
 def _ratings(x: Any, name: str) -> pd.DataFrame:
-    df = getattr(x, "ratings", x)
-    if not isinstance(df, pd.DataFrame):
-        raise DataTypeError(
-            f"{name} must be a pandas DataFrame with user_id, item_id or a Dataset; "
-            f"got {type(x).__name__}"
-        )
-    missing = [c for c in ("user_id", "item_id") if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name} must have columns ['user_id', 'item_id']; missing {missing}, got "
-            f"{list(df.columns)}"
-        )
+    df = interactions_frame(x, name)
     for c in ("user_id", "item_id"):
         if df[c].isna().any():
             raise DataValidationError(f"{name}[{c!r}] must not contain missing values")

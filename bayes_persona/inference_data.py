@@ -99,6 +99,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataTypeError, DataValidationError, NotFittedError
 
 __all__ = ["to_inference_data", "REPLICATE_OPTIONS"]
@@ -160,18 +161,7 @@ def _encode(vocab: Any, ids: Any, name: str) -> np.ndarray:
 
 
 def _ratings_frame(data: Any, name: str) -> pd.DataFrame:
-    frame = getattr(data, "ratings", data)
-    if not isinstance(frame, pd.DataFrame):
-        raise DataTypeError(
-            f"{name} must be a DataFrame with columns user_id, item_id[, rating] or a "
-            f"bayes_persona.Dataset; got {type(data).__name__}"
-        )
-    missing = [c for c in ("user_id", "item_id") if c not in frame.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name} must have columns user_id and item_id; missing {missing}"
-        )
-    return frame
+    return interactions_frame(data, name)
 
 
 def netcdf_safe_ids(ids: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.sparse.linalg import svds
 
 __all__ = ["spectral_item_factors", "seed_personas"]

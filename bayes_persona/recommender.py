@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pandas as pd
 import torch
 
 from bayes_persona._version import __version__
-from bayes_persona.data._validation import validate_items, validate_ratings
+from bayes_persona.data._validation import interactions_frame, validate_items, validate_ratings
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
     DataTypeError,
@@ -38,8 +37,8 @@ from bayes_persona.exceptions import (
     NotFittedError,
     SaveFormatError,
 )
-from bayes_persona.initialization import seed_personas, spectral_item_factors
 from bayes_persona.inference import SVIConfig, SVIResult, atomic_torch_save, run_svi
+from bayes_persona.initialization import seed_personas, spectral_item_factors
 from bayes_persona.model import Batch, PersonaModel, log_softmax_normaliser, make_guide
 from bayes_persona.posterior import hdi
 
@@ -59,13 +58,7 @@ _CACHE_LOCK = threading.Lock()  # guards filling PersonaRecommender._cache (modu
 
 def _as_ratings(data: Any, name: str) -> pd.DataFrame:
     """Accept a Dataset (anything with ``.ratings``) or a ratings DataFrame."""
-    frame = getattr(data, "ratings", data)
-    if not isinstance(frame, pd.DataFrame):
-        raise DataTypeError(
-            f"{name} must be a pandas DataFrame with columns user_id, item_id[, rating] or a "
-            f"bayes_persona.Dataset; got {type(data).__name__}"
-        )
-    return validate_ratings(frame, frame=name)
+    return validate_ratings(interactions_frame(data, name), frame=name)
 
 
 def _distributed() -> bool:

@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bayes_persona.data import Vocabulary
+from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import (
     DataTypeError,
     DataValidationError,
@@ -55,18 +56,7 @@ def as_ratings(data: Any, name: str = "train") -> pd.DataFrame:
     DataValidationError
         ``user_id`` or ``item_id`` is missing or holds missing values, or the frame is empty.
     """
-    df = getattr(data, "ratings", data)
-    if not isinstance(df, pd.DataFrame):
-        raise DataTypeError(
-            f"{name} must be a pandas DataFrame with columns user_id, item_id or a Dataset; "
-            f"got {type(data).__name__}"
-        )
-    missing = [c for c in ("user_id", "item_id") if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name} must have columns ['user_id', 'item_id']; missing {missing}, "
-            f"got columns {list(df.columns)}"
-        )
+    df = interactions_frame(data, name)
     if len(df) == 0:
         raise DataValidationError(f"{name} must hold at least one interaction; got an empty frame")
     for c in ("user_id", "item_id"):

@@ -101,6 +101,34 @@ def require_dataframe(obj: Any, name: str) -> pd.DataFrame:
     return obj
 
 
+def interactions_frame(data: Any, name: str) -> pd.DataFrame:
+    """The interactions of ``data`` (a ratings DataFrame or a Dataset), not copied.
+
+    Checks the type and the presence of ``user_id`` and ``item_id``; value checks are
+    :func:`validate_ratings`'s.
+
+    Raises
+    ------
+    DataTypeError
+        ``data`` is neither a DataFrame nor has a DataFrame ``.ratings``.
+    DataValidationError
+        ``user_id`` or ``item_id`` is missing.
+    """
+    df = getattr(data, "ratings", data)
+    if not isinstance(df, pd.DataFrame):
+        raise DataTypeError(
+            f"{name} must be a pandas DataFrame with columns user_id, item_id[, rating] or a "
+            f"bayes_persona.Dataset; got {type(data).__name__}"
+        )
+    missing = [c for c in (USER_COL, ITEM_COL) if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"{name} must have columns ['user_id', 'item_id']; missing {missing}, "
+            f"got columns {list(df.columns)}"
+        )
+    return df
+
+
 def require_columns(df: pd.DataFrame, columns: Sequence[str], frame: str) -> None:
     """Raise :class:`DataValidationError` unless every name in ``columns`` is in ``df``."""
     missing = [c for c in columns if c not in df.columns]
