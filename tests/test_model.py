@@ -84,7 +84,7 @@ def test_random_state_reproducible(planted):
     a = small(max_epochs=3, random_state=7).fit(data)
     b = small(max_epochs=3, random_state=7).fit(data)
     c = small(max_epochs=3, random_state=8).fit(data)
-    for (ka, va), (_, vb) in zip(a.guide_.state_dict().items(), b.guide_.state_dict().items()):
+    for (ka, va), (_, vb) in zip(a.guide_.state_dict().items(), b.guide_.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
     assert not torch.equal(a.guide_.persona_loc, c.guide_.persona_loc)
 

@@ -7,10 +7,10 @@ import logging
 
 import numpy as np
 import pytest
+from sizes import pick
 
 import bayes_persona as bp
 from bayes_persona.baselines import MostPopular
-from sizes import pick
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,12 @@ def planted():
         dict(n_users=300, n_items=600, n_tastes=6),
         dict(n_users=500, n_items=800, n_tastes=6),
     )
-    return bp.make_synthetic(**size, seed=0)
+    # At most 60 picks per user: the generator draws a user's items without replacement, and
+    # with up to 200 picks from tastes of ~130 items the users exhaust their tastes, so the
+    # generating parameters are no longer the best predictor of held-out picks (on the
+    # default (20, 200) world they score -5.93 nats against -5.85 for the fitted model). The
+    # recovery world keeps the model's likelihood (independent choices) close to the truth.
+    return bp.make_synthetic(**size, interactions_per_user=(20, 60), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +49,10 @@ def test_persona_assignment_recovers_planted_tastes(recovered):
     assert report.assignment_accuracy >= 0.85
 
 
-def test_persona_count_well_above_chance(recovered):
-    """The number of personas with prevalence > 0.1 matches the planted count for most users.
-
-    The issue's target is 80% of users; this model reaches about 70-75% at full size
-    (see the closing note of issue 3). The assertion guards the figure we have.
-    """
+def test_persona_count_matches_planted(recovered):
+    """Personas with prevalence > 0.1 number the planted tastes for at least 80% of users."""
     _, report = recovered
-    assert report.count_accuracy >= pick(0.55, 0.65)
+    assert report.count_accuracy >= 0.80
 
 
 def test_multi_taste_users_get_several_personas(recovered):
@@ -62,13 +63,20 @@ def test_multi_taste_users_get_several_personas(recovered):
 
 
 def test_k4_beats_k1_held_out(planted):
+    """Each K is fitted with early stopping on a validation split cut from train (the fit
+    keeps its best parameters); then both are scored on the same test pairs."""
     data, _ = planted
     split = bp.random_holdout(data, 0.2, seed=1)
-    kw = dict(n_factors=16, batch_size=64, max_epochs=pick(40, 100), patience=0, n_draws=50, progress=False)
-    lp4 = bp.PersonaRecommender(n_personas=4, **kw).fit(split.train).log_predictive(split.test).mean()
-    lp1 = bp.PersonaRecommender(n_personas=1, **kw).fit(split.train).log_predictive(split.test).mean()
-    log.warning("held-out mean log predictive: K=4 %.4f, K=1 %.4f", lp4, lp1)
-    assert lp4 > lp1 + 0.02
+    inner = bp.random_holdout(split.train, 0.1, seed=2)
+    test = split.test.ratings
+    test = test[test.item_id.isin(set(inner.train.ratings.item_id))]
+    kw = dict(max_epochs=pick(60, 150), patience=10, n_draws=50, progress=False)
+    lp = {}
+    for k in (4, 1):
+        model = bp.PersonaRecommender(n_personas=k, **kw).fit(inner.train, validation=inner.test)
+        lp[k] = model.log_predictive(test).mean()
+    log.warning("held-out mean log predictive: K=4 %.4f, K=1 %.4f", lp[4], lp[1])
+    assert lp[4] > lp[1] + 0.05
 
 
 def test_movielens_beats_most_popular(ml100k_dir):
