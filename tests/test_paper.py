@@ -1,0 +1,240 @@
+"""The paper's tables, numbers and figures are what ``paper/make_paper.py`` renders from the
+result files in ``paper/results/``.
+
+The comparison with the committed paper is skipped, with the command that writes them,
+while a result file is absent (the benchmark is run by hand: ``python -m bayes_persona.bench
+--out paper/results``). The rendering pipeline itself is tested on small result files made
+here, so it is checked whether or not the real ones exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_DIR = ROOT / "paper"
+
+
+def _load_make_paper():
+    spec = importlib.util.spec_from_file_location("make_paper", PAPER_DIR / "make_paper.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mp = _load_make_paper()
+
+
+# --------------------------------------------------------------------------- the committed paper
+def _skip_unless(loader):
+    try:
+        return loader(mp.RESULTS_DIR)
+    except mp.MissingResultsError as exc:
+        pytest.skip(f"result file absent, nothing to compare: {exc}")
+
+
+def _assert_blocks_match(rendered: dict[str, str]) -> None:
+    present = mp.paper_blocks(mp.PAPER.read_text())
+    stale = sorted(name for name, body in rendered.items() if present.get(name) != body)
+    assert not stale, (
+        f"paper/paper.md differs from what make_paper.py renders from paper/results in {stale}: "
+        "run `python paper/make_paper.py build`"
+    )
+
+
+def test_paper_benchmark_blocks_match_results():
+    bench = _skip_unless(mp.load_benchmark)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_benchmark(bench).items()})
+    assert (PAPER_DIR / "figures" / "benchmark.png").is_file(), (
+        "run `python paper/make_paper.py build`"
+    )
+
+
+def test_paper_recovery_blocks_match_recovery_json():
+    rec = _skip_unless(mp.load_recovery)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_recovery(rec).items()})
+    assert (PAPER_DIR / "figures" / "recovery.png").is_file(), (
+        "run `python paper/make_paper.py build`"
+    )
+    assert rec.get("kind") == "full", "paper/results/recovery.json is from a smoke run"
+
+
+def test_paper_markers_are_exactly_the_rendered_blocks():
+    present = set(mp.paper_blocks(mp.PAPER.read_text()))
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS)
+
+
+def test_every_image_the_paper_links_is_one_make_paper_writes():
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", mp.PAPER.read_text())
+    assert set(links) <= {"figures/benchmark.png", "figures/recovery.png"}
+
+
+# --------------------------------------------------------------------------- the pipeline on made-up files
+MODELS = ["MostPopular", "EASE", "Ours K=1", "Ours K=4"]
+
+
+def _fake_results(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in MODELS:
+        for protocol, metric, k in [("full", "ndcg", 10), ("full", "ndcg", 20), ("full", "recall", 20),
+                                    ("full", "hit_rate", 10), ("full", "tdd", 10), ("full", "coverage", 10),
+                                    ("sampled", "hit_rate", 10), ("sampled", "ndcg", 10)]:  # fmt: skip
+            v = float(rng.uniform(0.1, 0.9))
+            lo, hi = (np.nan, np.nan) if metric == "coverage" else (v - 0.01, v + 0.01)
+            rows.append(
+                dict(model=m, protocol=protocol, metric=metric, k=k, value=v, low=lo, high=hi)
+            )
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    costs = pd.DataFrame(
+        {"model": MODELS, "fit_seconds": [0.1, 1.0, 10.0, 20.0], "recommend_all_seconds": [0.1, 0.2, 5.0, 9.0],
+         "peak_rss_mb": [400, 450, 900, 1000], "params": ["{}", '{"l2": 500.0}', "{}", "{}"],
+         "svi_steps_per_second": [np.nan, np.nan, 3.0, 2.0]}
+    )  # fmt: skip
+    costs.to_csv(folder / "costs.csv", index=False)
+
+
+def _fake_recovery(folder: Path) -> None:
+    def run(seed, acc):
+        cov = {f"{lv:g}": {"all": lv / 10, "multi": lv / 8} for lv in mp.RECOVERY_LEVELS}
+        by = [{"n_planted": m, "users": 10, "assignment_accuracy": acc, "count_accuracy": 0.5, "coverage_0.9": 0.1}
+              for m in (1, 2, 3)]  # fmt: skip
+        return dict(seed=seed, n_users=30, n_items=60, n_interactions=900, fit_seconds=1.5, n_steps=40,
+                    stopped_early=False, assignment_accuracy=acc, count_accuracy=0.5, prevalence_threshold=0.1,
+                    coverage=cov, by_n_planted=by)  # fmt: skip
+
+    payload = {
+        "kind": "full",
+        "world": {"n_users": 30, "n_items": 60, "n_tastes": 3, "interactions_per_user": [10, 30]},
+        "model": {
+            "n_personas": 4,
+            "n_factors": 16,
+            "batch_size": 64,
+            "learning_rate": 0.03,
+            "max_epochs": 40,
+        },
+        "levels": list(mp.RECOVERY_LEVELS),
+        "runs": [run(0, 0.8), run(1, 0.9)],
+    }
+    (folder / "recovery.json").write_text(json.dumps(payload))
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    paper = tmp_path / "paper.md"
+    shutil.copy(mp.PAPER, paper)
+    return results, paper, tmp_path / "figures"
+
+
+def test_build_renders_every_block_and_figure(workspace):
+    results, paper, figures = workspace
+    _fake_results(results)
+    _fake_recovery(results)
+    assert mp.build(results, paper, figures) == []
+    text = paper.read_text()
+    blocks = mp.paper_blocks(text)
+    for m in MODELS:
+        assert f"| {m} |" in blocks["table:benchmark"]
+        assert f"| {m} |" in blocks["table:sampled"]
+        assert f"| {m} |" in blocks["table:costs"]
+    assert "l2=500" in blocks["table:costs"]
+    assert blocks["value:recovery-seeds"] == "2"
+    assert (
+        blocks["value:recovery-world"]
+        == "30 users, 60 items and 3 tastes, 10 to 30 interactions per user"
+    )
+    assert blocks["value:recovery-model"].startswith("K = 4 personas, D = 16")
+    assert blocks["value:assignment-accuracy"] == "85.0% (range 80.0% to 90.0%)"
+    assert "far below the nominal 90%" in blocks["text:coverage-summary"]
+    assert "Not rendered" not in text and "not rendered" not in text
+    for name in ("benchmark.png", "recovery.png"):
+        assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # idempotent, and `check` agrees
+    assert mp.stale_blocks(results, paper) == []
+    mp.build(results, paper, figures)
+    assert paper.read_text() == text
+
+
+def test_best_value_is_bold_and_tdd_is_lower_is_better(workspace):
+    results, _, _ = workspace
+    _fake_results(results)
+    res = pd.read_csv(results / "results.csv")
+    table = mp.render_benchmark(mp.load_benchmark(results))["table:benchmark"]
+    tdd = res[(res.metric == "tdd") & (res.k == 10)].set_index("model")["value"]
+    best = tdd.idxmin()
+    row = next(line for line in table.splitlines() if line.startswith(f"| {best} |"))
+    assert f"**{tdd[best]:.3f} [" in row
+
+
+def test_missing_results_fail_clearly_and_name_the_command(workspace, capsys):
+    results, paper, figures = workspace
+    before = paper.read_text()
+    with pytest.raises(
+        mp.MissingResultsError, match="python -m bayes_persona.bench --out paper/results"
+    ):
+        mp.build(results, paper, figures)
+    assert paper.read_text() == before
+    assert (
+        mp.main(
+            ["build", "--results", str(results), "--paper", str(paper), "--figures", str(figures)]
+        )
+        == 1
+    )
+    assert "results.csv" in capsys.readouterr().err
+
+
+def test_partial_build_renders_what_exists(workspace):
+    results, paper, figures = workspace
+    _fake_recovery(results)
+    before = mp.paper_blocks(paper.read_text())
+    missing = mp.build(results, paper, figures, partial=True)
+    assert len(missing) == 1 and "results.csv" in missing[0]
+    blocks = mp.paper_blocks(paper.read_text())
+    assert blocks["value:recovery-seeds"] == "2"
+    assert blocks["table:benchmark"] == before["table:benchmark"]  # left as it was
+    assert (figures / "recovery.png").is_file() and not (figures / "benchmark.png").exists()
+
+
+def test_check_flags_a_hand_edited_table(workspace):
+    results, paper, figures = workspace
+    _fake_results(results)
+    _fake_recovery(results)
+    mp.build(results, paper, figures)
+    paper.write_text(paper.read_text().replace("| EASE |", "| EASE (edited) |", 1))
+    assert mp.stale_blocks(results, paper) == ["table:benchmark"]
+    assert mp.main(["check", "--results", str(results), "--paper", str(paper)]) == 1
+
+
+def test_unknown_or_missing_markers_are_errors():
+    with pytest.raises(ValueError, match="does not render"):
+        mp.apply_blocks("<!-- table:nonsense -->x<!-- /table:nonsense -->", {})
+    with pytest.raises(ValueError, match="lacks the markers"):
+        mp.apply_blocks("no markers", {"table:benchmark": "x"})
+
+
+def test_recovery_run_at_smoke_size_feeds_the_renderer(tmp_path):
+    out = tmp_path / "recovery.json"
+    payload = mp.run_recovery((0,), out, smoke=True, levels=(0.5, 0.9))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    run = payload["runs"][0]
+    assert 0 <= run["assignment_accuracy"] <= 1 and 0 <= run["count_accuracy"] <= 1
+    assert set(run["coverage"]) == {"0.5", "0.9"}
+    assert {b["n_planted"] for b in run["by_n_planted"]} <= {1, 2, 3}
+    blocks = mp.render_recovery(payload)
+    assert "smoke-size run" in blocks["text:coverage-summary"]
+
+
+def test_html_needs_pandoc_and_says_so(monkeypatch):
+    monkeypatch.setattr(mp.shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pandoc is not installed"):
+        mp.html()
