@@ -151,7 +151,8 @@ def test_planted_interactions_is_vectorised_and_deterministic() -> None:
     assert a["item_id"].value_counts().iloc[:50].sum() > 50 / 500 * len(a)
 
 
-def test_scale_bench_writes_table_and_csv(tmp_path, capsys) -> None:
+def test_scale_bench_writes_table_and_csv(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("BAYES_PERSONA_DATA", raising=False)  # planted sizes only, no ML-100K row
     out = tmp_path / "scale.csv"
     bench_main(["--sizes", "3000", "--epochs", "1", "--factors", "4", "--personas", "2",
                 "--batch-size", "64", "--negatives", "20", "--rec-draws", "5", "--inline",
