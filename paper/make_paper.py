@@ -14,6 +14,7 @@ figures go to ``paper/figures/``. Everything outside the markers is hand-written
 Commands::
 
     python paper/make_paper.py recovery            # planted recovery run -> paper/results/recovery.json (~2 min)
+    python paper/make_paper.py recovery --interactions 20 60   # shorter histories per user
     python paper/make_paper.py build               # render every block; fails if a result file is missing
     python paper/make_paper.py build --partial     # render the blocks whose result files exist
     python paper/make_paper.py check               # exit 1 if paper.md differs from what build renders
@@ -119,6 +120,7 @@ def run_recovery(
     *,
     smoke: bool = False,
     levels: tuple[float, ...] = RECOVERY_LEVELS,
+    interactions_per_user: tuple[int, int] = (20, 200),
 ) -> dict[str, Any]:
     """Fit the demo's model to planted-persona worlds and measure persona recovery.
 
@@ -127,6 +129,9 @@ def run_recovery(
     (:data:`bayes_persona.demo.DEMO_MODEL`, :data:`~bayes_persona.demo.DEMO_EPOCHS`);
     :func:`bayes_persona.persona_recovery` at each interval level. ``smoke`` shrinks the
     worlds and the fits to seconds (for tests); its results are labelled so.
+    ``interactions_per_user`` bounds the picks per user of the full-size worlds (the
+    generator draws a user's items without replacement, so long histories drift from the
+    softmax likelihood).
 
     Writes ``out`` (JSON) and returns its content.
     """
@@ -140,7 +145,7 @@ def run_recovery(
         dict(n_users=SMOKE["n_users"], n_items=SMOKE["n_items"], n_tastes=SMOKE["n_tastes"],
              interactions_per_user=tuple(SMOKE["interactions_per_user"]))
         if smoke
-        else dict(n_users=500, n_items=800, n_tastes=6, interactions_per_user=(20, 200))
+        else dict(n_users=500, n_items=800, n_tastes=6, interactions_per_user=tuple(interactions_per_user))
     )  # fmt: skip
     settings = dict(
         DEMO_MODEL, max_epochs=SMOKE["epochs"] if smoke else DEMO_EPOCHS, progress=False
@@ -720,6 +725,14 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny worlds and fits (seconds; for tests)"
     )
     rec.add_argument("--out", default=str(RESULTS_DIR / "recovery.json"))
+    rec.add_argument(
+        "--interactions",
+        type=int,
+        nargs=2,
+        default=[20, 200],
+        metavar=("LO", "HI"),
+        help="picks per user of the planted worlds (default 20 200, as bayes-persona demo)",
+    )
     for name, helptext in (("build", "render tables, numbers and figures into paper.md"),
                            ("check", "exit 1 if paper.md differs from what build renders")):  # fmt: skip
         p = sub.add_parser(name, help=helptext)
@@ -740,7 +753,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.command == "recovery":
-            run_recovery(tuple(args.seeds), args.out, smoke=args.smoke)
+            run_recovery(
+                tuple(args.seeds),
+                args.out,
+                smoke=args.smoke,
+                interactions_per_user=tuple(args.interactions),
+            )
             print(f"wrote {args.out}")
         elif args.command == "build":
             for msg in build(args.results, args.paper, args.figures, partial=args.partial):
