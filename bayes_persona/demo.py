@@ -101,7 +101,8 @@ def run_demo(
     start = time.perf_counter()
 
     def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
+        out.write(f"{text}\n")
+        out.flush()
 
     data, truth = bp.make_synthetic(
         n_users=n_users,
