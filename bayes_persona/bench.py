@@ -9,6 +9,10 @@ is its own.
 
 Writes ``results.csv`` (tidy: model, protocol, metric, k, value, low, high) and
 ``results.md`` (one row per model) into ``--out``.
+
+``python -m bayes_persona.bench scale [...]`` runs the cost benchmark instead
+(:mod:`bayes_persona.scale_bench`: seconds per epoch, steps per second and peak memory on
+planted data of growing size).
 """
 
 from __future__ import annotations
@@ -164,6 +168,11 @@ def markdown_table(res: pd.DataFrame, extras: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["scale"]:  # python -m bayes_persona.bench scale ...: the cost benchmark
+        from bayes_persona.scale_bench import main as scale_main
+
+        return scale_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"), help="folder holding ml-100k/ (default $BAYES_PERSONA_DATA)")
     ap.add_argument("--out", default="results", help="output folder (default ./results)")

@@ -164,3 +164,12 @@ def test_scale_bench_writes_table_and_csv(tmp_path, capsys, monkeypatch) -> None
     assert row["sec_per_epoch"] > 0 and row["steps_per_sec"] > 0 and row["peak_rss_mb"] > 0
     text = capsys.readouterr().out
     assert "| dataset |" in text and "planted 3e+03" in text
+
+
+def test_bench_scale_subcommand_dispatches(capsys) -> None:
+    from bayes_persona.bench import main as bench_main_all
+
+    with pytest.raises(SystemExit) as exc:
+        bench_main_all(["scale", "--help"])
+    assert exc.value.code == 0
+    assert "--sizes" in capsys.readouterr().out
