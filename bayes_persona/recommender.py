@@ -495,7 +495,6 @@ class PersonaRecommender:
                     eps_q = torch.randn(n_draws, N, D, generator=g).to(self._dev)
                     eps_b = torch.randn(n_draws, N, generator=g).to(self._dev)
                     cache[key] = self.guide_.draw_items(eps_q, eps_b)
-                    # log-normaliser needs persona draws; cache item draws only.
         return cache[key]
 
     def _user_draws(self, users: np.ndarray, n_draws: int) -> dict[str, torch.Tensor]:
