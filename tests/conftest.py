@@ -26,3 +26,24 @@ def ml100k_dir() -> Path:
     if not (path / "u.data").is_file():
         pytest.skip(f"MovieLens 100K needed: {path} has no u.data (BAYES_PERSONA_DATA={root!r})")
     return path
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A small planted world (60 users, 120 items, 4 tastes) shared by the contract tests."""
+    import bayes_persona as bp
+
+    data, _ = bp.make_synthetic(
+        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
+    )
+    return data
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """A small PersonaRecommender fitted on ``data`` (seconds)."""
+    import bayes_persona as bp
+
+    return bp.PersonaRecommender(
+        n_personas=3, n_factors=8, max_epochs=5, batch_size=32, n_draws=20, progress=False
+    ).fit(data)

@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import bayes_persona as bp
 
@@ -16,19 +15,7 @@ N_THREADS = 8
 CALLS_PER_THREAD = 4
 
 
-@pytest.fixture(scope="module")
-def data() -> bp.Dataset:
-    data, _ = bp.make_synthetic(
-        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
-    )
-    return data
-
-
-@pytest.fixture(scope="module")
-def fitted(data) -> bp.PersonaRecommender:
-    return bp.PersonaRecommender(
-        n_personas=3, n_factors=8, max_epochs=5, batch_size=32, n_draws=20, progress=False
-    ).fit(data)
+# `data` and `fitted` (a small planted world and a model fitted on it) come from conftest.py
 
 
 def _jobs(fitted: bp.PersonaRecommender) -> list[tuple]:
