@@ -519,15 +519,17 @@ class PersonaRecommender:
         per_user = n_draws * self.n_personas * max(self.guide_.n_items, 1)
         return int(max(1, min(1024, _CHUNK_FLOATS // per_user)))
 
-    def _posterior_terms(self, users: np.ndarray, n_draws: int):
+    def _posterior_terms(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):
         """For a chunk of users: per-draw log P(z=k, i | u) over all items, (S, B, K, N).
 
-        For explicit feedback the second output is the expected rating per persona.
-        Returns ``(log_joint, order, extra)``: ``order`` (B, K) sorts each user's personas
-        by posterior mean prevalence, descending.
+        Returns ``(log_joint, order, expected)``: ``order`` (B, K) sorts each user's personas
+        by posterior mean prevalence, descending; ``expected`` is the expected rating per
+        persona for explicit feedback (for which ``log_joint`` holds the log attention) and
+        ``None`` for implicit. ``draws`` are the users' :meth:`_user_draws` when the caller
+        already has them.
         """
         q, b = self._item_draws(n_draws)
-        d = self._user_draws(users, n_draws)
+        d = draws if draws is not None else self._user_draws(users, n_draws)
         p, pi = d["persona_factors"], d["prevalence"]
         affinity = torch.einsum("sbkd,snd->sbkn", p, q)  # (S, B, K, N)
         order = torch.argsort(pi.mean(0), dim=-1, descending=True)  # (B, K)
@@ -762,8 +764,9 @@ class PersonaRecommender:
     def _persona_posterior(self, users: np.ndarray, items: np.ndarray, n_draws: int | None = None):
         """Per-draw ``P(z = k | u, i)`` for the given users and items, (S, B, K, n), in slot order."""
         n_draws = n_draws or self.n_draws
-        log_joint, order, _ = self._posterior_terms(users, n_draws)
-        d_prev = self._user_draws(users, n_draws)["prevalence"]
+        draws = self._user_draws(users, n_draws)
+        log_joint, order, _ = self._posterior_terms(users, n_draws, draws)
+        d_prev = draws["prevalence"]
         it = torch.as_tensor(items, device=self._dev)
         post = torch.softmax(log_joint[..., it], dim=2)
         return post, order, d_prev
@@ -803,8 +806,9 @@ class PersonaRecommender:
             raise DataValidationError(f"user_id must be a single id; got {len(u)}")
         seen = self.seen_.items_of(u[0])
         with torch.no_grad():
-            log_joint, order, _ = self._posterior_terms(u, self.n_draws)
-            prev = self._user_draws(u, self.n_draws)["prevalence"][:, 0][:, order[0]].cpu().numpy()
+            draws = self._user_draws(u, self.n_draws)
+            log_joint, order, _ = self._posterior_terms(u, self.n_draws, draws)
+            prev = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
             post_seen = torch.softmax(log_joint[..., torch.as_tensor(seen, device=self._dev)], 2)
             post_seen = post_seen[:, 0][:, order[0]].mean(0).cpu().numpy()  # (K, n_seen)
             choice = log_joint[:, 0][:, order[0]] - torch.log(
