@@ -59,6 +59,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayes_persona.data._validation import check_int_range as _check_range
+from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -88,16 +90,6 @@ DEFAULT_FIT_KWARGS: dict[str, Any] = {
 }
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataTypeError(
-            f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}"
-        )
-    if value < minimum:
-        raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def _check_pos(name: str, value: Any) -> float:
     if (
         isinstance(value, bool)
@@ -107,21 +99,6 @@ def _check_pos(name: str, value: Any) -> float:
     ):
         raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
     return float(value)
-
-
-def _check_range(name: str, value: Any) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-        or not 1 <= value[0] <= value[1]
-    ):
-        raise DataValidationError(
-            f"{name} must be an int or a (low, high) pair with 1 <= low <= high; got {value!r}"
-        )
-    return int(value[0]), int(value[1])
 
 
 # --------------------------------------------------------------------------- simulator

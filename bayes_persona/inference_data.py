@@ -99,6 +99,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataTypeError, DataValidationError, NotFittedError
 
@@ -124,16 +125,6 @@ def _check_fitted(model: Any) -> None:
         raise NotFittedError(
             "model must be a fitted PersonaRecommender; call model.fit(train) first"
         )
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataTypeError(
-            f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}"
-        )
-    if value < minimum:
-        raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _id_array(ids: Any, name: str) -> np.ndarray:

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from bayes_persona._version import __version__
+from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.data._validation import interactions_frame, validate_items, validate_ratings
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
@@ -65,14 +66,6 @@ def _distributed() -> bool:
     """A torch.distributed process group with several workers is up: fit data-parallel."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise DataTypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _check_prob(name: str, value: Any) -> float:

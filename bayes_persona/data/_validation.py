@@ -410,6 +410,32 @@ def check_fraction(value: Any, name: str) -> float:
     return v
 
 
+def check_min_int(name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` as an int if it is an integer (not bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise DataTypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_int_range(name: str, value: Any, lo: int = 1) -> tuple[int, int]:
+    """An int ``n`` (meaning ``(n, n)``) or a ``(low, high)`` pair with ``lo <= low <= high``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+        or not lo <= value[0] <= value[1]
+    ):
+        raise DataValidationError(
+            f"{name} must be an int or a (low, high) pair of ints with {lo} <= low <= high; "
+            f"got {value!r}"
+        )
+    return int(value[0]), int(value[1])
+
+
 def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     """Return ``value`` if it is an integer (not bool), at least ``minimum`` if given."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

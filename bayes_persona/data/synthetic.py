@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from bayes_persona.data._validation import check_int_range as _check_range
 from bayes_persona.data.dataset import Dataset
 from bayes_persona.exceptions import DataValidationError
 
@@ -151,22 +152,6 @@ def _positions(all_ids: np.ndarray, ids: Sequence, name: str) -> np.ndarray:
         bad = np.asarray(ids)[pos < 0][:5].tolist()
         raise DataValidationError(f"{name}: unknown ids {bad}")
     return pos
-
-
-def _check_range(name: str, value, lo: int = 1) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-        or not lo <= value[0] <= value[1]
-    ):
-        raise DataValidationError(
-            f"{name} must be an int or a (low, high) pair of ints with {lo} <= low <= high; "
-            f"got {value!r}"
-        )
-    return int(value[0]), int(value[1])
 
 
 def _check_positive_int(name: str, value) -> int:
