@@ -301,6 +301,17 @@ class BaseRecommender:
             return arr, np.empty(0, dtype=np.int64)
         return arr, np.asarray(self.item_vocab_.encode(arr), dtype=np.int64)
 
+    def _encode_pairs(self, user_ids: Any, item_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of pairs ``(user_ids[j], item_ids[j])``; the arrays must match in length."""
+        _, u = self._encode_users(user_ids)
+        _, i = self._encode_items(item_ids)
+        if len(u) != len(i):
+            raise DataValidationError(
+                "user_ids and item_ids must have the same length (pairwise scores); got "
+                f"{len(u)} and {len(i)}"
+            )
+        return u, i
+
     def _chunk_size(self) -> int:
         n_items = max(1, len(self.item_vocab_))
         return max(1, self._block_budget // (n_items * max(1, self._block_factor)))
@@ -418,13 +429,7 @@ class BaseRecommender:
             The two arrays differ in length.
         """
         self._check_fitted()
-        u_arr, u = self._encode_users(user_ids)
-        i_arr, i = self._encode_items(item_ids)
-        if len(u) != len(i):
-            raise DataValidationError(
-                "user_ids and item_ids must have the same length (pairwise scores); got "
-                f"{len(u)} and {len(i)}"
-            )
+        u, i = self._encode_pairs(user_ids, item_ids)
         out = np.empty(len(u), dtype=np.float64)
         if len(u) == 0:
             return out

@@ -324,12 +324,6 @@ class AMPCF(BaseRecommender):
             As :meth:`score`.
         """
         self._check_fitted()
-        _, u = self._encode_users(user_ids)
-        _, i = self._encode_items(item_ids)
-        if len(u) != len(i):
-            raise DataValidationError(
-                "user_ids and item_ids must have the same length (pairwise); got "
-                f"{len(u)} and {len(i)}"
-            )
+        u, i = self._encode_pairs(user_ids, item_ids)
         L = np.einsum("nkd,nd->nk", self.user_personas_[u], self.item_factors_[i])
         return _softmax(L, axis=1) if len(u) else np.empty((0, int(self.n_personas)))
