@@ -35,7 +35,7 @@ from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
 from bayes_persona.inference import SVIConfig, run_svi
 from bayes_persona.initialization import seed_personas
-from bayes_persona.model import PersonaModel, make_guide
+from bayes_persona.model import PersonaModel, log_softmax_normaliser, make_guide
 
 __all__ = ["fold_in"]
 
@@ -150,7 +150,10 @@ def fold_in(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pm = PersonaModel(U, N, K, D, model.feedback, float(model.prevalence_concentration))
+        pm = PersonaModel(
+            U, N, K, D, model.feedback, float(model.prevalence_concentration),
+            n_prototypes=model.n_prototypes, item_prior_scale=model.item_prior_scale,
+        )  # fmt: skip
         pm.load_state_dict(model.model_.state_dict())
         new.model_ = pm.to(dev)
         guide = make_guide(model.guide, pm, float(model.init_scale), gen)
@@ -162,7 +165,8 @@ def fold_in(
             K, model.persona_init_length, seed,
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        guide.initialise(item_loc, f32(p0), f32(pi0))
+        counts = np.diff(new.seen_.indptr.numpy())[:, None]
+        guide.initialise(item_loc, f32(p0), f32(float(model.prevalence_concentration) + counts * pi0))
         guide.to(dev)
         # Share (not copy) everything that is not a user table: the items' posterior.
         for name, p in model.guide_.named_parameters():
@@ -184,10 +188,16 @@ def fold_in(
         )
         seen = new.seen_.to(dev)
 
+        local_step = model.feedback == "implicit"  # prevalences by their conjugate step, as in fit
+        if local_step:
+            guide.prevalence_raw_conc.requires_grad_(False)
+        alpha = float(model.prevalence_concentration)
+
         def next_batch(g: torch.Generator):
-            return seen.sample_batch(
-                g, model.batch_size, model.max_items_per_user, model.n_negatives_, N, dev
-            )
+            b = seen.sample_batch(g, model.batch_size, model.max_items_per_user, model.n_negatives_, N, dev)
+            if local_step:
+                guide.update_prevalence(b, alpha, lambda p, q, bb: log_softmax_normaliser(p, q, bb, N))
+            return b
 
         try:
             result = run_svi(new.model_, guide, next_batch, gen, config)

@@ -81,12 +81,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
-from torch.distributions.transforms import StickBreakingTransform
 
 from bayes_persona.optim import gather_rows
 
@@ -147,6 +148,15 @@ def _softplus_inv(x: float) -> float:
     return math.log(math.expm1(x))
 
 
+def _softplus_inv_tensor(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp_min(1e-6)
+    return x + torch.log(-torch.expm1(-x))
+
+
+# Smallest Dirichlet concentration the guide can reach.
+_MIN_CONC = 1e-3
+
+
 class PersonaModel(nn.Module):
     """The generative model; ``model(batch)`` is the Pyro model function.
 
@@ -174,6 +184,8 @@ class PersonaModel(nn.Module):
         feedback: str = "implicit",
         prevalence_concentration: float = 0.5,
         rating_mean: float = 0.0,
+        n_prototypes: int = 0,
+        item_prior_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.n_users, self.n_items = n_users, n_items
@@ -181,8 +193,16 @@ class PersonaModel(nn.Module):
         self.feedback = feedback
         self.prevalence_concentration = prevalence_concentration
         self.raw_persona_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
-        self.raw_item_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        self.item_prior_scale = item_prior_scale
+        if item_prior_scale is None:
+            self.raw_item_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        else:
+            self.register_buffer("fixed_item_scale", torch.tensor(float(item_prior_scale)))
         self.raw_bias_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        self.n_prototypes = n_prototypes
+        if n_prototypes > 0:
+            self.prototype_loc = nn.Parameter(torch.zeros(n_prototypes, n_factors))
+            self.prototype_logits = nn.Parameter(torch.zeros(n_prototypes))
         if feedback == "explicit":
             self.global_mean = nn.Parameter(torch.tensor(float(rating_mean)))
             self.raw_noise = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
@@ -191,6 +211,8 @@ class PersonaModel(nn.Module):
 
     # Positive hyperparameters through softplus.
     def scale(self, name: str) -> torch.Tensor:
+        if name == "item_scale" and self.item_prior_scale is not None:
+            return self.fixed_item_scale
         return nn.functional.softplus(getattr(self, f"raw_{name}")) + 1e-4
 
     def forward(self, batch: Batch) -> None:
@@ -208,9 +230,7 @@ class PersonaModel(nn.Module):
             else:
                 pi = torch.ones(len(batch.users), 1, 1, device=q.device)
             # A user's K persona vectors are one (K, D) block, so that a guide may correlate them.
-            p = pyro.sample(
-                "persona_factors", dist.Normal(0.0, self.scale("persona_scale")).expand([K, D]).to_event(2)
-            ).squeeze(-3)  # (B, K, D)
+            p = pyro.sample("persona_factors", self.persona_prior()).squeeze(-3)  # (B, K, D)
             if self.feedback == "explicit":
                 b_u = pyro.sample("user_bias", dist.Normal(0.0, self.scale("user_bias_scale")))  # (B, 1)
 
@@ -226,6 +246,18 @@ class PersonaModel(nn.Module):
             with pyro.plate("obs", batch.items.shape[1], dim=-1):
                 with poutine.mask(mask=batch.mask), poutine.scale(scale=batch.weight[:, None]):
                     pyro.factor("interactions", log_lik)
+
+
+    def persona_prior(self) -> dist.Distribution:
+        """Prior of one user's (K, D) persona block."""
+        K, D = self.n_personas, self.n_factors
+        s = self.scale("persona_scale")
+        if self.n_prototypes == 0:
+            return dist.Normal(0.0, s).expand([K, D]).to_event(2)
+        T = self.n_prototypes
+        mix = dist.Categorical(logits=self.prototype_logits.expand(K, T))
+        comp = dist.Normal(self.prototype_loc.expand(K, T, D), s).to_event(1)
+        return dist.MixtureSameFamily(mix, comp).to_event(1)
 
 
 def implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, n_items: int) -> torch.Tensor:
@@ -275,20 +307,21 @@ class _Guide(nn.Module):
         self.item_raw_scale = nn.Parameter(torch.full((N, D), raw))
         self.bias_loc = nn.Parameter(torch.zeros(N))
         self.bias_raw_scale = nn.Parameter(torch.full((N,), raw))
-        self.prevalence_loc = nn.Parameter(torch.zeros(U, max(K - 1, 0)))
-        self.prevalence_raw_scale = nn.Parameter(torch.full((U, max(K - 1, 0)), raw))
+        # q(pi_u) = Dirichlet(gamma_u), the conjugate family: a persona the user does not need
+        # gets gamma ~ alpha < 1 and prevalence draws near zero, not a floor.
+        self.prevalence_raw_conc = nn.Parameter(torch.full((U, K if K > 1 else 0), _softplus_inv(1.0)))
         if self.explicit:
             self.user_bias_loc = nn.Parameter(torch.zeros(U))
             self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
 
-    def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor) -> None:
-        """Set the locations of item factors (N, D), persona factors (U, K, D) and
-        prevalences (U, K; rows on the simplex)."""
+    def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence_conc: torch.Tensor) -> None:
+        """Set the locations of item factors (N, D), persona factors (U, K, D) and the
+        Dirichlet concentrations of the prevalences (U, K; positive)."""
         with torch.no_grad():
             self.item_loc.copy_(item_loc)
             self.persona_loc.copy_(persona_loc.reshape(self.persona_loc.shape))
             if self.n_personas > 1:
-                self.prevalence_loc.copy_(StickBreakingTransform().inv(prevalence))
+                self.prevalence_raw_conc.copy_(_softplus_inv_tensor(prevalence_conc - _MIN_CONC))
 
     @staticmethod
     def _pos(raw: torch.Tensor) -> torch.Tensor:
@@ -305,11 +338,8 @@ class _Guide(nn.Module):
 
     def _user_scalars(self, users: torch.Tensor) -> None:
         if self.n_personas > 1:
-            base = dist.Normal(
-                self._user_rows(self.prevalence_loc, users)[:, None, :],
-                self._pos(self._user_rows(self.prevalence_raw_scale, users))[:, None, :],
-            ).to_event(1)
-            pyro.sample("prevalence", dist.TransformedDistribution(base, StickBreakingTransform()))
+            conc = self._conc(self._user_rows(self.prevalence_raw_conc, users))
+            pyro.sample("prevalence", dist.Dirichlet(conc[:, None, :]))
         if self.explicit:
             loc = self._user_rows(self.user_bias_loc, users)[:, None]
             scale = self._pos(self._user_rows(self.user_bias_raw_scale, users))[:, None]
@@ -322,12 +352,59 @@ class _Guide(nn.Module):
         b = self.bias_loc + self._pos(self.bias_raw_scale) * eps_bias
         return q, b
 
-    def draw_prevalence(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """Prevalences (S, B, K) from noise (S, B, K - 1)."""
+    @torch.no_grad()
+    def update_prevalence(self, batch: Batch, alpha: float, log_norm_fn, n_iter: int = 10) -> None:
+        """Local step of SVI for the prevalences of the batch's users (Hoffman et al. 2013).
+
+        With the assignment written out, the optimal Dirichlet factor given the rest of the
+        guide is the conjugate update ``gamma_uk = alpha + sum_i r_uik``, where the
+        responsibilities ``r_uik`` are proportional to ``exp(E[log pi_uk] + log softmax_k(i))``
+        and ``E[log pi_uk] = digamma(gamma_uk) - digamma(sum_k gamma_uk)``. It is iterated
+        to its fixed point at the guide's locations. A persona the user's items do not need
+        ends with ``gamma ~ alpha``; the digamma term makes a weak persona lose
+        responsibility to a strong one, which prunes duplicates.
+        """
         if self.n_personas == 1:
-            return torch.ones(eps.shape[0], len(users), 1, device=eps.device)
-        x = self.prevalence_loc[users] + self._pos(self.prevalence_raw_scale[users]) * eps
-        return StickBreakingTransform()(x)
+            return
+        u = batch.users
+        p = self.persona_median(u)  # (B, K, D)
+        q, b = self.item_loc, self.bias_loc
+        log_choice = torch.einsum("bkd,bld->blk", p, q[batch.items]) + b[batch.items][..., None]
+        log_choice = log_choice - log_norm_fn(p, q, b)[:, None, :]  # (B, L, K)
+        w = batch.mask.to(p.dtype) * batch.weight[:, None]  # (B, L)
+        gamma = self._conc(self.prevalence_raw_conc[u])
+        for _ in range(n_iter):
+            e_log_pi = torch.digamma(gamma) - torch.digamma(gamma.sum(-1, keepdim=True))
+            r = torch.softmax(e_log_pi[:, None, :] + log_choice, dim=-1)
+            gamma = alpha + torch.einsum("bl,blk->bk", w, r)
+        self.prevalence_raw_conc[u] = _softplus_inv_tensor(gamma - _MIN_CONC)
+
+    @staticmethod
+    def _conc(raw: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(raw) + _MIN_CONC
+
+    def prevalence_concentration(self, users: torch.Tensor) -> torch.Tensor:
+        """Dirichlet concentrations of the users' prevalences, (B, K)."""
+        return self._conc(self.prevalence_raw_conc[users])
+
+    def draw_prevalence(self, users: torch.Tensor, rngs: list, n_draws: int) -> torch.Tensor:
+        """Prevalences (S, B, K): ``n_draws`` Dirichlet draws per user from that user's
+        ``numpy.random.Generator`` in ``rngs`` (so a user's draws do not depend on the batch).
+
+        Small concentrations are drawn in log space, ``log G(a) = log G(a + 1) + log(U) / a``,
+        so that a prevalence near zero stays positive instead of underflowing.
+        """
+        dev = self.item_loc.device
+        if self.n_personas == 1:
+            return torch.ones(n_draws, len(users), 1, device=dev)
+        conc = self.prevalence_concentration(users).detach().cpu().double().numpy()  # (B, K)
+        out = np.empty((n_draws, len(users), self.n_personas))
+        for j, rng in enumerate(rngs):
+            a = conc[j]
+            log_g = np.log(rng.gamma(a + 1.0, size=(n_draws, len(a)))) + np.log(rng.random((n_draws, len(a)))) / a
+            out[:, j] = np.exp(log_g - log_g.max(axis=1, keepdims=True))
+        out /= out.sum(-1, keepdims=True)
+        return torch.as_tensor(np.maximum(out, np.finfo(np.float32).tiny), dtype=torch.float32, device=dev)
 
     def draw_user_bias(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """User biases (S, B) from noise (S, B); zeros for implicit feedback."""
@@ -335,16 +412,17 @@ class _Guide(nn.Module):
             return torch.zeros_like(eps)
         return self.user_bias_loc[users] + self._pos(self.user_bias_raw_scale[users]) * eps
 
-    def prevalence_median(self, users: torch.Tensor) -> torch.Tensor:
-        """Prevalences at the guide's location, (B, K)."""
+    def prevalence_mean(self, users: torch.Tensor) -> torch.Tensor:
+        """Posterior mean prevalences under the guide, (B, K)."""
         if self.n_personas == 1:
             return torch.ones(len(users), 1, device=self.item_loc.device)
-        return StickBreakingTransform()(self.prevalence_loc[users])
+        conc = self.prevalence_concentration(users)
+        return conc / conc.sum(-1, keepdim=True)
 
     @property
     def noise_dim_user(self) -> int:
-        """Standard normals a user's draw consumes: personas, then prevalence, then bias."""
-        return self.n_personas * self.n_factors + self.n_personas - 1 + 1
+        """Standard normals a user's draw consumes: personas, then the user bias."""
+        return self.n_personas * self.n_factors + 1
 
 
 class MeanFieldGuide(_Guide):

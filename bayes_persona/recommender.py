@@ -39,7 +39,7 @@ from bayes_persona.exceptions import (
     SaveFormatError,
 )
 from bayes_persona.inference import SVIConfig, SVIResult, atomic_torch_save, run_svi
-from bayes_persona.initialization import seed_personas, spectral_item_factors
+from bayes_persona.initialization import kmeans, seed_personas, spectral_item_factors
 from bayes_persona.model import Batch, PersonaModel, log_softmax_normaliser, make_guide
 from bayes_persona.posterior import hdi
 
@@ -177,6 +177,8 @@ class PersonaRecommender:
         *,
         guide: str = "meanfield",
         prevalence_concentration: float = 0.1,
+        n_prototypes: int = 8,
+        item_prior_scale: float | None = 2.0,
         n_negatives: int | None = None,
         batch_size: int = 64,
         max_items_per_user: int = 128,
@@ -195,6 +197,8 @@ class PersonaRecommender:
         self.feedback = feedback
         self.guide = guide
         self.prevalence_concentration = prevalence_concentration
+        self.n_prototypes = n_prototypes
+        self.item_prior_scale = item_prior_scale
         self.n_negatives = n_negatives
         self.batch_size = batch_size
         self.max_items_per_user = max_items_per_user
@@ -211,7 +215,7 @@ class PersonaRecommender:
     # ------------------------------------------------------------------ params
     _PARAMS = (
         "n_personas", "n_factors", "feedback", "guide", "prevalence_concentration",
-        "n_negatives", "batch_size", "max_items_per_user", "learning_rate", "max_epochs",
+        "n_prototypes", "item_prior_scale", "n_negatives", "batch_size", "max_items_per_user", "learning_rate", "max_epochs",
         "patience", "init_scale", "n_draws", "hdi_prob", "random_state", "progress", "device",
     )  # fmt: skip
 
@@ -239,6 +243,11 @@ class PersonaRecommender:
         _check_int("patience", self.patience, 0)
         _check_int("n_draws", self.n_draws, 2)
         _check_int("random_state", self.random_state, 0)
+        _check_int("n_prototypes", self.n_prototypes, 0)
+        if self.item_prior_scale is not None:
+            v = self.item_prior_scale
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise DataValidationError(f"item_prior_scale must be None or a positive finite float; got {v!r}")
         if self.n_negatives is not None:
             _check_int("n_negatives", self.n_negatives, 1)
         if self.feedback not in ("implicit", "explicit"):
@@ -339,6 +348,7 @@ class PersonaRecommender:
             self.model_ = PersonaModel(
                 U, N, K, self.n_factors, self.feedback, float(self.prevalence_concentration),
                 rating_mean=float(r.mean()) if r is not None else 0.0,
+                n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
             ).to(device)  # fmt: skip
             self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
             self._initialise_guide(u, i)
@@ -369,9 +379,19 @@ class PersonaRecommender:
             )
             seen = self.seen_.to(device) if shard is None else shard.seen
 
+            # Implicit feedback: the prevalences' Dirichlet factor is set by its conjugate local
+            # step each time a user is drawn, not by gradients (PersonaModel docstring).
+            local_step = self.feedback == "implicit"
+            if local_step:
+                self.guide_.prevalence_raw_conc.requires_grad_(False)
+            alpha = float(self.prevalence_concentration)
+
             def next_batch(g: torch.Generator) -> Batch:
                 b = seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
-                return b if shard is None else shard.globalise(b)
+                b = b if shard is None else shard.globalise(b)
+                if local_step:
+                    self.guide_.update_prevalence(b, alpha, lambda p, q, bb: log_softmax_normaliser(p, q, bb, N))
+                return b
 
             self.model_.train()
             failure = None
@@ -406,7 +426,13 @@ class PersonaRecommender:
             self.persona_init_length, self.random_state,
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        self.guide_.initialise(f32(q0), f32(p0), f32(pi0))
+        counts = np.diff(self.seen_.indptr.numpy())[:, None]
+        conc0 = float(self.prevalence_concentration) + counts * pi0  # the conjugate update
+        self.guide_.initialise(f32(q0), f32(p0), f32(conc0))
+        if self.n_prototypes:  # prototypes start at taste clusters of the items, like personas
+            c, _ = kmeans(q0, self.n_prototypes, self.random_state)
+            with torch.no_grad():
+                self.model_.prototype_loc[: len(c)] = f32(self.persona_init_length * c)
 
     persona_init_length = 3.0
     # A user (item) table gets lazy row-sparse updates when it has more than this many times
@@ -463,7 +489,7 @@ class PersonaRecommender:
         for s in range(0, len(u), step):
             uu, ii = u[s : s + step].to(dev), i[s : s + step].to(dev)
             p = g.persona_median(uu)  # (n, K, D)
-            pi = g.prevalence_median(uu)  # (n, K)
+            pi = g.prevalence_mean(uu)  # (n, K)
             q, b = g.item_loc, g.bias_loc
             aff = torch.einsum("nkd,nd->nk", p, q[ii])
             if self.feedback == "implicit":
@@ -495,16 +521,16 @@ class PersonaRecommender:
         g = self.guide_
         dim = g.noise_dim_user
         eps = np.empty((n_draws, len(users), dim), dtype=np.float32)
+        rngs = []
         for j, u in enumerate(users):
             rng = np.random.default_rng([self.random_state, 104729, int(u)])
             eps[:, j, :] = rng.standard_normal((n_draws, dim), dtype=np.float32)
+            rngs.append(rng)  # then the prevalence draws, from the same per-user stream
         eps_t = torch.from_numpy(eps).to(self._dev)
-        K = g.n_personas
-        n_p = dim - (K - 1) - 1
         uu = torch.as_tensor(users, device=self._dev)
         return {
-            "persona_factors": g.draw_personas(uu, eps_t[..., :n_p]),
-            "prevalence": g.draw_prevalence(uu, eps_t[..., n_p : n_p + K - 1]),
+            "persona_factors": g.draw_personas(uu, eps_t[..., :-1]),
+            "prevalence": g.draw_prevalence(uu, rngs, n_draws),
             "user_bias": g.draw_user_bias(uu, eps_t[..., -1]),
         }
 
@@ -1008,7 +1034,10 @@ class PersonaRecommender:
         self.validation_ = [tuple(v) for v in meta["validation_"]]
         self.seen_ = _Csr.from_tensors(tensors)
         U, N = len(self.user_vocab_), len(self.item_vocab_)
-        self.model_ = PersonaModel(U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration))
+        self.model_ = PersonaModel(
+            U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration),
+            n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
+        )  # fmt: skip
         self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), torch.Generator().manual_seed(0))
         try:
             self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
