@@ -397,7 +397,9 @@ class _Guide(nn.Module):
         dev = self.item_loc.device
         if self.n_personas == 1:
             return torch.ones(n_draws, len(users), 1, device=dev)
-        conc = self.prevalence_concentration(users).detach().cpu().double().numpy()  # (B, K)
+        # float64 softplus: a float32 kernel may round a row differently in another batch.
+        raw = self.prevalence_raw_conc[users].detach().cpu().double().numpy()
+        conc = np.logaddexp(0.0, raw) + _MIN_CONC  # (B, K)
         out = np.empty((n_draws, len(users), self.n_personas))
         for j, rng in enumerate(rngs):
             a = conc[j]

@@ -183,8 +183,8 @@ class PersonaRecommender:
         batch_size: int = 64,
         max_items_per_user: int = 128,
         learning_rate: float = 0.01,
-        max_epochs: int = 200,
-        patience: int = 50,
+        max_epochs: int = 600,
+        patience: int = 100,
         init_scale: float = 0.05,
         n_draws: int = 100,
         hdi_prob: float = 0.9,
@@ -391,6 +391,8 @@ class PersonaRecommender:
                 b = b if shard is None else shard.globalise(b)
                 if local_step:
                     self.guide_.update_prevalence(b, alpha, lambda p, q, bb: log_softmax_normaliser(p, q, bb, N))
+                    if shard is not None:
+                        shard.share_rows(self.guide_.prevalence_raw_conc.data, b.users)
                 return b
 
             self.model_.train()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.distributions.transforms import StickBreakingTransform
+from bayes_persona.model import _softplus_inv_tensor
 
 import bayes_persona as bp
 from bayes_persona import calibration, checks, comparison, plotting
@@ -42,12 +42,11 @@ def pin_to_truth(model: bp.PersonaRecommender, truth: bp.SyntheticTruth) -> bp.P
         g.item_loc.copy_(f32(truth.item_factors[ii]))
         g.bias_loc.copy_(f32(truth.item_bias[ii]))
         g.persona_loc.copy_(f32(truth.persona_factors[ui]))
-        g.prevalence_loc.copy_(StickBreakingTransform().inv(f32(w)))
+        g.prevalence_raw_conc.copy_(_softplus_inv_tensor(f32(1e6 * w)))  # Dirichlet ~ point mass
         for name in (
             "item_raw_scale",
             "bias_raw_scale",
             "persona_raw_scale",
-            "prevalence_raw_scale",
         ):
             getattr(g, name).fill_(-12.0)
     model._cache = {}
