@@ -67,7 +67,8 @@ def _make(name: str, params: dict, smoke: bool):
         return AMPCF(**{"n_personas": 4, "factors": 64, "max_epochs": 3 if smoke else 50, **params})
     if name.startswith("Ours"):
         k = int(name.split("K=")[1])
-        return PersonaRecommender(n_personas=k, max_epochs=5 if smoke else 200, progress=False, **params)
+        budget = {"max_epochs": 5} if smoke else {}  # otherwise the defaults (early stopping)
+        return PersonaRecommender(n_personas=k, progress=False, **budget, **params)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 

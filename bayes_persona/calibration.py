@@ -87,6 +87,10 @@ DEFAULT_FIT_KWARGS: dict[str, Any] = {
     "batch_size": 64,
     "learning_rate": 0.05,
     "patience": 0,
+    # The simulated worlds come from the isotropic prior with unknown scales: fit that model
+    # (no taste prototypes) with every scale by empirical Bayes.
+    "n_prototypes": 0,
+    "item_prior_scale": None,
 }
 
 

@@ -126,9 +126,9 @@ class PersonaRecommender:
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
     learning_rate : float, default 0.01
-    max_epochs : int, default 200
+    max_epochs : int, default 600
         An epoch is ``ceil(n_users / batch_size)`` steps.
-    patience : int, default 50
+    patience : int, default 100
         Epochs without ELBO (or validation) improvement before stopping; 0 disables.
     init_scale : float, default 0.05
         Initial standard deviation of the guide.
