@@ -190,7 +190,8 @@ def run_recovery(
         "torch_version": torch.__version__,
         "command": RECOVERY_COMMAND + (" --smoke" if smoke else ""),
         "world": {k: list(v) if isinstance(v, tuple) else v for k, v in world.items()},
-        "model": {k: v for k, v in settings.items() if k != "progress"},
+        # every setting of the fits (the demo's and the defaults), not only those the demo names
+        "model": {k: v for k, v in model.get_params().items() if k not in ("progress", "random_state")},
         "levels": list(levels),
         "runs": runs,
     }
@@ -431,7 +432,7 @@ def _world_text(rec: Mapping[str, Any]) -> str:
 
 def _model_text(rec: Mapping[str, Any]) -> str:
     m = rec.get("model", {})
-    parts = [f"K = {m.get('n_personas', '?')} personas", f"D = {m.get('n_factors', 32)}"]
+    parts = [f"K = {m.get('n_personas', '?')} personas", f"D = {m.get('n_factors', '?')}"]
     if "batch_size" in m:
         parts.append(f"minibatches of {m['batch_size']} users")
     if "learning_rate" in m:

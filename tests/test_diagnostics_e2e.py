@@ -167,8 +167,9 @@ def test_every_plot_draws_a_png(world, oracle, one_persona, oracle_idata, tmp_pa
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="the fitted mean-field posterior is much flatter than planted tastes (fitted "
-    "logit sd ~1 vs ~4 planted), so replicated users spread over too many categories",
+    reason="on this small world (120 users, 200 items, 200 epochs at the default step) "
+    "replicated users still differ from the observed ones: category count, long-tail share and "
+    "held-out lpd get ppp 0 or 1 (measured 2026-11-27 with the prototype prior)",
 )
 def test_fitted_three_persona_model_reproduces_planted_data(world):
     epochs = 40 if os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke" else 200

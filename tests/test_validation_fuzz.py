@@ -564,6 +564,11 @@ PARAMS = {
         lambda v: _pos_ok(v),
     ),
     "hdi_prob": (HDI, hdi_ok),
+    "n_prototypes": (st.one_of(st.integers(-2, 12), st.floats(0, 3), st.booleans()), lambda v: _int_ok(v, 0)),
+    "item_prior_scale": (
+        st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.booleans()),
+        lambda v: v is None or _pos_ok(v),
+    ),
     "feedback": (st.sampled_from(["implicit", "IMPLICIT", "", None, 3]), lambda v: v == "implicit"),
     "guide": (
         st.sampled_from(["meanfield", "lowrank", "full", None]),

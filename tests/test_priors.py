@@ -1,0 +1,112 @@
+"""The persona prior (taste prototypes), the fixed item scale and the prevalences' conjugate
+local step (see bayes_persona.model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bayes_persona as bp
+from bayes_persona.model import Batch, PersonaModel, make_guide
+
+
+def test_prototype_prior_is_the_gaussian_mixture():
+    torch.manual_seed(0)
+    K, D, T = 3, 4, 5
+    m = PersonaModel(10, 20, K, D, n_prototypes=T)
+    with torch.no_grad():
+        m.prototype_loc.normal_()
+        m.prototype_logits.normal_()
+    x = torch.randn(7, K, D)
+    s = m.scale("persona_scale")
+    log_w = torch.log_softmax(m.prototype_logits, 0)
+    comp = torch.distributions.Normal(m.prototype_loc, s).log_prob(x[:, :, None, :]).sum(-1)  # (7, K, T)
+    expected = torch.logsumexp(log_w + comp, -1).sum(-1)
+    torch.testing.assert_close(m.persona_prior().log_prob(x), expected)
+
+
+def test_zero_prototypes_is_the_isotropic_prior():
+    m = PersonaModel(10, 20, 3, 4, n_prototypes=0)
+    x = torch.randn(5, 3, 4)
+    expected = torch.distributions.Normal(0.0, m.scale("persona_scale")).log_prob(x).sum((-1, -2))
+    torch.testing.assert_close(m.persona_prior().log_prob(x), expected)
+    assert not hasattr(m, "prototype_loc")
+
+
+def test_item_prior_scale_fixed_or_empirical_bayes():
+    fixed = PersonaModel(10, 20, 2, 3, item_prior_scale=2.0)
+    assert float(fixed.scale("item_scale")) == 2.0
+    assert "raw_item_scale" not in dict(fixed.named_parameters())
+    eb = PersonaModel(10, 20, 2, 3, item_prior_scale=None)
+    assert "raw_item_scale" in dict(eb.named_parameters())
+
+
+def _one_user_guide(alpha=0.1):
+    """A user with 2 personas: persona 0 points at items 0-9, persona 1 at items 10-19."""
+    K, D, N = 2, 2, 20
+    model = PersonaModel(1, N, K, D, prevalence_concentration=alpha)
+    guide = make_guide("meanfield", model, 0.01, torch.Generator().manual_seed(0))
+    q = torch.zeros(N, D)
+    q[:10, 0] = 1.0
+    q[10:, 1] = 1.0
+    p = torch.tensor([[[6.0, 0.0], [0.0, 6.0]]])
+    guide.initialise(q, p, torch.tensor([[1.0, 1.0]]))
+    return model, guide
+
+
+def _batch(items, weight=1.0):
+    it = torch.as_tensor([items])
+    return Batch(torch.tensor([0]), it, torch.ones_like(it, dtype=torch.bool), torch.tensor([weight]))
+
+
+def _log_norm(p, q, b):
+    return torch.logsumexp(torch.einsum("bkd,nd->bkn", p, q) + b, -1)
+
+
+def test_conjugate_step_counts_the_items_each_persona_explains():
+    _, guide = _one_user_guide(alpha=0.1)
+    guide.update_prevalence(_batch(list(range(8)) + [12, 15]), 0.1, _log_norm)
+    gamma = guide.prevalence_concentration(torch.tensor([0]))[0]
+    # 8 items of persona 0's taste and 2 of persona 1's: gamma = alpha + expected counts
+    torch.testing.assert_close(gamma, torch.tensor([8.1, 2.1]), atol=0.05, rtol=0)
+
+
+def test_conjugate_step_scales_subsampled_histories_and_prunes_unused_personas():
+    _, guide = _one_user_guide(alpha=0.1)
+    guide.update_prevalence(_batch(list(range(5)), weight=3.0), 0.1, _log_norm)
+    gamma = guide.prevalence_concentration(torch.tensor([0]))[0]
+    torch.testing.assert_close(gamma, torch.tensor([15.1, 0.1]), atol=0.05, rtol=0)
+    # draws of the unused persona's prevalence are near zero, not at a floor
+    rng = [np.random.default_rng(0)]
+    pi = guide.draw_prevalence(torch.tensor([0]), rng, 2000)[:, 0]
+    assert float(torch.quantile(pi[:, 1], 0.5)) < 1e-3
+    assert torch.all(pi > 0) and torch.allclose(pi.sum(-1), torch.ones(2000))
+
+
+def test_dirichlet_draws_match_their_moments():
+    _, guide = _one_user_guide()
+    with torch.no_grad():
+        guide.prevalence_raw_conc.copy_(torch.log(torch.expm1(torch.tensor([[3.0, 1.0]]))))
+    pi = guide.draw_prevalence(torch.tensor([0]), [np.random.default_rng(1)], 20000)[:, 0].double()
+    conc = guide.prevalence_concentration(torch.tensor([0]))[0].double()
+    a0 = conc.sum()
+    mean = conc / a0
+    var = mean * (1 - mean) / (a0 + 1)
+    torch.testing.assert_close(pi.mean(0), mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(pi.var(0), var, atol=0.005, rtol=0)
+
+
+@pytest.mark.parametrize("n_prototypes, item_prior_scale", [(0, None), (3, 2.0)])
+def test_fit_save_load_with_either_prior(tmp_path, n_prototypes, item_prior_scale):
+    data, _ = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, interactions_per_user=(10, 20), seed=1)
+    model = bp.PersonaRecommender(
+        n_personas=2, n_factors=4, max_epochs=3, n_draws=10, progress=False,
+        n_prototypes=n_prototypes, item_prior_scale=item_prior_scale,
+    ).fit(data)  # fmt: skip
+    model.save(tmp_path / "m.pt")
+    back = bp.PersonaRecommender.load(tmp_path / "m.pt")
+    assert back.n_prototypes == n_prototypes and back.item_prior_scale == item_prior_scale
+    a, b = model.recommend([1, 2], n=5), back.recommend([1, 2], n=5)
+    np.testing.assert_array_equal(a["item_id"], b["item_id"])
+    np.testing.assert_allclose(a["score"], b["score"])
