@@ -37,8 +37,9 @@ class RecoveryReport:
         matched persona's probability covers the generating probability.
     interval_coverage_multi : float
         The same restricted to users with two or more planted tastes. For a one-taste
-        user the generating probability is exactly 1 (a boundary), which no interval
-        from a model with spare personas can reach, so this is the informative figure.
+        user the generating probability is exactly 1 (a boundary), which an interval
+        reaches only when the spare personas' prevalence draws are near zero, so this is
+        the informative figure.
     hdi_prob, prevalence_threshold : float
     per_user : DataFrame
         ``user_id, n_planted, n_found, accuracy, coverage``.
