@@ -72,8 +72,16 @@ guide's locations and iterated with :math:`\gamma` to their fixed point
 (:meth:`_Guide.update_prevalence`). A persona the user does not need keeps
 :math:`\gamma \approx \alpha`, so its prevalence draws are near zero rather than at a floor
 that would cap every other persona's probability; the digamma in :math:`E[\log \pi]`
-prunes a persona that duplicates a stronger one. Explicit ratings learn :math:`\gamma` by
-(reparameterised) gradients.
+prunes a persona that duplicates a stronger one. The conjugate step treats the
+assignments as known, which over-states what ambiguous interactions say about
+:math:`\pi`; its counts are therefore scaled by the share of them that the z-summed
+likelihood carries (:func:`effective_count_ratio`, its curvature in :math:`\pi`): the
+mean of :math:`\gamma` is kept, its precision drops where personas overlap. (Without the
+scaling, simulation-based calibration on worlds from the isotropic prior covered 36% with
+nominal 90% prevalence intervals; with it, 70%.) Explicit ratings learn :math:`\gamma` by
+reparameterised gradients. (For implicit feedback those were unstable, reaching NaN on
+planted data: the Dirichlet's implicit reparameterisation gradient at prevalences near
+zero.)
 
 Plates and minibatches
 ----------------------
@@ -318,6 +326,25 @@ def explicit_log_likelihood(pi, affinity, b_i, b_u, ratings, mu, sigma, tau) -> 
     return torch.logsumexp(log_attention + log_obs, dim=-1)
 
 
+def effective_count_ratio(r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """How much of a user's count the z-summed likelihood actually carries about pi, (B,).
+
+    ``r`` (B, L, K) responsibilities, ``w`` (B, L) weights (zero on padding). With the
+    assignments known the prevalences get the information of ``n`` multinomial draws; summed
+    out, an interaction that two personas explain equally says nothing about their shares.
+    For K = 2 the curvature of ``sum_i log(pi f_1i + (1 - pi) f_2i)`` is
+    ``S / (pi (1 - pi))`` with ``S = sum_i sum_k (r_ik - m_k)^2 / m_k`` (``m`` the mean
+    responsibilities), against ``n / (pi (1 - pi))`` for known assignments; the ratio
+    ``S(r) / S(argmax r)`` (regularised by one count) is that share for any K, 1 for
+    sharp responsibilities and 0 when every interaction is ambiguous.
+    """
+    n = w.sum(-1, keepdim=True).clamp_min(1e-12)
+    m = (torch.einsum("bl,blk->bk", w, r) / n).clamp_min(1e-12)[:, None, :]  # (B, 1, K)
+    hard = nn.functional.one_hot(r.argmax(-1), r.shape[-1]).to(r.dtype)
+    stat = lambda x: torch.einsum("bl,bl->b", w, ((x - m) ** 2 / m).sum(-1))  # noqa: E731
+    return ((stat(r) + 1.0) / (stat(hard) + 1.0)).clamp(0.0, 1.0)
+
+
 class _Guide(nn.Module):
     """Shared parts of the guides: item factors and biases, prevalences, user biases."""
 
@@ -329,6 +356,7 @@ class _Guide(nn.Module):
         # Row-sparse gradients for the user / item tables (lazy updates, O(batch) per step);
         # set by the caller when a step touches a small share of the rows.
         self.sparse_users = self.sparse_items = False
+        self.collapsed_precision = True
         raw = _softplus_inv(init_scale)
         randn = lambda *shape: 0.1 * torch.randn(*shape, generator=generator)  # noqa: E731
         self.item_loc = nn.Parameter(randn(N, D))
@@ -390,7 +418,9 @@ class _Guide(nn.Module):
         and ``E[log pi_uk] = digamma(gamma_uk) - digamma(sum_k gamma_uk)``. It is iterated
         to its fixed point at the guide's locations. A persona the user's items do not need
         ends with ``gamma ~ alpha``; the digamma term makes a weak persona lose
-        responsibility to a strong one, which prunes duplicates.
+        responsibility to a strong one, which prunes duplicates. With
+        ``collapsed_precision`` (the default) the counts are then scaled by
+        :func:`effective_count_ratio`.
         """
         if self.n_personas == 1:
             return
@@ -404,7 +434,10 @@ class _Guide(nn.Module):
         for _ in range(n_iter):
             e_log_pi = torch.digamma(gamma) - torch.digamma(gamma.sum(-1, keepdim=True))
             r = torch.softmax(e_log_pi[:, None, :] + log_choice, dim=-1)
-            gamma = alpha + torch.einsum("bl,blk->bk", w, r)
+            counts = torch.einsum("bl,blk->bk", w, r)
+            gamma = alpha + counts
+        if self.collapsed_precision:
+            gamma = alpha + effective_count_ratio(r, w)[:, None] * counts
         self.prevalence_raw_conc[u] = _softplus_inv_tensor(gamma - _MIN_CONC)
 
     @staticmethod

@@ -429,7 +429,9 @@ class PersonaRecommender:
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
         counts = np.diff(self.seen_.indptr.numpy())[:, None]
-        conc0 = float(self.prevalence_concentration) + counts * pi0  # the conjugate update
+        if self.feedback != "implicit":  # learnt by gradients: a vague start they can move
+            counts = np.full_like(counts, self.n_personas)
+        conc0 = float(self.prevalence_concentration) + counts * pi0  # as the conjugate step
         self.guide_.initialise(f32(q0), f32(p0), f32(conc0))
         if self.n_prototypes:  # prototypes start at taste clusters of the items, like personas
             c, _ = kmeans(q0, self.n_prototypes, self.random_state)

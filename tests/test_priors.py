@@ -66,10 +66,19 @@ def _log_norm(p, q, b):
 
 def test_conjugate_step_counts_the_items_each_persona_explains():
     _, guide = _one_user_guide(alpha=0.1)
-    guide.update_prevalence(_batch(list(range(8)) + [12, 15]), 0.1, _log_norm)
+    guide.collapsed_precision = False  # the plain conjugate step
+    batch = _batch(list(range(8)) + [12, 15])
+    guide.update_prevalence(batch, 0.1, _log_norm)
     gamma = guide.prevalence_concentration(torch.tensor([0]))[0]
     # 8 items of persona 0's taste and 2 of persona 1's: gamma = alpha + expected counts
     torch.testing.assert_close(gamma, torch.tensor([8.1, 2.1]), atol=0.05, rtol=0)
+    # with the precision of the z-summed likelihood: same mean, counts scaled by a ratio <= 1
+    guide.collapsed_precision = True
+    guide.update_prevalence(batch, 0.1, _log_norm)
+    scaled = guide.prevalence_concentration(torch.tensor([0]))[0] - 0.1
+    ratio = scaled / (gamma - 0.1)
+    torch.testing.assert_close(ratio[0], ratio[1], rtol=1e-3, atol=0)
+    assert 0.8 < float(ratio[0]) <= 1.0
 
 
 def test_conjugate_step_scales_subsampled_histories_and_prunes_unused_personas():
@@ -110,3 +119,26 @@ def test_fit_save_load_with_either_prior(tmp_path, n_prototypes, item_prior_scal
     a, b = model.recommend([1, 2], n=5), back.recommend([1, 2], n=5)
     np.testing.assert_array_equal(a["item_id"], b["item_id"])
     np.testing.assert_allclose(a["score"], b["score"])
+
+
+def test_effective_count_ratio_is_one_for_sharp_and_zero_for_ambiguous_assignments():
+    from bayes_persona.model import effective_count_ratio
+
+    w = torch.ones(1, 200)
+    sharp = torch.zeros(1, 200, 3)
+    sharp[0, :120, 0] = 1.0
+    sharp[0, 120:, 1] = 1.0
+    torch.testing.assert_close(effective_count_ratio(sharp, w), torch.tensor([1.0]))
+    ambiguous = torch.tensor([0.6, 0.4, 0.0]).expand(1, 200, 3)
+    assert float(effective_count_ratio(ambiguous, w)) < 0.02
+    # K = 2: n * ratio is the curvature of the z-summed log-likelihood in pi, times pi (1 - pi)
+    torch.manual_seed(0)
+    f = torch.rand(200, 2)
+    pi = 0.3
+    r1 = pi * f[:, 0] / (pi * f[:, 0] + (1 - pi) * f[:, 1])
+    r = torch.stack([r1, 1 - r1], -1)[None]
+    m = float(r1.mean())
+    curvature = float((((r1 - m) / (m * (1 - m))) ** 2).sum())  # at pi = m, the fixed point
+    hard = float(((r1 > 0.5).float() - m).pow(2).sum() / (m * (1 - m)))
+    expected = (curvature * m * (1 - m) + 1) / (hard + 1)
+    torch.testing.assert_close(effective_count_ratio(r, torch.ones(1, 200)), torch.tensor([expected]), rtol=1e-4, atol=1e-5)
