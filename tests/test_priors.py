@@ -69,13 +69,13 @@ def test_conjugate_step_counts_the_items_each_persona_explains():
     guide.collapsed_precision = False  # the plain conjugate step
     batch = _batch(list(range(8)) + [12, 15])
     guide.update_prevalence(batch, 0.1, _log_norm)
-    gamma = guide.prevalence_concentration(torch.tensor([0]))[0]
+    gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
     # 8 items of persona 0's taste and 2 of persona 1's: gamma = alpha + expected counts
     torch.testing.assert_close(gamma, torch.tensor([8.1, 2.1]), atol=0.05, rtol=0)
     # with the precision of the z-summed likelihood: same mean, counts scaled by a ratio <= 1
     guide.collapsed_precision = True
     guide.update_prevalence(batch, 0.1, _log_norm)
-    scaled = guide.prevalence_concentration(torch.tensor([0]))[0] - 0.1
+    scaled = guide.prevalence_concentration(torch.tensor([0]))[0].detach() - 0.1
     ratio = scaled / (gamma - 0.1)
     torch.testing.assert_close(ratio[0], ratio[1], rtol=1e-3, atol=0)
     assert 0.8 < float(ratio[0]) <= 1.0
@@ -84,7 +84,7 @@ def test_conjugate_step_counts_the_items_each_persona_explains():
 def test_conjugate_step_scales_subsampled_histories_and_prunes_unused_personas():
     _, guide = _one_user_guide(alpha=0.1)
     guide.update_prevalence(_batch(list(range(5)), weight=3.0), 0.1, _log_norm)
-    gamma = guide.prevalence_concentration(torch.tensor([0]))[0]
+    gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
     torch.testing.assert_close(gamma, torch.tensor([15.1, 0.1]), atol=0.05, rtol=0)
     # draws of the unused persona's prevalence are near zero, not at a floor
     rng = [np.random.default_rng(0)]
