@@ -620,9 +620,15 @@ def _prior_user_draws(model: Any, users: np.ndarray, S: int, seed: int) -> dict[
     alpha = float(m.prevalence_concentration)
     s_p = float(m.scale("persona_scale"))
     s_bu = float(m.scale("user_bias_scale")) if model.feedback == "explicit" else 0.0
+    T = int(getattr(m, "n_prototypes", 0))
+    if T:  # personas around the fitted taste prototypes (the mixture prior)
+        centres = m.prototype_loc.detach().cpu().double().numpy()  # (T, D)
+        weights = torch.softmax(m.prototype_logits.detach().cpu().double(), 0).numpy()
     for j, u in enumerate(users):
         rng = _user_rng(seed, _TAG_PRIOR, u)
         p[:, j] = s_p * rng.standard_normal((S, K, D))
+        if T:
+            p[:, j] += centres[rng.choice(T, size=(S, K), p=weights)]
         pi[:, j] = rng.dirichlet(np.full(K, alpha), size=S) if K > 1 else 1.0
         bu[:, j] = s_bu * rng.standard_normal(S)
     dev = model._dev

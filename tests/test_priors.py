@@ -142,3 +142,22 @@ def test_effective_count_ratio_is_one_for_sharp_and_zero_for_ambiguous_assignmen
     hard = float(((r1 > 0.5).float() - m).pow(2).sum() / (m * (1 - m)))
     expected = (curvature * m * (1 - m) + 1) / (hard + 1)
     torch.testing.assert_close(effective_count_ratio(r, torch.ones(1, 200)), torch.tensor([expected]), rtol=1e-4, atol=1e-5)
+
+
+def test_prior_draws_follow_the_prototype_mixture():
+    from bayes_persona.inference_data import _prior_user_draws
+
+    data, _ = bp.make_synthetic(n_users=30, n_items=60, n_tastes=3, interactions_per_user=(8, 15), seed=2)
+    model = bp.PersonaRecommender(
+        n_personas=2, n_factors=4, max_epochs=2, n_draws=10, progress=False, n_prototypes=3
+    ).fit(data)
+    m = model.model_
+    with torch.no_grad():
+        m.prototype_loc.copy_(torch.tensor([[10.0, 0, 0, 0], [0, 10.0, 0, 0], [0, 0, 10.0, 0]]))
+        m.prototype_logits.copy_(torch.log(torch.tensor([0.6, 0.3, 0.1])))
+        m.raw_persona_scale.fill_(-5.0)  # spread ~ 0.007
+    p = _prior_user_draws(model, np.arange(20), 200, seed=0)["persona_factors"].reshape(-1, 4)
+    nearest = torch.cdist(p, m.prototype_loc).min(1)
+    assert float(nearest.values.max()) < 0.2  # every draw sits on a prototype
+    share = torch.bincount(nearest.indices, minlength=3).double() / len(p)
+    torch.testing.assert_close(share, torch.tensor([0.6, 0.3, 0.1], dtype=torch.double), atol=0.03, rtol=0)
