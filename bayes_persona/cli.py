@@ -90,6 +90,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -224,6 +234,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=_positive_int, help="users per SVI step")
     g.add_argument("--feedback", choices=("implicit", "explicit"), help="likelihood")
     g.add_argument("--guide", choices=("meanfield", "lowrank"), help="variational family")
+    g.add_argument(
+        "--prototypes", type=_non_negative_int,
+        help="taste prototypes of the persona prior (0: isotropic Normal prior)",
+    )  # fmt: skip
     g.add_argument("--seed", type=int, help="random_state")
 
 
@@ -509,6 +523,7 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": "batch_size",
         "feedback": "feedback",
         "guide": "guide",
+        "prototypes": "n_prototypes",
         "seed": "random_state",
     }
     return {v: getattr(args, k) for k, v in names.items() if getattr(args, k) is not None}

@@ -92,6 +92,15 @@ def test_fit_writes_model_config_and_elbo(fitted):
     assert len(model.elbo_) == len(elbo)
 
 
+def test_fit_passes_the_prior_options(tmp_path, capsys):
+    out = tmp_path / "iso"
+    assert main(["fit", *TINY, "--prototypes", "0", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["n_prototypes"] == 0
+    assert bp.PersonaRecommender.load(out / "model.pt").n_prototypes == 0
+    assert main(["fit", *TINY, "--prototypes", "-1", "--out", str(out)]) == 2
+    assert "non-negative integer" in capsys.readouterr().err
+
+
 def test_recommend_table(fitted, capsys):
     assert main(["recommend", "--model", str(fitted), "--user", "1", "--n", "4"]) == 0
     out = capsys.readouterr().out
