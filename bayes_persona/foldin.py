@@ -35,7 +35,7 @@ from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
 from bayes_persona.inference import SVIConfig, run_svi
 from bayes_persona.initialization import seed_personas
-from bayes_persona.model import PersonaModel, log_softmax_normaliser, make_guide
+from bayes_persona.model import PersonaModel, make_guide
 
 __all__ = ["fold_in"]
 
@@ -165,8 +165,8 @@ def fold_in(
             K, model.persona_init_length, seed,
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        counts = np.diff(new.seen_.indptr.numpy())[:, None]
-        guide.initialise(item_loc, f32(p0), f32(float(model.prevalence_concentration) + counts * pi0))
+        counts = torch.as_tensor(np.diff(new.seen_.indptr.numpy()))
+        guide.initialise(item_loc, f32(p0), f32(pi0), counts, float(model.prevalence_concentration))
         guide.to(dev)
         # Share (not copy) everything that is not a user table: the items' posterior.
         for name, p in model.guide_.named_parameters():
@@ -196,7 +196,7 @@ def fold_in(
         def next_batch(g: torch.Generator):
             b = seen.sample_batch(g, model.batch_size, model.max_items_per_user, model.n_negatives_, N, dev)
             if local_step:
-                guide.update_prevalence(b, alpha, lambda p, q, bb: log_softmax_normaliser(p, q, bb, N))
+                guide.update_prevalence(b, alpha)
             return b
 
         try:

@@ -370,14 +370,25 @@ class _Guide(nn.Module):
             self.user_bias_loc = nn.Parameter(torch.zeros(U))
             self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
 
-    def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence_conc: torch.Tensor) -> None:
-        """Set the locations of item factors (N, D), persona factors (U, K, D) and the
-        Dirichlet concentrations of the prevalences (U, K; positive)."""
+    def initialise(
+        self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor,
+        counts: torch.Tensor, alpha: float,
+    ) -> None:  # fmt: skip
+        """Set the locations of item factors (N, D) and persona factors (U, K, D), and the
+        prevalences' Dirichlet factors from initial shares (U, K; rows on the simplex).
+
+        For implicit feedback the concentrations start where the conjugate step would put
+        them, ``alpha + counts * prevalence`` (``counts`` (U,): interactions per user); for
+        explicit ratings, whose concentrations gradients must move, at a vague
+        ``alpha + K * prevalence``.
+        """
         with torch.no_grad():
             self.item_loc.copy_(item_loc)
             self.persona_loc.copy_(persona_loc.reshape(self.persona_loc.shape))
             if self.n_personas > 1:
-                self.prevalence_raw_conc.copy_(_softplus_inv_tensor(prevalence_conc - _MIN_CONC))
+                n = torch.full_like(counts, self.n_personas) if self.explicit else counts
+                conc = alpha + n.to(prevalence.dtype)[:, None] * prevalence
+                self.prevalence_raw_conc.copy_(_softplus_inv_tensor(conc - _MIN_CONC))
 
     @staticmethod
     def _pos(raw: torch.Tensor) -> torch.Tensor:
@@ -409,7 +420,7 @@ class _Guide(nn.Module):
         return q, b
 
     @torch.no_grad()
-    def update_prevalence(self, batch: Batch, alpha: float, log_norm_fn, n_iter: int = 10) -> None:
+    def update_prevalence(self, batch: Batch, alpha: float, n_iter: int = 10) -> None:
         """Local step of SVI for the prevalences of the batch's users (Hoffman et al. 2013).
 
         With the assignment written out, the optimal Dirichlet factor given the rest of the
@@ -428,7 +439,7 @@ class _Guide(nn.Module):
         p = self.persona_median(u)  # (B, K, D)
         q, b = self.item_loc, self.bias_loc
         log_choice = torch.einsum("bkd,bld->blk", p, q[batch.items]) + b[batch.items][..., None]
-        log_choice = log_choice - log_norm_fn(p, q, b)[:, None, :]  # (B, L, K)
+        log_choice = log_choice - log_softmax_normaliser(p, q, b, self.n_items)[:, None, :]  # (B, L, K)
         w = batch.mask.to(p.dtype) * batch.weight[:, None]  # (B, L)
         gamma = self._conc(self.prevalence_raw_conc[u])
         for _ in range(n_iter):

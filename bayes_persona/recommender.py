@@ -390,7 +390,7 @@ class PersonaRecommender:
                 b = seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
                 b = b if shard is None else shard.globalise(b)
                 if local_step:
-                    self.guide_.update_prevalence(b, alpha, lambda p, q, bb: log_softmax_normaliser(p, q, bb, N))
+                    self.guide_.update_prevalence(b, alpha)
                     if shard is not None:
                         shard.share_rows(self.guide_.prevalence_raw_conc.data, b.users)
                 return b
@@ -428,11 +428,8 @@ class PersonaRecommender:
             self.persona_init_length, self.random_state,
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        counts = np.diff(self.seen_.indptr.numpy())[:, None]
-        if self.feedback != "implicit":  # learnt by gradients: a vague start they can move
-            counts = np.full_like(counts, self.n_personas)
-        conc0 = float(self.prevalence_concentration) + counts * pi0  # as the conjugate step
-        self.guide_.initialise(f32(q0), f32(p0), f32(conc0))
+        counts = torch.as_tensor(np.diff(self.seen_.indptr.numpy()))
+        self.guide_.initialise(f32(q0), f32(p0), f32(pi0), counts, float(self.prevalence_concentration))
         if self.n_prototypes:  # prototypes start at taste clusters of the items, like personas
             c, _ = kmeans(q0, self.n_prototypes, self.random_state)
             with torch.no_grad():

@@ -51,7 +51,7 @@ def _one_user_guide(alpha=0.1):
     q[:10, 0] = 1.0
     q[10:, 1] = 1.0
     p = torch.tensor([[[6.0, 0.0], [0.0, 6.0]]])
-    guide.initialise(q, p, torch.tensor([[1.0, 1.0]]))
+    guide.initialise(q, p, torch.tensor([[0.5, 0.5]]), torch.tensor([2]), alpha)
     return model, guide
 
 
@@ -60,21 +60,17 @@ def _batch(items, weight=1.0):
     return Batch(torch.tensor([0]), it, torch.ones_like(it, dtype=torch.bool), torch.tensor([weight]))
 
 
-def _log_norm(p, q, b):
-    return torch.logsumexp(torch.einsum("bkd,nd->bkn", p, q) + b, -1)
-
-
 def test_conjugate_step_counts_the_items_each_persona_explains():
     _, guide = _one_user_guide(alpha=0.1)
     guide.collapsed_precision = False  # the plain conjugate step
     batch = _batch(list(range(8)) + [12, 15])
-    guide.update_prevalence(batch, 0.1, _log_norm)
+    guide.update_prevalence(batch, 0.1)
     gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
     # 8 items of persona 0's taste and 2 of persona 1's: gamma = alpha + expected counts
     torch.testing.assert_close(gamma, torch.tensor([8.1, 2.1]), atol=0.05, rtol=0)
     # with the precision of the z-summed likelihood: same mean, counts scaled by a ratio <= 1
     guide.collapsed_precision = True
-    guide.update_prevalence(batch, 0.1, _log_norm)
+    guide.update_prevalence(batch, 0.1)
     scaled = guide.prevalence_concentration(torch.tensor([0]))[0].detach() - 0.1
     ratio = scaled / (gamma - 0.1)
     torch.testing.assert_close(ratio[0], ratio[1], rtol=1e-3, atol=0)
@@ -83,7 +79,7 @@ def test_conjugate_step_counts_the_items_each_persona_explains():
 
 def test_conjugate_step_scales_subsampled_histories_and_prunes_unused_personas():
     _, guide = _one_user_guide(alpha=0.1)
-    guide.update_prevalence(_batch(list(range(5)), weight=3.0), 0.1, _log_norm)
+    guide.update_prevalence(_batch(list(range(5)), weight=3.0), 0.1)
     gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
     torch.testing.assert_close(gamma, torch.tensor([15.1, 0.1]), atol=0.05, rtol=0)
     # draws of the unused persona's prevalence are near zero, not at a floor
