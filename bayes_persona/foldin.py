@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayes_persona.data._validation import check_positive_float
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
 from bayes_persona.inference import SVIConfig, run_svi
@@ -97,14 +98,7 @@ def fold_in(
 
     model._check_fitted()
     n_steps = _check_int("n_steps", n_steps, 1)
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float))
-        or not (math.isfinite(learning_rate) and learning_rate > 0)
-    ):
-        raise DataValidationError(
-            f"learning_rate must be a positive finite float; got {learning_rate!r}"
-        )
+    check_positive_float("learning_rate", learning_rate)
     seed = (
         model.random_state if random_state is None else _check_int("random_state", random_state, 0)
     )

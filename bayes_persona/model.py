@@ -118,7 +118,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 import pyro
 import pyro.distributions as dist
 import torch
@@ -437,9 +436,12 @@ class _Guide(nn.Module):
             return
         u = batch.users
         p = self.persona_median(u)  # (B, K, D)
-        q, b = self.item_loc, self.bias_loc
-        log_choice = torch.einsum("bkd,bld->blk", p, q[batch.items]) + b[batch.items][..., None]
-        log_choice = log_choice - log_softmax_normaliser(p, q, b, self.n_items)[:, None, :]  # (B, L, K)
+        # The step's items, as in the model: on a sampled softmax the normaliser is estimated
+        # from the batch's negatives, so the local step costs no more than the step itself.
+        subsample, pos, neg = batch.item_subsample(self.n_items)
+        q, b = self.item_loc[subsample], self.bias_loc[subsample]
+        log_choice = torch.einsum("bkd,bld->blk", p, q[pos]) + b[pos][..., None]
+        log_choice = log_choice - log_softmax_normaliser(p, q[neg], b[neg], self.n_items)[:, None, :]  # (B, L, K)
         w = batch.mask.to(p.dtype) * batch.weight[:, None]  # (B, L)
         gamma = self._conc(self.prevalence_raw_conc[u])
         for _ in range(n_iter):

@@ -29,7 +29,12 @@ import torch
 
 from bayes_persona._version import __version__
 from bayes_persona.data._validation import check_min_int as _check_int
-from bayes_persona.data._validation import interactions_frame, validate_items, validate_ratings
+from bayes_persona.data._validation import (
+    check_positive_float,
+    interactions_frame,
+    validate_items,
+    validate_ratings,
+)
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
     DataTypeError,
@@ -245,9 +250,7 @@ class PersonaRecommender:
         _check_int("random_state", self.random_state, 0)
         _check_int("n_prototypes", self.n_prototypes, 0)
         if self.item_prior_scale is not None:
-            v = self.item_prior_scale
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise DataValidationError(f"item_prior_scale must be None or a positive finite float; got {v!r}")
+            check_positive_float("item_prior_scale", self.item_prior_scale)
         if self.n_negatives is not None:
             _check_int("n_negatives", self.n_negatives, 1)
         if self.feedback not in ("implicit", "explicit"):
@@ -255,9 +258,7 @@ class PersonaRecommender:
         if self.guide not in ("meanfield", "lowrank"):
             raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {self.guide!r}")
         for name in ("prevalence_concentration", "learning_rate", "init_scale"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise DataValidationError(f"{name} must be a positive finite float; got {v!r}")
+            check_positive_float(name, getattr(self, name))
         _check_prob("hdi_prob", self.hdi_prob)
         if self.device != "cpu" and not str(self.device).startswith("cuda"):
             raise DataValidationError(f"device must be 'cpu' or 'cuda[:N]'; got {self.device!r}")

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bayes_persona.model import _softplus_inv_tensor
 
 import bayes_persona as bp
 from bayes_persona import calibration, checks, comparison, plotting
 from bayes_persona.inference_data import to_inference_data
+from bayes_persona.model import _softplus_inv_tensor
 
 torch.set_num_threads(1)
 

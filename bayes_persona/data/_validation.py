@@ -410,6 +410,13 @@ def check_fraction(value: Any, name: str) -> float:
     return v
 
 
+def check_positive_float(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a finite int or float (not bool) above zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
+    return float(value)
+
+
 def check_min_int(name: str, value: Any, minimum: int) -> int:
     """Return ``value`` as an int if it is an integer (not bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
