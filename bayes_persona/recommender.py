@@ -782,6 +782,37 @@ class PersonaRecommender:
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype, "item_id": self.item_vocab_.ids.dtype})
 
+    def explain_draws(self, user_id: Any, item_ids: Any, n_draws: int | None = None) -> np.ndarray:
+        """Posterior draws of every explanation ``P(z = k | u, i)``.
+
+        The draws behind :meth:`explain`: with them a caller can summarise any function of
+        the explanation, for example ``P(z in A | u, i)`` for a set ``A`` of personas (sum
+        the rows of ``A``) with its own interval.
+
+        Parameters
+        ----------
+        user_id : id
+        item_ids : id or sequence of ids, length n (known items)
+        n_draws : int, optional
+            Number of posterior draws; default the model's ``n_draws`` (then the draws are
+            exactly those :meth:`explain` summarises).
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_draws, K, n)
+            Personas in :meth:`explain`'s order (0 = the user's most prevalent); each
+            column sums to one over the persona axis.
+        """
+        self._check_fitted()
+        ids, u = self._encode_users(user_id, "user_id")
+        if len(u) != 1:
+            raise DataValidationError(f"user_id must be a single id; got {len(u)}")
+        n_draws = self.n_draws if n_draws is None else _check_int("n_draws", n_draws, 2)
+        i = self.item_vocab_.encode(_as_id_list(item_ids, "item_ids"))
+        with torch.no_grad():
+            post, order, _ = self._persona_posterior(u, i, n_draws)
+        return post[:, 0][:, order[0]].cpu().numpy()
+
     def _persona_posterior(self, users: np.ndarray, items: np.ndarray, n_draws: int | None = None):
         """Per-draw ``P(z = k | u, i)`` for the given users and items, (S, B, K, n), in slot order."""
         n_draws = n_draws or self.n_draws
