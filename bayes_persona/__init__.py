@@ -13,6 +13,7 @@ import logging
 from bayes_persona._version import __version__
 from bayes_persona.data import (
     Dataset,
+    MergedAccounts,
     Split,
     SyntheticData,
     SyntheticTruth,
@@ -24,6 +25,7 @@ from bayes_persona.data import (
     load_items,
     load_movielens,
     make_synthetic,
+    merge_accounts,
     random_holdout,
     temporal_split,
     validation_split,
@@ -32,6 +34,7 @@ from bayes_persona.evaluation import evaluate
 from bayes_persona.exceptions import (
     BayesPersonaError,
     ChecksumError,
+    ConvergenceWarning,
     DatasetNotFoundError,
     DataTypeError,
     DataValidationError,
@@ -60,6 +63,8 @@ __all__ = [
     "load_items",
     "load_movielens",
     "make_synthetic",
+    "merge_accounts",
+    "MergedAccounts",
     "random_holdout",
     "temporal_split",
     "validation_split",
@@ -67,6 +72,7 @@ __all__ = [
     "persona_recovery",
     "BayesPersonaError",
     "ChecksumError",
+    "ConvergenceWarning",
     "DatasetNotFoundError",
     "DataTypeError",
     "DataValidationError",

@@ -13,6 +13,9 @@ Writes ``results.csv`` (tidy: model, protocol, metric, k, value, low, high) and
 ``python -m bayes_persona.bench scale [...]`` runs the cost benchmark instead
 (:mod:`bayes_persona.scale_bench`: seconds per epoch, steps per second and peak memory on
 planted data of growing size).
+
+``python -m bayes_persona.bench accounts [...]`` runs the shared-account attribution
+benchmark (:mod:`bayes_persona.accounts_bench`).
 """
 
 from __future__ import annotations
@@ -174,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.scale_bench import main as scale_main
 
         return scale_main(argv[1:])
+    if argv[:1] == ["accounts"]:  # python -m bayes_persona.bench accounts ...: attribution
+        from bayes_persona.accounts_bench import main as accounts_main
+
+        return accounts_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"), help="folder holding ml-100k/ (default $BAYES_PERSONA_DATA)")
     ap.add_argument("--out", default="results", help="output folder (default ./results)")

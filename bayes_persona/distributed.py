@@ -227,25 +227,6 @@ class UserShard:
         batch.users = self.users[batch.users]
         return batch
 
-    @torch.no_grad()
-    def share_rows(self, table: torch.Tensor, users: torch.Tensor) -> None:
-        """Give every rank the rows ``users`` of ``table`` that this rank just set (a local
-        step outside the gradients, e.g. the prevalences' conjugate update); collective."""
-        n = torch.tensor([len(users)], dtype=torch.int64, device=self.device)
-        counts = [torch.zeros_like(n) for _ in range(self.world)]
-        dist.all_gather(counts, n)
-        width = max(int(c) for c in counts)
-        u_buf = torch.zeros(width, dtype=torch.int64, device=self.device)
-        u_buf[: len(users)] = users
-        v_buf = torch.zeros((width, *table.shape[1:]), dtype=table.dtype, device=self.device)
-        v_buf[: len(users)] = table[users]
-        u_parts = [torch.empty_like(u_buf) for _ in range(self.world)]
-        v_parts = [torch.empty_like(v_buf) for _ in range(self.world)]
-        dist.all_gather(u_parts, u_buf)
-        dist.all_gather(v_parts, v_buf)
-        for c, u, v in zip(counts, u_parts, v_parts, strict=True):
-            table[u[: int(c)]] = v[: int(c)]
-
     # --- the run_svi protocol ---
     def scope(self) -> Messenger:
         return _ScaleUserPlate(self.user_factor)

@@ -16,6 +16,7 @@ __all__ = [
     "UnknownIdError",
     "ModelFitError",
     "SaveFormatError",
+    "ConvergenceWarning",
 ]
 
 
@@ -56,3 +57,7 @@ class ModelFitError(BayesPersonaError, RuntimeError):
 
 class SaveFormatError(BayesPersonaError, ValueError):
     """A saved model cannot be read: wrong format version, truncated or tampered file."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit ended at ``max_epochs`` while its objective was still improving."""

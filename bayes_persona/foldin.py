@@ -35,7 +35,7 @@ from bayes_persona.data._validation import check_positive_float
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
 from bayes_persona.inference import SVIConfig, run_svi
-from bayes_persona.initialization import seed_personas
+from bayes_persona.initialization import prevalence_from_shares, seed_personas
 from bayes_persona.model import PersonaModel, make_guide
 
 __all__ = ["fold_in"]
@@ -147,6 +147,7 @@ def fold_in(
         pm = PersonaModel(
             U, N, K, D, model.feedback, float(model.prevalence_concentration),
             n_prototypes=model.n_prototypes, item_prior_scale=model.item_prior_scale,
+            likelihood=model.likelihood,
         )  # fmt: skip
         pm.load_state_dict(model.model_.state_dict())
         new.model_ = pm.to(dev)
@@ -159,8 +160,9 @@ def fold_in(
             K, model.persona_init_length, seed,
         )  # fmt: skip
         f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        counts = torch.as_tensor(np.diff(new.seen_.indptr.numpy()))
-        guide.initialise(item_loc, f32(p0), f32(pi0), counts, float(model.prevalence_concentration))
+        if model.feedback == "implicit" and model.likelihood == "joint":
+            pi0 = prevalence_from_shares(pi0, p0, item_loc.numpy().astype(np.float64))
+        guide.initialise(item_loc, f32(p0), f32(pi0))
         guide.to(dev)
         # Share (not copy) everything that is not a user table: the items' posterior.
         for name, p in model.guide_.named_parameters():
@@ -182,16 +184,8 @@ def fold_in(
         )
         seen = new.seen_.to(dev)
 
-        local_step = model.feedback == "implicit"  # prevalences by their conjugate step, as in fit
-        if local_step:
-            guide.prevalence_raw_conc.requires_grad_(False)
-        alpha = float(model.prevalence_concentration)
-
         def next_batch(g: torch.Generator):
-            b = seen.sample_batch(g, model.batch_size, model.max_items_per_user, model.n_negatives_, N, dev)
-            if local_step:
-                guide.update_prevalence(b, alpha)
-            return b
+            return seen.sample_batch(g, model.batch_size, model.max_items_per_user, model.n_negatives_, N, dev)
 
         try:
             result = run_svi(new.model_, guide, next_batch, gen, config)
@@ -202,6 +196,7 @@ def fold_in(
     new.validation_ = []
     new.n_steps_ = result.steps
     new.stopped_early_ = result.stopped_early
+    new.converged_ = True  # a fixed number of steps with a decaying step size
     new._cache = {}
     logger.info("folded in %d user(s) in %d steps; final ELBO %.4g", U, result.steps, new.elbo_[-1])
     return new

@@ -55,7 +55,13 @@ class SVIConfig:
     patience : int
         Epochs without improvement before stopping (``0`` disables early stopping).
     tol : float
-        Relative improvement of the epoch-mean ELBO (or validation score) that counts.
+        Relative improvement of the validation score that counts.
+    elbo_window : int
+        Without a validation score, an epoch counts as an improvement when the mean ELBO of
+        the last ``elbo_window`` epochs exceeds that of the ``elbo_window`` before by more
+        than two standard errors of the difference (estimated from the steps' ELBOs), so
+        that minibatch noise neither stops a fit that is still rising nor prolongs one
+        that has levelled off.
     progress : bool
         Show a tqdm progress bar.
     checkpoint_dir : path, optional
@@ -72,6 +78,7 @@ class SVIConfig:
     lr_decay: float = 0.1
     patience: int = 20
     tol: float = 1e-4
+    elbo_window: int = 5
     progress: bool = True
     checkpoint_dir: str | os.PathLike | None = None
     checkpoint_every: int = 100
@@ -87,6 +94,17 @@ class SVIResult:
     steps: int = 0
     stopped_early: bool = False
     best_step: int | None = None
+    still_improving: bool = False
+
+
+def elbo_still_rising(elbo: list[float], window: int) -> bool:
+    """Whether the mean of the last ``window`` ELBOs exceeds that of the ``window`` before
+    by more than two standard errors (True while there are fewer than ``2 * window``)."""
+    if len(elbo) < 2 * window:
+        return True
+    last, prev = np.asarray(elbo[-window:]), np.asarray(elbo[-2 * window : -window])
+    se = math.sqrt((last.var(ddof=1) + prev.var(ddof=1)) / window)
+    return float(last.mean() - prev.mean()) > 2.0 * se
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
@@ -243,7 +261,11 @@ def run_svi(
                     result.validation.append((result.steps, score))
                 else:
                     score = epoch_elbo
-                improved = not math.isfinite(best_score) or score > best_score + config.tol * abs(best_score)
+                if validate is not None:
+                    improved = not math.isfinite(best_score) or score > best_score + config.tol * abs(best_score)
+                else:
+                    improved = elbo_still_rising(result.elbo, config.elbo_window * config.steps_per_epoch)
+                result.still_improving = improved
                 if improved:
                     best_score, bad_epochs = score, 0
                     result.best_step = result.steps

@@ -102,6 +102,7 @@ import torch
 from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataTypeError, DataValidationError, NotFittedError
+from bayes_persona.model import persona_shares
 
 __all__ = ["to_inference_data", "REPLICATE_OPTIONS"]
 
@@ -683,6 +684,9 @@ def _draw_groups(
             else:
                 d = _prior_user_draws(model, users, S, seed)
             p, pi, b_u = d["persona_factors"], d["prevalence"], d["user_bias"]
+            if source != "posterior" and implicit and getattr(model, "likelihood", "mixture") == "joint":
+                log_norm = torch.logsumexp(torch.einsum("sbkd,snd->sbkn", p, q) + b[:, None, None, :], -1)
+                pi = persona_shares(torch.log(pi), log_norm).exp()  # the prior's shares P(z=k | u)
             if source == "posterior":
                 order = torch.argsort(pi.mean(0), dim=-1, descending=True)  # (b, K)
             else:

@@ -111,3 +111,32 @@ def seed_personas(
     persona[:, :k][used] = centroids[top[used]]
     share[:, :k][used] += top_counts[used] / np.maximum(counts.sum(1, keepdims=True), 1.0).repeat(k, 1)[used]
     return length * persona, share / share.sum(1, keepdims=True)
+
+
+def prevalence_from_shares(
+    shares: np.ndarray, personas: np.ndarray, items: np.ndarray, bias: np.ndarray | None = None, floor: float = 1e-3
+) -> np.ndarray:
+    """The joint form's prevalences whose persona shares are ``shares``, (U, K).
+
+    In the joint form a persona's share of a user's choices is ``pi_k Z_k / sum pi Z``
+    (:func:`bayes_persona.model.persona_shares`), so ``pi_k`` is proportional to
+    ``w_k / Z_k`` with ``Z_k = sum_j exp(p_k . q_j + b_j)``.
+
+    Parameters
+    ----------
+    shares : ndarray, shape (U, K)
+        Rows on the simplex; floored at ``floor`` first.
+    personas : ndarray, shape (U, K, D)
+    items : ndarray, shape (N, D)
+    bias : ndarray, shape (N,), optional
+        Item biases; zero when not given.
+    floor : float
+    """
+    logits = np.einsum("ukd,nd->ukn", personas, items)
+    if bias is not None:
+        logits = logits + bias
+    top = logits.max(-1, keepdims=True)
+    log_z = top[..., 0] + np.log(np.exp(logits - top).sum(-1))
+    log_pi = np.log(np.clip(shares, floor, None)) - log_z
+    pi = np.exp(log_pi - log_pi.max(-1, keepdims=True))
+    return pi / pi.sum(-1, keepdims=True)

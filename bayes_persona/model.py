@@ -7,34 +7,42 @@ For every item :math:`i` and user :math:`u` with :math:`K` personas in :math:`\m
 .. math::
 
     q_i &\sim \mathcal{N}(0, s_q^2 I_D), \qquad b_i \sim \mathcal{N}(0, s_b^2) \\
-    \pi_u &\sim \mathrm{Dirichlet}(\alpha, \dots, \alpha) \qquad (\alpha < 1: \text{sparse}) \\
+    \pi_u &\sim \mathrm{Dirichlet}(\alpha, \dots, \alpha) \\
     p_{uk} &\sim \textstyle\sum_{t=1}^{T} \rho_t\, \mathcal{N}(m_t, s_p^2 I_D), \quad k = 1..K \\
-    z_{ui} &\sim \mathrm{Categorical}(\pi_u) \\
-    i &\sim \mathrm{softmax}_j(p_{u z} \cdot q_j + b_j)
+    (z_{ui}, i) &\sim p(z = k, i \mid u) \propto \pi_{uk} \exp(p_{uk} \cdot q_i + b_i)
+    \qquad \text{(the joint form)}
+
+The user picks the persona and the item together, normalised over all (persona, item)
+pairs with one normaliser per user. The latent assignment's posterior is then the
+candidate-dependent attention of AMP-CF [1]_ with the prevalence as its prior,
+
+.. math::  P(z = k \mid u, i, \theta) = \mathrm{softmax}_k(\log \pi_{uk} + p_{uk} \cdot q_i),
+
+so the persona whose taste fits the candidate explains it; the item's probability is a soft
+maximum over personas, :math:`p(i \mid u) \propto \sum_k \pi_{uk} \exp(p_{uk} \cdot q_i + b_i)`.
+Across posterior draws of :math:`\theta` the attention has a distribution whose mean and
+credible interval are the explanation of the item. :math:`z` is summed out exactly.
+
+Writing :math:`Z_{uk} = \sum_j \exp(p_{uk} \cdot q_j + b_j)`, the joint form is
+:math:`p(z = k, i \mid u) = w_{uk}\, \mathrm{softmax}_j(p_{uk} \cdot q_j + b_j)_i` with the
+persona *shares* :math:`w_{uk} = \pi_{uk} Z_{uk} / \sum_{k'} \pi_{uk'} Z_{uk'} = P(z = k \mid u)`
+(:func:`persona_shares`): the same family of distributions as a mixture of softmaxes, with
+the prior on :math:`\pi` instead of on the shares. ``likelihood="mixture"`` puts the
+Dirichlet on the shares themselves (:math:`w = \pi`; the form before version 0.2, kept for
+comparison). Outputs report the shares as the personas' prevalences in both forms.
 
 Personas are drawn around :math:`T` population *taste prototypes* :math:`m_t` (weights
 :math:`\rho`): horror fans resemble each other, so a persona borrows the length and direction
 of its taste from every user who shares it instead of estimating them from its own few
 items. ``n_prototypes=0`` gives the isotropic prior :math:`p_{uk} \sim \mathcal{N}(0, s_p^2 I_D)`.
 
-The persona assignment :math:`z` is summed out exactly:
-:math:`\log p(i \mid u) = \mathrm{logsumexp}_k [\log \pi_{uk} + \log \mathrm{softmax}_k(i)]`.
-Its posterior is the candidate-dependent attention of AMP-CF made probabilistic,
-
-.. math::  P(z = k \mid u, i, \theta) \propto \pi_{uk}\, \mathrm{softmax}_j(p_{uk} \cdot q_j + b_j)_i ,
-
-the persona whose taste fits the item lights up; across posterior draws of
-:math:`\theta` it has a distribution whose mean and credible interval are the
-explanation of the item.
-
-Why the softmax likelihood rather than a Bernoulli on observed versus sampled
-unobserved pairs: an interaction is a *choice* among the catalogue, the softmax makes
-:math:`z` a proper mixture indicator (so the attention is exactly the assignment's
-posterior, not a weighting), and its normaliser depends only on (user, persona), so it is
-computed once per user in a minibatch and shared by all of that user's interactions. On
-large catalogues the normaliser :math:`Z_{uk} = \sum_j \exp(s_{ukj})` is estimated from
-``n_negatives`` items drawn uniformly, :math:`\hat Z = (N/S) \sum_{j \in S} \exp(s_{ukj})`,
-which is unbiased for :math:`Z` (the sampled-softmax correction; the log is consistent
+Why a softmax likelihood rather than a Bernoulli on observed versus sampled unobserved
+pairs: an interaction is a *choice* among the catalogue, the softmax makes :math:`z` a
+proper assignment (so the attention is exactly its posterior, not a weighting), and its
+normaliser depends only on the user, so it is computed once per user in a minibatch and
+shared by all of that user's interactions. On large catalogues :math:`Z_{uk}` is estimated
+from ``n_negatives`` items drawn uniformly, :math:`\hat Z = (N/S) \sum_{j \in S} \exp(s_{ukj})`,
+which is unbiased for :math:`Z` (the sampled-softmax correction [3]_; the log is consistent
 but biased by Jensen's gap, which vanishes as S grows).
 
 Explicit ratings
@@ -62,26 +70,16 @@ persona.
 Guides
 ------
 Persona and item factors and biases get Normal factors (mean-field, or low-rank within a
-user's persona block). The prevalences get their conjugate family,
-:math:`q(\pi_u) = \mathrm{Dirichlet}(\gamma_u)`. For implicit feedback :math:`\gamma_u` is not
-moved by gradients but set by the local step of SVI [2]_ whenever the user is in a
-minibatch: with the assignment written out, the optimal Dirichlet factor given the rest of
-the guide is :math:`\gamma_{uk} = \alpha + \sum_i r_{uik}`, the responsibilities
-:math:`r_{uik} \propto \exp(E[\log \pi_{uk}] + \log \mathrm{softmax}_k(i))` taken at the
-guide's locations and iterated with :math:`\gamma` to their fixed point
-(:meth:`_Guide.update_prevalence`). A persona the user does not need keeps
-:math:`\gamma \approx \alpha`, so its prevalence draws are near zero rather than at a floor
-that would cap every other persona's probability; the digamma in :math:`E[\log \pi]`
-prunes a persona that duplicates a stronger one. The conjugate step treats the
-assignments as known, which over-states what ambiguous interactions say about
-:math:`\pi`; its counts are therefore scaled by the share of them that the z-summed
-likelihood carries (:func:`effective_count_ratio`, its curvature in :math:`\pi`): the
-mean of :math:`\gamma` is kept, its precision drops where personas overlap. (Without the
-scaling, simulation-based calibration on worlds from the isotropic prior covered 36% with
-nominal 90% prevalence intervals; with it, 70%.) Explicit ratings learn :math:`\gamma` by
-reparameterised gradients. (For implicit feedback those were unstable, reaching NaN on
-planted data: the Dirichlet's implicit reparameterisation gradient at prevalences near
-zero.)
+user's persona block). The prevalences get the prior's family,
+:math:`q(\pi_u) = \mathrm{Dirichlet}(\gamma_u)`. Every factor, the prevalences' included, is
+moved by reparameterised gradients [4]_ of one bound, the ELBO
+:math:`E_q[\log p(x, \theta) - \log q(\theta)]` (Monte Carlo, one draw per step); there is
+no local step at plug-in locations. The Dirichlet draws are made in float64: with a
+concentration near 0.1 about one float32 draw in 6,000 falls below the smallest normal
+float32 (1.2e-38), where torch clamps it, so the tail that prunes a persona would be cut.
+A persona the user does
+not need ends with :math:`\gamma \approx \alpha`: its prevalence draws are near zero, so it
+claims no item, while the data can still revive it.
 
 Plates and minibatches
 ----------------------
@@ -110,6 +108,8 @@ References
    JMLR 14, 2013.
 .. [3] Y. Bengio, J.-S. Senecal. "Adaptive Importance Sampling to Accelerate Training of a
    Neural Probabilistic Language Model". IEEE TNN 19(4), 2008 (sampled softmax).
+.. [4] D. P. Kingma, M. Welling. "Auto-Encoding Variational Bayes". ICLR 2014 (the
+   reparameterised gradients of the ELBO).
 """
 
 from __future__ import annotations
@@ -221,8 +221,12 @@ class PersonaModel(nn.Module):
         rating_mean: float = 0.0,
         n_prototypes: int = 0,
         item_prior_scale: float | None = None,
+        likelihood: str = "joint",
     ) -> None:
         super().__init__()
+        if likelihood not in ("joint", "mixture"):
+            raise ValueError(f"likelihood must be 'joint' or 'mixture'; got {likelihood!r}")
+        self.likelihood = likelihood
         self.n_users, self.n_items = n_users, n_items
         self.n_personas, self.n_factors = n_personas, n_factors
         self.feedback = feedback
@@ -260,8 +264,8 @@ class PersonaModel(nn.Module):
 
         with pyro.plate("users", self.n_users, subsample=batch.users, dim=-2):
             if K > 1:
-                alpha = torch.full((K,), self.prevalence_concentration, device=q.device)
-                pi = pyro.sample("prevalence", dist.Dirichlet(alpha))  # (B, 1, K)
+                alpha = torch.full((K,), self.prevalence_concentration, device=q.device, dtype=torch.float64)
+                pi = pyro.sample("prevalence", dist.Dirichlet(alpha))  # (B, 1, K), float64
             else:
                 pi = torch.ones(len(batch.users), 1, 1, device=q.device)
             # A user's K persona vectors are one (K, D) block, so that a guide may correlate them.
@@ -272,7 +276,9 @@ class PersonaModel(nn.Module):
             # Which persona explains each interaction (z) is summed out exactly.
             affinity = torch.einsum("bkd,bld->blk", p, q[pos])  # p_uk . q_i, (B, L, K)
             if self.feedback == "implicit":
-                log_lik = implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, self.n_items)
+                log_lik = implicit_log_likelihood(
+                    pi, p, affinity, q, b, pos, neg, self.n_items, joint=self.likelihood == "joint"
+                )
             else:
                 log_lik = explicit_log_likelihood(
                     pi, affinity, b[pos], b_u, batch.ratings, self.global_mean,
@@ -295,15 +301,34 @@ class PersonaModel(nn.Module):
         return dist.MixtureSameFamily(mix, comp).to_event(1)
 
 
-def implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, n_items: int) -> torch.Tensor:
-    """``log sum_k pi_uk softmax_k(i)`` for each interaction, shape (B, L).
+def implicit_log_likelihood(pi, p, affinity, q, b, pos, neg, n_items: int, joint: bool = True) -> torch.Tensor:
+    """``log p(i | u) = log sum_k w_uk softmax_k(i)`` for each interaction, shape (B, L).
 
     ``pi`` (B, 1, K); ``p`` (B, K, D); ``affinity`` (B, L, K); ``q`` (C, D) and ``b`` (C,)
-    are the step's items; ``pos`` (B, L) and ``neg`` (S,) index into them.
+    are the step's items; ``pos`` (B, L) and ``neg`` (S,) index into them. ``w`` are the
+    persona shares (:func:`persona_shares`): ``pi`` itself for the mixture form, and
+    ``pi_k Z_k / sum_k' pi_k' Z_k'`` for the joint form, where the log of the result equals
+    ``logsumexp_k(log pi_uk + p_uk . q_i) + b_i - log sum_k pi_uk Z_uk``.
     """
     log_norm = log_softmax_normaliser(p, q[neg], b[neg], n_items)  # (B, K)
     log_choice = affinity + b[pos][..., None] - log_norm[:, None, :]  # log softmax_k(i)
-    return torch.logsumexp(torch.log(pi) + log_choice, dim=-1)
+    log_w = persona_shares(torch.log(pi).to(affinity.dtype), log_norm[:, None, :], joint)
+    return torch.logsumexp(log_w + log_choice, dim=-1)
+
+
+def persona_shares(log_pi: torch.Tensor, log_norm: torch.Tensor, joint: bool = True) -> torch.Tensor:
+    r"""Log persona shares :math:`\log w_{uk} = \log P(z = k \mid u)`, shape of ``log_pi``.
+
+    In the joint form the user draws persona and item together,
+    :math:`p(z = k, i \mid u) \propto \pi_{uk} \exp(p_{uk} \cdot q_i + b_i)`, so a persona's
+    share of the user's choices is :math:`w_{uk} = \pi_{uk} Z_{uk} / \sum_{k'} \pi_{uk'} Z_{uk'}`
+    with :math:`Z_{uk} = \sum_j \exp(p_{uk} \cdot q_j + b_j)` (``log_norm``, broadcastable to
+    ``log_pi``). In the mixture form the prevalence is the share, :math:`w = \pi`. Either
+    way :math:`p(z = k, i \mid u) = w_{uk}\, \mathrm{softmax}_k(i)`.
+    """
+    if not joint:
+        return log_pi
+    return torch.log_softmax(log_pi + log_norm, dim=-1)
 
 
 def log_softmax_normaliser(p, q, b, n_items: int) -> torch.Tensor:
@@ -319,29 +344,10 @@ def log_softmax_normaliser(p, q, b, n_items: int) -> torch.Tensor:
 
 def explicit_log_likelihood(pi, affinity, b_i, b_u, ratings, mu, sigma, tau) -> torch.Tensor:
     """``log sum_k P(z=k | u, i) N(r | p_uk . q_i + b_i + b_u + mu, sigma)``, shape (B, L)."""
-    log_attention = torch.log_softmax(torch.log(pi) + affinity / tau, dim=-1)
+    log_attention = torch.log_softmax(torch.log(pi).to(affinity.dtype) + affinity / tau, dim=-1)
     mean = affinity + (b_i + b_u + mu)[..., None]
     log_obs = dist.Normal(mean, sigma).log_prob(ratings[..., None])
     return torch.logsumexp(log_attention + log_obs, dim=-1)
-
-
-def effective_count_ratio(r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """How much of a user's count the z-summed likelihood actually carries about pi, (B,).
-
-    ``r`` (B, L, K) responsibilities, ``w`` (B, L) weights (zero on padding). With the
-    assignments known the prevalences get the information of ``n`` multinomial draws; summed
-    out, an interaction that two personas explain equally says nothing about their shares.
-    For K = 2 the curvature of ``sum_i log(pi f_1i + (1 - pi) f_2i)`` is
-    ``S / (pi (1 - pi))`` with ``S = sum_i sum_k (r_ik - m_k)^2 / m_k`` (``m`` the mean
-    responsibilities), against ``n / (pi (1 - pi))`` for known assignments; the ratio
-    ``S(r) / S(argmax r)`` (regularised by one count) is that share for any K, 1 for
-    sharp responsibilities and 0 when every interaction is ambiguous.
-    """
-    n = w.sum(-1, keepdim=True).clamp_min(1e-12)
-    m = (torch.einsum("bl,blk->bk", w, r) / n).clamp_min(1e-12)[:, None, :]  # (B, 1, K)
-    hard = nn.functional.one_hot(r.argmax(-1), r.shape[-1]).to(r.dtype)
-    stat = lambda x: torch.einsum("bl,bl->b", w, ((x - m) ** 2 / m).sum(-1))  # noqa: E731
-    return ((stat(r) + 1.0) / (stat(hard) + 1.0)).clamp(0.0, 1.0)
 
 
 class _Guide(nn.Module):
@@ -352,42 +358,33 @@ class _Guide(nn.Module):
         U, N, K, D = model.n_users, model.n_items, model.n_personas, model.n_factors
         self.n_users, self.n_items, self.n_personas, self.n_factors = U, N, K, D
         self.explicit = model.feedback == "explicit"
+        self.alpha = float(model.prevalence_concentration)
         # Row-sparse gradients for the user / item tables (lazy updates, O(batch) per step);
         # set by the caller when a step touches a small share of the rows.
         self.sparse_users = self.sparse_items = False
-        self.collapsed_precision = True
         raw = _softplus_inv(init_scale)
         randn = lambda *shape: 0.1 * torch.randn(*shape, generator=generator)  # noqa: E731
         self.item_loc = nn.Parameter(randn(N, D))
         self.item_raw_scale = nn.Parameter(torch.full((N, D), raw))
         self.bias_loc = nn.Parameter(torch.zeros(N))
         self.bias_raw_scale = nn.Parameter(torch.full((N,), raw))
-        # q(pi_u) = Dirichlet(gamma_u), the conjugate family: a persona the user does not need
-        # gets gamma ~ alpha < 1 and prevalence draws near zero, not a floor.
+        # q(pi_u) = Dirichlet(gamma_u), the prior's family, learned by reparameterised
+        # gradients of the ELBO like every other factor (drawn in float64: see _user_scalars),
+        # gamma = _MIN_CONC + softplus(raw).
         self.prevalence_raw_conc = nn.Parameter(torch.full((U, K if K > 1 else 0), _softplus_inv(1.0)))
         if self.explicit:
             self.user_bias_loc = nn.Parameter(torch.zeros(U))
             self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
 
-    def initialise(
-        self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor,
-        counts: torch.Tensor, alpha: float,
-    ) -> None:  # fmt: skip
-        """Set the locations of item factors (N, D) and persona factors (U, K, D), and the
-        prevalences' Dirichlet factors from initial shares (U, K; rows on the simplex).
-
-        For implicit feedback the concentrations start where the conjugate step would put
-        them, ``alpha + counts * prevalence`` (``counts`` (U,): interactions per user); for
-        explicit ratings, whose concentrations gradients must move, at a vague
-        ``alpha + K * prevalence``.
-        """
+    def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor) -> None:
+        """Set the locations of item factors (N, D), persona factors (U, K, D) and the
+        prevalences' Dirichlet factors to a vague ``alpha + prevalence`` (U, K; rows on the
+        simplex; ``alpha`` the prior's concentration): the data move them from there."""
         with torch.no_grad():
             self.item_loc.copy_(item_loc)
             self.persona_loc.copy_(persona_loc.reshape(self.persona_loc.shape))
             if self.n_personas > 1:
-                n = torch.full_like(counts, self.n_personas) if self.explicit else counts
-                conc = alpha + n.to(prevalence.dtype)[:, None] * prevalence
-                self.prevalence_raw_conc.copy_(_softplus_inv_tensor(conc - _MIN_CONC))
+                self.set_prevalence_concentration(self.alpha + prevalence)
 
     @staticmethod
     def _pos(raw: torch.Tensor) -> torch.Tensor:
@@ -404,8 +401,10 @@ class _Guide(nn.Module):
 
     def _user_scalars(self, users: torch.Tensor) -> None:
         if self.n_personas > 1:
+            # float64 draws: at concentrations ~0.1 about one float32 draw in 6,000 falls below
+            # 1.2e-38 and is clamped there; in float64 the small tail is kept.
             conc = self._conc(self._user_rows(self.prevalence_raw_conc, users))
-            pyro.sample("prevalence", dist.Dirichlet(conc[:, None, :]))
+            pyro.sample("prevalence", dist.Dirichlet(conc.double()[:, None, :]))
         if self.explicit:
             loc = self._user_rows(self.user_bias_loc, users)[:, None]
             scale = self._pos(self._user_rows(self.user_bias_raw_scale, users))[:, None]
@@ -418,44 +417,18 @@ class _Guide(nn.Module):
         b = self.bias_loc + self._pos(self.bias_raw_scale) * eps_bias
         return q, b
 
-    @torch.no_grad()
-    def update_prevalence(self, batch: Batch, alpha: float, n_iter: int = 10) -> None:
-        """Local step of SVI for the prevalences of the batch's users (Hoffman et al. 2013).
-
-        With the assignment written out, the optimal Dirichlet factor given the rest of the
-        guide is the conjugate update ``gamma_uk = alpha + sum_i r_uik``, where the
-        responsibilities ``r_uik`` are proportional to ``exp(E[log pi_uk] + log softmax_k(i))``
-        and ``E[log pi_uk] = digamma(gamma_uk) - digamma(sum_k gamma_uk)``. It is iterated
-        to its fixed point at the guide's locations. A persona the user's items do not need
-        ends with ``gamma ~ alpha``; the digamma term makes a weak persona lose
-        responsibility to a strong one, which prunes duplicates. With
-        ``collapsed_precision`` (the default) the counts are then scaled by
-        :func:`effective_count_ratio`.
-        """
-        if self.n_personas == 1:
-            return
-        u = batch.users
-        p = self.persona_median(u)  # (B, K, D)
-        # The step's items, as in the model: on a sampled softmax the normaliser is estimated
-        # from the batch's negatives, so the local step costs no more than the step itself.
-        subsample, pos, neg = batch.item_subsample(self.n_items)
-        q, b = self.item_loc[subsample], self.bias_loc[subsample]
-        log_choice = torch.einsum("bkd,bld->blk", p, q[pos]) + b[pos][..., None]
-        log_choice = log_choice - log_softmax_normaliser(p, q[neg], b[neg], self.n_items)[:, None, :]  # (B, L, K)
-        w = batch.mask.to(p.dtype) * batch.weight[:, None]  # (B, L)
-        gamma = self._conc(self.prevalence_raw_conc[u])
-        for _ in range(n_iter):
-            e_log_pi = torch.digamma(gamma) - torch.digamma(gamma.sum(-1, keepdim=True))
-            r = torch.softmax(e_log_pi[:, None, :] + log_choice, dim=-1)
-            counts = torch.einsum("bl,blk->bk", w, r)
-            gamma = alpha + counts
-        if self.collapsed_precision:
-            gamma = alpha + effective_count_ratio(r, w)[:, None] * counts
-        self.prevalence_raw_conc[u] = _softplus_inv_tensor(gamma - _MIN_CONC)
-
     @staticmethod
     def _conc(raw: torch.Tensor) -> torch.Tensor:
-        return nn.functional.softplus(raw) + _MIN_CONC
+        return _MIN_CONC + nn.functional.softplus(raw)
+
+    @torch.no_grad()
+    def set_prevalence_concentration(self, conc: torch.Tensor, users: torch.Tensor | None = None) -> None:
+        """Set the Dirichlet concentrations (B, K) of ``users`` (default: all, (U, K))."""
+        raw = _softplus_inv_tensor(conc - _MIN_CONC)
+        if users is None:
+            self.prevalence_raw_conc.copy_(raw)
+        else:
+            self.prevalence_raw_conc[users] = raw.to(self.prevalence_raw_conc.dtype)
 
     def prevalence_concentration(self, users: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentrations of the users' prevalences, (B, K)."""
@@ -471,7 +444,7 @@ class _Guide(nn.Module):
         dev = self.item_loc.device
         if self.n_personas == 1:
             return torch.ones(n_draws, len(users), 1, device=dev)
-        # float64 softplus: a float32 kernel may round a row differently in another batch.
+        # float64: a float32 kernel may round a row differently in another batch.
         raw = self.prevalence_raw_conc[users].detach().cpu().double().numpy()
         conc = np.logaddexp(0.0, raw) + _MIN_CONC  # (B, K)
         out = np.empty((n_draws, len(users), self.n_personas))
@@ -496,9 +469,14 @@ class _Guide(nn.Module):
         return conc / conc.sum(-1, keepdim=True)
 
     @property
+    def persona_noise_dim(self) -> int:
+        """Standard normals one draw of a user's persona block consumes."""
+        return self.n_personas * self.n_factors
+
+    @property
     def noise_dim_user(self) -> int:
         """Standard normals a user's draw consumes: personas, then the user bias."""
-        return self.n_personas * self.n_factors + 1
+        return self.persona_noise_dim + 1
 
 
 class MeanFieldGuide(_Guide):
@@ -582,8 +560,8 @@ class LowRankGuide(_Guide):
         return self.persona_loc[users].reshape(len(users), self.n_personas, self.n_factors)
 
     @property
-    def noise_dim_user(self) -> int:
-        return super().noise_dim_user + self.rank
+    def persona_noise_dim(self) -> int:
+        return self.n_personas * self.n_factors + self.rank
 
 
 def make_guide(kind: str, model: PersonaModel, init_scale: float, generator: torch.Generator) -> _Guide:

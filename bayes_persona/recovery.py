@@ -8,7 +8,7 @@ invariant to label switching.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,10 @@ import torch
 from bayes_persona.data.synthetic import SyntheticTruth
 from bayes_persona.posterior import best_permutation, hdi
 
-__all__ = ["RecoveryReport", "persona_recovery"]
+__all__ = ["RecoveryReport", "persona_recovery", "LEVELS", "UNCERTAIN"]
+
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+UNCERTAIN = (0.05, 0.95)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,15 @@ class RecoveryReport:
     hdi_prob, prevalence_threshold : float
     per_user : DataFrame
         ``user_id, n_planted, n_found, accuracy, coverage``.
+    uncertain_coverage : dict of float to float
+        Coverage at each level of :data:`LEVELS` restricted to the *uncertain* pairs, whose
+        generating probability lies in ``UNCERTAIN`` = (0.05, 0.95). Pairs at 0 or 1 are
+        covered by any interval that touches the boundary, so they make pooled coverage
+        easy; this is the figure that says whether the intervals are calibrated.
+    uncertain_share : float
+        Share of (interaction, taste) pairs that are uncertain.
+    uncertain_width : float
+        Mean width of the ``hdi_prob`` intervals on the uncertain pairs.
     """
 
     assignment_accuracy: float
@@ -52,6 +64,9 @@ class RecoveryReport:
     hdi_prob: float
     prevalence_threshold: float
     per_user: pd.DataFrame
+    uncertain_coverage: dict = field(default_factory=dict)
+    uncertain_share: float = float("nan")
+    uncertain_width: float = float("nan")
 
     def summary(self) -> str:
         return (
@@ -61,7 +76,13 @@ class RecoveryReport:
             f"for {self.count_accuracy:.1%} of users; "
             f"{self.hdi_prob:.0%} intervals cover the generating probability for "
             f"{self.interval_coverage:.1%} of (interaction, taste) pairs "
-            f"({self.interval_coverage_multi:.1%} for users with several tastes)"
+            f"({self.interval_coverage_multi:.1%} for users with several tastes); on the "
+            f"{self.uncertain_share:.1%} of pairs whose generating probability is in "
+            f"({UNCERTAIN[0]:g}, {UNCERTAIN[1]:g}) the "
+            + ", ".join(f"{lv:.0%}" for lv in self.uncertain_coverage)
+            + " intervals cover "
+            + ", ".join(f"{c:.1%}" for c in self.uncertain_coverage.values())
+            + f" (mean {self.hdi_prob:.0%} width {self.uncertain_width:.2f})"
         )
 
 
@@ -98,6 +119,8 @@ def persona_recovery(
     if users is None:
         users = pd.unique(inter["user_id"])
     rows, hits, total, cov_hits, cov_total, multi_hits, multi_total = [], 0, 0, 0, 0, 0, 0
+    unc_hits = dict.fromkeys(LEVELS, 0)
+    unc_total, unc_width, n_pairs = 0, 0.0, 0
     by_user = dict(tuple(inter.groupby("user_id", sort=False)))
     for uid in users:
         grp = by_user.get(uid)
@@ -123,6 +146,15 @@ def persona_recovery(
         true_post = truth.persona_posterior(np.full(len(grp), uid), grp["item_id"].to_numpy())[:, :m]
         low, high = hdi(post[:, perm, :], hdi_prob, axis=0)  # (m, n)
         covered = (low <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= high)
+        n_pairs += true_post.size
+        unc = (true_post.T > UNCERTAIN[0]) & (true_post.T < UNCERTAIN[1])  # (m, n)
+        if unc.any():
+            unc_total += int(unc.sum())
+            unc_width += float((high - low)[unc].sum())
+            for lv in LEVELS:
+                lo_l, hi_l = (low, high) if lv == hdi_prob else hdi(post[:, perm, :], lv, axis=0)
+                ok = (lo_l <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= hi_l)
+                unc_hits[lv] += int(ok[unc].sum())
         hits += int(agree.sum())
         total += len(agree)
         cov_hits += int(covered.sum())
@@ -148,4 +180,7 @@ def persona_recovery(
         hdi_prob=hdi_prob,
         prevalence_threshold=prevalence_threshold,
         per_user=per_user,
+        uncertain_coverage={lv: unc_hits[lv] / max(unc_total, 1) for lv in LEVELS},
+        uncertain_share=unc_total / max(n_pairs, 1),
+        uncertain_width=unc_width / max(unc_total, 1),
     )

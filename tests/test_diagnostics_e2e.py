@@ -21,7 +21,7 @@ import torch
 import bayes_persona as bp
 from bayes_persona import calibration, checks, comparison, plotting
 from bayes_persona.inference_data import to_inference_data
-from bayes_persona.model import _softplus_inv_tensor
+from bayes_persona.initialization import prevalence_from_shares
 
 torch.set_num_threads(1)
 
@@ -42,7 +42,11 @@ def pin_to_truth(model: bp.PersonaRecommender, truth: bp.SyntheticTruth) -> bp.P
         g.item_loc.copy_(f32(truth.item_factors[ii]))
         g.bias_loc.copy_(f32(truth.item_bias[ii]))
         g.persona_loc.copy_(f32(truth.persona_factors[ui]))
-        g.prevalence_raw_conc.copy_(_softplus_inv_tensor(f32(1e6 * w)))  # Dirichlet ~ point mass
+        if model.likelihood == "joint":  # the prevalences whose shares are the planted weights
+            w = prevalence_from_shares(
+                w, truth.persona_factors[ui], truth.item_factors[ii], truth.item_bias[ii], floor=1e-4
+            )
+        g.set_prevalence_concentration(f32(1e6 * w))  # Dirichlet ~ point mass
         for name in (
             "item_raw_scale",
             "bias_raw_scale",

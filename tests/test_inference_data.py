@@ -111,8 +111,9 @@ def test_subsets_reuse_the_same_draws(planted, idata_test):
     sub = to_inference_data(model, S, users=users, items=items, test=split.test)
     full = idata_test
     for u in users:
+        # Shares depend on the persona draws through Z (float32 kernels: rounding at 1e-7).
         np.testing.assert_allclose(
-            sub.posterior["prevalence"].sel(user=u), full.posterior["prevalence"].sel(user=u)
+            sub.posterior["prevalence"].sel(user=u), full.posterior["prevalence"].sel(user=u), rtol=1e-5
         )
         np.testing.assert_allclose(
             sub.posterior["log_normaliser"].sel(user=u),

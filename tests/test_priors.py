@@ -1,5 +1,5 @@
-"""The persona prior (taste prototypes), the fixed item scale and the prevalences' conjugate
-local step (see bayes_persona.model)."""
+"""The persona prior (taste prototypes), the fixed item scale, the joint likelihood and the
+prevalences' logistic-normal guide (see bayes_persona.model)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona.model import Batch, PersonaModel, make_guide
+from bayes_persona.model import (
+    Batch,
+    PersonaModel,
+    implicit_log_likelihood,
+    make_guide,
+    persona_shares,
+)
 
 
 def test_prototype_prior_is_the_gaussian_mixture():
@@ -51,7 +57,7 @@ def _one_user_guide(alpha=0.1):
     q[:10, 0] = 1.0
     q[10:, 1] = 1.0
     p = torch.tensor([[[6.0, 0.0], [0.0, 6.0]]])
-    guide.initialise(q, p, torch.tensor([[0.5, 0.5]]), torch.tensor([2]), alpha)
+    guide.initialise(q, p, torch.tensor([[0.8, 0.2]]))
     return model, guide
 
 
@@ -60,39 +66,45 @@ def _batch(items, weight=1.0):
     return Batch(torch.tensor([0]), it, torch.ones_like(it, dtype=torch.bool), torch.tensor([weight]))
 
 
-def test_conjugate_step_counts_the_items_each_persona_explains():
-    _, guide = _one_user_guide(alpha=0.1)
-    guide.collapsed_precision = False  # the plain conjugate step
-    batch = _batch(list(range(8)) + [12, 15])
-    guide.update_prevalence(batch, 0.1)
-    gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
-    # 8 items of persona 0's taste and 2 of persona 1's: gamma = alpha + expected counts
-    torch.testing.assert_close(gamma, torch.tensor([8.1, 2.1]), atol=0.05, rtol=0)
-    # with the precision of the z-summed likelihood: same mean, counts scaled by a ratio <= 1
-    guide.collapsed_precision = True
-    guide.update_prevalence(batch, 0.1)
-    scaled = guide.prevalence_concentration(torch.tensor([0]))[0].detach() - 0.1
-    ratio = scaled / (gamma - 0.1)
-    torch.testing.assert_close(ratio[0], ratio[1], rtol=1e-3, atol=0)
-    assert 0.8 < float(ratio[0]) <= 1.0
+def test_joint_likelihood_is_amp_cf_attention_with_the_prevalence_as_prior():
+    """p(z=k, i | u) propto pi_k exp(p_k . q_i + b_i), one normaliser over all (k, j)."""
+    torch.manual_seed(0)
+    K, D, N = 3, 4, 30
+    p, q, b = torch.randn(1, K, D), torch.randn(N, D), torch.randn(N)
+    pi = torch.softmax(torch.randn(K), 0)
+    pos = torch.tensor([[3, 7, 21]])
+    aff = torch.einsum("bkd,bld->blk", p, q[pos])
+    full = torch.arange(N)
+    got = implicit_log_likelihood(pi[None, None], p, aff, q, b, pos, full, N, joint=True)
+    joint = torch.log(pi)[:, None] + p[0] @ q.T + b  # (K, N): log of the unnormalised joint
+    expected = torch.logsumexp(joint, 0) - torch.logsumexp(joint.reshape(-1), 0)
+    torch.testing.assert_close(got[0], expected[pos[0]])
+    # the shares are P(z = k | u), and the attention softmax_k(log pi_k + p_k . q_i) is
+    # their posterior given the item: w_k softmax_k(i) / p(i | u)
+    log_w = persona_shares(torch.log(pi), torch.logsumexp(p[0] @ q.T + b, -1))
+    torch.testing.assert_close(log_w, torch.logsumexp(joint, 1) - torch.logsumexp(joint.reshape(-1), 0))
+    attention = torch.softmax(torch.log(pi)[:, None] + p[0] @ q.T, 0)
+    posterior = torch.softmax(log_w[:, None] + torch.log_softmax(p[0] @ q.T + b, 1), 0)
+    torch.testing.assert_close(posterior, attention)
+    # the mixture form puts the prevalence on the shares themselves
+    mix = implicit_log_likelihood(pi[None, None], p, aff, q, b, pos, full, N, joint=False)
+    torch.testing.assert_close(
+        mix[0], torch.logsumexp(torch.log(pi)[:, None] + torch.log_softmax(p[0] @ q.T + b, 1), 0)[pos[0]]
+    )
 
 
-def test_conjugate_step_scales_subsampled_histories_and_prunes_unused_personas():
+def test_prevalence_guide_starts_at_the_given_shares_and_draws_near_zero_without_underflow():
     _, guide = _one_user_guide(alpha=0.1)
-    guide.update_prevalence(_batch(list(range(5)), weight=3.0), 0.1)
-    gamma = guide.prevalence_concentration(torch.tensor([0]))[0].detach()
-    torch.testing.assert_close(gamma, torch.tensor([15.1, 0.1]), atol=0.05, rtol=0)
-    # draws of the unused persona's prevalence are near zero, not at a floor
-    rng = [np.random.default_rng(0)]
-    pi = guide.draw_prevalence(torch.tensor([0]), rng, 2000)[:, 0]
+    torch.testing.assert_close(guide.prevalence_mean(torch.tensor([0])), torch.tensor([[0.9 / 1.2, 0.3 / 1.2]]))
+    guide.set_prevalence_concentration(torch.tensor([[40.0, 0.1]]))  # an unused persona: gamma = alpha
+    pi = guide.draw_prevalence(torch.tensor([0]), [np.random.default_rng(0)], 2000)[:, 0]
     assert float(torch.quantile(pi[:, 1], 0.5)) < 1e-3
     assert torch.all(pi > 0) and torch.allclose(pi.sum(-1), torch.ones(2000))
 
 
 def test_dirichlet_draws_match_their_moments():
     _, guide = _one_user_guide()
-    with torch.no_grad():
-        guide.prevalence_raw_conc.copy_(torch.log(torch.expm1(torch.tensor([[3.0, 1.0]]))))
+    guide.set_prevalence_concentration(torch.tensor([[3.0, 1.0]]))
     pi = guide.draw_prevalence(torch.tensor([0]), [np.random.default_rng(1)], 20000)[:, 0].double()
     conc = guide.prevalence_concentration(torch.tensor([0]))[0].double()
     a0 = conc.sum()
@@ -100,6 +112,41 @@ def test_dirichlet_draws_match_their_moments():
     var = mean * (1 - mean) / (a0 + 1)
     torch.testing.assert_close(pi.mean(0), mean, atol=0.01, rtol=0)
     torch.testing.assert_close(pi.var(0), var, atol=0.005, rtol=0)
+
+
+def test_float64_dirichlet_draws_keep_their_small_tail_and_a_finite_elbo():
+    """At gamma = 0.1 about one draw in 6,000 lies below float32's smallest normal number,
+    where torch clamps it; the guide draws in float64, so the tail is kept as drawn."""
+    import pyro
+
+    model, guide = _one_user_guide(alpha=0.1)
+    guide.set_prevalence_concentration(torch.tensor([[0.1, 0.1]]))
+    batch = _batch(list(range(8)) + [12, 15])
+    site = pyro.poutine.trace(guide).get_trace(batch).nodes["prevalence"]
+    assert site["value"].dtype == torch.float64
+    draws = site["fn"].rsample((20000,))
+    assert 0.0 < float(draws.min()) < torch.finfo(torch.float32).tiny  # ~7 of 40,000 expected
+    elbo = pyro.infer.Trace_ELBO(max_plate_nesting=2)
+    torch.manual_seed(0)
+    for _ in range(200):
+        loss = elbo.differentiable_loss(model, guide, batch)
+        assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(guide.prevalence_raw_conc.grad).all()
+
+
+def test_every_guide_parameter_gets_a_gradient_of_the_elbo():
+    """No local step outside the bound: the prevalences move by the ELBO's gradients."""
+    import pyro
+
+    model, guide = _one_user_guide()
+    loss = pyro.infer.Trace_ELBO(max_plate_nesting=2).differentiable_loss(
+        model, guide, _batch(list(range(8)) + [12, 15])
+    )
+    loss.backward()
+    for name in ("prevalence_raw_conc", "persona_loc", "item_loc"):
+        grad = getattr(guide, name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize("n_prototypes, item_prior_scale", [(0, None), (3, 2.0)])
@@ -115,29 +162,6 @@ def test_fit_save_load_with_either_prior(tmp_path, n_prototypes, item_prior_scal
     a, b = model.recommend([1, 2], n=5), back.recommend([1, 2], n=5)
     np.testing.assert_array_equal(a["item_id"], b["item_id"])
     np.testing.assert_allclose(a["score"], b["score"])
-
-
-def test_effective_count_ratio_is_one_for_sharp_and_zero_for_ambiguous_assignments():
-    from bayes_persona.model import effective_count_ratio
-
-    w = torch.ones(1, 200)
-    sharp = torch.zeros(1, 200, 3)
-    sharp[0, :120, 0] = 1.0
-    sharp[0, 120:, 1] = 1.0
-    torch.testing.assert_close(effective_count_ratio(sharp, w), torch.tensor([1.0]))
-    ambiguous = torch.tensor([0.6, 0.4, 0.0]).expand(1, 200, 3)
-    assert float(effective_count_ratio(ambiguous, w)) < 0.02
-    # K = 2: n * ratio is the curvature of the z-summed log-likelihood in pi, times pi (1 - pi)
-    torch.manual_seed(0)
-    f = torch.rand(200, 2)
-    pi = 0.3
-    r1 = pi * f[:, 0] / (pi * f[:, 0] + (1 - pi) * f[:, 1])
-    r = torch.stack([r1, 1 - r1], -1)[None]
-    m = float(r1.mean())
-    curvature = float((((r1 - m) / (m * (1 - m))) ** 2).sum())  # at pi = m, the fixed point
-    hard = float(((r1 > 0.5).float() - m).pow(2).sum() / (m * (1 - m)))
-    expected = (curvature * m * (1 - m) + 1) / (hard + 1)
-    torch.testing.assert_close(effective_count_ratio(r, torch.ones(1, 200)), torch.tensor([expected]), rtol=1e-4, atol=1e-5)
 
 
 def test_prior_draws_follow_the_prototype_mixture():

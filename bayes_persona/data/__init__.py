@@ -14,10 +14,13 @@ binarize, k_core
     Preprocessing of ratings.
 Split, random_holdout, leave_one_out, temporal_split, validation_split
     Deterministic train/test splits.
+MergedAccounts, merge_accounts
+    Synthetic shared accounts (pairs of users merged) with the truth kept aside.
 """
 
 from __future__ import annotations
 
+from bayes_persona.data.accounts import MergedAccounts, merge_accounts
 from bayes_persona.data.dataset import Dataset
 from bayes_persona.data.io import load_interactions, load_items
 from bayes_persona.data.movielens import (
@@ -51,6 +54,8 @@ __all__ = [
     "leave_one_out",
     "temporal_split",
     "validation_split",
+    "MergedAccounts",
+    "merge_accounts",
 ]
 
 from bayes_persona.data.synthetic import SyntheticData, SyntheticTruth, make_synthetic  # noqa: E402

@@ -1,0 +1,778 @@
+"""Shared-account attribution benchmark: ``python -m bayes_persona.bench accounts``.
+
+Can a multi-persona model tell the people of a shared account apart? Protocol
+(issue 12, item 3):
+
+1. MovieLens 100K binarised at 4 (ratings >= 4 are positives).
+2. :func:`bayes_persona.merge_accounts`: ``n_pairs`` random pairs of users with at least
+   20 positives each become accounts; items both chose are dropped and, by default
+   (``balanced``), the heavier person is subsampled to the lighter one's count, so the
+   share of an account's items says nothing about who chose an item.
+3. :func:`split_accounts`: each account's items are split 80/20 at random, stratified by
+   person (each person of the account gives ``round(0.2 n)`` of their ``n`` items, at most
+   ``n - 1``, to the held-out side), so the two people's shares are the same in training
+   and held out and the ``share`` baseline is exactly uninformative when balanced. Users
+   who are not in an account keep all their rows in training. Held-out items that no
+   training row has are dropped (no method can score them) and counted.
+4. Every method is fitted on the training rows only and gives, for each held-out item of
+   each account, ``p_a``, a probability that person A chose it (and an interval where
+   it has one). Any mapping from a method's parts (personas, clusters) to people uses the
+   account's *training* items and their truth only.
+5. :func:`attribution_report` scores the held-out items: accuracy, within-account AUC,
+   ECE, Brier score, share of confidently wrong intervals and mean interval width.
+
+Methods
+-------
+ours
+    :class:`bayes_persona.PersonaRecommender` (default constructor parameters, or the
+    model ``make_ours()`` builds). For each account, :meth:`explain_draws` gives draws of
+    ``P(z = k | account, i)``, shape ``(S, K, n)``. Persona ``k`` goes to the person whose
+    training items it explains more of *per item*: the mean over A's training items of the
+    posterior mean ``P(z = k | i)`` against the same mean over B's (the mean, not the sum,
+    so that a heavier person does not win personas by count; with ``balanced`` the two are
+    the same), ties half to each. ``P(A | i)`` per draw is the sum over A's personas; ``p_a``
+    is its posterior mean and the interval its equal-tailed 90% interval (the 5% and 95%
+    quantiles of the draws). The mapping is fixed at the posterior mean, so the interval
+    does not include the uncertainty of the mapping itself.
+ampcf
+    :class:`bayes_persona.baselines.AMPCF` with its defaults (``n_personas=4``, 50
+    epochs, no early stopping: there is no validation split here); the attention
+    ``alpha_k(account, i)`` in place of ``P(z = k | i)``, the same mapping rule; no interval.
+kmeans
+    :class:`bayes_persona.baselines.IALS` with :data:`IALS_PARAMS` (``factors=64``,
+    ``regularization=10``, ``alpha=1``, ``iterations=15``: the values the accuracy benchmark,
+    :mod:`bayes_persona.bench`, selects on its validation split; the class defaults,
+    ``regularization=0.01``, leave the factors under-regularised and the 2-means about 7
+    points less accurate here; ``ials_params`` / ``--ials-params`` override). The
+    account's training items' factor rows, normalised to unit length (so the clustering
+    follows direction, i.e. taste, not popularity, which the factor norm carries), are
+    split by 2-means (Euclidean Lloyd iterations, k-means++ seeding, best of 10 starts, seeded).
+    Each cluster goes to the person with the higher *rate* in it (share of that person's
+    training items that fall in it; the same per-item rule as above). A held-out item's
+    ``p_a`` is the softmax, temperature 1, over minus the squared distances of its unit row
+    to the two centroids (a score for the AUC; with unit rows it lies in about
+    [0.02, 0.98]); the hard call is the nearest centroid. No interval.
+share
+    ``p_a`` = A's share of the account's training items (0.5 when balanced, as the split is
+    stratified). No interval.
+ceiling
+    Not a peer: a *labelled* nearest centroid in the same unit-normalised iALS space, with
+    the centroids of A's and of B's training items (it uses the truth of the training items
+    to place them, where the others only use it to name their parts); ``p_a`` as for
+    ``kmeans``. No interval.
+
+Outputs in ``--out``: ``accounts.csv`` (tidy: ``method, metric, value``),
+``accounts_items.csv`` (every held-out item's ``p_a``, ``low``, ``high`` per method),
+``accounts.md`` (the table) and ``provenance.json`` (git commit, command line, seed,
+``n_pairs``, CPU count, library versions, seconds per method).
+
+``--smoke``: 20 pairs and tiny budgets (ours 5 epochs, AMP-CF 3 epochs, iALS 3
+iterations), for tests.
+
+References
+----------
+.. [1] Zhang, A., Fawaz, N., Ioannidis, S. and Montanari, A. (2012). Guess who rated this
+   movie: identifying users through subspace clustering. UAI 2012.
+.. [2] Verstrepen, K. and Goethals, B. (2015). Top-N recommendation for shared accounts.
+   RecSys 2015.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayes_persona.data._validation import ITEM_COL, USER_COL, check_fraction, check_int
+from bayes_persona.data.accounts import ACCOUNT_COL, MergedAccounts, merge_accounts
+from bayes_persona.exceptions import DataValidationError
+
+__all__ = [
+    "METHODS",
+    "METRICS",
+    "IALS_PARAMS",
+    "AccountsResult",
+    "attribution_report",
+    "split_accounts",
+    "run_accounts",
+    "markdown_table",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("ours", "ampcf", "kmeans", "share", "ceiling")
+
+#: Metrics of :func:`attribution_report`, in table order.
+METRICS = (
+    "accuracy", "auc", "ece", "brier", "confidently_wrong", "interval_width",
+    "has_intervals", "n_items", "n_accounts", "n_accounts_auc",
+)  # fmt: skip
+
+LABELS = {
+    "ours": "ours (PersonaRecommender)",
+    "ampcf": "AMP-CF (K=4)",
+    "kmeans": "2-means in iALS space",
+    "share": "share of training items",
+    "ceiling": "ceiling: labelled nearest centroid (not a peer)",
+}
+
+#: iALS of ``kmeans`` and ``ceiling``: the accuracy benchmark's validation-tuned choice.
+IALS_PARAMS = {"factors": 64, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
+
+INTERVAL_PROB = 0.9  # equal-tailed: the 5% and 95% quantiles of the draws
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+def _auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUC of ``score`` separating ``positive`` from the rest; ties count half."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    ranks = rankdata(score)  # average ranks of ties
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def attribution_report(
+    p_a: Any, low: Any, high: Any, is_a: Any, account: Any, n_bins: int = 10
+) -> dict[str, float]:
+    """Score probabilities that person A of an account chose each held-out item.
+
+    Parameters
+    ----------
+    p_a : array-like of float, shape ``(n,)``
+        Probability (or a score in [0, 1]) that A chose item ``j``.
+    low, high : array-like of float, shape ``(n,)``, or None
+        An interval for ``p_a`` per item; NaN (or ``None`` for all) where there is none.
+    is_a : array-like of bool, shape ``(n,)``
+        The truth: A chose item ``j`` (else B did).
+    account : array-like, shape ``(n,)``
+        The account of item ``j``.
+    n_bins : int, default 10
+        Equal-width bins on [0, 1] for the ECE.
+
+    Returns
+    -------
+    dict
+        ``accuracy``: share of items with ``p_a > 0.5`` equal to ``is_a``, a ``p_a`` of
+        exactly 0.5 counting half right. ``auc``: mean over accounts of the AUC of ``p_a``
+        separating A's items from B's (ties half; accounts lacking one side skipped;
+        NaN if none is left). ``ece``: ``sum_b (n_b / n) |mean(p_a) - mean(is_a)|`` over
+        ``n_bins`` equal-width bins of ``p_a`` (the last bin closed). ``brier``:
+        ``mean((p_a - is_a)^2)``. ``confidently_wrong``: share of all items whose interval
+        lies wholly on the wrong side of 0.5 (``high < 0.5`` for A's items, ``low > 0.5``
+        for B's); items without an interval are not counted as wrong; NaN when no item has
+        an interval. ``interval_width``: mean ``high - low`` over items with an interval
+        (NaN when none). ``has_intervals`` (1.0 or 0.0), ``n_items``, ``n_accounts``,
+        ``n_accounts_auc`` (accounts in the AUC).
+
+    Raises
+    ------
+    DataValidationError
+        Lengths differ, there are no items, or ``p_a`` is not finite in [0, 1].
+
+    Examples
+    --------
+    >>> r = attribution_report([0.9, 0.2], None, None, [True, False], [1, 1])
+    >>> r["accuracy"], r["auc"]
+    (1.0, 1.0)
+    """
+    p = np.asarray(p_a, dtype=np.float64).reshape(-1)
+    n = len(p)
+    lo = np.full(n, np.nan) if low is None else np.asarray(low, dtype=np.float64).reshape(-1)
+    hi = np.full(n, np.nan) if high is None else np.asarray(high, dtype=np.float64).reshape(-1)
+    y = np.asarray(is_a).reshape(-1).astype(bool)
+    acc = np.asarray(account).reshape(-1)
+    lengths = {"p_a": n, "low": len(lo), "high": len(hi), "is_a": len(y), "account": len(acc)}
+    if len(set(lengths.values())) != 1:
+        raise DataValidationError(f"attribution_report: inputs must have one length; got {lengths}")
+    if n == 0:
+        raise DataValidationError("attribution_report: p_a must hold at least one item; got 0")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+        bad = p[~(np.isfinite(p) & (p >= 0) & (p <= 1))][:5]
+        raise DataValidationError(
+            f"attribution_report: p_a must lie in [0, 1]; got values {bad.tolist()}"
+        )
+    n_bins = check_int(n_bins, "n_bins", minimum=1)
+
+    right = np.where(p == 0.5, 0.5, ((p > 0.5) == y).astype(np.float64))
+    aucs = []
+    for a in pd.unique(acc):
+        m = acc == a
+        if 0 < y[m].sum() < m.sum():
+            aucs.append(_auc(p[m], y[m]))
+    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
+    ece = 0.0
+    for b in np.unique(bins):
+        m = bins == b
+        ece += m.sum() / n * abs(p[m].mean() - y[m].mean())
+    has = np.isfinite(lo) & np.isfinite(hi)
+    wrong = has & np.where(y, hi < 0.5, lo > 0.5)
+    return {
+        "accuracy": float(right.mean()),
+        "auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "ece": float(ece),
+        "brier": float(np.mean((p - y) ** 2)),
+        "confidently_wrong": float(wrong.sum() / n) if has.any() else float("nan"),
+        "interval_width": float(np.mean(hi[has] - lo[has])) if has.any() else float("nan"),
+        "has_intervals": float(has.any()),
+        "n_items": float(n),
+        "n_accounts": float(len(pd.unique(acc))),
+        "n_accounts_auc": float(len(aucs)),
+    }
+
+
+# -------------------------------------------------------------------------- split
+
+
+def split_accounts(
+    merged: MergedAccounts, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Hold out a random share of each account's items, stratified by person.
+
+    Each person of an account with ``n`` rows in it gives ``round(test_fraction * n)``
+    (half rounded up, at most ``n - 1``) of them, drawn at random, to the held-out side.
+    Rows of users outside accounts all stay in training. Held-out rows whose item no
+    training row has are dropped (logged).
+
+    Parameters
+    ----------
+    merged : MergedAccounts
+        From :func:`bayes_persona.merge_accounts`.
+    test_fraction : float, default 0.2
+        Strictly between 0 and 1.
+    seed : int, default 0
+        Seed (non-negative) of the draw.
+
+    Returns
+    -------
+    train : pandas.DataFrame, shape ``(n_train, n_cols)``
+        The training interactions (columns of ``merged.interactions``).
+    train_truth : pandas.DataFrame, shape ``(n_account_train, 4)``
+        The accounts' training rows: ``account_id``, ``item_id``, ``person``, ``is_a``.
+    test : pandas.DataFrame, shape ``(n_test, 4)``
+        The held-out rows, same columns.
+    """
+    frac = check_fraction(test_fraction, "test_fraction")
+    seed = check_int(seed, "seed", minimum=0)
+    inter, truth = merged.interactions, merged.membership
+    n_plain = len(inter) - len(truth)
+    rng = np.random.default_rng([seed, 1])
+    t = truth[[ACCOUNT_COL, ITEM_COL, "person"]].copy()
+    t["is_a"] = (t["person"] == "A").to_numpy()
+    priority = pd.Series(rng.random(len(t)), index=t.index)
+    groups = [t[ACCOUNT_COL], t["person"]]
+    rank = priority.groupby(groups, sort=False).rank(method="first").to_numpy() - 1
+    size = priority.groupby(groups, sort=False).transform("size").to_numpy()
+    n_test = np.minimum(np.floor(size * frac + 0.5), size - 1)
+    is_test = rank < n_test
+    plain = np.zeros(n_plain, dtype=bool)
+    train = inter.loc[~np.r_[plain, is_test]].reset_index(drop=True)
+    test = t.loc[is_test]
+    known = test[ITEM_COL].isin(pd.unique(train[ITEM_COL])).to_numpy()
+    if (~known).any():
+        logger.info(
+            "split_accounts: dropped %d held-out rows whose item has no training row",
+            int((~known).sum()),
+        )
+    test = test.loc[known].reset_index(drop=True)
+    train_truth = t.loc[~is_test].reset_index(drop=True)
+    logger.info(
+        "split_accounts: %d training rows (%d in accounts), %d held-out account rows",
+        len(train), len(train_truth), len(test),
+    )  # fmt: skip
+    return train, train_truth, test
+
+
+# ------------------------------------------------------------------------ methods
+
+
+def _sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """Weight of each part for person A from its responsibilities on the training items.
+
+    Parameters
+    ----------
+    resp : ndarray, shape ``(K, n_train)``
+        How much part ``k`` explains training item ``j`` (a probability or an indicator).
+    is_a : ndarray of bool, shape ``(n_train,)``
+
+    Returns
+    -------
+    ndarray, shape ``(K,)``
+        1 where the mean over A's items exceeds the mean over B's, 0 where it is lower,
+        0.5 on ties (and when one person has no training item).
+    """
+    if is_a.all() or not is_a.any():
+        return np.full(resp.shape[0], 0.5)
+    ma, mb = resp[:, is_a].mean(1), resp[:, ~is_a].mean(1)
+    return np.where(ma > mb, 1.0, np.where(ma < mb, 0.0, 0.5))
+
+
+def _by_account(train_truth: pd.DataFrame, test: pd.DataFrame):
+    """``(account, training rows, held-out rows, positions in test)`` per account with held-out rows."""
+    tr_groups = train_truth.groupby(ACCOUNT_COL, sort=False).indices
+    for acct, pos in test.groupby(ACCOUNT_COL, sort=False).indices.items():
+        yield acct, train_truth.iloc[tr_groups[acct]], test.iloc[pos], pos
+
+
+def _persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, np.ndarray]:
+    p = np.empty(len(test))
+    low = np.full(len(test), np.nan)
+    high = np.full(len(test), np.nan)
+    for acct, tr, te, pos in _by_account(train_truth, test):
+        items = np.concatenate([tr[ITEM_COL].to_numpy(), te[ITEM_COL].to_numpy()])
+        draws = draws_fn(model, acct, items)  # (S, K, n)
+        n_tr = len(tr)
+        w = _sides(draws[:, :, :n_tr].mean(0), tr["is_a"].to_numpy())
+        pa = np.einsum("k,skn->sn", w, draws[:, :, n_tr:])
+        p[pos] = np.clip(pa.mean(0), 0.0, 1.0)
+        if pa.shape[0] > 1:
+            q = (1 - INTERVAL_PROB) / 2
+            low[pos], high[pos] = np.quantile(pa, [q, 1 - q], axis=0)
+    return {"p_a": p, "low": low, "high": high}
+
+
+def _ours_draws(model: Any, acct: Any, items: np.ndarray) -> np.ndarray:
+    return np.asarray(model.explain_draws(acct, items), dtype=np.float64)
+
+
+def _ampcf_draws(model: Any, acct: Any, items: np.ndarray) -> np.ndarray:
+    att = model.persona_attention(np.repeat(np.asarray([acct]), len(items)), items)
+    return np.asarray(att, dtype=np.float64).T[None]  # (1, K, n): one "draw"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _two_means(
+    x: np.ndarray, rng: np.random.Generator, n_init: int = 10, n_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean 2-means of the rows of ``x`` (k-means++ seeding, best of ``n_init``).
+
+    Returns
+    -------
+    centroids : ndarray, shape ``(2, D)``
+    labels : ndarray of int, shape ``(n,)``
+    """
+    best = (np.inf, None, None)
+    n = len(x)
+    for _ in range(n_init):
+        c0 = x[rng.integers(n)]
+        d2 = ((x - c0) ** 2).sum(1)
+        c1 = x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)]
+        c = np.stack([c0, c1])
+        labels = np.full(n, -1)
+        for _ in range(n_iter):
+            dist = ((x[:, None, :] - c[None]) ** 2).sum(2)
+            new = dist.argmin(1)
+            if (new == labels).all():
+                break
+            labels = new
+            for k in range(2):
+                if (labels == k).any():
+                    c[k] = x[labels == k].mean(0)
+        inertia = ((x - c[labels]) ** 2).sum()
+        if inertia < best[0]:
+            best = (inertia, c.copy(), labels.copy())
+    return best[1], best[2]
+
+
+def _centroid_p(x: np.ndarray, centroids: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``sum_c w_c softmax_c(-|x - centroid_c|^2)`` per row of ``x``, shape ``(n,)``."""
+    logits = -((x[:, None, :] - centroids[None]) ** 2).sum(2)
+    logits -= logits.max(1, keepdims=True)
+    soft = np.exp(logits)
+    soft /= soft.sum(1, keepdims=True)
+    return soft @ w
+
+
+def _kmeans_method(ials: Any, train_truth, test, seed: int) -> dict[str, np.ndarray]:
+    V = _unit(ials.item_factors_)
+    p = np.empty(len(test))
+    for j, (_, tr, te, pos) in enumerate(_by_account(train_truth, test)):
+        xa = V[ials.item_vocab_.encode(tr[ITEM_COL].to_numpy())]
+        xt = V[ials.item_vocab_.encode(te[ITEM_COL].to_numpy())]
+        if len(xa) < 2:
+            p[pos] = 0.5
+            continue
+        centroids, labels = _two_means(xa, np.random.default_rng([seed, 2, j]))
+        onehot = (labels[None, :] == np.arange(2)[:, None]).astype(np.float64)  # (2, n_train)
+        w = _sides(onehot, tr["is_a"].to_numpy())
+        p[pos] = _centroid_p(xt, centroids, w)
+    return {"p_a": p}
+
+
+def _ceiling_method(ials: Any, train_truth, test) -> dict[str, np.ndarray]:
+    V = _unit(ials.item_factors_)
+    p = np.empty(len(test))
+    for _, tr, te, pos in _by_account(train_truth, test):
+        a = tr["is_a"].to_numpy()
+        xa = V[ials.item_vocab_.encode(tr[ITEM_COL].to_numpy())]
+        xt = V[ials.item_vocab_.encode(te[ITEM_COL].to_numpy())]
+        if a.all() or not a.any():
+            p[pos] = 0.5
+            continue
+        centroids = np.stack([xa[a].mean(0), xa[~a].mean(0)])
+        p[pos] = _centroid_p(xt, centroids, np.array([1.0, 0.0]))
+    return {"p_a": p}
+
+
+def _share_method(train_truth, test) -> dict[str, np.ndarray]:
+    share = train_truth.groupby(ACCOUNT_COL, sort=False)["is_a"].mean()
+    return {"p_a": test[ACCOUNT_COL].map(share).to_numpy(dtype=np.float64)}
+
+
+# ------------------------------------------------------------------------- runner
+
+
+@dataclass(frozen=True, eq=False)
+class AccountsResult:
+    """What :func:`run_accounts` returns.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Tidy ``method, metric, value`` (metrics of :func:`attribution_report`; NaN values
+        -- no interval, no AUC -- are left out).
+    predictions : pandas.DataFrame
+        One row per (method, held-out item): ``method, account_id, item_id, person, is_a,
+        p_a, low, high``.
+    markdown : str
+        The table as Markdown.
+    provenance : dict
+        Commit, command line, seed, sizes, versions, seconds per method.
+    """
+
+    table: pd.DataFrame
+    predictions: pd.DataFrame = field(repr=False)
+    markdown: str = field(repr=False)
+    provenance: dict = field(repr=False)
+
+
+def _load_positives(data_home: str | os.PathLike | None) -> pd.DataFrame:
+    import bayes_persona as bp
+
+    data = bp.load_movielens("100k", data_home=data_home, download=False)
+    return bp.binarize(data, 4.0).ratings
+
+
+def _default_ours(smoke: bool) -> Callable[[], Any]:
+    def make() -> Any:
+        from bayes_persona import PersonaRecommender
+
+        return PersonaRecommender(progress=False, **({"max_epochs": 5} if smoke else {}))
+
+    return make
+
+
+def run_accounts(
+    models: Sequence[str] = METHODS,
+    data_home: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    n_pairs: int | None = None,
+    seed: int = 0,
+    smoke: bool = False,
+    balanced: bool = True,
+    make_ours: Callable[[], Any] | None = None,
+    data: Any = None,
+    min_items: int = 20,
+    ials_params: dict | None = None,
+    argv: Sequence[str] | None = None,
+) -> AccountsResult:
+    """Run the shared-account attribution benchmark (see the module docstring).
+
+    Parameters
+    ----------
+    models : sequence of str
+        A subset of :data:`METHODS`: ``ours``, ``ampcf``, ``kmeans``, ``share``, ``ceiling``.
+    data_home : path, optional
+        Folder holding ``ml-100k/`` (never downloaded).
+    out : path, optional
+        Folder to write ``accounts.csv``, ``accounts_items.csv``, ``accounts.md`` and
+        ``provenance.json`` into; nothing is written when None.
+    n_pairs : int, optional
+        Accounts; default 150 (20 with ``smoke``).
+    seed : int, default 0
+        Seed of the pairs, the subsamples, the split and the 2-means starts.
+    smoke : bool, default False
+        Tiny budgets: ours 5 epochs (only for the default ``make_ours``), AMP-CF 3 epochs,
+        iALS 3 iterations.
+    balanced : bool, default True
+        Passed to :func:`~bayes_persona.merge_accounts`.
+    make_ours : callable, optional
+        ``make_ours()`` returns an unfitted model with ``fit(train)`` and
+        ``explain_draws(user_id, item_ids) -> (S, K, n)``, e.g.
+        ``lambda: PersonaRecommender(n_personas=2, progress=False)``. Default
+        ``PersonaRecommender(progress=False)`` (plus ``max_epochs=5`` with ``smoke``).
+    data : Dataset or DataFrame, optional
+        Binarised interactions to use instead of MovieLens 100K.
+    min_items : int, default 20
+        Positives a user needs to be paired.
+    ials_params : dict, optional
+        Parameters of the iALS of ``kmeans`` and ``ceiling``, on top of
+        :data:`IALS_PARAMS` (``{"regularization": 0.01}`` gives the class defaults).
+    argv : sequence of str, optional
+        The benchmark's arguments, recorded in the provenance next to the process's
+        command line (``sys.argv``).
+
+    Returns
+    -------
+    AccountsResult
+    """
+    models = list(models)
+    unknown = [m for m in models if m not in METHODS]
+    if unknown or not models:
+        raise DataValidationError(
+            f"models must be a non-empty subset of {list(METHODS)}; got {models}"
+        )
+    n_pairs = (20 if smoke else 150) if n_pairs is None else n_pairs
+    positives = _load_positives(data_home) if data is None else getattr(data, "ratings", data)
+    merged = merge_accounts(
+        positives, n_pairs=n_pairs, min_items=min_items, balanced=balanced, seed=seed
+    )
+    train, train_truth, test = split_accounts(merged, 0.2, seed)
+
+    ials_kw = {**IALS_PARAMS, **({"iterations": 3} if smoke else {}), **(ials_params or {})}
+    seconds: dict[str, float] = {}
+    params: dict[str, dict] = {}
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    ials = None
+    for name in models:
+        t0 = time.perf_counter()
+        if name == "ours":
+            model = (make_ours or _default_ours(smoke))()
+            params[name] = _params_of(model)
+            model.fit(train)
+            preds[name] = _persona_method(model, train_truth, test, _ours_draws)
+        elif name == "ampcf":
+            from bayes_persona.baselines import AMPCF
+
+            model = AMPCF(n_personas=4, **({"max_epochs": 3} if smoke else {}))
+            params[name] = _params_of(model)
+            model.fit(train)
+            preds[name] = _persona_method(model, train_truth, test, _ampcf_draws)
+        elif name in ("kmeans", "ceiling"):
+            if ials is None:
+                from bayes_persona.baselines import IALS
+
+                ials = IALS(**ials_kw).fit(train)
+            params[name] = _params_of(ials)
+            preds[name] = (
+                _kmeans_method(ials, train_truth, test, seed)
+                if name == "kmeans"
+                else _ceiling_method(ials, train_truth, test)
+            )
+        else:
+            preds[name] = _share_method(train_truth, test)
+        seconds[name] = time.perf_counter() - t0
+        logger.info("accounts: %s done in %.1f s", name, seconds[name])
+
+    rows, frames = [], []
+    for name in models:
+        pr = preds[name]
+        low, high = pr.get("low"), pr.get("high")
+        rep = attribution_report(pr["p_a"], low, high, test["is_a"], test[ACCOUNT_COL])
+        rows += [(name, k, v) for k, v in rep.items() if np.isfinite(v)]
+        nan = np.full(len(test), np.nan)
+        frames.append(
+            test.assign(
+                p_a=pr["p_a"], low=nan if low is None else low, high=nan if high is None else high
+            ).assign(method=name)
+        )
+    table = pd.DataFrame(rows, columns=["method", "metric", "value"])
+    predictions = pd.concat(frames, ignore_index=True)[
+        ["method", ACCOUNT_COL, ITEM_COL, "person", "is_a", "p_a", "low", "high"]
+    ]
+    setup = {
+        "n_pairs": n_pairs,
+        "min_items": min_items,
+        "balanced": bool(balanced),
+        "seed": seed,
+        "smoke": bool(smoke),
+        "n_account_train_rows": len(train_truth),
+        "n_test_rows": len(test),
+        "n_shared_dropped": int(merged.pairs["n_shared"].sum()),
+        "n_train_rows": len(train),
+        "n_train_users": int(train[USER_COL].nunique()),
+        "dataset": "ML-100K (ratings >= 4)" if data is None else "caller's data",
+        "params": params,
+    }
+    provenance = _provenance(argv, setup, models, seconds, make_ours is not None)
+    md = markdown_table(table, setup)
+    if out is not None:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path / "accounts.csv", index=False)
+        predictions.to_csv(path / "accounts_items.csv", index=False)
+        (path / "accounts.md").write_text(md)
+        (path / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+        logger.info("accounts: wrote %s", path)
+    return AccountsResult(table, predictions, md, provenance)
+
+
+def _params_of(model: Any) -> dict:
+    """``model.get_params()`` made JSON-friendly (``{}`` when it has none)."""
+    get = getattr(model, "get_params", None)
+    if get is None:
+        return {}
+    return {
+        k: v if isinstance(v, str | int | float | bool | None) else repr(v)
+        for k, v in get().items()
+    }
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the checkout holding this file, or ``(None, None)``."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return head.stdout.strip(), dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for mod in ("bayes_persona", "torch", "pyro", "numpy", "pandas", "scipy", "implicit"):
+        try:
+            out[mod] = getattr(__import__(mod), "__version__", None)
+        except ImportError:
+            out[mod] = None
+    return out
+
+
+def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
+    commit, dirty = _git_commit()
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        threads = None
+    return {
+        "benchmark": "shared-account attribution (bayes_persona.accounts_bench)",
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "command": [sys.executable, *sys.argv],
+        "arguments": None if argv is None else list(argv),
+        **setup,
+        "models": list(models),
+        "custom_make_ours": custom_ours,
+        "seconds": seconds,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def markdown_table(table: pd.DataFrame, setup: dict | None = None) -> str:
+    """One row per method: the metrics of :func:`attribution_report` as Markdown."""
+    cols = [
+        ("accuracy", "accuracy", "{:.1%}"), ("auc", "within-account AUC", "{:.3f}"),
+        ("ece", "ECE", "{:.3f}"), ("brier", "Brier", "{:.3f}"),
+        ("confidently_wrong", "confidently wrong (90% interval)", "{:.1%}"),
+        ("interval_width", "mean 90% interval width", "{:.3f}"), ("n_items", "held-out items", "{:.0f}"),
+    ]  # fmt: skip
+    lines = []
+    if setup:
+        lines.append(
+            f"Shared-account attribution, {setup.get('dataset', 'ML-100K (ratings >= 4)')}: "
+            f"{setup['n_pairs']} accounts of two "
+            f"users with >= {setup['min_items']} positives, shared items dropped "
+            f"({setup['n_shared_dropped']}), {'balanced' if setup['balanced'] else 'unbalanced'}, "
+            f"80/20 split per account and person (seed {setup['seed']})"
+            + (", SMOKE budgets" if setup.get("smoke") else "")
+            + ". Chance is 50%; the ceiling uses the training items' labels to place its centroids.\n"
+        )
+    head = ["method"] + [c[1] for c in cols]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, grp in table.groupby("method", sort=False):
+        vals = dict(zip(grp["metric"], grp["value"], strict=True))
+        cells = [LABELS.get(name, name)]
+        cells += [fmt.format(vals[m]) if m in vals else "–" for m, _, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m bayes_persona.bench accounts",
+        description="Shared-account attribution benchmark on MovieLens 100K.",
+    )
+    ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"),
+                    help="folder holding ml-100k/ (default $BAYES_PERSONA_DATA)")  # fmt: skip
+    ap.add_argument(
+        "--out", default="accounts_results", help="output folder (default ./accounts_results)"
+    )
+    ap.add_argument(
+        "--n-pairs", type=int, default=None, help="accounts (default 150; 20 with --smoke)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--smoke", action="store_true", help="20 accounts, tiny budgets (seconds; for tests)"
+    )
+    ap.add_argument("--unbalanced", action="store_true",
+                    help="keep both people's items whole (default: subsample the heavier)")  # fmt: skip
+    ap.add_argument(
+        "--models",
+        default=",".join(METHODS),
+        help="comma-separated subset of: " + ", ".join(METHODS),
+    )
+    ap.add_argument("--ials-params", type=json.loads, default=None,
+                    help='JSON dict over the iALS defaults of kmeans/ceiling, e.g. \'{"regularization": 0.01}\'')  # fmt: skip
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: run, write the files and print the Markdown table."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in METHODS]
+    if unknown or not models:
+        ap.error(f"--models: unknown {unknown}; choose from {', '.join(METHODS)}")
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    res = run_accounts(
+        models, args.data_home, args.out, args.n_pairs, args.seed, args.smoke,
+        balanced=not args.unbalanced, ials_params=args.ials_params, argv=argv,
+    )  # fmt: skip
+    sys.stdout.write(res.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

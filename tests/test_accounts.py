@@ -1,0 +1,279 @@
+"""Shared accounts (issue 12, item 3): merge_accounts, the attribution metrics, the split
+and the benchmark runner (on planted data; the ML-100K smoke run needs the real files)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_persona as bp
+from bayes_persona.accounts_bench import (
+    METRICS,
+    attribution_report,
+    run_accounts,
+    split_accounts,
+)
+from bayes_persona.exceptions import DataTypeError, DataValidationError
+
+
+def _frame(
+    n_users: int = 12, n_items: int = 40, seed: int = 0, str_ids: bool = False
+) -> pd.DataFrame:
+    """Users 1..n_users with 5..30 items each from a catalogue of ``n_items`` (overlapping)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(1, n_users + 1):
+        k = int(rng.integers(5, 31))
+        for i in rng.choice(n_items, size=k, replace=False):
+            rows.append(
+                (
+                    f"u{u}" if str_ids else u,
+                    int(i) + 100,
+                    float(rng.integers(1, 6)),
+                    int(rng.integers(1e9)),
+                )
+            )
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def _items(df: pd.DataFrame, user) -> set:
+    return set(df.loc[df.user_id == user, "item_id"])
+
+
+# ------------------------------------------------------------------ merge_accounts
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_merge_accounts_invariants(balanced: bool) -> None:
+    df = _frame()
+    m = bp.merge_accounts(df, n_pairs=3, min_items=10, balanced=balanced, seed=1)
+    counts = df.user_id.value_counts()
+    people = np.r_[m.pairs.person_a.to_numpy(), m.pairs.person_b.to_numpy()]
+    # disjoint pairs of eligible users
+    assert len(set(people)) == 6 and (counts[people] >= 10).all()
+    # non-paired users untouched, in input order, first
+    plain = df.loc[~df.user_id.isin(people)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(m.interactions.iloc[: len(plain)].reset_index(drop=True), plain)
+    acct_rows = m.interactions.iloc[len(plain) :].reset_index(drop=True)
+    assert len(acct_rows) == len(m.membership)
+    assert (acct_rows.user_id.to_numpy() == m.membership.account_id.to_numpy()).all()
+    assert (acct_rows.item_id.to_numpy() == m.membership.item_id.to_numpy()).all()
+    # new ids that clash with nobody, same dtype
+    assert not set(m.pairs.account_id) & set(df.user_id)
+    assert m.interactions.user_id.dtype == df.user_id.dtype
+    assert m.membership.person_id.dtype == df.user_id.dtype
+    assert not m.interactions.duplicated(["user_id", "item_id"]).any()
+    original = df.set_index(["user_id", "item_id"])
+    for row in m.pairs.itertuples():
+        ia, ib = _items(df, row.person_a), _items(df, row.person_b)
+        mem = m.membership[m.membership.account_id == row.account_id]
+        a_items = set(mem.loc[mem.person == "A", "item_id"])
+        b_items = set(mem.loc[mem.person == "B", "item_id"])
+        assert (mem.loc[mem.person == "A", "person_id"] == row.person_a).all()
+        assert (mem.loc[mem.person == "B", "person_id"] == row.person_b).all()
+        # every item came from that person, and shared items are gone
+        assert a_items <= ia - ib and b_items <= ib - ia
+        assert row.n_shared == len(ia & ib)
+        assert (row.n_a, row.n_b) == (len(a_items), len(b_items))
+        if balanced:
+            assert row.n_a == row.n_b == min(len(ia - ib), len(ib - ia))
+        else:
+            assert a_items == ia - ib and b_items == ib - ia
+    # other columns are carried from the person's own row
+    for r in acct_rows.join(m.membership[["person_id"]]).itertuples():
+        assert original.loc[(r.person_id, r.item_id), "timestamp"] == r.timestamp
+
+
+def test_merge_accounts_is_seeded_and_accepts_a_dataset() -> None:
+    df = _frame()
+    a = bp.merge_accounts(df, n_pairs=3, min_items=10, seed=4)
+    b = bp.merge_accounts(bp.Dataset(df), n_pairs=3, min_items=10, seed=4)
+    c = bp.merge_accounts(df, n_pairs=3, min_items=10, seed=5)
+    pd.testing.assert_frame_equal(a.interactions, b.interactions)
+    pd.testing.assert_frame_equal(a.membership, b.membership)
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+    assert not a.pairs[["person_a", "person_b"]].equals(c.pairs[["person_a", "person_b"]])
+    assert list(a.account_ids) == [13, 14, 15]  # max id + 1 + j
+    assert "3 accounts" in repr(a)
+
+
+def test_merge_accounts_string_ids() -> None:
+    df = _frame(str_ids=True)
+    df.loc[df.user_id == "u1", "user_id"] = "account0"  # would clash with the plain names
+    m = bp.merge_accounts(df, n_pairs=2, min_items=5, seed=0)
+    ids = list(m.account_ids)
+    assert ids == ["_account0", "_account1"]
+    assert not set(ids) & set(df.user_id)
+    assert m.interactions.user_id.map(type).eq(str).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n_pairs": 0}, "n_pairs"),
+        ({"n_pairs": 7}, "n_pairs"),  # 12 users, at most 6 pairs
+        ({"n_pairs": 2, "min_items": 0}, "min_items"),
+        ({"n_pairs": 2, "min_items": 1000}, "n_pairs"),  # nobody eligible
+        ({"n_pairs": 2, "seed": -1}, "seed"),
+    ],
+)
+def test_merge_accounts_errors_name_the_argument(kwargs, name) -> None:
+    with pytest.raises(DataValidationError, match=name) as err:
+        bp.merge_accounts(_frame(), **{"min_items": 1, **kwargs})
+    assert "got" in str(err.value)
+
+
+def test_merge_accounts_type_errors() -> None:
+    with pytest.raises(DataTypeError, match="n_pairs"):
+        bp.merge_accounts(_frame(), n_pairs=2.5)
+    with pytest.raises(DataTypeError, match="balanced"):
+        bp.merge_accounts(_frame(), n_pairs=2, min_items=1, balanced="yes")
+    with pytest.raises(DataTypeError, match="data"):
+        bp.merge_accounts([[1, 2]], n_pairs=1)
+
+
+# ------------------------------------------------------------- attribution_report
+
+
+def test_report_perfect() -> None:
+    r = attribution_report(
+        [1.0, 0.0, 1.0, 0.0], [1, 0, 1, 0], [1, 0, 1, 0], [True, False, True, False], [1, 1, 2, 2]
+    )
+    assert r["accuracy"] == 1.0 and r["auc"] == 1.0 and r["ece"] == 0.0 and r["brier"] == 0.0
+    assert (
+        r["confidently_wrong"] == 0.0 and r["interval_width"] == 0.0 and r["has_intervals"] == 1.0
+    )
+    assert set(r) == set(METRICS)
+
+
+def test_report_constant_half() -> None:
+    y = np.array([True, False, True, False, True])
+    r = attribution_report(np.full(5, 0.5), None, None, y, [1, 1, 1, 2, 2])
+    assert r["brier"] == pytest.approx(0.25)
+    assert r["accuracy"] == 0.5  # ties count half
+    assert r["auc"] == 0.5
+    assert r["ece"] == pytest.approx(abs(0.5 - 0.6))
+    assert math.isnan(r["confidently_wrong"]) and math.isnan(r["interval_width"])
+    assert r["has_intervals"] == 0.0 and r["n_accounts"] == 2 and r["n_accounts_auc"] == 2
+
+
+def test_report_confidently_wrong_and_missing_intervals() -> None:
+    p = [0.9, 0.2, 0.3, 0.8]
+    low = [0.6, 0.1, np.nan, 0.45]
+    high = [0.95, 0.4, np.nan, 0.9]
+    y = [False, True, True, True]  # item 0: B's, interval above 0.5 -> confidently wrong
+    r = attribution_report(p, low, high, y, [1, 1, 1, 1])
+    # item 1 (A's, interval below 0.5) also; item 2 has no interval; item 3 straddles 0.5
+    assert r["confidently_wrong"] == pytest.approx(2 / 4)
+    assert r["interval_width"] == pytest.approx(np.mean([0.35, 0.3, 0.45]))
+    assert r["accuracy"] == pytest.approx(1 / 4)
+    assert r["auc"] == 0.0  # B's 0.9 is above all of A's 0.2, 0.3, 0.8
+
+
+def test_report_skips_one_sided_accounts_and_checks_inputs() -> None:
+    r = attribution_report(
+        [0.7, 0.6, 0.9, 0.1], None, None, [True, True, True, False], [1, 1, 2, 2]
+    )
+    assert r["n_accounts_auc"] == 1 and r["auc"] == 1.0
+    r = attribution_report([0.7], None, None, [True], [1])
+    assert math.isnan(r["auc"])
+    with pytest.raises(DataValidationError, match="one length"):
+        attribution_report([0.5, 0.5], None, None, [True], [1, 1])
+    with pytest.raises(DataValidationError, match=r"\[0, 1\]"):
+        attribution_report([1.5], None, None, [True], [1])
+
+
+# -------------------------------------------------------------------- split, runner
+
+
+def test_split_accounts_is_stratified_and_keeps_plain_users() -> None:
+    df = _frame(n_users=20, n_items=80, seed=2)
+    m = bp.merge_accounts(df, n_pairs=4, min_items=10, seed=0)
+    train, train_truth, test = split_accounts(m, 0.2, seed=0)
+    n_plain = len(m.interactions) - len(m.membership)
+    plain = m.interactions.iloc[:n_plain]
+    pd.testing.assert_frame_equal(train.iloc[:n_plain], plain.reset_index(drop=True))
+    merged_keys = set(zip(train.user_id, train.item_id, strict=True))
+    assert not merged_keys & set(zip(test.account_id, test.item_id, strict=True))
+    assert set(test.item_id) <= set(train.item_id)
+    both = pd.concat([train_truth, test])
+    assert len(both) <= len(m.membership) and len(train_truth) + n_plain == len(train)
+    for (_, person), grp in m.membership.groupby(["account_id", "person"]):
+        n = len(grp)
+        held = test[(test.account_id == grp.account_id.iloc[0]) & (test.person == person)]
+        assert len(held) <= min(math.floor(0.2 * n + 0.5), n - 1)
+    assert (test.is_a == (test.person == "A")).all()
+
+
+class _StubPersonas:
+    """Has the interface run_accounts needs of ``ours``: fit and explain_draws."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(0)
+
+    def fit(self, train):
+        self.fitted_rows = len(train)
+        return self
+
+    def explain_draws(self, user_id, item_ids):
+        n = len(item_ids)
+        return self.rng.dirichlet(np.ones(3), size=(20, n)).transpose(0, 2, 1)  # (S, K, n)
+
+
+def test_run_accounts_on_planted_data(tmp_path) -> None:
+    data, _ = bp.make_synthetic(
+        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(15, 40), seed=0
+    )
+    stub = _StubPersonas()
+    res = run_accounts(
+        ["ours", "kmeans", "share", "ceiling"], data=data, n_pairs=6, min_items=15, smoke=True,
+        make_ours=lambda: stub, out=tmp_path, argv=["--smoke"],
+    )  # fmt: skip
+    t = res.table
+    assert set(t.method) == {"ours", "kmeans", "share", "ceiling"}
+    assert np.isfinite(t.value).all()
+    wide = t.pivot(index="method", columns="metric", values="value")
+    assert wide.loc["ours", "has_intervals"] == 1.0 and "confidently_wrong" in wide.columns
+    assert wide.loc["share", "accuracy"] == 0.5  # balanced and stratified: share is 0.5
+    assert wide["accuracy"].between(0, 1).all()
+    assert stub.fitted_rows == res.provenance["n_train_rows"]
+    for name in ("accounts.csv", "accounts_items.csv", "accounts.md", "provenance.json"):
+        assert (tmp_path / name).is_file()
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["n_pairs"] == 6 and prov["seed"] == 0 and prov["custom_make_ours"] is True
+    assert {"torch", "pyro", "numpy"} <= set(prov["versions"]) and prov["cpu_count"] >= 1
+    assert "not a peer" in res.markdown
+    preds = res.predictions
+    assert len(preds) == 4 * prov["n_test_rows"] and preds.p_a.between(0, 1).all()
+    with pytest.raises(DataValidationError, match="models"):
+        run_accounts(["nope"], data=data)
+
+
+def test_bench_accounts_subcommand_dispatches(capsys) -> None:
+    from bayes_persona.bench import main as bench_main
+
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["accounts", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--n-pairs" in out and "--unbalanced" in out
+
+
+def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
+    from bayes_persona.accounts_bench import main
+
+    out = tmp_path / "acc"
+    assert main(["--smoke", "--models", "ours,kmeans,share", "--data-home", str(ml100k_dir.parent),
+                 "--out", str(out)]) == 0  # fmt: skip
+    table = pd.read_csv(out / "accounts.csv")
+    assert set(table.method) == {"ours", "kmeans", "share"}
+    assert np.isfinite(table.value).all()
+    for method, grp in table.groupby("method"):
+        vals = dict(zip(grp.metric, grp.value, strict=True))
+        assert 0.0 <= vals["accuracy"] <= 1.0, method
+        assert {"accuracy", "auc", "ece", "brier"} <= set(vals), method
+    assert "| ours (PersonaRecommender) |" in capsys.readouterr().out
