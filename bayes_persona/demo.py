@@ -26,11 +26,8 @@ __all__ = ["run_demo", "DemoResult", "DEMO_MODEL", "DEMO_EPOCHS", "SMOKE"]
 #: Model settings of the demo (the rest are PersonaRecommender's defaults, the ones the
 #: recovery tests use); four personas for users with at most three planted tastes show
 #: unused personas fading to near-zero prevalence.
-DEMO_MODEL: dict[str, Any] = {
-    "n_personas": 4,
-    "learning_rate": 0.03,  # converges in half the epochs of the default on this world
-}
-#: Maximum SVI epochs of the demo (early stopping usually ends it sooner).
+DEMO_MODEL: dict[str, Any] = {"n_personas": 4}
+#: SVI epochs of the demo (the default budget).
 DEMO_EPOCHS = 300
 #: Arguments of :func:`run_demo` for a run of a few seconds (``bayes-persona demo --smoke``).
 SMOKE: dict[str, Any] = {
