@@ -84,7 +84,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +97,7 @@ import pandas as pd
 from bayes_persona.data._validation import ITEM_COL, USER_COL, check_fraction, check_int
 from bayes_persona.data.accounts import ACCOUNT_COL, MergedAccounts, merge_accounts
 from bayes_persona.exceptions import DataValidationError
+from bayes_persona.provenance import git_commit, versions
 
 __all__ = [
     "METHODS",
@@ -637,37 +637,8 @@ def _params_of(model: Any) -> dict:
     }
 
 
-def _git_commit() -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the checkout holding this file, or ``(None, None)``."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
-            return None, None
-        status = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
-        return head.stdout.strip(), dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for mod in ("bayes_persona", "torch", "pyro", "numpy", "pandas", "scipy", "implicit"):
-        try:
-            out[mod] = getattr(__import__(mod), "__version__", None)
-        except ImportError:
-            out[mod] = None
-    return out
-
-
 def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     try:
         import torch
 
@@ -687,7 +658,7 @@ def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "platform": platform.platform(),
-        "versions": _versions(),
+        "versions": versions(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_persona.provenance import git_commit, versions
+
 logger = logging.getLogger(__name__)
 
 TUNING_GRIDS = {
@@ -139,6 +141,14 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
         extras[name] = extra
         logger.info("%s done: fit %.1fs", name, extra["fit_seconds"])
     res = pd.DataFrame(rows)
+    commit, dirty = git_commit()
+    provenance = {
+        "benchmark": "ML-100K ranking (bayes_persona.bench)", "git_commit": commit, "git_dirty": dirty,
+        "command": [sys.executable, *sys.argv], "models": list(models), "smoke": bool(smoke),
+        "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot, "cpu_count": os.cpu_count(),
+        "versions": versions(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     res.to_csv(out / "results.csv", index=False)
     pd.DataFrame(extras).T.rename_axis("model").to_csv(out / "costs.csv")
     (out / "results.md").write_text(markdown_table(res, extras))

@@ -448,9 +448,9 @@ class PersonaRecommender:
             raise failure
         if not self.converged_:
             warnings.warn(
-                f"the fit reached max_epochs={self.max_epochs} while its objective was still "
-                "improving: posterior intervals may be too narrow or misplaced; raise max_epochs "
-                "(or learning_rate)",
+                f"the fit reached max_epochs={self.max_epochs} while its ELBO was still rising "
+                "by more than its minibatch noise: the posterior, and so the intervals, may not "
+                "have settled; raise max_epochs (or learning_rate) to check",
                 ConvergenceWarning,
                 stacklevel=2,
             )

@@ -140,6 +140,7 @@ def run_recovery(
     torch.set_num_threads(1)
     import bayes_persona as bp
     from bayes_persona.demo import DEMO_EPOCHS, DEMO_MODEL, SMOKE
+    from bayes_persona.provenance import git_commit
 
     world = (
         dict(n_users=SMOKE["n_users"], n_items=SMOKE["n_items"], n_tastes=SMOKE["n_tastes"],
@@ -190,6 +191,8 @@ def run_recovery(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bayes_persona_version": bp.__version__,
         "torch_version": torch.__version__,
+        "git_commit": git_commit()[0],
+        "git_dirty": git_commit()[1],
         "command": RECOVERY_COMMAND + (" --smoke" if smoke else "")
         + f" --interactions {interactions_per_user[0]} {interactions_per_user[1]}",
         "seeds": [int(s) for s in seeds],
@@ -516,7 +519,7 @@ def _accounts_table(acc: Mapping[str, Any]) -> str:
 
 def _accounts_text(acc: Mapping[str, Any]) -> str:
     prov = acc.get("provenance", {})
-    setup = prov.get("setup", {})
+    setup = prov
     return (
         f"{setup.get('n_pairs', '?')} balanced accounts (seed {setup.get('seed', '?')}), "
         f"{setup.get('n_test_rows', '?')} held-out account items; commit {str(prov.get('git_commit', '?'))[:8]}"
@@ -648,6 +651,35 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+README = PAPER_DIR.parent / "README.md"
+README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery"}
+
+
+def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """The README's figures, from the same result files as the paper's."""
+    out = {}
+    if "benchmark" in inputs:
+        res = inputs["benchmark"].results
+        cell = lambda m: _lookup(res, m, "full", "ndcg", 10)  # noqa: E731
+        names = [m for m in ("Ours K=4", "Ours K=1", "EASE", "iALS") if cell(m) is not None]
+        out["readme:ranking"] = "NDCG@10 (full ranking, 95% intervals): " + "; ".join(
+            f"{m} {_cell(cell(m))}" for m in names
+        ) + "."
+    if "accounts" in inputs:
+        t = inputs["accounts"]["table"].pivot(index="method", columns="metric", values="value")
+        def row(m: str) -> str:
+            r = t.loc[m]
+            txt = f"accuracy {_pct(r['accuracy'])}, AUC {_num(r['auc'])}, ECE {_num(r['ece'])}"
+            if "confidently_wrong" in r and not pd.isna(r["confidently_wrong"]):
+                txt += f", {_pct(r['confidently_wrong'])} of items with a 90% interval wholly on the wrong side"
+            return txt
+        parts = [f"{ACCOUNTS_LABELS[m]}: {row(m)}" for m in ACCOUNTS_LABELS if m in t.index and m != "share"]
+        out["readme:accounts"] = "; ".join(parts) + f" ({_accounts_text(inputs['accounts'])})."
+    if "recovery" in inputs:
+        out["readme:recovery"] = _coverage_summary(inputs["recovery"])
+    return out
+
+
 def _block_body(name: str, text: str) -> str:
     """Blocks of whole paragraphs (tables, figures, text) sit on their own lines; values inline."""
     return text if name.startswith("value:") else f"\n{text}\n"
@@ -699,7 +731,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:
@@ -743,6 +775,14 @@ def build(
     write_figures(inputs, figures_dir)
     if new != text:
         paper.write_text(new)
+    if Path(paper).resolve() == PAPER.resolve() and README.is_file():
+        readme = README.read_text()
+        rendered = render_readme(inputs)
+        new_readme = MARKER.sub(
+            lambda m: f"<!-- {m['name']} -->{rendered.get(m['name'], m['body'])}<!-- /{m['name']} -->", readme
+        )
+        if new_readme != readme:
+            README.write_text(new_readme)
     return missing
 
 

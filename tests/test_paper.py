@@ -69,7 +69,37 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS)
+
+
+def test_paper_accounts_blocks_match_results():
+    acc = _skip_unless(mp.load_accounts)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_accounts(acc).items()})
+
+
+def test_readme_figures_are_rendered_from_the_result_files():
+    """Every figure the README quotes sits in a readme:* block that make_paper renders."""
+    _, inputs, _ = mp.render(mp.RESULTS_DIR, partial=True)
+    present = mp.paper_blocks(mp.README.read_text())
+    assert set(present) == set(mp.README_BLOCKS)
+    rendered = mp.render_readme(inputs)
+    stale = sorted(n for n in rendered if present[n] != rendered[n])
+    assert not stale, f"README.md differs from paper/results in {stale}: run `python paper/make_paper.py build`"
+
+
+def test_result_files_come_from_one_commit():
+    """The benchmark, the shared-account run and the recovery run record the same commit."""
+    commits = {}
+    for name in ("provenance.json", "accounts/provenance.json"):
+        path = mp.RESULTS_DIR / name
+        if path.is_file():
+            commits[name] = json.loads(path.read_text()).get("git_commit")
+    rec = mp.RESULTS_DIR / "recovery.json"
+    if rec.is_file():
+        commits["recovery.json"] = json.loads(rec.read_text()).get("git_commit")
+    if len(commits) < 2:
+        pytest.skip("fewer than two result files with provenance")
+    assert len(set(commits.values())) == 1, commits
 
 
 def test_every_image_the_paper_links_is_one_make_paper_writes():
@@ -127,6 +157,17 @@ def _fake_recovery(folder: Path) -> None:
     (folder / "recovery.json").write_text(json.dumps(payload))
 
 
+def _fake_accounts(folder: Path) -> None:
+    (folder / "accounts").mkdir()
+    rows = [(m, k, v) for m, acc in (("ours", 0.7), ("kmeans", 0.74), ("share", 0.5))
+            for k, v in (("accuracy", acc), ("auc", acc + 0.1), ("ece", 0.05), ("brier", 0.2))]  # fmt: skip
+    rows += [("ours", "confidently_wrong", 0.04), ("ours", "interval_width", 0.7)]
+    pd.DataFrame(rows, columns=["method", "metric", "value"]).to_csv(folder / "accounts" / "accounts.csv", index=False)
+    (folder / "accounts" / "provenance.json").write_text(
+        json.dumps({"n_pairs": 150, "seed": 0, "n_test_rows": 1996, "git_commit": "0123456789ab"})
+    )
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     results = tmp_path / "results"
@@ -140,6 +181,7 @@ def test_build_renders_every_block_and_figure(workspace):
     results, paper, figures = workspace
     _fake_results(results)
     _fake_recovery(results)
+    _fake_accounts(results)
     assert mp.build(results, paper, figures) == []
     text = paper.read_text()
     blocks = mp.paper_blocks(text)
@@ -155,7 +197,9 @@ def test_build_renders_every_block_and_figure(workspace):
     )
     assert blocks["value:recovery-model"].startswith("K = 4 personas, D = 16")
     assert blocks["value:assignment-accuracy"] == "85.0% (range 80.0% to 90.0%)"
-    assert "far below the nominal 90%" in blocks["text:coverage-summary"]
+    assert "81 points below the nominal level" in blocks["text:coverage-summary"]
+    assert "| Ours (K=4, defaults) | 70.0% |" in blocks["table:accounts"]
+    assert blocks["value:accounts-setup"] == "150 balanced accounts (seed 0), 1996 held-out account items; commit 01234567"
     assert "Not rendered" not in text and "not rendered" not in text
     for name in ("benchmark.png", "recovery.png"):
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -198,7 +242,7 @@ def test_partial_build_renders_what_exists(workspace):
     _fake_recovery(results)
     before = mp.paper_blocks(paper.read_text())
     missing = mp.build(results, paper, figures, partial=True)
-    assert len(missing) == 1 and "results.csv" in missing[0]
+    assert len(missing) == 2 and "results.csv" in missing[0] and "accounts.csv" in missing[1]
     blocks = mp.paper_blocks(paper.read_text())
     assert blocks["value:recovery-seeds"] == "2"
     assert blocks["table:benchmark"] == before["table:benchmark"]  # left as it was
@@ -209,6 +253,7 @@ def test_check_flags_a_hand_edited_table(workspace):
     results, paper, figures = workspace
     _fake_results(results)
     _fake_recovery(results)
+    _fake_accounts(results)
     mp.build(results, paper, figures)
     paper.write_text(paper.read_text().replace("| EASE |", "| EASE (edited) |", 1))
     assert mp.stale_blocks(results, paper) == ["table:benchmark"]

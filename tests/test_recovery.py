@@ -67,6 +67,16 @@ def test_interval_coverage_of_planted_persona_probability(recovered):
     assert lo - 0.05 <= report.interval_coverage_multi <= 0.97, report.summary()
 
 
+def test_intervals_cover_where_the_explanation_is_uncertain(recovered):
+    """On the (interaction, taste) pairs whose generating probability lies in (0.05, 0.95),
+    where pooled coverage cannot hide behind pairs at 0 or 1, the 90% intervals cover
+    85-99%. The previous model (plug-in conjugate prevalence step) covered 69% there."""
+    _, report = recovered
+    assert report.uncertain_share > 0.02, report.summary()
+    assert 0.85 <= report.uncertain_coverage[0.9] <= 0.99, report.summary()
+    assert report.uncertain_coverage[0.5] < report.uncertain_coverage[0.8] < report.uncertain_coverage[0.95]
+
+
 def test_multi_taste_users_get_several_personas(recovered):
     _, report = recovered
     pu = report.per_user

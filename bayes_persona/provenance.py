@@ -1,0 +1,38 @@
+"""Where a result file came from: the git commit of the code and the package versions."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+__all__ = ["git_commit", "versions"]
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the checkout holding this file, or ``(None, None)``."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return head.stdout.strip(), dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for mod in ("bayes_persona", "torch", "pyro", "numpy", "pandas", "scipy", "implicit"):
+        try:
+            out[mod] = getattr(__import__(mod), "__version__", None)
+        except ImportError:
+            out[mod] = None
+    return out
