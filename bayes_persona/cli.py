@@ -637,7 +637,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
-    model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args))
+    model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args), n_threads=args.threads)
     start = time.perf_counter()
     model.fit(data)
     seconds = time.perf_counter() - start
@@ -739,7 +739,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in bar:
         bar.set_postfix_str(name)
         if name == "ours":
-            model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args))
+            model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args), n_threads=args.threads)
         else:
             model = _make_baseline(name, args)
         start = time.perf_counter()

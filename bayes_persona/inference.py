@@ -58,7 +58,7 @@ class SVIConfig:
         Relative improvement of the validation score that counts.
     elbo_window : int
         Without a validation score, an epoch counts as an improvement when the mean ELBO of
-        the last ``elbo_window`` epochs exceeds that of the ``elbo_window`` before by more
+        the last ``elbo_window`` epochs (at least 50 steps) exceeds that of as many before by more
         than two standard errors of the difference (estimated from the steps' ELBOs), so
         that minibatch noise neither stops a fit that is still rising nor prolongs one
         that has levelled off.
@@ -95,6 +95,12 @@ class SVIResult:
     stopped_early: bool = False
     best_step: int | None = None
     still_improving: bool = False
+
+
+# Fewest steps behind each of the two means the ELBO rule compares: with fewer, their
+# standard errors are themselves too noisy to judge a plateau (a fit shorter than twice
+# this counts as still rising).
+MIN_ELBO_WINDOW_STEPS = 50
 
 
 def elbo_still_rising(elbo: list[float], window: int) -> bool:
@@ -264,7 +270,8 @@ def run_svi(
                 if validate is not None:
                     improved = not math.isfinite(best_score) or score > best_score + config.tol * abs(best_score)
                 else:
-                    improved = elbo_still_rising(result.elbo, config.elbo_window * config.steps_per_epoch)
+                    window = max(config.elbo_window * config.steps_per_epoch, MIN_ELBO_WINDOW_STEPS)
+                    improved = elbo_still_rising(result.elbo, window)
                 result.still_improving = improved
                 if improved:
                     best_score, bad_epochs = score, 0

@@ -25,7 +25,7 @@ from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
 # score, bad-epoch counter) has to survive the kill as well as the parameters, the Adam
 # moments, the learning-rate decay and both RNGs.
 KW = dict(
-    n_personas=3, n_factors=8, max_epochs=20, batch_size=32, n_draws=20, progress=False,
+    n_personas=3, n_factors=8, max_epochs=400, batch_size=32, n_draws=20, progress=False,
     patience=6, random_state=3, learning_rate=0.01, prevalence_concentration=0.1,
 )  # fmt: skip
 EVERY = 6

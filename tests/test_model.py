@@ -209,3 +209,33 @@ def test_save_load_identical(tmp_path, fitted):
     loaded = bp.PersonaRecommender.load(path)
     pd.testing.assert_frame_equal(fitted.recommend([1, 2], n=5), loaded.recommend([1, 2], n=5))
     pd.testing.assert_frame_equal(fitted.explain(3, [10001]), loaded.explain(3, [10001]))
+
+
+def test_repr_says_whether_the_model_is_fitted(fitted):
+    assert repr(bp.PersonaRecommender()).endswith("; not fitted)")
+    assert repr(fitted).endswith("; fitted)")
+
+
+def test_a_short_fit_warns_that_it_has_not_converged_and_says_so(data):
+    with pytest.warns(bp.ConvergenceWarning, match="still rising"):
+        model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=20, progress=False).fit(data)
+    assert model.converged_ is False
+
+
+def test_implicit_fit_on_rated_data_warns_that_ratings_are_ignored(data):
+    rated = data.ratings.assign(rating=np.resize([1.0, 5.0], len(data.ratings)))
+    with pytest.warns(UserWarning, match="binarize"):
+        bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False).fit(rated)
+
+
+def test_fit_uses_its_own_thread_count_and_restores_torch_s(data, monkeypatch):
+    seen = []
+    real = bp.recommender.run_svi
+    monkeypatch.setattr(bp.recommender, "run_svi", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False, n_threads=1).fit(data)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
