@@ -26,6 +26,7 @@ import html
 import io
 import json
 import logging
+import re
 import sys
 import time
 import traceback
@@ -548,12 +549,14 @@ def _load_model(path: str):
 def parse_id(text: str, vocab: Any, what: str = "user") -> Any:
     """A command-line id as the model's id kind: int when its vocabulary is int-kind."""
     if vocab.kind == "int":
-        try:
-            return int(text)
-        except ValueError:
+        # ASCII digits only: Python's int() would also take '1_0' (10) and other scripts'
+        # digits, and answer for another user than the one typed.
+        if not re.fullmatch(r"-?[0-9]+", text):
             raise UsageError(
-                f"{what} id {text!r} is not an integer; this model's {what} ids are integers"
-            ) from None
+                f"{what} id {text!r} is not an integer (ASCII digits, optionally a leading '-'); "
+                f"this model's {what} ids are integers"
+            )
+        return int(text)
     return str(text)
 
 

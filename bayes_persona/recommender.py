@@ -1143,7 +1143,18 @@ class PersonaRecommender:
             raise SaveFormatError(f"{path} is an incomplete bayes_persona model file: it lacks {missing}")
         cfg = dict(meta["config"])
         cfg["device"] = "cpu"
+        cfg.pop("progress", None)
+        unknown = sorted(set(cfg) - set(cls._PARAMS))
+        if unknown:
+            raise SaveFormatError(f"{path}: its config has unknown settings {unknown}")
         self = cls(**cfg, progress=False)
+        try:  # a file is input like any other: its settings get fit's checks
+            self._validate_params()
+        except (DataValidationError, DataTypeError) as exc:
+            raise SaveFormatError(f"{path}: its config is not valid: {exc}") from exc
+        bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()) and k != "elbo_")
+        if bad:
+            raise SaveFormatError(f"{path}: non-finite values in {bad}")
         self.user_vocab_ = Vocabulary.from_dict(meta["user_vocab"])
         self.item_vocab_ = Vocabulary.from_dict(meta["item_vocab"])
         self.item_categories_ = {int(k): tuple(v) for k, v in meta["item_categories"].items()}
@@ -1157,7 +1168,11 @@ class PersonaRecommender:
         self.model_ = PersonaModel(
             U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration),
             n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
+            likelihood=self.likelihood,
         )  # fmt: skip
+        idx = self.seen_.indices
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N) or len(self.seen_.indptr) != U + 1:
+            raise SaveFormatError(f"{path}: its training items do not fit its {U} users and {N} items")
         self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), torch.Generator().manual_seed(0))
         try:
             self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

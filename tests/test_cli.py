@@ -339,6 +339,13 @@ def test_non_integer_id_for_int_model_exits_2(fitted, capsys):
     assert "not an integer" in _error_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("text", ["1_0", "\u0661", " 1", "+1", "1.0"])
+def test_integer_ids_are_ascii_digits_only(fitted, capsys, text):
+    """int() would read '1_0' as 10 and an Arabic-Indic one as 1: another user than typed."""
+    assert main(["recommend", "--model", str(fitted), "--user", text]) == 2
+    assert "not an integer" in _error_line(capsys.readouterr().err)
+
+
 def test_debug_shows_traceback(fitted, capsys):
     assert main(["recommend", "--model", str(fitted), "--user", "987654", "--debug"]) == 2
     err = capsys.readouterr().err

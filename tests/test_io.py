@@ -203,3 +203,9 @@ def test_items_errors():
     bad = pd.DataFrame({"item_id": [1, 2], "c": ["a", 5]})
     with pytest.raises(DataTypeError, match="column 'categories'.*first: .*'categories': 5"):
         load_items(bad, categories_col="c")
+
+
+def test_datetime_id_column_gets_a_named_error():
+    frame = pd.DataFrame({"user_id": pd.to_datetime([0, 1], unit="D"), "item_id": ["a", "b"]})
+    with pytest.raises(DataTypeError, match="user_id.*datetime64"):
+        load_interactions(frame)

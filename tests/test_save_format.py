@@ -245,3 +245,42 @@ def test_interrupted_save_leaves_no_file(fitted, tmp_path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         fitted.save(tmp_path / "new.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------- edited files, digest recomputed
+# The default digest is unkeyed: it detects corruption, not a deliberate edit. An edited
+# file whose digest was recomputed must still be validated like any other input.
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda cfg: cfg.update(hdi_prob=5), "hdi_prob"),
+        (lambda cfg: cfg.update(n_draws=0), "n_draws"),
+        (lambda cfg: cfg.update(not_a_setting=1), "unknown settings"),
+        (lambda cfg: cfg.update(likelihood="other"), "likelihood"),
+    ],
+)
+def test_edited_config_is_revalidated(saved, tmp_path, edit, message) -> None:
+    payload = _payload(saved)
+    meta = json.loads(payload["meta"])
+    edit(meta["config"])
+    path = tmp_path / "edited.pt"
+    _resave(payload, path, meta=meta)
+    assert message in str(_load_error(path))
+
+
+def test_non_finite_parameters_are_refused(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    payload["tensors"]["guide.item_loc"][0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    _resave(payload, path)
+    assert "non-finite" in str(_load_error(path))
+
+
+def test_out_of_range_training_items_are_refused(saved, tmp_path) -> None:
+    payload = _payload(saved)
+    payload["tensors"]["seen.indices"][0] = 10**6
+    path = tmp_path / "seen.pt"
+    _resave(payload, path)
+    assert "training items" in str(_load_error(path))

@@ -202,8 +202,8 @@ def check_id_column(df: pd.DataFrame, col: str, frame: str) -> IdKind:
     try:
         return id_kind_of_values(df[col], f"column {col!r} of {frame}")
     except DataTypeError as err:
-        kinds = df[col].map(lambda v: type(_py(v))).to_numpy()
-        bad = kinds != kinds[0]  # first row of a kind other than the first row's
+        kinds = [type(_py(v)) for v in df[col].tolist()]
+        bad = np.array([k is not kinds[0] for k in kinds], dtype=bool)  # rows of another kind than the first's
         if not bad.any():
             bad = np.ones(len(df), dtype=bool)
         raise DataTypeError(f"{err}; first offending row: {first_row(df, bad)}") from None
