@@ -400,6 +400,14 @@ class PersonaRecommender:
         u = self.user_vocab_.encode(ratings["user_id"].to_numpy())
         i = self.item_vocab_.encode(ratings["item_id"].to_numpy())
         U, N = len(self.user_vocab_), len(self.item_vocab_)
+        if self.feedback == "explicit":
+            big = np.abs(ratings["rating"].to_numpy(np.float64)) > 1e30
+            if big.any():
+                raise DataValidationError(
+                    f"column 'rating' of train must lie within +-1e30 (the model computes in "
+                    f"float32, whose range ends at 3.4e38 and whose squares overflow long "
+                    f"before); got {int(big.sum())} rows beyond, e.g. {ratings['rating'][big].iloc[0]!r}"
+                )
         r = ratings["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
         self.seen_ = _Csr.build(u, i, U, r)
         self.item_categories_ = _item_categories(items, self.item_vocab_)
@@ -548,6 +556,15 @@ class PersonaRecommender:
         if not hasattr(self, "guide_"):
             raise NotFittedError(
                 "this PersonaRecommender is not fitted yet; call fit(train) before using it"
+            )
+        cache = self.__dict__.setdefault("_cache", {})
+        if "finite" not in cache:  # once per fitted state (the cache is reset by fit and load)
+            tensors = list(self.model_.parameters()) + list(self.guide_.parameters())
+            cache["finite"] = all(bool(torch.isfinite(t).all()) for t in tensors)
+        if not cache["finite"]:
+            raise ModelFitError(
+                "this model's parameters are not all finite (left by a failed fit?); its "
+                "scores would be meaningless. Refit it, e.g. with a smaller learning_rate"
             )
 
     @property

@@ -239,3 +239,21 @@ def test_fit_uses_its_own_thread_count_and_restores_torch_s(data, monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_model_with_non_finite_parameters_refuses_to_answer(data):
+    model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False).fit(data)
+    with torch.no_grad():
+        model.guide_.item_loc[0, 0] = float("nan")
+    model._cache = {}
+    user = data.ratings["user_id"].iloc[0]
+    for call in (lambda: model.recommend([user]), lambda: model.score([user], [data.ratings["item_id"].iloc[0]])):
+        with pytest.raises(bp.ModelFitError, match="not all finite"):
+            call()
+
+
+def test_ratings_beyond_float32_range_are_refused_before_fitting(data):
+    rated = data.ratings.assign(rating=1.0)
+    rated.loc[rated.index[0], "rating"] = 1e300
+    with pytest.raises(bp.DataValidationError, match="rating"):
+        bp.PersonaRecommender(feedback="explicit", max_epochs=1, progress=False).fit(rated)
