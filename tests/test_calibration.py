@@ -113,7 +113,9 @@ def test_bad_arguments(kwargs, error, match):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="the variational posteriors are over-confident: 90% intervals cover ~60-70%",
+    raises=AssertionError,
+    reason="issue 13: SBC of the mean-field guide under-covers (notebook 03 on the new model: "
+    "assignment 77.5%, prevalence 85.0% at 90%)",
 )
 def test_full_size_calibration_covers_nominally():
     # BAYES_PERSONA_TEST_SIZE=smoke (CI) runs it tiny; full size matches `python -m
