@@ -83,7 +83,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -97,7 +96,7 @@ import pandas as pd
 from bayes_persona.data._validation import ITEM_COL, USER_COL, check_fraction, check_int
 from bayes_persona.data.accounts import ACCOUNT_COL, MergedAccounts, merge_accounts
 from bayes_persona.exceptions import DataValidationError
-from bayes_persona.provenance import git_commit, versions
+from bayes_persona.provenance import stamp
 
 __all__ = [
     "METHODS",
@@ -638,7 +637,6 @@ def _params_of(model: Any) -> dict:
 
 
 def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
-    commit, dirty = git_commit()
     try:
         import torch
 
@@ -647,19 +645,13 @@ def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
         threads = None
     return {
         "benchmark": "shared-account attribution (bayes_persona.accounts_bench)",
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "command": [sys.executable, *sys.argv],
         "arguments": None if argv is None else list(argv),
         **setup,
         "models": list(models),
         "custom_make_ours": custom_ours,
         "seconds": seconds,
-        "cpu_count": os.cpu_count(),
         "torch_threads": threads,
-        "platform": platform.platform(),
-        "versions": versions(),
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **stamp(),
     }
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_persona.provenance import git_commit, versions
+from bayes_persona.provenance import stamp
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +141,9 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
         extras[name] = extra
         logger.info("%s done: fit %.1fs", name, extra["fit_seconds"])
     res = pd.DataFrame(rows)
-    commit, dirty = git_commit()
     provenance = {
-        "benchmark": "ML-100K ranking (bayes_persona.bench)", "git_commit": commit, "git_dirty": dirty,
-        "command": [sys.executable, *sys.argv], "models": list(models), "smoke": bool(smoke),
-        "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot, "cpu_count": os.cpu_count(),
-        "versions": versions(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "benchmark": "ML-100K ranking (bayes_persona.bench)", "models": list(models), "smoke": bool(smoke),
+        "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot, **stamp(),
     }  # fmt: skip
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     res.to_csv(out / "results.csv", index=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
+from scipy.special import logsumexp
 
 __all__ = ["spectral_item_factors", "seed_personas"]
 
@@ -135,8 +136,7 @@ def prevalence_from_shares(
     logits = np.einsum("ukd,nd->ukn", personas, items)
     if bias is not None:
         logits = logits + bias
-    top = logits.max(-1, keepdims=True)
-    log_z = top[..., 0] + np.log(np.exp(logits - top).sum(-1))
+    log_z = logsumexp(logits, axis=-1)
     log_pi = np.log(np.clip(shares, floor, None)) - log_z
     pi = np.exp(log_pi - log_pi.max(-1, keepdims=True))
     return pi / pi.sum(-1, keepdims=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-__all__ = ["git_commit", "versions"]
+__all__ = ["git_commit", "versions", "stamp"]
 
 
 def git_commit() -> tuple[str | None, bool | None]:
@@ -36,3 +39,18 @@ def versions() -> dict[str, str | None]:
         except ImportError:
             out[mod] = None
     return out
+
+
+def stamp() -> dict:
+    """What every result file records about its run: the commit (and whether the checkout
+    had uncommitted changes), the command, the machine and the package versions."""
+    commit, dirty = git_commit()
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "command": [sys.executable, *sys.argv],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

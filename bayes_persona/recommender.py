@@ -361,11 +361,9 @@ class PersonaRecommender:
         :mod:`bayes_persona.distributed` and :func:`~bayes_persona.distributed.fit_distributed`).
         """
         self._validate_params()
-        with torch_threads(self.n_threads if self._dev_is_cpu() else None):
+        on_cpu = not str(self.device).startswith("cuda")
+        with torch_threads(self.n_threads if on_cpu else None):
             return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume)
-
-    def _dev_is_cpu(self) -> bool:
-        return not str(self.device).startswith("cuda")
 
     def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume) -> PersonaRecommender:
         ratings = _as_ratings(train, "train")

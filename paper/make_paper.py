@@ -140,7 +140,7 @@ def run_recovery(
     torch.set_num_threads(1)
     import bayes_persona as bp
     from bayes_persona.demo import DEMO_EPOCHS, DEMO_MODEL, SMOKE
-    from bayes_persona.provenance import git_commit
+    from bayes_persona.provenance import stamp
 
     world = (
         dict(n_users=SMOKE["n_users"], n_items=SMOKE["n_items"], n_tastes=SMOKE["n_tastes"],
@@ -191,8 +191,7 @@ def run_recovery(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bayes_persona_version": bp.__version__,
         "torch_version": torch.__version__,
-        "git_commit": git_commit()[0],
-        "git_dirty": git_commit()[1],
+        **{k: v for k, v in stamp().items() if k.startswith("git_")},
         "command": RECOVERY_COMMAND + (" --smoke" if smoke else "")
         + f" --interactions {interactions_per_user[0]} {interactions_per_user[1]}",
         "seeds": [int(s) for s in seeds],
