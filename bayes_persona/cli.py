@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recommend",
         "top-n items of a user with explaining personas",
         "Top-n unseen items of a user; each comes with the persona that explains it, the\n"
-        "posterior mean of P(persona | user, item) and its highest-density interval.",
+        "posterior median of P(persona | user, item) and its highest-density interval.",
     )
     model_user(p)
     p.add_argument("--n", type=_positive_int, default=10, help="items (default: 10)")
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         "which persona explains given items for a user",
         "For each item, every persona's probability of explaining it for the user\n"
-        "(posterior mean and interval) and the persona's prevalence.",
+        "(posterior median and interval) and the persona's prevalence.",
     )
     model_user(p)
     p.add_argument(
@@ -588,7 +588,7 @@ def explanation_display(frame: Any, hdi_prob: float):
     """``explain``'s frame, formatted for reading."""
     table = frame[["item_id", "persona"]].copy()
     table["prevalence"] = _f2(frame["prevalence"])
-    table["P(persona | item)"] = _f2(frame["prob_mean"])
+    table["P(persona | item)"] = _f2(frame["prob"])
     table[f"{hdi_prob:.0%} interval"] = _intervals(frame["prob_low"], frame["prob_high"])
     return table
 
@@ -596,7 +596,7 @@ def explanation_display(frame: Any, hdi_prob: float):
 def personas_display(frame: Any, hdi_prob: float):
     """``personas``' frame, formatted for reading."""
     table = frame[["persona"]].copy()
-    table["prevalence"] = _f2(frame["prevalence_mean"])
+    table["prevalence"] = _f2(frame["prevalence"])
     table[f"{hdi_prob:.0%} interval"] = _intervals(
         frame["prevalence_low"], frame["prevalence_high"]
     )

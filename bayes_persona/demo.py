@@ -211,11 +211,9 @@ def _table(rows: list[list[str]], indent: str = "    ") -> str:
 def _category_shares(model: Any, user: Any, seen: np.ndarray, categories: dict) -> dict[int, list]:
     """For each persona, its categories by share of the persona's expected interactions
     among the user's training items (an item's weight split evenly over its categories)."""
-    expl = model.explain(user, seen, hdi_prob=model.hdi_prob)
+    expl = model.explain(user, seen)
     acc: dict[int, dict[str, float]] = {}
-    for item, persona, prob in zip(
-        expl["item_id"], expl["persona"], expl["prob_mean"], strict=True
-    ):
+    for item, persona, prob in zip(expl["item_id"], expl["persona"], expl["prob"], strict=True):
         cats = categories.get(_plain(item)) or ["(none)"]
         bucket = acc.setdefault(int(persona), {})
         for c in cats:
@@ -247,12 +245,12 @@ def _describe_user(
     for p in personas.itertuples(index=False):
         top = [f"{c} {w:.0%}" for c, w in shares.get(int(p.persona), [])[:3] if w >= 0.05]
         cats = ", ".join(top or p.top_categories) or "-"
-        if p.prevalence_mean <= threshold:
+        if p.prevalence <= threshold:
             cats = f"(unused: prevalence below {threshold:g})"
         rows.append(
             [
                 f"persona {p.persona}",
-                f"{p.prevalence_mean:.2f}",
+                f"{p.prevalence:.2f}",
                 _interval(p.prevalence_low, p.prevalence_high),
                 cats,
             ]

@@ -97,7 +97,7 @@ Label switching
 The personas of a user are exchangeable. The guides are unimodal, so a fitted guide sits in
 one of the :math:`K!` symmetric modes and a persona slot means the same thing in every draw
 from it. Everything reported across draws is then invariant to relabelling: outputs order a
-user's personas by posterior mean prevalence (persona 0 is the most prevalent), and
+user's personas by posterior median prevalence (persona 0 is the most prevalent), and
 comparisons with planted truth match personas by the best permutation.
 
 References

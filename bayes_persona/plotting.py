@@ -122,7 +122,7 @@ def plot_persona_map(
     model: Any,
     user_id: Any,
     *,
-    hdi_prob: float = 0.9,
+    hdi_prob: float | None = None,
     max_categories: int | None = 20,
     ax: Any = None,
 ) -> Any:
@@ -131,15 +131,16 @@ def plot_persona_map(
     Cell ``(k, c)`` is the share of persona ``k``'s explained training interactions that
     fall in category ``c``: each training item of the user spreads its posterior mean
     probability ``P(z = k | u, i)`` over its categories (weight ``1/c`` each) and each row
-    is normalised. Row labels give the persona's posterior mean prevalence and its
-    ``hdi_prob`` interval.
+    is normalised. Row labels give the persona's posterior median prevalence and its
+    highest-density interval.
 
     Parameters
     ----------
     model : PersonaRecommender
         Fitted, with item categories.
     user_id : id
-    hdi_prob : float in (0, 1)
+    hdi_prob : float in (0, 1), optional
+        Mass of the prevalence intervals; default the model's ``hdi_prob``.
     max_categories : int, optional
         Show the categories with the most mass only.
     ax : matplotlib Axes, optional
@@ -151,10 +152,11 @@ def plot_persona_map(
     import seaborn as sns
     import torch
 
-    from bayes_persona.posterior import hdi
+    from bayes_persona.posterior import summarise
 
     if not hasattr(model, "guide_"):
         raise DataValidationError("model must be a fitted PersonaRecommender")
+    hdi_prob = model.hdi_prob if hdi_prob is None else hdi_prob
     if not model.item_categories_:
         raise DataValidationError(
             "model has no item categories; fit it with an items table with 'categories'"
@@ -186,9 +188,9 @@ def plot_persona_map(
     keep = np.argsort(-M.sum(0), kind="stable")
     if max_categories is not None:
         keep = keep[: int(max_categories)]
-    low, high = hdi(prev, hdi_prob, axis=0)
+    point, low, high = summarise(prev, hdi_prob, axis=0)
     labels = [
-        f"persona {k}: {prev[:, k].mean():.2f} [{low[k]:.2f}, {high[k]:.2f}]"
+        f"persona {k}: {point[k]:.2f} [{low[k]:.2f}, {high[k]:.2f}]"
         for k in range(M.shape[0])
     ]
     frame = pd.DataFrame(M[:, keep], index=labels, columns=[cats[j] for j in keep])
@@ -207,7 +209,7 @@ def plot_explanations(recs: pd.DataFrame, *, user_id: Any = None, ax: Any = None
     """Forest plot of a user's recommendations and the personas that explain them.
 
     Each recommended item is one row (best rank on top): a point at ``persona_prob``,
-    the posterior mean ``P(z = persona | u, i)`` of its explaining persona, and a line over
+    the posterior median ``P(z = persona | u, i)`` of its explaining persona, and a line over
     ``[persona_prob_low, persona_prob_high]``; colour marks the persona.
 
     Parameters
@@ -247,10 +249,10 @@ def plot_explanations(recs: pd.DataFrame, *, user_id: Any = None, ax: Any = None
     personas = sub["persona"].to_numpy()
     for k in sorted(set(personas.tolist())):
         sel = personas == k
-        mean = sub["persona_prob"].to_numpy()[sel]
+        point = sub["persona_prob"].to_numpy()[sel]
         lo = sub["persona_prob_low"].to_numpy()[sel]
         hi = sub["persona_prob_high"].to_numpy()[sel]
-        ax.errorbar(mean, y[sel], xerr=[np.clip(mean - lo, 0, None), np.clip(hi - mean, 0, None)],
+        ax.errorbar(point, y[sel], xerr=[np.clip(point - lo, 0, None), np.clip(hi - point, 0, None)],
                     fmt="o", color=f"C{int(k) % 10}", capsize=3, label=f"persona {k}")  # fmt: skip
     ax.set_yticks(y)
     ax.set_yticklabels([f"#{r}  {i}" for r, i in zip(sub["rank"], sub["item_id"], strict=True)])

@@ -1,4 +1,13 @@
-"""Summaries of posterior draws: highest-density intervals and permutation matching."""
+"""Summaries of posterior draws: the median with its highest-density interval, and
+permutation matching.
+
+The library reports a quantity as its posterior median with a highest-density interval
+(:func:`summarise`). The median lies inside any interval that holds more than half of the
+draws, so the point never contradicts its interval; the posterior mean beside an HDI does for
+skewed draws (a probability near 0 or 1). Central (equal-tailed) intervals would hold the
+median too, but on planted worlds they cover the truth worse where it matters: on pairs with a
+generating probability in (0.05, 0.95) they over-cover at every level, and pairs whose truth
+sits at 0 or 1 fall outside them (the HDI reaches the boundary)."""
 
 from __future__ import annotations
 
@@ -6,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["hdi", "best_permutation"]
+__all__ = ["summarise", "hdi", "best_permutation"]
 
 
 def hdi(samples: np.ndarray, hdi_prob: float = 0.9, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +49,33 @@ def hdi(samples: np.ndarray, hdi_prob: float = 0.9, axis: int = 0) -> tuple[np.n
     low = np.take_along_axis(x, start[None], axis=0)[0]
     high = np.take_along_axis(x, (start + m - 1)[None], axis=0)[0]
     return low, high
+
+
+def summarise(
+    samples: np.ndarray, hdi_prob: float = 0.9, axis: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior median and highest-density interval along ``axis``, coherent by construction.
+
+    For ``hdi_prob > 0.5`` the window of :func:`hdi` holds more than half of the draws and so
+    the median; at lower levels an interval that misses the median is widened to reach it
+    (so its mass exceeds ``hdi_prob``). Either way ``low <= median <= high``.
+
+    Parameters
+    ----------
+    samples : ndarray
+        Draws along ``axis``.
+    hdi_prob : float in (0, 1)
+    axis : int
+
+    Returns
+    -------
+    median, low, high : ndarray
+        Shape of ``samples`` without ``axis``.
+    """
+    x = np.asarray(samples, dtype=float)
+    median = np.median(x, axis=axis)
+    low, high = hdi(x, hdi_prob, axis=axis)
+    return median, np.minimum(low, median), np.maximum(high, median)
 
 
 def best_permutation(cost: np.ndarray) -> tuple[int, ...]:

@@ -60,7 +60,7 @@ from bayes_persona.model import (
     make_guide,
     persona_shares,
 )
-from bayes_persona.posterior import hdi
+from bayes_persona.posterior import summarise
 
 __all__ = ["PersonaRecommender"]
 
@@ -644,7 +644,7 @@ class PersonaRecommender:
         """For a chunk of users: per-draw log P(z=k, i | u) over all items, (S, B, K, N).
 
         Returns ``(log_joint, order, expected)``: ``order`` (B, K) sorts each user's personas
-        by posterior mean prevalence, descending; ``expected`` is the expected rating per
+        by posterior median prevalence, descending; ``expected`` is the expected rating per
         persona for explicit feedback (for which ``log_joint`` holds the log attention) and
         ``None`` for implicit. ``draws`` are the users' :meth:`_user_draws` when the caller
         already has them.
@@ -653,7 +653,7 @@ class PersonaRecommender:
         d = draws if draws is not None else self._user_draws(users, n_draws)
         p, pi = d["persona_factors"], d["prevalence"]
         affinity = torch.einsum("sbkd,snd->sbkn", p, q)  # (S, B, K, N)
-        order = torch.argsort(pi.mean(0), dim=-1, descending=True)  # (B, K)
+        order = torch.argsort(torch.quantile(pi, 0.5, dim=0), dim=-1, descending=True, stable=True)  # (B, K)
         if self.feedback == "implicit":
             logits = affinity + b[:, None, None, :]
             log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)
@@ -771,9 +771,10 @@ class PersonaRecommender:
         DataFrame
             ``user_id, rank, item_id, score, persona, persona_prob, persona_prob_low,
             persona_prob_high``: ``persona`` is the explaining persona (0 = the user's most
-            prevalent), ``persona_prob`` its posterior mean probability
-            ``P(z = persona | u, i)`` and the bounds its ``hdi_prob`` highest-density
-            interval.
+            prevalent, chosen by the largest posterior median), ``persona_prob`` the
+            posterior median of ``P(z = persona | u, i)`` and the bounds its ``hdi_prob``
+            highest-density interval, which always holds the median
+            (:func:`bayes_persona.posterior.summarise`).
         """
         self._check_fitted()
         n = _check_int("n", n, 1)
@@ -822,17 +823,17 @@ class PersonaRecommender:
         lj = torch.gather(log_joint, 3, idx)  # (S, B, K, n)
         lj = torch.gather(lj, 2, order[None, :, :, None].expand(S, B, K, n))  # persona 0 = most prevalent
         p_top = (torch.softmax(lj, dim=2) if self.feedback == "implicit" else lj.exp()).cpu().numpy()
-        mean = p_top.mean(0)  # (B, K, n)
-        persona = mean.argmax(1)  # (B, n)
+        median = np.median(p_top, axis=0)  # (B, K, n)
+        persona = median.argmax(1)  # (B, n)
         chosen = np.take_along_axis(p_top, persona[None, :, None, :], axis=2)[:, :, 0]  # (S, B, n)
-        low, high = hdi(chosen, self.hdi_prob, axis=0)
+        point, low, high = summarise(chosen, self.hdi_prob, axis=0)
         cols = {
             "user": first + np.repeat(np.arange(B), lens),
             "rank": np.broadcast_to(np.arange(1, n + 1), (B, n))[valid],
             "item": top[valid],
             "score": np.take_along_axis(scores, top, axis=1)[valid],
             "persona": persona[valid],
-            "persona_prob": np.take_along_axis(mean, persona[:, None, :], axis=1)[:, 0][valid],
+            "persona_prob": point[valid],
             "persona_prob_low": low[valid],
             "persona_prob_high": high[valid],
         }
@@ -841,24 +842,28 @@ class PersonaRecommender:
             out[k][filled : filled + m] = v
         return filled + m
 
-    def explain(self, user_id: Any, item_ids: Any, hdi_prob: float = 0.9) -> pd.DataFrame:
+    def explain(self, user_id: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
         """Which persona explains each item, with credible intervals.
 
         Parameters
         ----------
         user_id : id
         item_ids : id or sequence of ids (known items)
-        hdi_prob : float in (0, 1)
+        hdi_prob : float in (0, 1), optional
+            Mass of the highest-density intervals; default the model's ``hdi_prob``.
 
         Returns
         -------
         DataFrame
-            One row per (item, persona): ``user_id, item_id, persona, prevalence,
-            prob_mean, prob_low, prob_high`` where ``prob_*`` summarise
-            ``P(z = persona | u, i)`` over posterior draws.
+            One row per (item, persona): ``user_id, item_id, persona, prevalence, prob,
+            prob_low, prob_high``. ``prob`` is the posterior median of
+            ``P(z = persona | u, i)`` and ``prob_low, prob_high`` its highest-density
+            interval (:func:`bayes_persona.posterior.summarise`: the median always lies
+            inside); ``prevalence`` is the posterior median of the persona's share.
+            :meth:`explain_draws` gives the draws behind them (for means or other summaries).
         """
         self._check_fitted()
-        hdi_prob = _check_prob("hdi_prob", hdi_prob)
+        hdi_prob = self._interval_prob(hdi_prob)
         ids, u = self._encode_users(user_id, "user_id")
         if len(u) != 1:
             raise DataValidationError(f"user_id must be a single id; got {len(u)}")
@@ -869,18 +874,22 @@ class PersonaRecommender:
         post = post[:, 0][:, order[0]].cpu().numpy()  # (S, K, n)
         prev = prev[:, 0][:, order[0]].cpu().numpy()  # (S, K)
         K, n = post.shape[1], post.shape[2]
-        low, high = hdi(post, hdi_prob, axis=0)
+        point, low, high = summarise(post, hdi_prob, axis=0)
         return pd.DataFrame(
             {
                 "user_id": np.repeat(ids, K * n),
                 "item_id": np.repeat(items, K),
                 "persona": np.tile(np.arange(K), n),
-                "prevalence": np.tile(prev.mean(0), n),
-                "prob_mean": post.mean(0).T.reshape(-1),
+                "prevalence": np.tile(np.median(prev, axis=0), n),
+                "prob": point.T.reshape(-1),
                 "prob_low": low.T.reshape(-1),
                 "prob_high": high.T.reshape(-1),
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype, "item_id": self.item_vocab_.ids.dtype})
+
+    def _interval_prob(self, hdi_prob: float | None) -> float:
+        """``hdi_prob`` checked, or the model's own when None."""
+        return _check_prob("hdi_prob", self.hdi_prob if hdi_prob is None else hdi_prob)
 
     def explain_draws(self, user_id: Any, item_ids: Any, n_draws: int | None = None) -> np.ndarray:
         """Posterior draws of every explanation ``P(z = k | u, i)``.
@@ -923,7 +932,7 @@ class PersonaRecommender:
         post = torch.softmax(log_joint[..., it], dim=2)
         return post, order, d_prev
 
-    def persona_probabilities(self, user_ids: Any, item_ids: Any, hdi_prob: float = 0.9) -> pd.DataFrame:
+    def persona_probabilities(self, user_ids: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
         """:meth:`explain` for many pairs ``(user_ids[j], item_ids[j])`` at once (tidy)."""
         self._check_fitted()
         users = _as_id_list(user_ids, "user_ids")
@@ -938,20 +947,29 @@ class PersonaRecommender:
             out.append(self.explain(uid, grp["item_id"].to_numpy(), hdi_prob=hdi_prob))
         return pd.concat(out, ignore_index=True)
 
-    def personas(self, user_id: Any, n_items: int = 5, hdi_prob: float = 0.9) -> pd.DataFrame:
+    def personas(self, user_id: Any, n_items: int = 5, hdi_prob: float | None = None) -> pd.DataFrame:
         """Describe a user's personas.
+
+        Parameters
+        ----------
+        user_id : id
+        n_items : int
+            Items listed per persona.
+        hdi_prob : float in (0, 1), optional
+            Mass of the prevalence intervals; default the model's ``hdi_prob``.
 
         Returns
         -------
         DataFrame
-            One row per persona (0 = most prevalent): ``user_id, persona, prevalence_mean,
-            prevalence_low, prevalence_high, share`` (expected share of the user's training
+            One row per persona (0 = most prevalent): ``user_id, persona, prevalence,
+            prevalence_low, prevalence_high`` (posterior median and highest-density interval,
+            as in :meth:`explain`), ``share`` (expected share of the user's training
             interactions it explains), ``top_items`` (the persona's most probable unseen
             items), ``top_categories`` (categories of the training items it explains,
             weighted by its probability; empty when items carry no categories).
         """
         self._check_fitted()
-        hdi_prob = _check_prob("hdi_prob", hdi_prob)
+        hdi_prob = self._interval_prob(hdi_prob)
         n_items = _check_int("n_items", n_items, 1)
         ids, u = self._encode_users(user_id, "user_id")
         if len(u) != 1:
@@ -968,7 +986,7 @@ class PersonaRecommender:
             )[..., None]  # log softmax_k(i) or log attention
             choice = choice.exp().mean(0).cpu().numpy()  # (K, N)
         choice[:, seen] = -np.inf
-        low, high = hdi(prev, hdi_prob, axis=0)
+        point, low, high = summarise(prev, hdi_prob, axis=0)
         K = prev.shape[1]
         rows = []
         for k in range(K):
@@ -977,7 +995,7 @@ class PersonaRecommender:
                 {
                     "user_id": ids[0],
                     "persona": k,
-                    "prevalence_mean": float(prev[:, k].mean()),
+                    "prevalence": float(point[k]),
                     "prevalence_low": float(low[k]),
                     "prevalence_high": float(high[k]),
                     "share": float(post_seen[k].mean()) if len(seen) else float("nan"),
@@ -1028,7 +1046,7 @@ class PersonaRecommender:
         dict of numpy arrays
             ``item_factors`` (S, N, D), ``item_bias`` (S, N), ``persona_factors``
             (S, U, K, D), ``prevalence`` (S, U, K) and, for ratings, ``user_bias`` (S, U);
-            personas of each user ordered by posterior mean prevalence. Row order follows
+            personas of each user ordered by posterior median prevalence. Row order follows
             ``item_vocab_`` and the requested users (or ``user_vocab_``).
         """
         self._check_fitted()

@@ -90,7 +90,7 @@ def persona_recovery(
     model,
     truth: SyntheticTruth,
     users=None,
-    hdi_prob: float = 0.9,
+    hdi_prob: float | None = None,
     prevalence_threshold: float = 0.1,
 ) -> RecoveryReport:
     """Compare a fitted :class:`PersonaRecommender` with the planted truth.
@@ -102,7 +102,8 @@ def persona_recovery(
     truth : SyntheticTruth
     users : sequence of user ids, optional
         Default: every planted user the model knows.
-    hdi_prob : float
+    hdi_prob : float in (0, 1), optional
+        Interval mass; default the model's ``hdi_prob``.
     prevalence_threshold : float
 
     Returns
@@ -110,6 +111,7 @@ def persona_recovery(
     RecoveryReport
     """
     model._check_fitted()
+    hdi_prob = model._interval_prob(hdi_prob)
     inter = truth.interactions
     known_u = model.user_vocab_.index_of_known(inter["user_id"].to_numpy())[0]
     known_i = model.item_vocab_.index_of_known(inter["item_id"].to_numpy())[0]

@@ -128,9 +128,14 @@ def test_score_matches_recommend(fitted):
 def test_explain_probabilities_sum_to_one(fitted):
     ex = fitted.explain(1, [10001, 10002, 10003], hdi_prob=0.8)
     assert len(ex) == 3 * 3
-    sums = ex.groupby("item_id").prob_mean.sum()
-    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
-    assert ((ex.prob_low <= ex.prob_mean + 1e-9) & (ex.prob_mean <= ex.prob_high + 1e-9)).all()
+    # the draws behind the medians sum to one over personas, draw by draw
+    draws = fitted.explain_draws(1, [10001, 10002, 10003])
+    np.testing.assert_allclose(draws.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        ex.prob.to_numpy().reshape(3, 3), np.median(draws, axis=0).T, rtol=1e-5, atol=1e-7
+    )
+    # the point lies inside its own interval on every row (posterior median + HDI)
+    assert ((ex.prob_low <= ex.prob) & (ex.prob <= ex.prob_high)).all()
     # persona 0 is the most prevalent
     prev = ex.drop_duplicates("persona").sort_values("persona").prevalence.to_numpy()
     assert (np.diff(prev) <= 1e-9).all()
@@ -141,14 +146,15 @@ def test_explain_consistent_with_recommend(fitted):
     ex = fitted.explain(2, recs.item_id.to_numpy(), hdi_prob=fitted.hdi_prob)
     for row in recs.itertuples():
         e = ex[(ex.item_id == row.item_id) & (ex.persona == row.persona)].iloc[0]
-        assert e.prob_mean == pytest.approx(row.persona_prob, rel=1e-5)
+        assert e.prob == pytest.approx(row.persona_prob, rel=1e-5)
         assert e.prob_low == pytest.approx(row.persona_prob_low, rel=1e-5)
 
 
 def test_personas_frame(fitted):
     p = fitted.personas(1, n_items=4)
     assert list(p.persona) == [0, 1, 2]
-    assert p.prevalence_mean.sum() == pytest.approx(1.0, abs=1e-5)
+    assert ((p.prevalence_low <= p.prevalence) & (p.prevalence <= p.prevalence_high)).all()
+    assert (np.diff(p.prevalence.to_numpy()) <= 1e-9).all()  # persona 0 = largest median
     assert all(len(t) == 4 for t in p.top_items)
     assert all(isinstance(c, list) for c in p.top_categories)
     assert len(p.top_categories[0]) >= 1  # planted items carry categories
@@ -257,3 +263,23 @@ def test_ratings_beyond_float32_range_are_refused_before_fitting(data):
     rated.loc[rated.index[0], "rating"] = 1e300
     with pytest.raises(bp.DataValidationError, match="rating"):
         bp.PersonaRecommender(feedback="explicit", max_epochs=1, progress=False).fit(rated)
+
+
+def test_hdi_prob_travels(fitted):
+    """explain, personas and recommend use the model's hdi_prob unless told otherwise."""
+    user, items = 2, [10001, 10002, 10003]
+    old = fitted.hdi_prob
+    try:
+        fitted.set_params(hdi_prob=0.5)
+        narrow = fitted.explain(user, items)
+        np.testing.assert_allclose(narrow.prob_low, fitted.explain(user, items, hdi_prob=0.5).prob_low)
+        p_narrow = fitted.personas(user)
+        fitted.set_params(hdi_prob=0.95)
+        wide = fitted.explain(user, items)
+        p_wide = fitted.personas(user)
+    finally:
+        fitted.set_params(hdi_prob=old)
+    width = lambda f, c: (f[f"{c}_high"] - f[f"{c}_low"]).to_numpy()  # noqa: E731
+    assert (width(narrow, "prob") <= width(wide, "prob") + 1e-12).all()
+    assert width(narrow, "prob").sum() < width(wide, "prob").sum()
+    assert width(p_narrow, "prevalence").sum() < width(p_wide, "prevalence").sum()
