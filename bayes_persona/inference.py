@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ __all__ = ["SVIConfig", "SVIResult", "run_svi", "atomic_torch_save"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: carries a sha256 of its state
 
 
 @dataclass
@@ -95,12 +96,51 @@ class SVIResult:
     stopped_early: bool = False
     best_step: int | None = None
     still_improving: bool = False
+    best_epoch_elbo: float = -math.inf
+    final_epoch_elbo: float = -math.inf
+
+    @property
+    def fell_from_best(self) -> bool:
+        """The last epoch's mean ELBO lies below the best epoch's by more than the best's
+        magnitude: the fit drifted away from its optimum (a too-large step size)."""
+        best, last = self.best_epoch_elbo, self.final_epoch_elbo
+        return math.isfinite(best) and last < best - max(abs(best), 1.0)
 
 
 # Fewest steps behind each of the two means the ELBO rule compares: with fewer, their
 # standard errors are themselves too noisy to judge a plateau (a fit shorter than twice
 # this counts as still rising).
 MIN_ELBO_WINDOW_STEPS = 50
+
+# An epoch whose mean ELBO falls this many times its magnitude below the best epoch's has
+# diverged (minibatch noise moves an epoch mean by a fraction of its magnitude, never 10x).
+DIVERGENCE_FACTOR = 10.0
+
+
+def _parameter_scale(modules: list[torch.nn.Module]) -> float:
+    """The largest finite parameter magnitude (for error messages)."""
+    out = 0.0
+    for m in modules:
+        for p in m.parameters():
+            finite = p.detach()[torch.isfinite(p.detach())]
+            if finite.numel():
+                out = max(out, float(finite.abs().max()))
+    return out
+
+
+def _cause(modules: list[torch.nn.Module], learning_rate: float) -> str:
+    """What a failed fit most likely met: the step size or the scale of the parameters."""
+    scale = _parameter_scale(modules)
+    if learning_rate > 0.1:
+        return (
+            f"the step size: learning_rate={learning_rate:g} is large (defaults are near 0.01); "
+            f"the largest parameter magnitude reached {scale:.3g}. Try a smaller learning_rate."
+        )
+    return (
+        f"the scale of the parameters: their largest magnitude reached {scale:.3g} at "
+        f"learning_rate={learning_rate:g}. Check the scale of the data (e.g. ratings far from "
+        "a few units) and init_scale, or try a smaller learning_rate."
+    )
 
 
 def elbo_still_rising(elbo: list[float], window: int) -> bool:
@@ -193,8 +233,11 @@ def run_svi(
     Raises
     ------
     ModelFitError
-        When the ELBO or a parameter becomes NaN or infinite; the modules are restored to
-        the last good state (the start of the failing epoch) before raising. Its ``result``
+        When the ELBO or a parameter becomes NaN or infinite (the modules are restored to
+        the last good state, the start of the failing epoch), or when the fit diverges: an
+        epoch's mean ELBO falls below the best epoch's by more than ``DIVERGENCE_FACTOR``
+        times its magnitude (the modules are restored to that best epoch). The message names
+        the step and the likely cause (step size or parameter scale). Its ``result``
         attribute holds the :class:`SVIResult` up to the failure.
     """
     modules = [model, guide]
@@ -206,6 +249,8 @@ def run_svi(
     result = SVIResult()
     best_score, best_state, bad_epochs = -math.inf, None, 0
     ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
+    if ckpt_path is not None and (sync is None or sync.is_writer):
+        remove_orphan_temporaries(ckpt_path)
 
     if ckpt_path is not None and config.resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, fingerprint)
@@ -223,6 +268,12 @@ def run_svi(
         logger.info("resumed from %s at step %d", ckpt_path, result.steps)
 
     good_state = copy.deepcopy([m.state_dict() for m in modules])
+    # (mean ELBO, step, state) of the best epoch so far: the divergence check's reference.
+    best_epoch: tuple[float, int, list] = (-math.inf, result.steps, good_state)
+    if result.steps >= config.steps_per_epoch:  # resumed: the history is the reference
+        done = len(result.elbo) // config.steps_per_epoch * config.steps_per_epoch
+        means = np.asarray(result.elbo[:done]).reshape(-1, config.steps_per_epoch).mean(1)
+        best_epoch = (float(means.max()), result.steps, good_state)
     bar = tqdm(total=config.max_steps, initial=result.steps, disable=not config.progress, desc="SVI", leave=False)
     try:
         while result.steps < config.max_steps and not result.stopped_early:
@@ -239,11 +290,11 @@ def run_svi(
                 loss = torch.tensor(math.nan)
             value = loss.detach() if sync is None else sync.reduce_loss(loss.detach())
             if not torch.isfinite(value):
+                cause = _cause(modules, config.learning_rate)
                 _restore(modules, good_state)
                 raise ModelFitError(
                     f"the ELBO became {value.item()} at step {step}; the model keeps its state "
-                    f"from before step {step - step % config.steps_per_epoch}. Try a smaller "
-                    "learning_rate."
+                    f"from before step {step - step % config.steps_per_epoch}. Likely cause: {cause}"
                 )
             loss.backward()
             if sync is not None:
@@ -254,13 +305,26 @@ def run_svi(
 
             if result.steps % config.steps_per_epoch == 0 or result.steps == config.max_steps:
                 if not _all_finite(modules):
+                    cause = _cause(modules, config.learning_rate)
                     _restore(modules, good_state)
                     raise ModelFitError(
                         f"a parameter became NaN or infinite by step {result.steps}; the model "
-                        "keeps its last good state. Try a smaller learning_rate."
+                        f"keeps its last good state. Likely cause: {cause}"
+                    )
+                epoch_elbo = float(np.mean(result.elbo[-config.steps_per_epoch :]))
+                if epoch_elbo < best_epoch[0] - DIVERGENCE_FACTOR * max(abs(best_epoch[0]), 1.0):
+                    cause = _cause(modules, config.learning_rate)
+                    _restore(modules, best_epoch[2])
+                    raise ModelFitError(
+                        f"the fit diverged: the mean ELBO of the epoch ending at step "
+                        f"{result.steps} is {epoch_elbo:.4g}, against {best_epoch[0]:.4g} at its "
+                        f"best (step {best_epoch[1]}); the model keeps its state from step "
+                        f"{best_epoch[1]}. Likely cause: {cause}"
                     )
                 good_state = copy.deepcopy([m.state_dict() for m in modules])
-                epoch_elbo = float(np.mean(result.elbo[-config.steps_per_epoch :]))
+                if epoch_elbo > best_epoch[0]:
+                    best_epoch = (epoch_elbo, result.steps, good_state)
+                result.best_epoch_elbo, result.final_epoch_elbo = best_epoch[0], epoch_elbo
                 bar.set_postfix(elbo=f"{epoch_elbo:.4g}")
                 if validate is not None:
                     score = float(validate())
@@ -286,9 +350,8 @@ def run_svi(
             if ckpt_path is not None and (sync is None or sync.is_writer) and (
                 result.steps % config.checkpoint_every == 0 or result.stopped_early
             ):
-                atomic_torch_save(
+                save_checkpoint(
                     {
-                        "version": CHECKPOINT_VERSION,
                         "fingerprint": fingerprint,
                         "modules": [m.state_dict() for m in modules],
                         "optim": optim.state_dict(),
@@ -323,18 +386,81 @@ def _restore(modules: list[torch.nn.Module], states: list[dict]) -> None:
             m.load_state_dict(sd)
 
 
+def tree_digest(obj: object) -> str:
+    """sha256 of a nested state (dicts, lists, tensors, scalars), independent of dict order."""
+    h = hashlib.sha256()
+
+    def walk(x: object) -> None:
+        if isinstance(x, dict):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode())
+                walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, list | tuple):
+            h.update(b"[")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        elif isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).numpy().tobytes())
+        else:
+            h.update(f"{type(x).__name__}:{x!r}".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write a resumable state atomically, with its sha256 (:func:`tree_digest`)."""
+    atomic_torch_save({"version": CHECKPOINT_VERSION, "sha256": tree_digest(state), "state": state}, path)
+
+
+def remove_orphan_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files a killed :func:`atomic_torch_save` of ``path`` left behind
+    (``.NAME.*.tmp`` beside it); returns what was removed."""
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    if removed:
+        logger.info("removed %d orphan temporary file(s) of %s", len(removed), path)
+    return removed
+
+
 def load_checkpoint(path: Path, fingerprint: str) -> dict:
-    """Read a checkpoint written by :func:`run_svi` (tensors and plain types only)."""
+    """Read a checkpoint written by :func:`run_svi` (tensors and plain types only).
+
+    Raises :class:`SaveFormatError` when it cannot be read, has another format, fails its
+    sha256, belongs to another model or data set, or holds non-finite parameters."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        box = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / not a torch file
         raise SaveFormatError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise SaveFormatError(f"checkpoint {path} has an unknown format")
+    if not isinstance(box, dict) or box.get("version") != CHECKPOINT_VERSION or not isinstance(box.get("state"), dict):
+        raise SaveFormatError(f"checkpoint {path} has an unknown format; remove it to start afresh")
+    state = box["state"]
+    if tree_digest(state) != box.get("sha256"):
+        raise SaveFormatError(
+            f"checkpoint {path}: checksum mismatch; the file was damaged or edited. Remove it "
+            "to start afresh"
+        )
     if state.get("fingerprint") != fingerprint:
         raise SaveFormatError(
             f"checkpoint {path} belongs to another model or data set; remove it or use another "
             "checkpoint_dir"
+        )
+    modules = state.get("modules")
+    if not isinstance(modules, list) or not all(
+        isinstance(sd, dict) and all(isinstance(v, torch.Tensor) and bool(torch.isfinite(v).all()) for v in sd.values())
+        for sd in modules
+    ):
+        raise SaveFormatError(
+            f"checkpoint {path} holds missing or non-finite parameters; remove it to start afresh"
         )
     state["elbo"] = state["elbo"].tolist()
     return state

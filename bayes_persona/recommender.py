@@ -14,6 +14,7 @@ on which other users are in the same call (batch and single-user calls are ident
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -73,6 +74,11 @@ FORMAT_VERSION = 2  # 2: joint likelihood, gradient-fitted prevalence guide, con
 # twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
 # smaller peak memory.
 _CHUNK_FLOATS = 2**22
+# Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
+MAX_DRAWS = 100_000
+MAX_SEED = 2**63 - 1
+MAX_INIT_SCALE = 10.0
+MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
 _CACHE_LOCK = threading.Lock()  # guards filling PersonaRecommender._cache (module-level: picklable models)
 
 
@@ -129,7 +135,8 @@ class PersonaRecommender:
     n_personas : int, default 4
         K, personas per user; ``1`` is Bayesian matrix factorisation.
     n_factors : int, default 16
-        D, dimension of persona and item vectors.
+        D, dimension of persona and item vectors; at most ``max(n_items, 64)`` of the
+        training data (checked by ``fit``).
     feedback : {"implicit", "explicit"}, default "implicit"
         Implicit: every row is a choice, softmax likelihood. Explicit: ratings, Normal
         likelihood (needs a ``rating`` column).
@@ -169,13 +176,14 @@ class PersonaRecommender:
         50 epochs, but ranking on a validation split cut from train still improves: NDCG@10
         0.208 with ``patience=20`` against 0.217 after 300 epochs; so the default is a
         fixed budget.)
-    init_scale : float, default 0.05
+    init_scale : float in (0, 10], default 0.05
         Initial standard deviation of the guide.
-    n_draws : int, default 100
+    n_draws : int in [2, 100000], default 100
         Posterior draws behind scores, explanations and intervals.
-    hdi_prob : float, default 0.9
-        Mass of the credible intervals that ``recommend`` reports.
-    random_state : int, default 0
+    hdi_prob : float in (0, 1), default 0.9
+        Mass of the credible intervals that ``recommend``, ``explain`` and ``personas``
+        report (each point is a posterior median, inside its interval).
+    random_state : int in [0, 2**63 - 1], default 0
     progress : bool, default True
         Show a progress bar while fitting.
     device : str, default "cpu"
@@ -295,8 +303,8 @@ class PersonaRecommender:
         _check_int("max_items_per_user", self.max_items_per_user, 1)
         _check_int("max_epochs", self.max_epochs, 1)
         _check_int("patience", self.patience, 0)
-        _check_int("n_draws", self.n_draws, 2)
-        _check_int("random_state", self.random_state, 0)
+        _check_int("n_draws", self.n_draws, 2, MAX_DRAWS)
+        _check_int("random_state", self.random_state, 0, MAX_SEED)
         _check_int("n_prototypes", self.n_prototypes, 0)
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
@@ -310,8 +318,9 @@ class PersonaRecommender:
             raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {self.likelihood!r}")
         if self.guide not in ("meanfield", "lowrank"):
             raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {self.guide!r}")
-        for name in ("prevalence_concentration", "learning_rate", "init_scale"):
+        for name in ("prevalence_concentration", "learning_rate"):
             check_positive_float(name, getattr(self, name))
+        check_positive_float("init_scale", self.init_scale, MAX_INIT_SCALE)
         _check_prob("hdi_prob", self.hdi_prob)
         if self.device != "cpu" and not str(self.device).startswith("cuda"):
             raise DataValidationError(f"device must be 'cpu' or 'cuda[:N]'; got {self.device!r}")
@@ -387,6 +396,12 @@ class PersonaRecommender:
         N = int(ratings["item_id"].nunique())
         if K > N:
             raise DataValidationError(f"n_personas={K} exceeds the number of items in train ({N})")
+        if self.n_factors > max(N, MIN_FACTOR_CAP):
+            raise DataValidationError(
+                f"n_factors={self.n_factors} exceeds what train supports: at most "
+                f"max(number of items, {MIN_FACTOR_CAP}) = {max(N, MIN_FACTOR_CAP)} dimensions "
+                f"(train has {N} items)"
+            )
         # From here on the fitted state is rebuilt: a refit that fails part-way leaves an
         # unfitted model (NotFittedError), never old vocabularies or cached draws mixed with
         # a new guide. (A ModelFitError keeps the new model at its last good state.)
@@ -474,13 +489,21 @@ class PersonaRecommender:
         self.validation_ = result.validation
         self.n_steps_ = result.steps
         self.stopped_early_ = result.stopped_early
-        self.converged_ = bool(result.stopped_early or not result.still_improving)
+        self.converged_ = bool((result.stopped_early or not result.still_improving) and not result.fell_from_best)
         self._cache: dict[str, Any] = {}
         for p in list(self.model_.parameters()) + list(self.guide_.parameters()):
             p.requires_grad_(False)
         if failure is not None:
             raise failure
-        if not self.converged_:
+        if result.fell_from_best:
+            warnings.warn(
+                f"the fit drifted away from its optimum: the last epoch's mean ELBO is "
+                f"{result.final_epoch_elbo:.4g}, against {result.best_epoch_elbo:.4g} at its best; "
+                f"learning_rate={self.learning_rate:g} is likely too large (converged_ is False)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        elif not self.converged_:
             warnings.warn(
                 f"the fit reached max_epochs={self.max_epochs} while its ELBO was still rising "
                 "by more than its minibatch noise: the posterior, and so the intervals, may not "
@@ -1089,14 +1112,29 @@ class PersonaRecommender:
         return fold_in(self, history, n_steps=n_steps, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, key: bytes | str | None = None) -> None:
         """Save the fitted model to one file, atomically (temp file, fsync, rename).
 
         The format is versioned: tensors plus JSON metadata in a ``torch.save`` container
-        that :meth:`load` reads with ``weights_only=True`` (no arbitrary unpickling), with a
-        sha256 over its contents to detect truncation or tampering.
+        that :meth:`load` reads with ``weights_only=True`` (no arbitrary unpickling).
+
+        Parameters
+        ----------
+        path : path-like
+        key : bytes or str, optional
+            A secret key. The file then also carries an HMAC-SHA256 of its contents under
+            that key, which ``load(path, key=key)`` verifies.
+
+        Notes
+        -----
+        Every file carries an unkeyed sha256 of its contents. It detects truncation and
+        accidental damage, not tampering: whoever can edit the file can recompute it. (The
+        loader also re-validates the configuration and arrays, so an edited file cannot
+        smuggle in out-of-range values.) Against deliberate edits, or a ``model.pt`` swapped
+        in from another run, save and load with a ``key`` kept apart from the file.
         """
         self._check_fitted()
+        secret = _check_key(key)
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -1117,21 +1155,32 @@ class PersonaRecommender:
         tensors["elbo_"] = torch.as_tensor(self.elbo_, dtype=torch.float64)
         meta_json = json.dumps(meta, sort_keys=True)
         payload = {"meta": meta_json, "tensors": tensors, "sha256": _digest(meta_json, tensors)}
+        if secret is not None:
+            payload["hmac_sha256"] = _digest(meta_json, tensors, secret)
         atomic_torch_save(payload, path)
         logger.info("saved model to %s", path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> PersonaRecommender:
+    def load(cls, path: str | os.PathLike, *, key: bytes | str | None = None) -> PersonaRecommender:
         """Load a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path-like
+        key : bytes or str, optional
+            The key the file was saved with: its HMAC must match, or the load is refused.
+            Without a key only the unkeyed sha256 is checked (see :meth:`save`).
 
         Raises
         ------
         SaveFormatError
-            The file is truncated, tampered with, not a bayes_persona model, or of an
-            unsupported format version.
+            The file is truncated, damaged, edited (its checksum or, with ``key``, its HMAC
+            does not match), not a bayes_persona model, of an unsupported format version, or
+            holds out-of-range values.
         FileNotFoundError
             ``path`` does not exist.
         """
+        secret = _check_key(key)
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no saved model at {path}")
@@ -1153,6 +1202,14 @@ class PersonaRecommender:
             raise SaveFormatError(f"{path} is not a bayes_persona model file (meta/tensors of the wrong type)")
         if _digest(meta_json, tensors) != payload["sha256"]:
             raise SaveFormatError(f"{path}: checksum mismatch; the file was modified or damaged")
+        if secret is not None:
+            signed = payload.get("hmac_sha256")
+            if not isinstance(signed, str):
+                raise SaveFormatError(f"{path} carries no HMAC: it was saved without a key, so key= cannot verify it")
+            if not hmac.compare_digest(_digest(meta_json, tensors, secret), signed):
+                raise SaveFormatError(
+                    f"{path}: HMAC mismatch; the file was not saved with this key, or was edited since"
+                )
         try:
             meta = json.loads(meta_json)
         except ValueError as exc:
@@ -1219,8 +1276,21 @@ class PersonaRecommender:
         return self
 
 
-def _digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256(meta_json.encode())
+def _check_key(key: Any) -> bytes | None:
+    """``save``/``load``'s ``key`` as bytes (str is UTF-8 encoded); None stays None."""
+    if key is None:
+        return None
+    if isinstance(key, str):
+        key = key.encode()
+    if not isinstance(key, bytes | bytearray) or not key:
+        raise DataTypeError(f"key must be non-empty bytes or str; got {type(key).__name__}")
+    return bytes(key)
+
+
+def _digest(meta_json: str, tensors: dict[str, torch.Tensor], key: bytes | None = None) -> str:
+    """sha256 over the metadata and every tensor (name, shape, dtype, bytes); with ``key``,
+    HMAC-SHA256 under that key instead."""
+    h = hmac.new(key, meta_json.encode(), hashlib.sha256) if key is not None else hashlib.sha256(meta_json.encode())
     for k in sorted(tensors):
         t = tensors[k].contiguous()
         h.update(k.encode())

@@ -101,7 +101,7 @@ def _assert_same_fit(a: bp.PersonaRecommender, b: bp.PersonaRecommender) -> None
 
 
 def _checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    return int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"])
 
 
 def _interrupted_fit(data, ckpt_dir: Path, stop_after: int, monkeypatch, **fit_kw) -> None:
@@ -305,3 +305,39 @@ def test_sigkill_then_resume_is_identical(child, data, reference, caplog) -> Non
     assert all(
         p.name == inference.CHECKPOINT_NAME or p.name.endswith(".tmp") for p in ckpt_dir.iterdir()
     )
+
+
+def test_bit_flipped_checkpoint_refused(data, small_checkpoint) -> None:
+    """A checkpoint carries a sha256 of its state: an edited value is refused, not resumed
+    into another model (issue 18: 2 of 2 bit flips used to resume silently)."""
+    path = small_checkpoint / inference.CHECKPOINT_NAME
+    box = torch.load(path, map_location="cpu", weights_only=True)
+    sd = box["state"]["modules"][1]
+    name = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
+    sd[name].view(-1)[0] += 1e-3  # one value changed, digest left as it was
+    torch.save(box, path)
+    assert "checksum mismatch" in str(_refused(data, small_checkpoint))
+
+
+def test_nan_checkpoint_refused_with_its_own_message(data, small_checkpoint) -> None:
+    """A NaN-corrupted checkpoint (digest recomputed) is refused as a damaged file, not
+    blamed on the learning rate."""
+    path = small_checkpoint / inference.CHECKPOINT_NAME
+    box = torch.load(path, map_location="cpu", weights_only=True)
+    sd = box["state"]["modules"][1]
+    name = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
+    sd[name].view(-1)[0] = float("nan")
+    inference.save_checkpoint(box["state"], path)
+    msg = str(_refused(data, small_checkpoint))
+    assert "non-finite parameters" in msg and "learning_rate" not in msg
+
+
+def test_orphan_temporaries_removed_on_start(data, tmp_path) -> None:
+    """A kill during a checkpoint save leaves .checkpoint.pt.*.tmp; the next fit removes it."""
+    orphan = tmp_path / f".{inference.CHECKPOINT_NAME}.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    other = tmp_path / "notes.tmp"  # not ours: left alone
+    other.write_bytes(b"x")
+    bp.PersonaRecommender(**{**KW, "max_epochs": 1}).fit(data, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert not orphan.exists() and other.exists()
+    assert (tmp_path / inference.CHECKPOINT_NAME).exists()

@@ -200,3 +200,59 @@ def test_failed_fit_can_be_saved_and_loaded(data, tmp_path) -> None:
     loaded = bp.PersonaRecommender.load(tmp_path / "m.pt")
     u = data.ratings["user_id"].iloc[0]
     pd.testing.assert_frame_equal(loaded.recommend(u, n=3), model.recommend(u, n=3))
+
+
+class _Runaway(nn.Module):
+    """Log-density ``-(w - 1)^2`` for ``diverge_at`` steps, then ``-10^step`` times that: the
+    ELBO collapses by orders of magnitude while every value stays finite."""
+
+    def __init__(self, diverge_at: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.diverge_at, self.calls = diverge_at, 0
+
+    def forward(self, batch) -> None:
+        base = -((self.w - 1.0) ** 2).sum() - 1.0
+        if self.calls >= self.diverge_at:
+            base = base * 10.0 ** (self.calls - self.diverge_at + 2)
+        self.calls += 1
+        pyro.factor("f", base)
+
+
+def test_engine_finite_divergence_raises_and_restores_best_epoch() -> None:
+    """A finite ELBO that falls 10x below its best epoch is a divergence: ModelFitError
+    names the step, the best epoch and a cause, and the parameters are the best epoch's."""
+    model = _Runaway(diverge_at=9)
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=60, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
+    with pytest.raises(ModelFitError, match=r"diverged.*step 12.*best \(step 9\)") as info:
+        run_svi(model, _toy_guide(), lambda g: None, gen, cfg)
+    assert "Likely cause" in str(info.value)
+    assert len(info.value.result.elbo) == 12
+    # w after step 9 (3 epochs of lr 0.05 towards 1): positive, finite, and not moved since
+    assert 0.0 < float(model.w.detach()) < 1.0
+
+
+def test_engine_healthy_run_is_not_called_divergent() -> None:
+    model = _Runaway(diverge_at=10**9)
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=60, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
+    result = run_svi(model, _toy_guide(), lambda g: None, gen, cfg)
+    assert not result.fell_from_best
+    assert result.final_epoch_elbo >= result.best_epoch_elbo - 1e-3
+
+
+def test_too_large_learning_rate_warns_and_is_not_converged(data) -> None:
+    """learning_rate=1 keeps every value finite but leaves the ELBO far below its best: the
+    fit warns (ConvergenceWarning naming the learning rate) and converged_ is False."""
+    model = _model(learning_rate=1.0, max_epochs=15)
+    with pytest.warns(bp.ConvergenceWarning, match="learning_rate=1 is likely too large"):
+        model.fit(data)
+    assert model.converged_ is False
+    ok = _model(learning_rate=0.01, max_epochs=15)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ok.fit(data)
+    assert not any("drifted" in str(w.message) for w in seen)

@@ -284,3 +284,53 @@ def test_out_of_range_training_items_are_refused(saved, tmp_path) -> None:
     path = tmp_path / "seen.pt"
     _resave(payload, path)
     assert "training items" in str(_load_error(path))
+
+
+# ---------------------------------------------------------------------- keyed digest
+
+
+def test_keyed_round_trip(fitted, tmp_path) -> None:
+    path = tmp_path / "signed.pt"
+    fitted.save(path, key="s3cret")
+    loaded = bp.PersonaRecommender.load(path, key=b"s3cret")
+    np.testing.assert_array_equal(loaded.elbo_, fitted.elbo_)
+    bp.PersonaRecommender.load(path)  # without a key: integrity only, still loads
+
+
+def test_edited_file_with_recomputed_sha256_fails_the_hmac(fitted, tmp_path) -> None:
+    """The unkeyed sha256 can be recomputed by whoever edits the file; the HMAC cannot."""
+    path = tmp_path / "signed.pt"
+    fitted.save(path, key="k1")
+    payload = _payload(path)
+    meta = json.loads(payload["meta"])
+    meta["n_steps_"] = meta["n_steps_"] + 1
+    meta_json = json.dumps(meta, sort_keys=True)
+    payload.update(meta=meta_json, sha256=rec_mod._digest(meta_json, payload["tensors"]))
+    torch.save(payload, path)
+    bp.PersonaRecommender.load(path)  # the sha256 alone is fooled ...
+    with pytest.raises(SaveFormatError, match="HMAC mismatch"):  # ... the key is not
+        bp.PersonaRecommender.load(path, key="k1")
+
+
+def test_swapped_model_file_refused_under_key(fitted, data, tmp_path) -> None:
+    """A model.pt from another run (signed with another key, or unsigned) is refused."""
+    other = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, n_draws=4, progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bp.ConvergenceWarning)
+        other.fit(data)
+    signed_elsewhere, unsigned = tmp_path / "a.pt", tmp_path / "b.pt"
+    other.save(signed_elsewhere, key="their key")
+    other.save(unsigned)
+    with pytest.raises(SaveFormatError, match="HMAC mismatch"):
+        bp.PersonaRecommender.load(signed_elsewhere, key="our key")
+    with pytest.raises(SaveFormatError, match="carries no HMAC"):
+        bp.PersonaRecommender.load(unsigned, key="our key")
+
+
+@pytest.mark.parametrize("key", [b"", "", 123, ["k"]])
+def test_bad_key_named(fitted, tmp_path, key) -> None:
+    with pytest.raises(bp.DataTypeError, match="key must be non-empty bytes or str"):
+        fitted.save(tmp_path / "x.pt", key=key)
+    assert not (tmp_path / "x.pt").exists()

@@ -148,6 +148,29 @@ def _check_not_missing(df: pd.DataFrame, col: str, frame: str) -> None:
         )
 
 
+_INT64 = np.iinfo(np.int64)
+
+
+def _check_int64(series: pd.Series, name: str) -> None:
+    """Integer ids are stored as int64: refuse values outside its range (uint64 or Python
+    ints beyond it) instead of wrapping or overflowing later."""
+    kind = series.dtype.kind
+    if kind == "i" or len(series) == 0:
+        return
+    if kind == "u":
+        bad = series.to_numpy() > np.uint64(_INT64.max)
+    else:  # object column of Python / numpy ints
+        bad = np.fromiter(
+            (not _INT64.min <= int(v) <= _INT64.max for v in series.tolist()), dtype=bool, count=len(series)
+        )
+    if bad.any():
+        first = series.to_numpy()[bad][0]
+        raise DataValidationError(
+            f"{name} must hold integer ids within int64 [{_INT64.min}, {_INT64.max}] (or string "
+            f"ids); found {int(bad.sum())} outside, e.g. {_py(first)!r}"
+        )
+
+
 def id_kind_of_values(values: Any, name: str) -> IdKind:
     """Return ``"int"`` or ``"str"``: the one kind of the ids in ``values``.
 
@@ -173,6 +196,7 @@ def id_kind_of_values(values: Any, name: str) -> IdKind:
         raise DataTypeError(f"{name} must hold int or str ids; got booleans (dtype {series.dtype})")
     inferred = pdt.infer_dtype(series, skipna=False)
     if inferred == "integer":
+        _check_int64(series, name)
         return "int"
     if inferred == "string":
         return "str"
@@ -209,6 +233,9 @@ def check_id_column(df: pd.DataFrame, col: str, frame: str) -> IdKind:
         raise DataTypeError(f"{err}; first offending row: {first_row(df, bad)}") from None
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_rating_column(df: pd.DataFrame, col: str = RATING_COL, frame: str = "ratings") -> None:
     """Check that ``df[col]`` is a real-valued, finite, non-boolean numeric column."""
     s = df[col]
@@ -226,6 +253,12 @@ def check_rating_column(df: pd.DataFrame, col: str = RATING_COL, frame: str = "r
         raise DataValidationError(
             f"column {col!r} of {frame} must be finite; found {int(bad.sum())} inf rows, "
             f"first: {first_row(df, bad)}"
+        )
+    big = np.abs(values) > FLOAT32_MAX
+    if big.any():
+        raise DataValidationError(
+            f"column {col!r} of {frame} must be finite in float32 (|value| <= {FLOAT32_MAX:.4g}, "
+            f"models compute in float32); found {int(big.sum())} rows beyond, first: {first_row(df, big)}"
         )
 
 
@@ -410,19 +443,22 @@ def check_fraction(value: Any, name: str) -> float:
     return v
 
 
-def check_positive_float(name: str, value: Any) -> float:
-    """Return ``value`` as a float if it is a finite int or float (not bool) above zero."""
+def check_positive_float(name: str, value: Any, maximum: float | None = None) -> float:
+    """Return ``value`` as a float if it is a finite int or float (not bool) in ``(0, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise DataValidationError(f"{name} must be a float in (0, {maximum:g}]; got {value!r}")
     return float(value)
 
 
-def check_min_int(name: str, value: Any, minimum: int) -> int:
-    """Return ``value`` as an int if it is an integer (not bool) of at least ``minimum``."""
+def check_min_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer (not bool) in ``[minimum, maximum]``."""
+    want = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DataTypeError(f"{name} must be an int >= {minimum}; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise DataValidationError(f"{name} must be an int >= {minimum}; got {value!r}")
+        raise DataTypeError(f"{name} must be {want}; got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise DataValidationError(f"{name} must be {want}; got {value!r}")
     return int(value)
 
 
