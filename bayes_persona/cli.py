@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
 import logging
+import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -292,15 +296,30 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         "fit a model and save it to a folder",
         "Fit a PersonaRecommender and write OUT/model.pt (the saved model),\n"
-        "OUT/config.json (settings, data and fit summary) and OUT/elbo.csv (ELBO per step).\n\n"
+        "OUT/config.json (settings, data and fit summary) and OUT/elbo.csv (ELBO per step).\n"
+        "The files are written to a temporary folder first and moved into OUT at the end; \n"
+        "config.json records the sha256 of model.pt, and commands that load OUT check it.\n"
+        "With --checkpoint-dir the fit saves its state there every --checkpoint-every steps;\n"
+        "after an interruption, rerun the same command with --resume to continue from it.\n\n"
         "examples:\n"
         "  bayes-persona fit --synthetic --epochs 30 --out runs/synthetic\n"
+        "  bayes-persona fit --movielens 100k --binarize 4 --out runs/ml100k --checkpoint-dir runs/ckpt --resume\n"
         "  bayes-persona fit --movielens 100k --binarize 4 --out runs/ml100k\n"
         "  bayes-persona fit --data ratings.csv --user-col user --item-col movie --out runs/mine",
     )
     _data_options(p)
     _model_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    ck = p.add_argument_group("checkpoints")
+    ck.add_argument("--checkpoint-dir", metavar="DIR", default=None, help="save resumable fit state here")
+    ck.add_argument(
+        "--checkpoint-every", type=_positive_int, default=100, metavar="STEPS",
+        help="steps between checkpoints (default: 100)",
+    )  # fmt: skip
+    ck.add_argument(
+        "--resume", action="store_true",
+        help="continue from the checkpoint in --checkpoint-dir when there is one",
+    )  # fmt: skip
     p.set_defaults(func=cmd_fit)
 
     def model_user(p: argparse.ArgumentParser) -> None:
@@ -543,7 +562,20 @@ def _model_path(path: str) -> Path:
 def _load_model(path: str):
     import bayes_persona as bp
 
-    return bp.PersonaRecommender.load(_model_path(path))
+    model_path = _model_path(path)
+    config_path = model_path.parent / CONFIG_FILE
+    if config_path.exists():  # a fit folder: its config.json must describe this model.pt
+        try:
+            recorded = json.loads(config_path.read_text()).get("model_sha256")
+        except (ValueError, AttributeError) as exc:
+            raise UsageError(f"--model: {config_path} is not valid JSON ({exc}); refit the folder") from None
+        if recorded is not None and recorded != _sha256_file(model_path):
+            raise UsageError(
+                f"--model: {config_path} does not describe {model_path} (its model_sha256 "
+                "differs): the folder was edited, or a fit was interrupted while moving its "
+                "files into place; refit it"
+            )
+    return bp.PersonaRecommender.load(model_path)
 
 
 def parse_id(text: str, vocab: Any, what: str = "user") -> Any:
@@ -631,49 +663,102 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
     import bayes_persona as bp
 
-    data, desc, truth = _load_data(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
+    if args.resume and args.checkpoint_dir is None:
+        raise UsageError("--resume needs --checkpoint-dir (where the checkpoint lies)")
+    data, desc, truth = _load_data(args)
     model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args), n_threads=args.threads)
     start = time.perf_counter()
-    model.fit(data)
-    seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / MODEL_FILE)
-    params = model.get_params()
-    params.pop("progress", None)
-    config = {
-        "library_version": bp.__version__,
-        "model": params,
-        "data": desc,
-        "fit": {
-            "n_steps": int(model.n_steps_),
-            "stopped_early": bool(model.stopped_early_),
-            "seconds": round(seconds, 2),
-            "threads": args.threads,
-        },
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
-    elbo = np.asarray(model.elbo_, dtype=float)
-    pd.DataFrame({"step": np.arange(1, len(elbo) + 1), "elbo": elbo}).to_csv(
-        out / ELBO_FILE, index=False
+    model.fit(
+        data, checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume
     )
-    written = [MODEL_FILE, CONFIG_FILE, ELBO_FILE]
-    if truth is not None:
-        truth.user_tastes.to_csv(out / TRUTH_FILE, index=False)
-        written.append(TRUTH_FILE)
+    seconds = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed earlier run
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private; OUT gets a plain folder's mode
+    try:
+        written = _write_fit_folder(stage, model, data, desc, truth, seconds, args)
+        _move_into_place(stage, out, written)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     print(
         f"fitted {desc['n_users']} users x {desc['n_items']} items ({desc['n_interactions']} "
         f"interactions) in {seconds:.1f} s, {model.n_steps_} steps; wrote "
         + ", ".join(str(out / w) for w in written)
     )
     return 0
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_fit_folder(stage: Path, model: Any, data: Any, desc: dict, truth: Any, seconds: float, args) -> list[str]:
+    """Write fit's files into ``stage``; returns their names (model.pt last to move)."""
+    import numpy as np
+    import pandas as pd
+
+    import bayes_persona as bp
+
+    model.save(stage / MODEL_FILE)
+    params = model.get_params()
+    params.pop("progress", None)
+    config = {
+        "library_version": bp.__version__,
+        "model": params,
+        "model_sha256": _sha256_file(stage / MODEL_FILE),
+        "data": desc,
+        "fit": {
+            "n_steps": int(model.n_steps_),
+            "stopped_early": bool(model.stopped_early_),
+            "converged": bool(model.converged_),
+            "seconds": round(seconds, 2),
+            "threads": args.threads,
+            "resumed_from": str(args.checkpoint_dir) if args.resume else None,
+        },
+    }
+    (stage / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    elbo = np.asarray(model.elbo_, dtype=float)
+    pd.DataFrame({"step": np.arange(1, len(elbo) + 1), "elbo": elbo}).to_csv(
+        stage / ELBO_FILE, index=False
+    )
+    written = [CONFIG_FILE, ELBO_FILE]
+    if truth is not None:
+        truth.user_tastes.to_csv(stage / TRUTH_FILE, index=False)
+        written.append(TRUTH_FILE)
+    return written + [MODEL_FILE]
+
+
+def _move_into_place(stage: Path, out: Path, names: list[str]) -> None:
+    """A new ``out`` is the staged folder renamed (one atomic step). Into an existing
+    ``out`` each file is renamed over its old version, model.pt last; a kill in between
+    leaves a config.json whose ``model_sha256`` does not match model.pt, which
+    :func:`_load_model` refuses (never a silently mixed folder)."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    old_config = out / CONFIG_FILE
+    if old_config.exists():  # invalidate first: the old config no longer describes anything
+        old_config.unlink()
+    for name in names:
+        os.replace(stage / name, out / name)
+    dir_fd = os.open(out, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
