@@ -16,6 +16,9 @@ planted data of growing size).
 
 ``python -m bayes_persona.bench accounts [...]`` runs the shared-account attribution
 benchmark (:mod:`bayes_persona.accounts_bench`).
+
+``python -m bayes_persona.bench fuzz [--cases 500]`` runs the robustness fuzz
+(:mod:`bayes_persona.fuzz_bench`: raw exceptions, hangs and silent wrong results).
 """
 
 from __future__ import annotations
@@ -184,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.scale_bench import main as scale_main
 
         return scale_main(argv[1:])
+    if argv[:1] == ["fuzz"]:  # python -m bayes_persona.bench fuzz ...: robustness fuzz
+        from bayes_persona.fuzz_bench import main as fuzz_main
+
+        return fuzz_main(argv[1:])
     if argv[:1] == ["accounts"]:  # python -m bayes_persona.bench accounts ...: attribution
         from bayes_persona.accounts_bench import main as accounts_main
 
