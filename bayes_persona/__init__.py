@@ -11,26 +11,8 @@ from __future__ import annotations
 import logging
 
 from bayes_persona._version import __version__
-from bayes_persona.data import (
-    Dataset,
-    MergedAccounts,
-    Split,
-    SyntheticData,
-    SyntheticTruth,
-    Vocabulary,
-    binarize,
-    k_core,
-    leave_one_out,
-    load_interactions,
-    load_items,
-    load_movielens,
-    make_synthetic,
-    merge_accounts,
-    random_holdout,
-    temporal_split,
-    validation_split,
-)
-from bayes_persona.evaluation import evaluate
+from typing import TYPE_CHECKING
+
 from bayes_persona.exceptions import (
     BayesPersonaError,
     ChecksumError,
@@ -43,14 +25,73 @@ from bayes_persona.exceptions import (
     SaveFormatError,
     UnknownIdError,
 )
-from bayes_persona.recommender import PersonaRecommender
-from bayes_persona.recovery import persona_recovery
+
+# The public names load on first use (PEP 562), so that ``import bayes_persona`` -- and the
+# command line's --help -- do not pay for torch and pyro until a model is needed.
+_LAZY = {
+    **dict.fromkeys(
+        ["Dataset", "MergedAccounts", "Split", "SyntheticData", "SyntheticTruth", "Vocabulary",
+         "binarize", "k_core", "leave_one_out", "load_interactions", "load_items", "load_movielens",
+         "make_synthetic", "merge_accounts", "random_holdout", "temporal_split", "validation_split"],
+        "bayes_persona.data",
+    ),  # fmt: skip
+    "evaluate": "bayes_persona.evaluation",
+    "PersonaRecommender": "bayes_persona.recommender",
+    "persona_recovery": "bayes_persona.recovery",
+    "ModelSummary": "bayes_persona.summary",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from bayes_persona.data import (  # noqa: F401
+        Dataset,
+        MergedAccounts,
+        Split,
+        SyntheticData,
+        SyntheticTruth,
+        Vocabulary,
+        binarize,
+        k_core,
+        leave_one_out,
+        load_interactions,
+        load_items,
+        load_movielens,
+        make_synthetic,
+        merge_accounts,
+        random_holdout,
+        temporal_split,
+        validation_split,
+    )
+    from bayes_persona.evaluation import evaluate  # noqa: F401
+    from bayes_persona.recommender import PersonaRecommender  # noqa: F401
+    from bayes_persona.recovery import persona_recovery  # noqa: F401
+    from bayes_persona.summary import ModelSummary  # noqa: F401
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule, e.g. bayes_persona.posterior
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__",
     "PersonaRecommender",
+    "ModelSummary",
     "Dataset",
     "Split",
     "SyntheticData",

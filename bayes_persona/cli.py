@@ -230,19 +230,28 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+# PersonaRecommender's defaults, written out so that --help shows them without importing
+# torch (tests/test_cli.py checks them against the estimator's signature).
+MODEL_DEFAULTS = {
+    "n_personas": 4, "n_factors": 16, "max_epochs": 300, "batch_size": 64, "feedback": "implicit",
+    "guide": "meanfield", "n_prototypes": 8, "random_state": 0,
+}  # fmt: skip
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
+    d = MODEL_DEFAULTS
     g = p.add_argument_group("model (defaults: PersonaRecommender's)")
-    g.add_argument("--personas", type=_positive_int, help="personas per user")
-    g.add_argument("--factors", type=_positive_int, help="latent dimension")
-    g.add_argument("--epochs", type=_positive_int, help="maximum SVI epochs")
-    g.add_argument("--batch-size", type=_positive_int, help="users per SVI step")
-    g.add_argument("--feedback", choices=("implicit", "explicit"), help="likelihood")
-    g.add_argument("--guide", choices=("meanfield", "lowrank"), help="variational family")
+    g.add_argument("--personas", type=_positive_int, help=f"personas per user (default: {d['n_personas']})")
+    g.add_argument("--factors", type=_positive_int, help=f"latent dimension (default: {d['n_factors']})")
+    g.add_argument("--epochs", type=_positive_int, help=f"maximum SVI epochs (default: {d['max_epochs']})")
+    g.add_argument("--batch-size", type=_positive_int, help=f"users per SVI step (default: {d['batch_size']})")
+    g.add_argument("--feedback", choices=("implicit", "explicit"), help=f"likelihood (default: {d['feedback']})")
+    g.add_argument("--guide", choices=("meanfield", "lowrank"), help=f"variational family (default: {d['guide']})")
     g.add_argument(
         "--prototypes", type=_non_negative_int,
-        help="taste prototypes of the persona prior (0: isotropic Normal prior)",
+        help=f"taste prototypes of the persona prior (0: isotropic Normal prior; default: {d['n_prototypes']})",
     )  # fmt: skip
-    g.add_argument("--seed", type=int, help="random_state")
+    g.add_argument("--seed", type=int, help=f"random_state (default: {d['random_state']})")
 
 
 def _fmt_help(desc: str) -> dict[str, Any]:
@@ -606,10 +615,10 @@ def _f2(values: Any) -> list[str]:
 
 def recommendations_display(recs: Any, hdi_prob: float):
     """``recommend``'s frame, formatted for reading: the interval as ``[low, high]``."""
-    table = recs[["rank", "item_id"]].copy()
+    table = recs[["rank", "item_id"] + (["title"] if "title" in recs else [])].copy()
     table["score"] = [f"{s:.4g}" for s in recs["score"]]
     table["persona"] = recs["persona"]
-    table["P(persona)"] = _f2(recs["persona_prob"])
+    table["P(persona | user, item)"] = _f2(recs["persona_prob"])
     table[f"{hdi_prob:.0%} interval"] = _intervals(
         recs["persona_prob_low"], recs["persona_prob_high"]
     )
@@ -618,23 +627,27 @@ def recommendations_display(recs: Any, hdi_prob: float):
 
 def explanation_display(frame: Any, hdi_prob: float):
     """``explain``'s frame, formatted for reading."""
-    table = frame[["item_id", "persona"]].copy()
+    table = frame[["item_id"] + (["title"] if "title" in frame else []) + ["persona"]].copy()
     table["prevalence"] = _f2(frame["prevalence"])
-    table["P(persona | item)"] = _f2(frame["prob"])
-    table[f"{hdi_prob:.0%} interval"] = _intervals(frame["prob_low"], frame["prob_high"])
+    table["P(persona | user, item)"] = _f2(frame["persona_prob"])
+    table[f"{hdi_prob:.0%} interval"] = _intervals(frame["persona_prob_low"], frame["persona_prob_high"])
     return table
 
 
 def personas_display(frame: Any, hdi_prob: float):
     """``personas``' frame, formatted for reading."""
     table = frame[["persona"]].copy()
-    table["prevalence"] = _f2(frame["prevalence"])
+    table["prevalence"] = [
+        f"{v:.2f}" if active else f"{v:.2f} (unused)"
+        for v, active in zip(frame["prevalence"], frame["active"], strict=True)
+    ]
     table[f"{hdi_prob:.0%} interval"] = _intervals(
         frame["prevalence_low"], frame["prevalence_high"]
     )
     table["share"] = _f2(frame["share"])
     table["top categories"] = [", ".join(c) or "-" for c in frame["top_categories"]]
-    table["top items"] = [", ".join(map(str, c)) for c in frame["top_items"]]
+    top = frame["top_titles"] if "top_titles" in frame else frame["top_items"]
+    table["top items"] = ["; ".join(map(str, c)) for c in top]
     return table
 
 
@@ -810,6 +823,37 @@ def _make_baseline(name: str, args: argparse.Namespace):
     raise UsageError(f"unknown model {name!r}")  # pragma: no cover - argparse checks
 
 
+def _settings_of(model: Any) -> str:
+    """A model's constructor settings, as ``name=value`` pairs."""
+    params = model.get_params() if hasattr(model, "get_params") else {}
+    params = {k: v for k, v in params.items() if k not in ("progress", "device", "n_threads", "num_threads")}
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or type(model).__name__
+
+
+def evaluation_display(table: Any):
+    """``evaluate``'s tidy frame as one row per metric@k (marked ^ when higher is better, v
+    when lower) and one column per model, each cell ``value [low, high]``."""
+    import pandas as pd
+
+    from bayes_persona.evaluation import _LOWER_IS_BETTER
+
+    def cell(r) -> str:
+        ci = "" if pd.isna(r["low"]) else f" [{r['low']:.3f}, {r['high']:.3f}]"
+        return f"{r['value']:.3f}{ci}"
+
+    t = table.copy()
+    if "protocol" in t and t["protocol"].nunique() > 1:
+        t["metric"] = t["protocol"] + " " + t["metric"]
+    t["column"] = [
+        f"{m}@{int(k)} {'v' if m.split(' ')[-1] in _LOWER_IS_BETTER else '^'}"
+        for m, k in zip(t["metric"], t["k"], strict=True)
+    ]
+    t["cell"] = t.apply(cell, axis=1)
+    wide = t.pivot_table(index="column", columns="model", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(index=pd.unique(t["column"]), columns=pd.unique(t["model"]))
+    return wide.rename_axis(index="metric@k", columns=None)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
     from tqdm.auto import tqdm
@@ -822,7 +866,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if args.n_boot is not None:
         extra["n_boot"] = args.n_boot
-    results = []
+    results, settings = [], {}
     bar = tqdm(args.models, desc="models", disable=not _progress(args), leave=False)
     for name in bar:
         bar.set_postfix_str(name)
@@ -843,19 +887,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         logger.info("%s: fit and evaluated in %.1f s", name, time.perf_counter() - start)
         results.append(res)
+        settings[name] = _settings_of(model)
     table = pd.concat(results, ignore_index=True)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
-    shown = table.copy()
-    for c in ("value", "low", "high"):
-        shown[c] = shown[c].map(lambda v: f"{v:.4f}")
     print(
         f"{desc.get('variant', desc['source'])}: {desc['n_users']} users, {desc['n_items']} items, "
         f"{desc['n_interactions']} interactions; test fraction {args.test_fraction:g}"
     )
-    print(shown.to_string(index=False))
+    print(evaluation_display(table).to_string())
+    print("(^ higher is better, v lower is better; [low, high] is the 95% bootstrap interval over users)")
+    print("settings:")
+    for name, model in settings.items():
+        print(f"  {name}: {model}")
     if args.out:
         print(f"wrote {args.out}")
     return 0
@@ -1024,13 +1070,16 @@ def write_report(
                     ", ".join(PLOT_NAMES[kind]),
                 )
             omitted.append(kind)
+    sections.append(_section("Posterior predictive checks", _ppc_html(model, omitted)))
     for user in tqdm(users, desc="report", disable=not progress, leave=False):
-        parts = [_html_table(personas_display(model.personas(user), model.hdi_prob))]
+        parts = [_h3("Personas"), _html_table(personas_display(model.personas(user), model.hdi_prob))]
         recs = model.recommend([user], n=n_items)
         if pmap is not None:
             fig = _try_plot(pmap, [(model, user)], f"persona_map(user {user})", omitted)
             if fig is not None:
-                parts.append(_img(_png(fig), f"persona map of user {user}"))
+                parts += [_h3("Persona map: the categories each persona explains"),
+                          _img(_png(fig), f"persona map of user {user}")]  # fmt: skip
+        parts.append(_h3(f"Top {len(recs)} recommendations and the personas that explain them"))
         if forest is not None:
             items = recs["item_id"].tolist()
             attempts = [(recs,), (model, user, items)]
@@ -1042,11 +1091,12 @@ def write_report(
 
     params = model.get_params()
     params.pop("progress", None)
+    health = model.summary()
     summary = (
-        f"<p>{len(model.user_vocab_)} users, {len(model.item_vocab_)} items, "
-        f"{model.n_steps_} SVI steps{' (stopped early)' if model.stopped_early_ else ''}; "
-        f"final ELBO {float(model.elbo_[-1]):.4g}.</p>"
-        f"<pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>"
+        "<h2>Fit</h2>"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in health._fit_lines() + [health._active_line()])
+        + _fit_health_note(model)
+        + f"<pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>"
     )
     if omitted:
         summary += f"<p class='note'>Omitted: {html.escape(', '.join(omitted))}.</p>"
@@ -1060,6 +1110,43 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
     return omitted
+
+
+def _h3(text: str) -> str:
+    return f"<h3>{html.escape(text)}</h3>"
+
+
+def _fit_health_note(model: Any) -> str:
+    if model.converged_:
+        return (
+            "<p>Fit health: the ELBO had levelled off by the noise-aware test when the fit "
+            "ended, so the intervals below describe a settled posterior.</p>"
+        )
+    return (
+        "<p class='note'>Fit health: the fit ended at max_epochs while its ELBO was still "
+        "rising, or far below its best; the posterior, and so every interval in this report, "
+        "may not have settled. Refit with more epochs (or a smaller learning rate).</p>"
+    )
+
+
+def _ppc_html(model: Any, omitted: list[str]) -> str:
+    """The posterior predictive checks' aggregate rows as a table, with how to read them."""
+    try:
+        checks = model.posterior_predictive_checks(num_samples=50)
+    except Exception as exc:  # a report is still useful without them
+        logger.warning("report: posterior predictive checks failed (%s: %s)", type(exc).__name__, exc)
+        omitted.append("posterior predictive checks")
+        return "<p class='note'>The posterior predictive checks failed; see the log.</p>"
+    cols = ["check", "statistic", "observed", "rep_mean", "rep_q05", "rep_q95", "ppp"]
+    table = checks[cols].copy()
+    for c in cols[2:]:
+        table[c] = table[c].map(lambda v: f"{v:.3g}")
+    return (
+        "<p>Each statistic of the training data (observed) against its distribution over "
+        "50 data sets replicated from the posterior (mean and 90% range). A posterior "
+        "predictive p-value (ppp) near 0 or 1 flags a feature of the data the model does "
+        "not reproduce.</p>" + _html_table(table)
+    )
 
 
 def _img(b64: str, alt: str) -> str:
@@ -1126,9 +1213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     _configure_logging(args.verbose)
     try:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(args.threads)
+        else:  # torch reads it when a command first imports it; --help never does
+            os.environ["OMP_NUM_THREADS"] = str(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -213,7 +213,7 @@ def _category_shares(model: Any, user: Any, seen: np.ndarray, categories: dict) 
     among the user's training items (an item's weight split evenly over its categories)."""
     expl = model.explain(user, seen)
     acc: dict[int, dict[str, float]] = {}
-    for item, persona, prob in zip(expl["item_id"], expl["persona"], expl["prob"], strict=True):
+    for item, persona, prob in zip(expl["item_id"], expl["persona"], expl["persona_prob"], strict=True):
         cats = categories.get(_plain(item)) or ["(none)"]
         bucket = acc.setdefault(int(persona), {})
         for c in cats:
@@ -245,8 +245,8 @@ def _describe_user(
     for p in personas.itertuples(index=False):
         top = [f"{c} {w:.0%}" for c, w in shares.get(int(p.persona), [])[:3] if w >= 0.05]
         cats = ", ".join(top or p.top_categories) or "-"
-        if p.prevalence <= threshold:
-            cats = f"(unused: prevalence below {threshold:g})"
+        if not p.active:
+            cats = f"(unused: prevalence at most {threshold:g})"
         rows.append(
             [
                 f"persona {p.persona}",

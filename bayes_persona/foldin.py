@@ -138,6 +138,7 @@ def fold_in(
     new.user_vocab_ = vocab
     new.item_vocab_ = model.item_vocab_
     new.item_categories_ = model.item_categories_
+    new.item_titles_ = getattr(model, "item_titles_", {})
     new.n_negatives_ = model.n_negatives_
     new.seen_ = _Csr.build(u, i, U, r)
 

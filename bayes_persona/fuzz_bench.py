@@ -219,7 +219,7 @@ def _case_explain(draw, st, id_values, ratings, probs, ctx) -> None:  # noqa: AR
     frame = model.explain(user, items, hdi_prob=draw(probs))
     n = 1 if np.isscalar(items) else len(items)
     _check(len(frame) == n * model.n_personas, "explain row count")
-    lo, p, hi = frame["prob_low"], frame["prob"], frame["prob_high"]
+    lo, p, hi = frame["persona_prob_low"], frame["persona_prob"], frame["persona_prob_high"]
     _check(bool(((0 <= lo) & (lo <= p) & (p <= hi) & (hi <= 1)).all()), "prob outside its interval")
 
 

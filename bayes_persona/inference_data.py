@@ -907,3 +907,65 @@ def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def explanation_inference_data(model: Any, users: Any, items: Any = None) -> Any:
+    """A compact ``InferenceData`` of the quantities explanations rest on.
+
+    Only the prevalences and the explanation probabilities of the given users, not every
+    item factor: ``az.summary`` of it is a table a reader can scan (one row per user and
+    persona, and per explained pair and persona), and ``az.plot_forest`` draws it.
+
+    Parameters
+    ----------
+    model : PersonaRecommender
+        Fitted.
+    users : sequence of user ids
+    items : sequence of item ids, optional
+        Items to explain for every user; default each user's training items.
+
+    Returns
+    -------
+    arviz.InferenceData
+        One group, ``posterior``: ``prevalence`` (chain, draw, user, persona) and
+        ``persona_prob`` (chain, draw, pair, persona), :math:`P(z = k \\mid u, i)` for each
+        (user, item) pair, whose ``pair`` dimension carries ``user_id`` and ``item_id``
+        coordinates. Persona 0 is each user's most prevalent, as in ``explain``; the draws
+        are exactly those ``explain`` and ``personas`` summarise.
+    """
+    import arviz as az
+    import xarray as xr
+
+    _check_fitted(model)
+    ids, u = model._encode_users(users, "users")
+    K, S = model.n_personas, model.n_draws
+    prevalence = np.empty((len(u), S, K))
+    probs, pair_user, pair_item = [], [], []
+    with torch.no_grad():
+        for j, (uid, ui) in enumerate(zip(ids, u, strict=True)):
+            one = np.asarray([ui])
+            draws = model._user_draws(one, S)
+            _, order, _ = model._posterior_terms(one, S, draws)
+            prevalence[j] = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
+            its = model.seen_.items_of(int(ui)) if items is None else model.item_vocab_.encode(_id_array(items, "items"))
+            probs.append(model.explain_draws(uid, model.item_vocab_.decode(its)))  # (S, K, n)
+            pair_user += [uid] * len(its)
+            pair_item += list(model.item_vocab_.decode(its))
+    persona_prob = np.concatenate(probs, axis=2).transpose(0, 2, 1)  # (S, pairs, K)
+    posterior = xr.Dataset(
+        {
+            "prevalence": (("chain", "draw", "user", "persona"), prevalence.transpose(1, 0, 2)[None]),
+            "persona_prob": (("chain", "draw", "pair", "persona"), persona_prob[None]),
+        },
+        coords={
+            "chain": [0],
+            "draw": np.arange(S),
+            "user": netcdf_safe_ids(np.asarray(ids)),
+            "persona": np.arange(K),
+            "pair": np.arange(len(pair_user)),
+            "user_id": ("pair", netcdf_safe_ids(np.asarray(pair_user))),
+            "item_id": ("pair", netcdf_safe_ids(np.asarray(pair_item))),
+        },
+        attrs={"note": _VARIATIONAL_NOTE},
+    )
+    return az.InferenceData(posterior=posterior)

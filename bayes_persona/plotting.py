@@ -195,13 +195,21 @@ def plot_persona_map(
     ]
     frame = pd.DataFrame(M[:, keep], index=labels, columns=[cats[j] for j in keep])
     ax = _new_axes(ax, (1.0 + 0.55 * len(keep) + 2.5, 1.2 + 0.5 * M.shape[0]))
-    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0.0, vmax=1.0, annot=len(keep) <= 12, fmt=".2f",
+    # The colour scale spans the shares present: with many categories no share comes near 1,
+    # and a 0-1 scale would leave the map uniformly dark.
+    vmax = max(float(frame.to_numpy().max(initial=0.0)), 1e-9)
+    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=0.0, vmax=vmax, annot=len(keep) <= 12, fmt=".2f",
                 cbar_kws={"label": "share of persona's interactions"})  # fmt: skip
     ax.set_xlabel("category")
     ax.set_ylabel(f"persona (prevalence, {hdi_prob:.0%} HDI)")
     ax.set_title(f"Personas of user {user_id}")
     ax.tick_params(axis="y", rotation=0)
     return ax
+
+
+def _short(label: Any, width: int = 40) -> str:
+    text = str(label)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # --------------------------------------------------------------------------- explanations
@@ -255,7 +263,8 @@ def plot_explanations(recs: pd.DataFrame, *, user_id: Any = None, ax: Any = None
         ax.errorbar(point, y[sel], xerr=[np.clip(point - lo, 0, None), np.clip(hi - point, 0, None)],
                     fmt="o", color=f"C{int(k) % 10}", capsize=3, label=f"persona {k}")  # fmt: skip
     ax.set_yticks(y)
-    ax.set_yticklabels([f"#{r}  {i}" for r, i in zip(sub["rank"], sub["item_id"], strict=True)])
+    names = sub["title"] if "title" in sub else sub["item_id"]  # titles when the model knows them
+    ax.set_yticklabels([f"#{r}  {_short(i)}" for r, i in zip(sub["rank"], names, strict=True)])
     ax.set_xlim(-0.02, 1.02)
     ax.axvline(0.5, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("P(persona | user, item)")

@@ -15,7 +15,12 @@ import math
 
 import numpy as np
 
-__all__ = ["summarise", "hdi", "best_permutation"]
+__all__ = ["ACTIVE_PREVALENCE", "summarise", "hdi", "best_permutation"]
+
+#: A persona whose posterior median prevalence is at most this is "unused": the ``active``
+#: column of ``personas``, the CLI, the demo, ``summary`` and the persona count of
+#: :func:`~bayes_persona.persona_recovery` all use it.
+ACTIVE_PREVALENCE = 0.1
 
 
 def hdi(samples: np.ndarray, hdi_prob: float = 0.9, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -61,7 +61,7 @@ from bayes_persona.model import (
     make_guide,
     persona_shares,
 )
-from bayes_persona.posterior import summarise
+from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
 
 __all__ = ["PersonaRecommender"]
 
@@ -74,6 +74,10 @@ FORMAT_VERSION = 2  # 2: joint likelihood, gradient-fitted prevalence guide, con
 # twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
 # smaller peak memory.
 _CHUNK_FLOATS = 2**22
+_PERSONA_COLUMNS = [
+    "user_id", "persona", "prevalence", "prevalence_low", "prevalence_high", "active", "share",
+    "top_items", "top_categories",
+]  # fmt: skip
 # Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
 MAX_DRAWS = 100_000
 MAX_SEED = 2**63 - 1
@@ -424,6 +428,7 @@ class PersonaRecommender:
         r = ratings["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
         self.seen_ = _Csr.build(u, i, U, r)
         self.item_categories_ = _item_categories(items, self.item_vocab_)
+        self.item_titles_ = _item_titles(items, self.item_vocab_)
         n_neg = self.n_negatives
         if n_neg is None and N > 20_000:
             n_neg = 2048
@@ -823,7 +828,7 @@ class PersonaRecommender:
                 tops = [_top_n(scores[j], n) for j in range(len(chunk))]
                 filled = self._rec_rows(out, filled, s, tops, scores, log_joint, order)
         sl = slice(0, filled)
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "user_id": np.asarray(ids, dtype=object)[out["user"][sl]],
                 "rank": out["rank"][sl],
@@ -831,6 +836,27 @@ class PersonaRecommender:
                 **{k: out[k][sl] for k, _ in _REC_COLUMNS[3:]},
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype})
+        return self._with_titles(frame, out["item"][sl])
+
+    def _with_titles(self, frame: pd.DataFrame, item_idx: np.ndarray) -> pd.DataFrame:
+        """``frame`` with a ``title`` column after ``item_id`` when the model knows titles."""
+        if getattr(self, "item_titles_", None):
+            frame.insert(frame.columns.get_loc("item_id") + 1, "title", self._titles_of(item_idx))
+        return frame
+
+    def _titles_of(self, item_idx: np.ndarray) -> list[str]:
+        ids = self.item_vocab_.decode(np.asarray(item_idx, dtype=np.int64))
+        return [self.item_titles_.get(int(j), str(i)) for j, i in zip(item_idx, ids, strict=True)]
+
+    def titles(self, item_ids: Any) -> list[str]:
+        """Titles of known items (the id as text where the items table gave none).
+
+        Titles come from the ``title`` column of the items table given to :meth:`fit`
+        (MovieLens loaders provide it); ``recommend``, ``explain`` and ``personas`` then
+        carry them too.
+        """
+        self._check_fitted()
+        return self._titles_of(self.item_vocab_.encode(_as_id_list(item_ids, "item_ids")))
 
     def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, log_joint, order) -> int:
         """Write ``recommend``'s rows for a chunk of users (positions ``first``.. of the
@@ -879,8 +905,9 @@ class PersonaRecommender:
         -------
         DataFrame
             One row per (item, persona): ``user_id, item_id, persona, prevalence, prob,
-            prob_low, prob_high``. ``prob`` is the posterior median of
-            ``P(z = persona | u, i)`` and ``prob_low, prob_high`` its highest-density
+            persona_prob_low, persona_prob_high`` (the names ``recommend`` uses).
+            ``persona_prob`` is the posterior median of ``P(z = persona | u, i)`` and
+            ``persona_prob_low, persona_prob_high`` its highest-density
             interval (:func:`bayes_persona.posterior.summarise`: the median always lies
             inside); ``prevalence`` is the posterior median of the persona's share.
             :meth:`explain_draws` gives the draws behind them (for means or other summaries).
@@ -898,17 +925,18 @@ class PersonaRecommender:
         prev = prev[:, 0][:, order[0]].cpu().numpy()  # (S, K)
         K, n = post.shape[1], post.shape[2]
         point, low, high = summarise(post, hdi_prob, axis=0)
-        return pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "user_id": np.repeat(ids, K * n),
                 "item_id": np.repeat(items, K),
                 "persona": np.tile(np.arange(K), n),
                 "prevalence": np.tile(np.median(prev, axis=0), n),
-                "prob": point.T.reshape(-1),
-                "prob_low": low.T.reshape(-1),
-                "prob_high": high.T.reshape(-1),
+                "persona_prob": point.T.reshape(-1),
+                "persona_prob_low": low.T.reshape(-1),
+                "persona_prob_high": high.T.reshape(-1),
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype, "item_id": self.item_vocab_.ids.dtype})
+        return self._with_titles(frame, np.repeat(i, K))
 
     def _interval_prob(self, hdi_prob: float | None) -> float:
         """``hdi_prob`` checked, or the model's own when None."""
@@ -970,12 +998,12 @@ class PersonaRecommender:
             out.append(self.explain(uid, grp["item_id"].to_numpy(), hdi_prob=hdi_prob))
         return pd.concat(out, ignore_index=True)
 
-    def personas(self, user_id: Any, n_items: int = 5, hdi_prob: float | None = None) -> pd.DataFrame:
-        """Describe a user's personas.
+    def personas(self, user_ids: Any, n_items: int = 5, hdi_prob: float | None = None) -> pd.DataFrame:
+        """Describe the personas of one user or several.
 
         Parameters
         ----------
-        user_id : id
+        user_ids : id or sequence of ids
         n_items : int
             Items listed per persona.
         hdi_prob : float in (0, 1), optional
@@ -984,23 +1012,34 @@ class PersonaRecommender:
         Returns
         -------
         DataFrame
-            One row per persona (0 = most prevalent): ``user_id, persona, prevalence,
-            prevalence_low, prevalence_high`` (posterior median and highest-density interval,
-            as in :meth:`explain`), ``share`` (expected share of the user's training
-            interactions it explains), ``top_items`` (the persona's most probable unseen
-            items), ``top_categories`` (categories of the training items it explains,
-            weighted by its probability; empty when items carry no categories).
+            One row per (user, persona), users in the order given, personas from the most
+            prevalent (0): ``user_id, persona, prevalence, prevalence_low, prevalence_high``
+            (posterior median and highest-density interval, as in :meth:`explain`),
+            ``active`` (median prevalence above :data:`ACTIVE_PREVALENCE`; the others are
+            the "unused" personas everywhere in the library), ``share`` (expected share of
+            the user's training interactions it explains), ``top_items`` (the persona's most
+            probable unseen items), ``top_categories`` (categories of the training items it
+            explains, weighted by its probability; empty when items carry no categories),
+            and ``top_titles`` when the model knows item titles.
         """
         self._check_fitted()
         hdi_prob = self._interval_prob(hdi_prob)
         n_items = _check_int("n_items", n_items, 1)
-        ids, u = self._encode_users(user_id, "user_id")
-        if len(u) != 1:
-            raise DataValidationError(f"user_id must be a single id; got {len(u)}")
-        seen = self.seen_.items_of(u[0])
+        ids, users = self._encode_users(user_ids, "user_ids")
+        rows = []
+        for uid, u in zip(ids, users, strict=True):
+            rows += self._persona_rows(uid, int(u), n_items, hdi_prob)
+        frame = pd.DataFrame(rows, columns=_PERSONA_COLUMNS).astype({"user_id": self.user_vocab_.ids.dtype})
+        if getattr(self, "item_titles_", None):
+            frame["top_titles"] = [self._titles_of(self.item_vocab_.encode(t)) for t in frame["top_items"]]
+        return frame
+
+    def _persona_rows(self, uid: Any, u: int, n_items: int, hdi_prob: float) -> list[dict]:
+        seen = self.seen_.items_of(u)
+        users = np.asarray([u])
         with torch.no_grad():
-            draws = self._user_draws(u, self.n_draws)
-            log_joint, order, _ = self._posterior_terms(u, self.n_draws, draws)
+            draws = self._user_draws(users, self.n_draws)
+            log_joint, order, _ = self._posterior_terms(users, self.n_draws, draws)
             prev = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
             post_seen = torch.softmax(log_joint[..., torch.as_tensor(seen, device=self._dev)], 2)
             post_seen = post_seen[:, 0][:, order[0]].mean(0).cpu().numpy()  # (K, n_seen)
@@ -1010,23 +1049,42 @@ class PersonaRecommender:
             choice = choice.exp().mean(0).cpu().numpy()  # (K, N)
         choice[:, seen] = -np.inf
         point, low, high = summarise(prev, hdi_prob, axis=0)
-        K = prev.shape[1]
         rows = []
-        for k in range(K):
+        for k in range(prev.shape[1]):
             top = _top_n(choice[k], n_items)
             rows.append(
                 {
-                    "user_id": ids[0],
+                    "user_id": uid,
                     "persona": k,
                     "prevalence": float(point[k]),
                     "prevalence_low": float(low[k]),
                     "prevalence_high": float(high[k]),
+                    "active": bool(point[k] > ACTIVE_PREVALENCE),
                     "share": float(post_seen[k].mean()) if len(seen) else float("nan"),
                     "top_items": self.item_vocab_.decode(top).tolist(),
                     "top_categories": self._top_categories(seen, post_seen[k]),
                 }
             )
-        return pd.DataFrame(rows).astype({"user_id": self.user_vocab_.ids.dtype})
+        return rows
+
+    def summary(self, users: Any = None):
+        """Fit health and each user's personas at a glance.
+
+        Parameters
+        ----------
+        users : sequence of ids, optional
+            Default: every training user.
+
+        Returns
+        -------
+        ModelSummary
+            ``fit`` (data size, steps, epochs, ``converged``, final ELBO, last validation
+            score) and ``personas`` (one row per user: number of active personas and the
+            median prevalences); prints as text and shows as HTML in a notebook.
+        """
+        from bayes_persona.summary import summarise_model
+
+        return summarise_model(self, users)
 
     def _top_categories(self, seen: np.ndarray, weights: np.ndarray, n: int = 3) -> list[str]:
         if not self.item_categories_:
@@ -1048,6 +1106,15 @@ class PersonaRecommender:
         from bayes_persona.inference_data import to_inference_data
 
         return to_inference_data(self, num_samples=num_samples, users=users, items=items, test=test, **kwargs)
+
+    def explanation_inference_data(self, users: Any, items: Any = None):
+        """The prevalences and explanation probabilities of ``users`` as a compact
+        ``arviz.InferenceData`` (see
+        :func:`bayes_persona.inference_data.explanation_inference_data`); ``az.summary`` of
+        it has one row per (user, persona) and per (pair, persona)."""
+        from bayes_persona.inference_data import explanation_inference_data
+
+        return explanation_inference_data(self, users, items)
 
     def posterior_predictive_checks(self, num_samples: int = 100, users: Any = None, test: Any = None) -> pd.DataFrame:
         """Run every posterior predictive check (:mod:`bayes_persona.checks`); tidy frame."""
@@ -1143,6 +1210,7 @@ class PersonaRecommender:
             "user_vocab": self.user_vocab_.to_dict(),
             "item_vocab": self.item_vocab_.to_dict(),
             "item_categories": {str(k): list(v) for k, v in self.item_categories_.items()},
+            "item_titles": {str(k): v for k, v in self.item_titles_.items()},
             "n_negatives_": self.n_negatives_,
             "n_steps_": self.n_steps_,
             "stopped_early_": self.stopped_early_,
@@ -1248,6 +1316,10 @@ class PersonaRecommender:
         self.user_vocab_ = Vocabulary.from_dict(meta["user_vocab"])
         self.item_vocab_ = Vocabulary.from_dict(meta["item_vocab"])
         self.item_categories_ = {int(k): tuple(v) for k, v in meta["item_categories"].items()}
+        titles = meta.get("item_titles", {})
+        if not isinstance(titles, dict) or not all(isinstance(v, str) for v in titles.values()):
+            raise SaveFormatError(f"{path}: item_titles must map item indices to strings")
+        self.item_titles_ = {int(k): v for k, v in titles.items()}
         self.n_negatives_ = meta["n_negatives_"]
         self.n_steps_ = meta["n_steps_"]
         self.stopped_early_ = meta["stopped_early_"]
@@ -1319,6 +1391,14 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
     n = min(n, len(finite))
     cand = finite[np.argpartition(-scores[finite], n - 1)[:n]] if n < len(finite) else finite
     return cand[np.lexsort((cand, -scores[cand]))]
+
+
+def _item_titles(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int, str]:
+    if items is None or "title" not in items.columns:
+        return {}
+    known, idx = vocab.index_of_known(items["item_id"].to_numpy())
+    titles = items["title"].to_numpy()[known]
+    return {int(i): str(t) for i, t in zip(idx, titles, strict=True) if isinstance(t, str) and t}
 
 
 def _item_categories(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int, tuple[str, ...]]:

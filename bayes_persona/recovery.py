@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from bayes_persona.data.synthetic import SyntheticTruth
-from bayes_persona.posterior import best_permutation, hdi
+from bayes_persona.posterior import ACTIVE_PREVALENCE, best_permutation, hdi
 
 __all__ = ["RecoveryReport", "persona_recovery", "LEVELS", "UNCERTAIN"]
 
@@ -33,7 +33,7 @@ class RecoveryReport:
         Share of training interactions whose most probable persona is the one matched to
         the planted taste that generated them.
     count_accuracy : float
-        Share of users whose number of personas with posterior mean prevalence above
+        Share of users whose number of personas with posterior median prevalence above
         ``prevalence_threshold`` equals their number of planted tastes.
     interval_coverage : float
         Share of (interaction, planted taste) pairs whose ``hdi_prob`` interval of the
@@ -91,7 +91,7 @@ def persona_recovery(
     truth: SyntheticTruth,
     users=None,
     hdi_prob: float | None = None,
-    prevalence_threshold: float = 0.1,
+    prevalence_threshold: float = ACTIVE_PREVALENCE,
 ) -> RecoveryReport:
     """Compare a fitted :class:`PersonaRecommender` with the planted truth.
 
@@ -137,7 +137,7 @@ def persona_recovery(
         with torch.no_grad():
             post, order, prev = model._persona_posterior(u, i_idx)
         post = post[:, 0].cpu().numpy()  # (S, K, n), slot order
-        prev_mean = prev[:, 0].mean(0).cpu().numpy()  # (K,)
+        prev_median = np.median(prev[:, 0].cpu().numpy(), axis=0)  # (K,), as personas() marks "active"
         mean = post.mean(0)  # (K, n)
         planted = grp["slot"].to_numpy()
         m = int((truth.persona_weights[truth.user_ids == uid] > 0).sum())
@@ -168,7 +168,7 @@ def persona_recovery(
             {
                 "user_id": uid,
                 "n_planted": m,
-                "n_found": int((prev_mean > prevalence_threshold).sum()),
+                "n_found": int((prev_median > prevalence_threshold).sum()),
                 "accuracy": float(agree.mean()),
                 "coverage": float(covered.mean()),
             }

@@ -119,6 +119,7 @@ def test_recommend_json_and_csv_agree(fitted, capsys):
         "user_id",
         "rank",
         "item_id",
+        "title",
         "score",
         "persona",
         "persona_prob",
@@ -171,10 +172,10 @@ def test_explain(fitted, capsys):
     )
     rows = pd.DataFrame(json.loads(capsys.readouterr().out))
     assert len(rows) == 2 * model.n_personas
-    assert rows["prob"].between(rows["prob_low"], rows["prob_high"]).all()
-    assert rows.groupby("item_id")["prob"].sum().between(0.0, 1.0 + 1e-6).all()
+    assert rows["persona_prob"].between(rows["persona_prob_low"], rows["persona_prob_high"]).all()
+    assert rows.groupby("item_id")["persona_prob"].sum().between(0.0, 1.0 + 1e-6).all()
     assert main(["explain", "--model", str(fitted), "--user", "1", "--item", *items]) == 0
-    assert "P(persona | item)" in capsys.readouterr().out
+    assert "P(persona | user, item)" in capsys.readouterr().out
 
 
 def test_personas(fitted, capsys):
@@ -397,3 +398,24 @@ def test_subprocess_bad_input_exit_code(tmp_path):
     proc = _run("-m", "bayes_persona", "recommend", "--model", str(tmp_path), "--user", "1")
     assert proc.returncode == 2
     assert proc.stderr.startswith("bayes-persona: error: ") and proc.stderr.count("\n") == 1
+
+
+def test_help_defaults_match_the_estimator():
+    import inspect
+
+    sig = inspect.signature(bp.PersonaRecommender.__init__).parameters
+    assert {k: sig[k].default for k in cli.MODEL_DEFAULTS} == cli.MODEL_DEFAULTS
+
+
+def test_help_does_not_import_torch():
+    """--help and argument errors answer without torch (under a second; see the README)."""
+    code = (
+        "import sys\nfrom bayes_persona.cli import main\n"
+        "rc = main(['fit', '--help'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'\n"
+        "rc2 = main(['recommend', '--model', '/nonexistent', '--user', '1'])\n"
+        "assert 'torch' not in sys.modules and rc2 == 2\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "default: 300" in out.stdout

@@ -53,7 +53,8 @@ def test_ci_script_is_bash_and_runs_pytest():
     assert text.splitlines()[0] in ("#!/usr/bin/env bash", "#!/bin/bash")
     assert "set -euo pipefail" in text
     assert "python -m pytest -q" in text
-    assert 'pip install -e ".[dev,bench]"' in text
+    assert 'pip install -e ".[dev,bench,docs]"' in text
+    assert "python -m sphinx -W" in text  # the docs build, warnings as errors
     assert "BAYES_PERSONA_TEST_SIZE=smoke" in text and "BAYES_PERSONA_DATA" in text
     subprocess.run(["bash", "-n", str(script)], check=True)
 

@@ -59,7 +59,7 @@ def test_huge_learning_rate_raises_model_fit_error(data) -> None:
     recs = model.recommend(data.ratings["user_id"].iloc[:3], n=5)
     assert recs["score"].notna().all()
     assert (
-        model.explain(data.ratings["user_id"].iloc[0], model.item_vocab_.ids[:2])["prob"]
+        model.explain(data.ratings["user_id"].iloc[0], model.item_vocab_.ids[:2])["persona_prob"]
         .notna()
         .all()
     )

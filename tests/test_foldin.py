@@ -66,7 +66,7 @@ def test_folded_model_keeps_external_ids_and_explains(world) -> None:
     assert recs["item_id"].isin(without.item_vocab_.ids).all()
     assert not set(recs["item_id"]) & set(folded.seen_.items_of(0).tolist())  # seen excluded
     ex = folded.explain(held[0], recs["item_id"].iloc[:2])
-    assert len(ex) == 2 * folded.n_personas and ex["prob"].between(0, 1).all()
+    assert len(ex) == 2 * folded.n_personas and ex["persona_prob"].between(0, 1).all()
     assert len(folded.personas(held[0])) == folded.n_personas
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import arviz as az
 import numpy as np
 import pandas as pd
@@ -284,3 +286,26 @@ def test_heldout_sampler_matches_the_exact_conditional(monkeypatch):
     # continuing the successive sample after the training items would be visibly wrong here
     naive = p[rest] / p[rest].sum()
     assert np.abs(naive - exact).max() > 0.03
+
+
+def test_explanation_inference_data_is_compact_and_matches_explain():
+    """The compact view holds prevalences and explanation probabilities only, and its draws
+    are those behind explain (same medians)."""
+    import arviz as az
+
+    data, _ = bp.make_synthetic(n_users=40, n_items=60, n_tastes=3, interactions_per_user=(5, 15), seed=0)
+    model = bp.PersonaRecommender(n_personas=3, n_factors=4, max_epochs=3, n_draws=20, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bp.ConvergenceWarning)
+        model.fit(data)
+    items = model.item_vocab_.ids[:4]
+    idata = model.explanation_inference_data([1, 2], items=items)
+    assert set(idata.groups()) == {"posterior"}
+    assert set(idata.posterior.data_vars) == {"prevalence", "persona_prob"}
+    summary = az.summary(idata, kind="stats")
+    assert len(summary) == 2 * 3 + 2 * 4 * 3  # (user, persona) and (pair, persona) rows
+    pp = idata.posterior["persona_prob"].isel(chain=0)
+    first = pp.where(pp["user_id"] == 1, drop=True).transpose("draw", "persona", "pair").to_numpy()
+    np.testing.assert_allclose(first, model.explain_draws(1, items), rtol=1e-6)
+    ex = model.explain(1, items)
+    np.testing.assert_allclose(np.median(first, axis=0).T.reshape(-1), ex["persona_prob"], rtol=1e-6)

@@ -101,8 +101,9 @@ def test_two_models_do_not_share_param_store(planted):
 
 def test_recommend_columns_and_persona_probabilities(fitted, planted):
     recs = fitted.recommend([1, 2, 3], n=7)
+    assert fitted.item_titles_  # the planted world's items table has titles
     assert list(recs.columns) == [
-        "user_id", "rank", "item_id", "score", "persona", "persona_prob",
+        "user_id", "rank", "item_id", "title", "score", "persona", "persona_prob",
         "persona_prob_low", "persona_prob_high",
     ]  # fmt: skip
     assert (recs.groupby("user_id").size() == 7).all()
@@ -132,10 +133,10 @@ def test_explain_probabilities_sum_to_one(fitted):
     draws = fitted.explain_draws(1, [10001, 10002, 10003])
     np.testing.assert_allclose(draws.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(
-        ex.prob.to_numpy().reshape(3, 3), np.median(draws, axis=0).T, rtol=1e-5, atol=1e-7
+        ex.persona_prob.to_numpy().reshape(3, 3), np.median(draws, axis=0).T, rtol=1e-5, atol=1e-7
     )
     # the point lies inside its own interval on every row (posterior median + HDI)
-    assert ((ex.prob_low <= ex.prob) & (ex.prob <= ex.prob_high)).all()
+    assert ((ex.persona_prob_low <= ex.persona_prob) & (ex.persona_prob <= ex.persona_prob_high)).all()
     # persona 0 is the most prevalent
     prev = ex.drop_duplicates("persona").sort_values("persona").prevalence.to_numpy()
     assert (np.diff(prev) <= 1e-9).all()
@@ -146,8 +147,8 @@ def test_explain_consistent_with_recommend(fitted):
     ex = fitted.explain(2, recs.item_id.to_numpy(), hdi_prob=fitted.hdi_prob)
     for row in recs.itertuples():
         e = ex[(ex.item_id == row.item_id) & (ex.persona == row.persona)].iloc[0]
-        assert e.prob == pytest.approx(row.persona_prob, rel=1e-5)
-        assert e.prob_low == pytest.approx(row.persona_prob_low, rel=1e-5)
+        assert e.persona_prob == pytest.approx(row.persona_prob, rel=1e-5)
+        assert e.persona_prob_low == pytest.approx(row.persona_prob_low, rel=1e-5)
 
 
 def test_personas_frame(fitted):
@@ -272,7 +273,7 @@ def test_hdi_prob_travels(fitted):
     try:
         fitted.set_params(hdi_prob=0.5)
         narrow = fitted.explain(user, items)
-        np.testing.assert_allclose(narrow.prob_low, fitted.explain(user, items, hdi_prob=0.5).prob_low)
+        np.testing.assert_allclose(narrow.persona_prob_low, fitted.explain(user, items, hdi_prob=0.5).persona_prob_low)
         p_narrow = fitted.personas(user)
         fitted.set_params(hdi_prob=0.95)
         wide = fitted.explain(user, items)
@@ -280,6 +281,48 @@ def test_hdi_prob_travels(fitted):
     finally:
         fitted.set_params(hdi_prob=old)
     width = lambda f, c: (f[f"{c}_high"] - f[f"{c}_low"]).to_numpy()  # noqa: E731
-    assert (width(narrow, "prob") <= width(wide, "prob") + 1e-12).all()
-    assert width(narrow, "prob").sum() < width(wide, "prob").sum()
+    assert (width(narrow, "persona_prob") <= width(wide, "persona_prob") + 1e-12).all()
+    assert width(narrow, "persona_prob").sum() < width(wide, "persona_prob").sum()
     assert width(p_narrow, "prevalence").sum() < width(p_wide, "prevalence").sum()
+
+
+def test_titles_travel_with_the_model(fitted, planted, tmp_path):
+    """Titles of the items table are stored in the model (and its file) and shown by
+    recommend, explain and personas."""
+    data, _ = planted
+    title = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+    recs = fitted.recommend([1], n=3)
+    assert recs["title"].tolist() == [title[i] for i in recs["item_id"]]
+    ex = fitted.explain(1, recs["item_id"].tolist())
+    assert ex["title"].tolist() == [title[i] for i in ex["item_id"]]
+    p = fitted.personas([1, 2], n_items=2)
+    assert p["top_titles"].tolist() == [[title[i] for i in t] for t in p["top_items"]]
+    fitted.save(tmp_path / "m.pt")
+    assert bp.PersonaRecommender.load(tmp_path / "m.pt").titles(recs["item_id"]) == recs["title"].tolist()
+
+
+def test_personas_of_several_users(fitted):
+    both = fitted.personas([1, 2], n_items=2)
+    assert both["user_id"].tolist() == [1] * 3 + [2] * 3
+    pd.testing.assert_frame_equal(both.iloc[3:].reset_index(drop=True), fitted.personas(2, n_items=2))
+    assert both["active"].tolist() == (both["prevalence"] > bp.posterior.ACTIVE_PREVALENCE).tolist()
+
+
+def test_summary_reports_fit_state_and_personas(fitted):
+    s = fitted.summary()
+    assert isinstance(s, bp.ModelSummary)
+    assert s.fit["n_steps"] == fitted.n_steps_ and s.fit["n_personas"] == 3
+    assert s.fit["converged"] == fitted.converged_
+    assert s.fit["final_elbo"] == pytest.approx(fitted.elbo_[-3:].mean())  # 80 users / 32 = 3 steps
+    assert len(s.personas) == len(fitted.user_vocab_)
+    prev = s.personas[["prevalence_0", "prevalence_1", "prevalence_2"]].to_numpy()
+    assert (np.diff(prev, axis=1) <= 1e-12).all()
+    # the same medians and the same "active" rule as personas()
+    p = fitted.personas(2)
+    row = s.personas[s.personas.user_id == 2].iloc[0]
+    np.testing.assert_allclose(prev[s.personas.user_id == 2][0], p.prevalence.to_numpy(), rtol=1e-6)
+    assert row.n_active == int(p.active.sum())
+    text = repr(s)
+    assert "NOT converged" in text or "converged" in text
+    assert "users by number of active personas" in text and "<table" in s._repr_html_()
+    assert len(fitted.summary(users=[1, 2]).personas) == 2

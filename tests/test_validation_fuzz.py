@@ -236,8 +236,8 @@ def test_explain_fuzz(fitted, draw) -> None:
         assert exc is None, exc
         n_items = 1 if np.isscalar(item_ids) else len(item_ids)
         assert len(frame) == n_items * fitted.n_personas
-        assert frame[["prob", "prob_low", "prob_high"]].stack().between(0, 1).all()
-        assert (frame["prob_low"] <= frame["prob"]).all() and (frame["prob"] <= frame["prob_high"]).all()
+        assert frame[["persona_prob", "persona_prob_low", "persona_prob_high"]].stack().between(0, 1).all()
+        assert (frame["persona_prob_low"] <= frame["persona_prob"]).all() and (frame["persona_prob"] <= frame["persona_prob_high"]).all()
     elif ikind == "unknown":
         check_unknown_named(expect_error(outcome, UnknownIdError), list(item_ids), kitems)
     else:
@@ -438,7 +438,7 @@ def test_fit_fuzz(case, n_personas, feedback) -> None:
     u = df["user_id"].iloc[0]
     recs = fitted.recommend(u, n=3, exclude_seen=False)
     assert 1 <= len(recs) <= 3 and recs["score"].map(math.isfinite).all()
-    assert fitted.explain(u, df["item_id"].iloc[:2])["prob"].between(0, 1).all()
+    assert fitted.explain(u, df["item_id"].iloc[:2])["persona_prob"].between(0, 1).all()
 
 
 @FUZZ
