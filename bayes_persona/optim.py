@@ -25,11 +25,11 @@ fits may want more epochs or a larger learning rate.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim.optimizer import Optimizer
 
 __all__ = ["LazyClippedAdam", "gather_rows"]
 
@@ -60,13 +60,18 @@ def gather_rows(weight: torch.Tensor, index: torch.Tensor, sparse: bool) -> torc
     return weight[index]
 
 
-class LazyClippedAdam(Optimizer):
+class LazyClippedAdam:
     """:class:`pyro.optim.ClippedAdam` that also takes row-sparse gradients.
 
     Dense gradients follow ClippedAdam exactly: elementwise clipping to
     ``[-clip_norm, clip_norm]``, Adam, and the learning rate multiplied by ``lrd`` at every
     step. A sparse COO gradient (from :func:`gather_rows`) is coalesced and only its rows
     are updated (lazy Adam); untouched rows keep their values and moments.
+
+    It has the interface of a ``torch.optim.Optimizer`` that SVI needs (``param_groups``,
+    ``state``, ``zero_grad``, ``step``, ``state_dict`` in torch's layout,
+    ``load_state_dict``) without subclassing it: ``Optimizer.__init__`` imports
+    ``torch._dynamo``, which costs a fresh process about 1.7 s on two cores.
 
     Parameters
     ----------
@@ -77,7 +82,7 @@ class LazyClippedAdam(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: Iterable[Any],
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
@@ -86,11 +91,54 @@ class LazyClippedAdam(Optimizer):
         lrd: float = 1.0,
         centered_variance: bool = False,
     ) -> None:
-        defaults = dict(
+        self.defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm,
             lrd=lrd, centered_variance=centered_variance,
         )  # fmt: skip
-        super().__init__(params, defaults)
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups: list[dict[str, Any]] = [
+            {**self.defaults, **g, "params": list(g["params"])} for g in groups
+        ]
+        self.state: defaultdict[torch.Tensor, dict[str, Any]] = defaultdict(dict)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self._params():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``state`` keyed by parameter position, groups listing positions."""
+        index = {id(p): i for i, p in enumerate(self._params())}
+        groups, start = [], 0
+        for g in self.param_groups:
+            groups.append({**{k: v for k, v in g.items() if k != "params"},
+                           "params": list(range(start, start + len(g["params"])))})  # fmt: skip
+            start += len(g["params"])
+        state = {index[id(p)]: dict(s) for p, s in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups) or any(
+            len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups, strict=True)
+        ):
+            raise ValueError("optimizer state does not match these parameters")
+        params = self._params()
+        for saved, group in zip(groups, self.param_groups, strict=True):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = defaultdict(dict)
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            self.state[p] = {
+                k: v.to(device=p.device, dtype=p.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                for k, v in s.items()
+            }
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
