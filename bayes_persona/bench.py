@@ -17,6 +17,9 @@ planted data of growing size).
 ``python -m bayes_persona.bench accounts [...]`` runs the shared-account attribution
 benchmark (:mod:`bayes_persona.accounts_bench`).
 
+``python -m bayes_persona.bench all [--out paper/results]`` runs every result file of the
+paper, one after the other (:func:`run_all`).
+
 ``python -m bayes_persona.bench fuzz [--cases 500]`` runs the robustness fuzz
 (:mod:`bayes_persona.fuzz_bench`: raw exceptions, hangs and silent wrong results).
 """
@@ -181,12 +184,62 @@ def markdown_table(res: pd.DataFrame, extras: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def all_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
+    """The commands ``bench all`` runs, in order."""
+    flag = ["--smoke"] if smoke else []
+    home = ["--data-home", str(data_home)] if data_home else []
+    py = [sys.executable, "-m", "bayes_persona.bench"]
+    jobs = [
+        [*py, *home, "--out", str(out), *flag],
+        [*py, "accounts", *home, "--out", str(out / "accounts"), "--seed", "0", *flag],
+        [*py, "accounts", *home, "--out", str(out / "accounts_seed2"), "--seed", "2", *flag],
+    ]
+    paper = Path(__file__).resolve().parents[1] / "paper" / "make_paper.py"
+    if paper.is_file():
+        jobs.append([sys.executable, str(paper), "recovery", "--out", str(out / "recovery.json"), *flag])
+    else:
+        logger.warning("bench all: no paper/make_paper.py next to the package; recovery skipped")
+    return jobs
+
+
+def run_all(argv: list[str]) -> int:
+    """``bench all``: every result file of the paper, one after the other, from one commit.
+
+    Runs the ranking benchmark (``OUT``), the shared-account benchmark at seed 0
+    (``OUT/accounts``) and at seed 2 (``OUT/accounts_seed2``, the check on pairs nothing was
+    tuned on) and, from a repository checkout, the planted recovery
+    (``paper/make_paper.py recovery``, ``OUT/recovery.json``). Each is its own process with
+    its own provenance; ``tests/test_paper.py`` checks that they record one commit. Refuses
+    to start from a checkout with uncommitted changes unless ``--allow-dirty``.
+    """
+    import subprocess
+
+    from bayes_persona.provenance import git_commit
+
+    ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench all", description=run_all.__doc__.split("\n\n")[0])
+    ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"))
+    ap.add_argument("--out", default="paper/results")
+    ap.add_argument("--smoke", action="store_true", help="tiny budgets everywhere (for tests)")
+    ap.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes")
+    args = ap.parse_args(argv)
+    commit, dirty = git_commit()
+    if dirty and not args.allow_dirty:
+        ap.error("the checkout has uncommitted changes; commit them first (results record one commit)")
+    for cmd in all_jobs(Path(args.out), args.data_home, args.smoke):
+        logger.info("bench all: %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+    logger.info("bench all: done at commit %s; now run: python paper/make_paper.py build", commit)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["scale"]:  # python -m bayes_persona.bench scale ...: the cost benchmark
         from bayes_persona.scale_bench import main as scale_main
 
         return scale_main(argv[1:])
+    if argv[:1] == ["all"]:  # python -m bayes_persona.bench all ...: every result file of the paper
+        return run_all(argv[1:])
     if argv[:1] == ["fuzz"]:  # python -m bayes_persona.bench fuzz ...: robustness fuzz
         from bayes_persona.fuzz_bench import main as fuzz_main
 

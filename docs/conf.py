@@ -27,7 +27,7 @@ extensions = [
     "myst_nb",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "make_readme_figure.py"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "make_readme_figure.py", "pypi.md"]
 nb_execution_mode = "off"  # the notebooks carry their outputs; CI reruns them as tests
 myst_enable_extensions = ["dollarmath", "amsmath"]
 numpydoc_show_class_members = False

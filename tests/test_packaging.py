@@ -28,3 +28,11 @@ def test_wheel_contains_license_and_py_typed(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "bayes_persona/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names), names
+    # the long description is package-safe: no relative links or images
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    assert "Description-Content-Type: text/markdown" in text
+    body = text.split("\n\n", 1)[1]
+    links = __import__("re").findall(r"\]\(([^)]+)\)", body)
+    assert all(link.startswith(("http://", "https://")) for link in links), links
+    assert "PersonaRecommender" in body

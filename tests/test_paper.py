@@ -283,3 +283,20 @@ def test_html_needs_pandoc_and_says_so(monkeypatch):
     monkeypatch.setattr(mp.shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pandoc is not installed"):
         mp.html()
+
+
+def test_bench_all_runs_every_result_file_from_one_clean_commit(tmp_path, monkeypatch):
+    """``bench all`` lists the ranking, both shared-account seeds and the recovery run, into
+    the layout make_paper reads, and refuses a dirty checkout."""
+    from bayes_persona import bench, provenance
+
+    jobs = bench.all_jobs(tmp_path, "/data", smoke=True)
+    outs = [cmd[cmd.index("--out") + 1] for cmd in jobs]
+    assert outs == [str(tmp_path), str(tmp_path / "accounts"), str(tmp_path / "accounts_seed2"),
+                    str(tmp_path / "recovery.json")]  # fmt: skip
+    assert all("--smoke" in cmd for cmd in jobs)
+    assert [cmd[cmd.index("--seed") + 1] for cmd in jobs[1:3]] == ["0", "2"]
+    monkeypatch.setattr(provenance, "git_commit", lambda: ("abc", True))
+    with pytest.raises(SystemExit) as info:
+        bench.run_all(["--out", str(tmp_path)])
+    assert info.value.code == 2
