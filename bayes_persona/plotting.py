@@ -269,7 +269,8 @@ def plot_explanations(recs: pd.DataFrame, *, user_id: Any = None, ax: Any = None
     ax.axvline(0.5, color="0.85", lw=0.8, zorder=0)
     ax.set_xlabel("P(persona | user, item)")
     ax.set_title(f"Why these items for user {user_id}")
-    ax.legend(loc="lower left", frameon=False, fontsize="small")
+    # below the axes: inside, the legend would cover the rows near any corner
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / max(n, 1)), ncol=4, frameon=False, fontsize="small")
     return ax
 
 
