@@ -9,10 +9,9 @@
 from __future__ import annotations
 
 import logging
-
-from bayes_persona._version import __version__
 from typing import TYPE_CHECKING
 
+from bayes_persona._version import __version__
 from bayes_persona.exceptions import (
     BayesPersonaError,
     ChecksumError,

@@ -321,8 +321,8 @@ def _replication_ranks(
     U = len(model.user_vocab_)
     users = np.arange(U)
     with torch.no_grad():
-        q, b = model._item_draws(num_samples)
-        d = model._user_draws(users, num_samples)
+        q, b = model.posterior_.item_draws(num_samples)
+        d = model.posterior_.user_draws(users, num_samples)
         p, pi = d["persona_factors"], d["prevalence"]  # (L, U, K, D), (L, U, K)
         logits = torch.einsum("sukd,snd->sukn", p, q) + b[:, None, None, :]
         log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)  # (L, U, K, N)

@@ -96,7 +96,7 @@ def fold_in(
     """
     from bayes_persona.recommender import PersonaRecommender, _as_ratings, _check_int, _Csr
 
-    model._check_fitted()
+    posterior = model.posterior_  # raises NotFittedError before fit
     n_steps = _check_int("n_steps", n_steps, 1)
     check_positive_float("learning_rate", learning_rate)
     seed = (
@@ -131,7 +131,7 @@ def fold_in(
     U, N = len(vocab), len(model.item_vocab_)
     K, D = model.n_personas, model.n_factors
     r = frame["rating"].to_numpy(np.float32) if model.feedback == "explicit" else None
-    dev = model._dev
+    dev = posterior.device
 
     new = PersonaRecommender(**model.get_params())
     new.set_params(progress=progress)

@@ -609,7 +609,7 @@ def _prior_item_draws(model: Any, S: int, seed: int) -> tuple[torch.Tensor, torc
     N, D = len(model.item_vocab_), model.n_factors
     q = m.scale("item_scale").cpu() * torch.randn(S, N, D, generator=g)
     b = m.scale("bias_scale").cpu() * torch.randn(S, N, generator=g)
-    return q.to(model._dev), b.to(model._dev)
+    return q.to(model.posterior_.device), b.to(model.posterior_.device)
 
 
 def _prior_user_draws(model: Any, users: np.ndarray, S: int, seed: int) -> dict[str, torch.Tensor]:
@@ -632,7 +632,7 @@ def _prior_user_draws(model: Any, users: np.ndarray, S: int, seed: int) -> dict[
             p[:, j] += centres[rng.choice(T, size=(S, K), p=weights)]
         pi[:, j] = rng.dirichlet(np.full(K, alpha), size=S) if K > 1 else 1.0
         bu[:, j] = s_bu * rng.standard_normal(S)
-    dev = model._dev
+    dev = model.posterior_.device
     pi = np.clip(pi, 1e-30, None)
     return {
         "persona_factors": torch.from_numpy(p).to(dev),
@@ -663,7 +663,7 @@ def _draw_groups(
     B, K, D = len(u_req), model.n_personas, model.n_factors
     with torch.no_grad():
         if source == "posterior":
-            q, b = model._item_draws(S)
+            q, b = model.posterior_.item_draws(S)
         else:
             q, b = _prior_item_draws(model, S, seed)
         p_out = np.empty((S, B, K, D), dtype=np.float32)
@@ -676,11 +676,11 @@ def _draw_groups(
         rep_held = np.empty((S, n_held), dtype=np.int64 if implicit else np.float64)
         rep_held_ll = np.empty((S, n_held))
         ll_held = np.empty((S, n_held))
-        step = max(1, model._user_chunk(S))
+        step = max(1, model.posterior_.chunk_size(S))
         for sl in _chunks(B, step):
             users = u_req[sl]
             if source == "posterior":
-                d = model._user_draws(users, S)
+                d = model.posterior_.user_draws(users, S)
             else:
                 d = _prior_user_draws(model, users, S, seed)
             p, pi, b_u = d["persona_factors"], d["prevalence"], d["user_bias"]
@@ -937,15 +937,15 @@ def explanation_inference_data(model: Any, users: Any, items: Any = None) -> Any
     import xarray as xr
 
     _check_fitted(model)
-    ids, u = model._encode_users(users, "users")
+    ids, u = model.posterior_.encode_users(users, "users")
     K, S = model.n_personas, model.n_draws
     prevalence = np.empty((len(u), S, K))
     probs, pair_user, pair_item = [], [], []
     with torch.no_grad():
         for j, (uid, ui) in enumerate(zip(ids, u, strict=True)):
             one = np.asarray([ui])
-            draws = model._user_draws(one, S)
-            _, order, _ = model._posterior_terms(one, S, draws)
+            draws = model.posterior_.user_draws(one, S)
+            _, order, _ = model.posterior_.log_joint(one, S, draws)
             prevalence[j] = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
             its = model.seen_.items_of(int(ui)) if items is None else model.item_vocab_.encode(_id_array(items, "items"))
             probs.append(model.explain_draws(uid, model.item_vocab_.decode(its)))  # (S, K, n)

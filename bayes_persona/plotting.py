@@ -166,7 +166,7 @@ def plot_persona_map(
     u = model.user_vocab_.encode(np.asarray([user_id], dtype=object))
     seen = model.seen_.items_of(int(u[0]))
     with torch.no_grad():
-        post, order, prev = model._persona_posterior(u, seen)
+        post, order, prev = model.posterior_.explanation_draws(u, seen)
     order = order[0].cpu().numpy()
     post = post[:, 0].cpu().numpy()[:, order].mean(0)  # (K, n)
     prev = prev[:, 0].cpu().numpy()[:, order]  # (S, K)

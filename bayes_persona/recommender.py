@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 
 from bayes_persona._version import __version__
 from bayes_persona.baselines._base import torch_threads
+from bayes_persona.data._validation import as_id_list as _as_id_list
 from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.data._validation import (
     check_positive_float,
@@ -38,6 +38,7 @@ from bayes_persona.data._validation import (
     validate_items,
     validate_ratings,
 )
+from bayes_persona.data._validation import check_prob as _check_prob
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
     ConvergenceWarning,
@@ -61,6 +62,8 @@ from bayes_persona.model import (
     make_guide,
     persona_shares,
 )
+from bayes_persona.persona_posterior import CHUNK_FLOATS as _CHUNK_FLOATS
+from bayes_persona.persona_posterior import PersonaPosterior
 from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
 
 __all__ = ["PersonaRecommender"]
@@ -73,7 +76,6 @@ FORMAT_VERSION = 2  # 2: joint likelihood, gradient-fitted prevalence guide, con
 # ~16 MB of float32 per (draws, users, K, N) array of a chunk of posterior computations:
 # twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
 # smaller peak memory.
-_CHUNK_FLOATS = 2**22
 _PERSONA_COLUMNS = [
     "user_id", "persona", "prevalence", "prevalence_low", "prevalence_high", "active", "share",
     "top_items", "top_categories",
@@ -83,7 +85,6 @@ MAX_DRAWS = 100_000
 MAX_SEED = 2**63 - 1
 MAX_INIT_SCALE = 10.0
 MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
-_CACHE_LOCK = threading.Lock()  # guards filling PersonaRecommender._cache (module-level: picklable models)
 
 
 def _as_ratings(data: Any, name: str) -> pd.DataFrame:
@@ -95,34 +96,6 @@ def _distributed() -> bool:
     """A torch.distributed process group with several workers is up: fit data-parallel."""
     dist = torch.distributed
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _check_prob(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise DataTypeError(f"{name} must be a float in (0, 1); got {type(value).__name__} {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise DataValidationError(f"{name} must be a float in (0, 1); got {value!r}")
-    return float(value)
-
-
-def _as_id_list(ids: Any, name: str) -> np.ndarray:
-    if ids is None:
-        raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got None")
-    if isinstance(ids, (str, bytes)) or np.isscalar(ids):
-        ids = [ids]
-    if isinstance(ids, (pd.Series, pd.Index)):
-        ids = ids.to_numpy()
-    try:
-        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
-    except (TypeError, ValueError) as exc:  # not iterable, or ragged
-        raise DataTypeError(
-            f"{name} must be an id or a 1-d sequence of ids; got {type(ids).__name__}"
-        ) from exc
-    if arr.ndim != 1:
-        raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got shape {arr.shape}")
-    if arr.size == 0:
-        raise DataValidationError(f"{name} must hold at least one id; got none")
-    return arr
 
 
 class PersonaRecommender:
@@ -597,6 +570,17 @@ class PersonaRecommender:
     def _dev(self) -> torch.device:
         return self.guide_.item_loc.device
 
+    @property
+    def posterior_(self) -> PersonaPosterior:
+        """The fitted posterior: draws of every quantity and of every explanation.
+
+        Raises :class:`~bayes_persona.exceptions.NotFittedError` before ``fit`` (and
+        :class:`~bayes_persona.exceptions.ModelFitError` on non-finite parameters). See
+        :class:`~bayes_persona.persona_posterior.PersonaPosterior`.
+        """
+        self._check_fitted()
+        return PersonaPosterior(self)
+
     def _point_log_likelihood(self, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
         """Held-out log-likelihood per pair at the guide's location (a fast proxy)."""
         g, out = self.guide_, []
@@ -619,78 +603,6 @@ class PersonaRecommender:
                 lp = torch.distributions.Normal(mean, m.scale("noise")).log_prob(r[s : s + step, None].to(dev))
                 out.append(torch.logsumexp(att + lp, -1))
         return torch.cat(out).cpu()
-
-    def _item_draws(self, n_draws: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = f"items{n_draws}"
-        cache = self._cache
-        if key not in cache:
-            with _CACHE_LOCK:  # threads share one fitted model: fill the cache once
-                if key not in cache:
-                    g = torch.Generator().manual_seed(self.random_state + 7919)
-                    N, D = self.guide_.n_items, self.guide_.n_factors
-                    eps_q = torch.randn(n_draws, N, D, generator=g).to(self._dev)
-                    eps_b = torch.randn(n_draws, N, generator=g).to(self._dev)
-                    cache[key] = self.guide_.draw_items(eps_q, eps_b)
-        return cache[key]
-
-    def _user_draws(self, users: np.ndarray, n_draws: int) -> dict[str, torch.Tensor]:
-        """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds.
-
-        For implicit feedback ``prevalence`` is each persona's share of the user's choices,
-        ``P(z = k | u)`` (:func:`~bayes_persona.model.persona_shares`; for the joint form it
-        depends on the item draws), so that ``P(z = k, i | u) = w_k softmax_k(i)`` in every
-        form.
-        """
-        g = self.guide_
-        eps = np.empty((n_draws, len(users), g.noise_dim_user), dtype=np.float32)
-        rngs = []
-        for j, u in enumerate(users):
-            rng = np.random.default_rng([self.random_state, 104729, int(u)])
-            eps[:, j, :] = rng.standard_normal((n_draws, g.noise_dim_user), dtype=np.float32)
-            rngs.append(rng)  # then the prevalence draws, from the same per-user stream
-        eps_t = torch.from_numpy(eps).to(self._dev)
-        uu = torch.as_tensor(users, device=self._dev)
-        K = self.n_personas
-        p = g.draw_personas(uu, eps_t[..., :-1])
-        pi = g.draw_prevalence(uu, rngs, n_draws)
-        if self.feedback == "implicit" and self.likelihood == "joint" and K > 1:
-            q, b = self._item_draws(n_draws)
-            # One user at a time: the same kernels whatever the batch, so that a user's
-            # shares are bit-identical in batch and single-user calls.
-            qt = q.transpose(1, 2)
-            log_norm = torch.stack(
-                [torch.logsumexp(torch.bmm(p[:, j], qt) + b[:, None, :], -1) for j in range(len(users))], 1
-            )  # (S, B, K)
-            pi = persona_shares(torch.log(pi), log_norm).exp()
-        return {"persona_factors": p, "prevalence": pi, "user_bias": g.draw_user_bias(uu, eps_t[..., -1])}
-
-    def _user_chunk(self, n_draws: int) -> int:
-        per_user = n_draws * self.n_personas * max(self.guide_.n_items, 1)
-        return int(max(1, min(1024, _CHUNK_FLOATS // per_user)))
-
-    def _posterior_terms(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):
-        """For a chunk of users: per-draw log P(z=k, i | u) over all items, (S, B, K, N).
-
-        Returns ``(log_joint, order, expected)``: ``order`` (B, K) sorts each user's personas
-        by posterior median prevalence, descending; ``expected`` is the expected rating per
-        persona for explicit feedback (for which ``log_joint`` holds the log attention) and
-        ``None`` for implicit. ``draws`` are the users' :meth:`_user_draws` when the caller
-        already has them.
-        """
-        q, b = self._item_draws(n_draws)
-        d = draws if draws is not None else self._user_draws(users, n_draws)
-        p, pi = d["persona_factors"], d["prevalence"]
-        affinity = torch.einsum("sbkd,snd->sbkn", p, q)  # (S, B, K, N)
-        order = torch.argsort(torch.quantile(pi, 0.5, dim=0), dim=-1, descending=True, stable=True)  # (B, K)
-        if self.feedback == "implicit":
-            logits = affinity + b[:, None, None, :]
-            log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)
-            return log_joint, order, None
-        m = self.model_
-        log_att = torch.log(pi)[..., None] + affinity / m.scale("temperature")
-        log_att = torch.log_softmax(log_att, dim=2)
-        expected = affinity + (b[:, None, None, :] + d["user_bias"][:, :, None, None] + m.global_mean)
-        return log_att, order, expected
 
     def _encode_users(self, user_ids: Any, name: str = "user_ids") -> tuple[np.ndarray, np.ndarray]:
         ids = _as_id_list(user_ids, name)
@@ -722,7 +634,7 @@ class PersonaRecommender:
         i = self.item_vocab_.encode(items)
         out = np.empty(len(u))
         uniq, inv = np.unique(u, return_inverse=True)
-        step = self._user_chunk(self.n_draws)
+        step = self.posterior_.chunk_size(self.n_draws)
         with torch.no_grad():
             for s in range(0, len(uniq), step):
                 chunk = uniq[s : s + step]
@@ -757,7 +669,7 @@ class PersonaRecommender:
         r = frame["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
         out = np.empty(len(u))
         uniq, inv = np.unique(u, return_inverse=True)
-        step = self._user_chunk(self.n_draws)
+        step = self.posterior_.chunk_size(self.n_draws)
         log_s = math.log(self.n_draws)
         with torch.no_grad():
             for s in range(0, len(uniq), step):
@@ -765,7 +677,7 @@ class PersonaRecommender:
                 sel = np.flatnonzero((inv >= s) & (inv < s + len(chunk)))
                 b_idx = torch.as_tensor(inv[sel] - s, device=self._dev)
                 i_idx = torch.as_tensor(i[sel], device=self._dev)
-                log_joint, _, expected = self._posterior_terms(chunk, self.n_draws)
+                log_joint, _, expected = self.posterior_.log_joint(chunk, self.n_draws)
                 lj = log_joint.permute(1, 3, 0, 2)[b_idx, i_idx]  # (n, S, K)
                 if self.feedback == "implicit":
                     per_draw = torch.logsumexp(lj, dim=-1)
@@ -778,7 +690,7 @@ class PersonaRecommender:
         return out
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        log_joint, _, expected = self._posterior_terms(users, self.n_draws)
+        log_joint, _, expected = self.posterior_.log_joint(users, self.n_draws)
         if self.feedback == "implicit":  # sum_k P(z=k, i | u) per draw; log_joint <= 0: exp is safe
             return log_joint.exp().sum(2).mean(0).cpu().numpy()
         return (log_joint.exp() * expected).sum(2).mean(0).cpu().numpy()
@@ -812,11 +724,11 @@ class PersonaRecommender:
         # the heap (resident memory then grew by about one chunk per chunk).
         out = {k: np.empty(len(u) * min(n, len(self.item_vocab_)), dtype=t) for k, t in _REC_COLUMNS}
         filled = 0
-        step = self._user_chunk(self.n_draws)
+        step = self.posterior_.chunk_size(self.n_draws)
         with torch.no_grad():
             for s in range(0, len(u), step):
                 chunk = u[s : s + step]
-                log_joint, order, expected = self._posterior_terms(chunk, self.n_draws)
+                log_joint, order, expected = self.posterior_.log_joint(chunk, self.n_draws)
                 if self.feedback == "implicit":  # as _scores (exp-sum: cheaper than logsumexp)
                     scores = log_joint.exp().sum(2).mean(0)
                 else:
@@ -920,7 +832,7 @@ class PersonaRecommender:
         items = _as_id_list(item_ids, "item_ids")
         i = self.item_vocab_.encode(items)
         with torch.no_grad():
-            post, order, prev = self._persona_posterior(u, i)
+            post, order, prev = self.posterior_.explanation_draws(u, i)
         post = post[:, 0][:, order[0]].cpu().numpy()  # (S, K, n)
         prev = prev[:, 0][:, order[0]].cpu().numpy()  # (S, K)
         K, n = post.shape[1], post.shape[2]
@@ -970,18 +882,8 @@ class PersonaRecommender:
         n_draws = self.n_draws if n_draws is None else _check_int("n_draws", n_draws, 2)
         i = self.item_vocab_.encode(_as_id_list(item_ids, "item_ids"))
         with torch.no_grad():
-            post, order, _ = self._persona_posterior(u, i, n_draws)
+            post, order, _ = self.posterior_.explanation_draws(u, i, n_draws)
         return post[:, 0][:, order[0]].cpu().numpy()
-
-    def _persona_posterior(self, users: np.ndarray, items: np.ndarray, n_draws: int | None = None):
-        """Per-draw ``P(z = k | u, i)`` for the given users and items, (S, B, K, n), in slot order."""
-        n_draws = n_draws or self.n_draws
-        draws = self._user_draws(users, n_draws)
-        log_joint, order, _ = self._posterior_terms(users, n_draws, draws)
-        d_prev = draws["prevalence"]
-        it = torch.as_tensor(items, device=self._dev)
-        post = torch.softmax(log_joint[..., it], dim=2)
-        return post, order, d_prev
 
     def persona_probabilities(self, user_ids: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
         """:meth:`explain` for many pairs ``(user_ids[j], item_ids[j])`` at once (tidy)."""
@@ -1038,8 +940,8 @@ class PersonaRecommender:
         seen = self.seen_.items_of(u)
         users = np.asarray([u])
         with torch.no_grad():
-            draws = self._user_draws(users, self.n_draws)
-            log_joint, order, _ = self._posterior_terms(users, self.n_draws, draws)
+            draws = self.posterior_.user_draws(users, self.n_draws)
+            log_joint, order, _ = self.posterior_.log_joint(users, self.n_draws, draws)
             prev = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
             post_seen = torch.softmax(log_joint[..., torch.as_tensor(seen, device=self._dev)], 2)
             post_seen = post_seen[:, 0][:, order[0]].mean(0).cpu().numpy()  # (K, n_seen)
@@ -1143,8 +1045,8 @@ class PersonaRecommender:
         num_samples = _check_int("num_samples", num_samples, 1)
         u = np.arange(len(self.user_vocab_)) if users is None else self._encode_users(users, "users")[1]
         with torch.no_grad():
-            q, b = self._item_draws(num_samples)
-            d = self._user_draws(u, num_samples)
+            q, b = self.posterior_.item_draws(num_samples)
+            d = self.posterior_.user_draws(u, num_samples)
             order = torch.argsort(d["prevalence"].mean(0), dim=-1, descending=True)  # (B, K)
             idx = order[None].expand(num_samples, -1, -1)
             out = {

@@ -110,8 +110,8 @@ def persona_recovery(
     -------
     RecoveryReport
     """
-    model._check_fitted()
-    hdi_prob = model._interval_prob(hdi_prob)
+    post_obj = model.posterior_  # NotFittedError before fit
+    hdi_prob = post_obj.interval_prob(hdi_prob)
     inter = truth.interactions
     known_u = model.user_vocab_.index_of_known(inter["user_id"].to_numpy())[0]
     known_i = model.item_vocab_.index_of_known(inter["item_id"].to_numpy())[0]
@@ -135,7 +135,7 @@ def persona_recovery(
         if len(grp) == 0:
             continue
         with torch.no_grad():
-            post, order, prev = model._persona_posterior(u, i_idx)
+            post, order, prev = post_obj.explanation_draws(u, i_idx)
         post = post[:, 0].cpu().numpy()  # (S, K, n), slot order
         prev_median = np.median(prev[:, 0].cpu().numpy(), axis=0)  # (K,), as personas() marks "active"
         mean = post.mean(0)  # (K, n)

@@ -65,18 +65,18 @@ class ModelSummary:
 
 def summarise_model(model: Any, users: Any = None) -> ModelSummary:
     """The :class:`ModelSummary` of a fitted model (for ``users``, default all)."""
-    model._check_fitted()
+    posterior = model.posterior_  # NotFittedError before fit
     if users is None:
         ids = model.user_vocab_.ids
         u = np.arange(len(ids))
     else:
-        ids, u = model._encode_users(users, "users")
+        ids, u = posterior.encode_users(users, "users")
     K = model.n_personas
     medians = np.empty((len(u), K))
-    chunk = max(1, model._user_chunk(model.n_draws))
+    chunk = max(1, posterior.chunk_size(model.n_draws))
     with torch.no_grad():
         for s in range(0, len(u), chunk):
-            prev = model._user_draws(u[s : s + chunk], model.n_draws)["prevalence"]  # (S, B, K)
+            prev = posterior.user_draws(u[s : s + chunk], model.n_draws)["prevalence"]  # (S, B, K)
             med = np.median(prev.cpu().numpy(), axis=0)
             medians[s : s + chunk] = -np.sort(-med, axis=1)
     frame = pd.DataFrame({"user_id": ids, "n_active": (medians > ACTIVE_PREVALENCE).sum(1)})

@@ -38,9 +38,9 @@ def test_parameters_and_draws_live_on_the_gpu(fitted) -> None:
     gpu, _, _ = fitted
     for p in list(gpu.model_.parameters()) + list(gpu.guide_.parameters()):
         assert p.device.type == "cuda"
-    q, b = gpu._item_draws(gpu.n_draws)
+    q, b = gpu.posterior_.item_draws(gpu.n_draws)
     assert q.device.type == "cuda" and b.device.type == "cuda"
-    d = gpu._user_draws(np.arange(3), gpu.n_draws)
+    d = gpu.posterior_.user_draws(np.arange(3), gpu.n_draws)
     assert all(t.device.type == "cuda" for t in d.values())
 
 

@@ -73,8 +73,8 @@ def test_folded_model_keeps_external_ids_and_explains(world) -> None:
 def test_fold_in_shares_items_and_leaves_the_model_unchanged(world) -> None:
     ratings, held, _, without, folded = world
     assert folded.guide_.item_loc is without.guide_.item_loc  # shared, not copied
-    q_fold, _ = folded._item_draws(folded.n_draws)
-    q_orig, _ = without._item_draws(without.n_draws)
+    q_fold, _ = folded.posterior_.item_draws(folded.n_draws)
+    q_orig, _ = without.posterior_.item_draws(without.n_draws)
     torch.testing.assert_close(q_fold, q_orig)  # same item draws: comparable outputs
     assert not any(u in without.user_vocab_ for u in held)
     other = [int(u) for u in without.user_vocab_.ids[:3]]

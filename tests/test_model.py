@@ -326,3 +326,19 @@ def test_summary_reports_fit_state_and_personas(fitted):
     assert "NOT converged" in text or "converged" in text
     assert "users by number of active personas" in text and "<table" in s._repr_html_()
     assert len(fitted.summary(users=[1, 2]).personas) == 2
+
+
+def test_posterior_object_is_the_public_home_of_the_draws(fitted):
+    """model.posterior_ gives the draws behind every output; before fit it raises."""
+    with pytest.raises(bp.NotFittedError):
+        bp.PersonaRecommender().posterior_
+    post = fitted.posterior_
+    ids, u = post.encode_users([2])
+    items = fitted.item_vocab_.encode(np.asarray([10001, 10002], dtype=object))
+    draws, order, prevalence = post.explanation_draws(u, items)
+    assert draws.shape == (fitted.n_draws, 1, 3, 2) and prevalence.shape == (fitted.n_draws, 1, 3)
+    np.testing.assert_allclose(
+        draws[:, 0][:, order[0]].numpy(), fitted.explain_draws(2, [10001, 10002]), rtol=1e-6
+    )
+    assert post.interval_prob(None) == fitted.hdi_prob and post.interval_prob(0.5) == 0.5
+    assert post.chunk_size(fitted.n_draws) >= 1

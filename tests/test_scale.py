@@ -110,15 +110,17 @@ def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> N
         model.log_predictive(pairs),
     )
     seen_sizes = []
-    inner = rec.PersonaRecommender._posterior_terms
+    from bayes_persona import persona_posterior as pp
 
-    def spy(self, u, n_draws):
+    inner = pp.PersonaPosterior.log_joint
+
+    def spy(self, u, n_draws, draws=None):
         seen_sizes.append(len(u))
-        return inner(self, u, n_draws)
+        return inner(self, u, n_draws, draws)
 
-    monkeypatch.setattr(rec.PersonaRecommender, "_posterior_terms", spy)
+    monkeypatch.setattr(pp.PersonaPosterior, "log_joint", spy)
     N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
-    monkeypatch.setattr(rec, "_CHUNK_FLOATS", 37 * S * K * N)  # chunks of 37 users
+    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * S * K * N)  # chunks of 37 users
     got = (
         model.recommend(users, n=5),
         model.score(pairs["user_id"], pairs["item_id"]),

@@ -486,3 +486,33 @@ def check_int(value: Any, name: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise DataValidationError(f"{name} must be >= {minimum}; got {value!r}")
     return int(value)
+
+
+def check_prob(name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a real number (not bool) strictly inside (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise DataTypeError(f"{name} must be a float in (0, 1); got {type(value).__name__} {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise DataValidationError(f"{name} must be a float in (0, 1); got {value!r}")
+    return float(value)
+
+
+def as_id_list(ids: Any, name: str) -> np.ndarray:
+    """One id or a 1-d sequence of ids as a non-empty object array (``name`` in errors)."""
+    if ids is None:
+        raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got None")
+    if isinstance(ids, (str, bytes)) or np.isscalar(ids):
+        ids = [ids]
+    if isinstance(ids, (pd.Series, pd.Index)):
+        ids = ids.to_numpy()
+    try:
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    except (TypeError, ValueError) as exc:  # not iterable, or ragged
+        raise DataTypeError(
+            f"{name} must be an id or a 1-d sequence of ids; got {type(ids).__name__}"
+        ) from exc
+    if arr.ndim != 1:
+        raise DataValidationError(f"{name} must be an id or a 1-d sequence of ids; got shape {arr.shape}")
+    if arr.size == 0:
+        raise DataValidationError(f"{name} must hold at least one id; got none")
+    return arr

@@ -1,0 +1,156 @@
+"""The fitted posterior of a :class:`~bayes_persona.PersonaRecommender`, as an object.
+
+``model.posterior_`` returns a :class:`PersonaPosterior`: draws of the item and user
+parameters from the guide (with common random numbers per user, so that a user's draws do
+not depend on which other users share the call), the per-draw joint ``log P(z = k, i | u)``
+over the catalogue, and the per-draw explanations ``P(z = k | u, i)``. The estimator's
+outputs, the diagnostics (ArviZ export, recovery, SBC, summary), the plots and fold-in all
+read the posterior through these methods.
+
+Indices, not ids: every method takes the model's user and item *indices* (its vocabularies'
+positions); :meth:`PersonaPosterior.encode_users` turns ids into them.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayes_persona.data._validation import as_id_list, check_prob
+from bayes_persona.model import persona_shares
+
+__all__ = ["PersonaPosterior", "CHUNK_FLOATS"]
+
+#: Floats of the largest transient (S, B, K, N) array a chunk of users may allocate.
+CHUNK_FLOATS = 2**22
+_CACHE_LOCK = threading.Lock()  # guards filling the estimator's draw cache (module-level: picklable models)
+
+
+class PersonaPosterior:
+    """Posterior draws of a fitted :class:`~bayes_persona.PersonaRecommender`.
+
+    Parameters
+    ----------
+    model : PersonaRecommender
+        Fitted; get the object as ``model.posterior_``, which checks that.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        """Where the guide's tensors live."""
+        return self.model.guide_.item_loc.device
+
+    def encode_users(self, user_ids: Any, name: str = "user_ids") -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, indices)`` of known user ids (``UnknownIdError`` names ``name``)."""
+        ids = as_id_list(user_ids, name)
+        return ids, self.model.user_vocab_.encode(ids)
+
+    def interval_prob(self, hdi_prob: float | None) -> float:
+        """``hdi_prob`` checked, or the model's own when None."""
+        return check_prob("hdi_prob", self.model.hdi_prob if hdi_prob is None else hdi_prob)
+
+    def item_draws(self, n_draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item factors (S, N, D) and biases (S, N): ``n_draws`` fixed draws, cached per model."""
+        est = self.model
+        key = f"items{n_draws}"
+        cache = est._cache
+        if key not in cache:
+            with _CACHE_LOCK:  # threads share one fitted model: fill the cache once
+                if key not in cache:
+                    g = torch.Generator().manual_seed(est.random_state + 7919)
+                    N, D = est.guide_.n_items, est.guide_.n_factors
+                    eps_q = torch.randn(n_draws, N, D, generator=g).to(self.device)
+                    eps_b = torch.randn(n_draws, N, generator=g).to(self.device)
+                    cache[key] = est.guide_.draw_items(eps_q, eps_b)
+        return cache[key]
+
+    def user_draws(self, users: np.ndarray, n_draws: int) -> dict[str, torch.Tensor]:
+        """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds.
+
+        For implicit feedback ``prevalence`` is each persona's share of the user's choices,
+        ``P(z = k | u)`` (:func:`~bayes_persona.model.persona_shares`; for the joint form it
+        depends on the item draws), so that ``P(z = k, i | u) = w_k softmax_k(i)`` in every
+        form.
+        """
+        est = self.model
+        g = est.guide_
+        eps = np.empty((n_draws, len(users), g.noise_dim_user), dtype=np.float32)
+        rngs = []
+        for j, u in enumerate(users):
+            rng = np.random.default_rng([est.random_state, 104729, int(u)])
+            eps[:, j, :] = rng.standard_normal((n_draws, g.noise_dim_user), dtype=np.float32)
+            rngs.append(rng)  # then the prevalence draws, from the same per-user stream
+        eps_t = torch.from_numpy(eps).to(self.device)
+        uu = torch.as_tensor(users, device=self.device)
+        K = est.n_personas
+        p = g.draw_personas(uu, eps_t[..., :-1])
+        pi = g.draw_prevalence(uu, rngs, n_draws)
+        if est.feedback == "implicit" and est.likelihood == "joint" and K > 1:
+            q, b = self.item_draws(n_draws)
+            # One user at a time: the same kernels whatever the batch, so that a user's
+            # shares are bit-identical in batch and single-user calls.
+            qt = q.transpose(1, 2)
+            log_norm = torch.stack(
+                [torch.logsumexp(torch.bmm(p[:, j], qt) + b[:, None, :], -1) for j in range(len(users))], 1
+            )  # (S, B, K)
+            pi = persona_shares(torch.log(pi), log_norm).exp()
+        return {"persona_factors": p, "prevalence": pi, "user_bias": g.draw_user_bias(uu, eps_t[..., -1])}
+
+    def chunk_size(self, n_draws: int) -> int:
+        """Users per chunk so that an (S, B, K, N) array stays within :data:`CHUNK_FLOATS`."""
+        est = self.model
+        per_user = n_draws * est.n_personas * max(est.guide_.n_items, 1)
+        return int(max(1, min(1024, CHUNK_FLOATS // per_user)))
+
+    def log_joint(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):
+        """For a chunk of users: per-draw log P(z=k, i | u) over all items, (S, B, K, N).
+
+        Returns ``(log_joint, order, expected)``: ``order`` (B, K) sorts each user's personas
+        by posterior median prevalence, descending; ``expected`` is the expected rating per
+        persona for explicit feedback (for which ``log_joint`` holds the log attention) and
+        ``None`` for implicit. ``draws`` are the users' :meth:`user_draws` when the caller
+        already has them.
+        """
+        est = self.model
+        q, b = self.item_draws(n_draws)
+        d = draws if draws is not None else self.user_draws(users, n_draws)
+        p, pi = d["persona_factors"], d["prevalence"]
+        affinity = torch.einsum("sbkd,snd->sbkn", p, q)  # (S, B, K, N)
+        order = torch.argsort(torch.quantile(pi, 0.5, dim=0), dim=-1, descending=True, stable=True)  # (B, K)
+        if est.feedback == "implicit":
+            logits = affinity + b[:, None, None, :]
+            log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)
+            return log_joint, order, None
+        m = est.model_
+        log_att = torch.log(pi)[..., None] + affinity / m.scale("temperature")
+        log_att = torch.log_softmax(log_att, dim=2)
+        expected = affinity + (b[:, None, None, :] + d["user_bias"][:, :, None, None] + m.global_mean)
+        return log_att, order, expected
+
+    def explanation_draws(self, users: np.ndarray, items: np.ndarray, n_draws: int | None = None):
+        """Explanation draws for users (indices) and items (indices).
+
+        Returns
+        -------
+        post : Tensor, shape (S, B, K, n)
+            Per-draw ``P(z = k | u, i)``, personas in slot order.
+        order : Tensor, shape (B, K)
+            Each user's personas by posterior median prevalence, descending (persona 0 of the
+            outputs is slot ``order[b, 0]``).
+        prevalence : Tensor, shape (S, B, K)
+            The persona shares' draws, in slot order.
+        """
+        est = self.model
+        n_draws = n_draws or est.n_draws
+        draws = self.user_draws(users, n_draws)
+        log_joint, order, _ = self.log_joint(users, n_draws, draws)
+        d_prev = draws["prevalence"]
+        it = torch.as_tensor(items, device=self.device)
+        post = torch.softmax(log_joint[..., it], dim=2)
+        return post, order, d_prev
