@@ -70,13 +70,17 @@ class PersonaPosterior:
                     cache[key] = est.guide_.draw_items(eps_q, eps_b)
         return cache[key]
 
-    def user_draws(self, users: np.ndarray, n_draws: int) -> dict[str, torch.Tensor]:
+    def user_draws(self, users: np.ndarray, n_draws: int, with_softmax: bool = False) -> dict[str, torch.Tensor]:
         """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds.
 
         For implicit feedback ``prevalence`` is each persona's share of the user's choices,
         ``P(z = k | u)`` (:func:`~bayes_persona.model.persona_shares`; for the joint form it
         depends on the item draws), so that ``P(z = k, i | u) = w_k softmax_k(i)`` in every
-        form.
+        form. Implicit feedback with the joint form, or ``with_softmax``, adds ``log_norm``
+        (S, B, K), each persona's log softmax normaliser over the catalogue. With
+        ``with_softmax`` (implicit feedback only) the result also holds ``scores`` (B, N),
+        the posterior mean of ``P(i | u)``, from the same per-user products that give the
+        shares (one pass over the catalogue, no (S, B, K, N) array kept).
         """
         est = self.model
         g = est.guide_
@@ -91,16 +95,48 @@ class PersonaPosterior:
         K = est.n_personas
         p = g.draw_personas(uu, eps_t[..., :-1])
         pi = g.draw_prevalence(uu, rngs, n_draws)
-        if est.feedback == "implicit" and est.likelihood == "joint" and K > 1:
+        joint = est.feedback == "implicit" and est.likelihood == "joint" and K > 1
+        out: dict[str, torch.Tensor] = {}
+        if joint or with_softmax:
+            if est.feedback != "implicit":
+                raise ValueError("with_softmax applies to implicit feedback only")
             q, b = self.item_draws(n_draws)
             # One user at a time: the same kernels whatever the batch, so that a user's
-            # shares are bit-identical in batch and single-user calls.
+            # shares (and scores) are bit-identical in batch and single-user calls.
             qt = q.transpose(1, 2)
-            log_norm = torch.stack(
-                [torch.logsumexp(torch.bmm(p[:, j], qt) + b[:, None, :], -1) for j in range(len(users))], 1
-            )  # (S, B, K)
-            pi = persona_shares(torch.log(pi), log_norm).exp()
-        return {"persona_factors": p, "prevalence": pi, "user_bias": g.draw_user_bias(uu, eps_t[..., -1])}
+            log_pi = torch.log(pi)
+            norms, scores = [], []
+            for j in range(len(users)):
+                logits = torch.bmm(p[:, j], qt) + b[:, None, :]  # (S, K, N)
+                lse = torch.logsumexp(logits, -1)  # (S, K)
+                norms.append(lse)
+                if with_softmax:  # P(i | u) = mean_s sum_k w_sk softmax_k(i): one GEMV per user
+                    w = persona_shares(log_pi[:, j], lse, joint).exp() if K > 1 else torch.ones_like(lse)
+                    soft = logits.sub_(lse[..., None]).exp_().reshape(-1, logits.shape[-1])
+                    scores.append(torch.mv(soft.T, w.reshape(-1).to(soft.dtype)) / n_draws)
+            out["log_norm"] = torch.stack(norms, 1)  # (S, B, K)
+            if joint:
+                pi = persona_shares(log_pi, out["log_norm"]).exp()
+            if with_softmax:
+                out["scores"] = torch.stack(scores)  # (B, N)
+        out.update(persona_factors=p, prevalence=pi, user_bias=g.draw_user_bias(uu, eps_t[..., -1]))
+        return out
+
+    def choice_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
+        """Per-draw ``P(z = k | u, i)`` (S, B, K, n) at item indices ``items`` (B, n), slot
+        order, from :meth:`user_draws` output that holds ``log_norm`` (implicit feedback)."""
+        q, b = self.item_draws(n_draws)
+        p, w, lse = draws["persona_factors"], draws["prevalence"], draws["log_norm"]
+        q_at = q[:, items]  # (S, B, n, D)
+        logits = torch.einsum("sbkd,sbnd->sbkn", p, q_at) + b[:, items][:, :, None, :]
+        log_joint = torch.log(w)[..., None] + logits - lse[..., None]
+        return torch.softmax(log_joint, dim=2)
+
+    @staticmethod
+    def persona_order(prevalence: torch.Tensor) -> torch.Tensor:
+        """Each user's personas by posterior median prevalence, descending: (B, K) slot indices
+        from prevalence draws (S, B, K)."""
+        return torch.argsort(torch.quantile(prevalence, 0.5, dim=0), dim=-1, descending=True, stable=True)
 
     def chunk_size(self, n_draws: int) -> int:
         """Users per chunk so that an (S, B, K, N) array stays within :data:`CHUNK_FLOATS`."""
@@ -122,7 +158,7 @@ class PersonaPosterior:
         d = draws if draws is not None else self.user_draws(users, n_draws)
         p, pi = d["persona_factors"], d["prevalence"]
         affinity = torch.einsum("sbkd,snd->sbkn", p, q)  # (S, B, K, N)
-        order = torch.argsort(torch.quantile(pi, 0.5, dim=0), dim=-1, descending=True, stable=True)  # (B, K)
+        order = self.persona_order(pi)  # (B, K)
         if est.feedback == "implicit":
             logits = affinity + b[:, None, None, :]
             log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)

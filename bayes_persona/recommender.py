@@ -690,10 +690,30 @@ class PersonaRecommender:
         return out
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
-        log_joint, _, expected = self.posterior_.log_joint(users, self.n_draws)
-        if self.feedback == "implicit":  # sum_k P(z=k, i | u) per draw; log_joint <= 0: exp is safe
-            return log_joint.exp().sum(2).mean(0).cpu().numpy()
-        return (log_joint.exp() * expected).sum(2).mean(0).cpu().numpy()
+        return self._score_terms(users)[0].cpu().numpy()
+
+    def _score_terms(self, users: np.ndarray):
+        """``(scores (B, N), explain_at, order)`` for a chunk of users. ``scores`` is the
+        posterior mean of ``P(i | u)`` (implicit) or of the rating (explicit);
+        ``explain_at(idx)`` gives the per-draw ``P(z = k | u, i)`` (S, B, K, n) at item
+        indices ``idx`` (B, n); ``order`` sorts each user's personas (B, K).
+
+        Implicit feedback scores from one pass of per-user products over the catalogue
+        (:meth:`PersonaPosterior.user_draws` with ``with_softmax``: ``P(i | u) = sum_k w_k
+        softmax_k(i)``, averaged over draws), and explains only the items asked for
+        (:meth:`PersonaPosterior.choice_at`)."""
+        post, S = self.posterior_, self.n_draws
+        if self.feedback == "implicit":
+            d = post.user_draws(users, S, with_softmax=True)
+            return d["scores"], lambda idx: post.choice_at(d, idx, S), post.persona_order(d["prevalence"])
+        log_att, order, expected = post.log_joint(users, S)
+        scores = (log_att.exp() * expected).sum(2).mean(0)
+
+        def explain_at(idx: torch.Tensor) -> torch.Tensor:
+            B, n = idx.shape
+            return torch.gather(log_att, 3, idx[None, :, None, :].expand(S, B, log_att.shape[2], n)).exp()
+
+        return scores, explain_at, order
 
     def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-``n`` items for each user, each with the persona that explains it.
@@ -728,17 +748,13 @@ class PersonaRecommender:
         with torch.no_grad():
             for s in range(0, len(u), step):
                 chunk = u[s : s + step]
-                log_joint, order, expected = self.posterior_.log_joint(chunk, self.n_draws)
-                if self.feedback == "implicit":  # as _scores (exp-sum: cheaper than logsumexp)
-                    scores = log_joint.exp().sum(2).mean(0)
-                else:
-                    scores = (log_joint.exp() * expected).sum(2).mean(0)
+                scores, explain_at, order = self._score_terms(chunk)
                 scores = scores.cpu().numpy()  # (B, N) for this chunk of users only
                 if exclude_seen:
                     r, c = self.seen_.rows_of(chunk)
                     scores[r, c] = -np.inf
                 tops = [_top_n(scores[j], n) for j in range(len(chunk))]
-                filled = self._rec_rows(out, filled, s, tops, scores, log_joint, order)
+                filled = self._rec_rows(out, filled, s, tops, scores, explain_at, order)
         sl = slice(0, filled)
         frame = pd.DataFrame(
             {
@@ -770,7 +786,7 @@ class PersonaRecommender:
         self._check_fitted()
         return self._titles_of(self.item_vocab_.encode(_as_id_list(item_ids, "item_ids")))
 
-    def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, log_joint, order) -> int:
+    def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, explain_at, order) -> int:
         """Write ``recommend``'s rows for a chunk of users (positions ``first``.. of the
         request) into ``out`` from row ``filled`` on; returns the new fill. Persona
         probabilities and their intervals are computed for the returned items only."""
@@ -779,11 +795,9 @@ class PersonaRecommender:
         valid = np.arange(n)[None, :] < lens[:, None]  # (B, n)
         top = np.zeros((B, n), dtype=np.int64)
         top[valid] = np.concatenate(tops) if B else np.zeros(0, dtype=np.int64)
-        S, _, K, _ = log_joint.shape
-        idx = torch.as_tensor(top, device=log_joint.device)[None, :, None, :].expand(S, B, K, n)
-        lj = torch.gather(log_joint, 3, idx)  # (S, B, K, n)
-        lj = torch.gather(lj, 2, order[None, :, :, None].expand(S, B, K, n))  # persona 0 = most prevalent
-        p_top = (torch.softmax(lj, dim=2) if self.feedback == "implicit" else lj.exp()).cpu().numpy()
+        p_top = explain_at(torch.as_tensor(top, device=order.device))  # (S, B, K, n), slot order
+        S, _, K, _ = p_top.shape
+        p_top = torch.gather(p_top, 2, order[None, :, :, None].expand(S, B, K, n)).cpu().numpy()  # persona 0 = most prevalent
         median = np.median(p_top, axis=0)  # (B, K, n)
         persona = median.argmax(1)  # (B, n)
         chosen = np.take_along_axis(p_top, persona[None, :, None, :], axis=2)[:, :, 0]  # (S, B, n)

@@ -112,13 +112,13 @@ def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> N
     seen_sizes = []
     from bayes_persona import persona_posterior as pp
 
-    inner = pp.PersonaPosterior.log_joint
+    inner = pp.PersonaPosterior.user_draws
 
-    def spy(self, u, n_draws, draws=None):
+    def spy(self, u, n_draws, with_softmax=False):
         seen_sizes.append(len(u))
-        return inner(self, u, n_draws, draws)
+        return inner(self, u, n_draws, with_softmax)
 
-    monkeypatch.setattr(pp.PersonaPosterior, "log_joint", spy)
+    monkeypatch.setattr(pp.PersonaPosterior, "user_draws", spy)
     N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
     monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * S * K * N)  # chunks of 37 users
     got = (
