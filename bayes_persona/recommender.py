@@ -605,8 +605,7 @@ class PersonaRecommender:
         return torch.cat(out).cpu()
 
     def _encode_users(self, user_ids: Any, name: str = "user_ids") -> tuple[np.ndarray, np.ndarray]:
-        ids = _as_id_list(user_ids, name)
-        return ids, self.user_vocab_.encode(ids)
+        return PersonaPosterior(self).encode_users(user_ids, name)  # one implementation
 
     # ------------------------------------------------------------------ public API
     def score(self, user_ids: Any, item_ids: Any) -> np.ndarray:
@@ -866,7 +865,7 @@ class PersonaRecommender:
 
     def _interval_prob(self, hdi_prob: float | None) -> float:
         """``hdi_prob`` checked, or the model's own when None."""
-        return _check_prob("hdi_prob", self.hdi_prob if hdi_prob is None else hdi_prob)
+        return PersonaPosterior(self).interval_prob(hdi_prob)
 
     def explain_draws(self, user_id: Any, item_ids: Any, n_draws: int | None = None) -> np.ndarray:
         """Posterior draws of every explanation ``P(z = k | u, i)``.
