@@ -942,13 +942,13 @@ def explanation_inference_data(model: Any, users: Any, items: Any = None) -> Any
     prevalence = np.empty((len(u), S, K))
     probs, pair_user, pair_item = [], [], []
     with torch.no_grad():
+        post_obj = model.posterior_
         for j, (uid, ui) in enumerate(zip(ids, u, strict=True)):
-            one = np.asarray([ui])
-            draws = model.posterior_.user_draws(one, S)
-            _, order, _ = model.posterior_.log_joint(one, S, draws)
-            prevalence[j] = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
             its = model.seen_.items_of(int(ui)) if items is None else model.item_vocab_.encode(_id_array(items, "items"))
-            probs.append(model.explain_draws(uid, model.item_vocab_.decode(its)))  # (S, K, n)
+            # one pass of draws per user: the explanations, their persona order and the prevalences
+            post, order, prev = post_obj.explanation_draws(np.asarray([ui]), its, S)
+            prevalence[j] = prev[:, 0][:, order[0]].cpu().numpy()
+            probs.append(post[:, 0][:, order[0]].cpu().numpy())  # (S, K, n), as explain_draws
             pair_user += [uid] * len(its)
             pair_item += list(model.item_vocab_.decode(its))
     persona_prob = np.concatenate(probs, axis=2).transpose(0, 2, 1)  # (S, pairs, K)
