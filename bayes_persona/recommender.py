@@ -109,8 +109,10 @@ class PersonaRecommender:
 
     Parameters
     ----------
-    n_personas : int, default 4
-        K, personas per user; ``1`` is Bayesian matrix factorisation.
+    n_personas : int, default 8
+        K, personas per user; ``1`` is Bayesian matrix factorisation. With the sparse
+        Dirichlet prior on the prevalences (``prevalence_concentration``) a user keeps only
+        the personas the data need, so K is an upper bound rather than a count.
     n_factors : int, default 16
         D, dimension of persona and item vectors; at most ``max(n_items, 64)`` of the
         training data (checked by ``fit``).
@@ -135,12 +137,12 @@ class PersonaRecommender:
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
         has at most 20,000 items, else 2,048 samples.
-    batch_size : int, default 64
+    batch_size : int, default 128
         Users per SVI step.
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
-    learning_rate : float, default 0.01
-    max_epochs : int, default 300
+    learning_rate : float, default 0.02
+    max_epochs : int, default 150
         An epoch is ``ceil(n_users / batch_size)`` steps.
     patience : int, default 0
         Epochs without improvement before stopping; 0 (the default) runs ``max_epochs``.
@@ -202,7 +204,7 @@ class PersonaRecommender:
 
     def __init__(
         self,
-        n_personas: int = 4,
+        n_personas: int = 8,
         n_factors: int = 16,
         feedback: str = "implicit",
         *,
@@ -212,10 +214,10 @@ class PersonaRecommender:
         n_prototypes: int = 8,
         item_prior_scale: float | None = 2.0,
         n_negatives: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = 128,
         max_items_per_user: int = 128,
-        learning_rate: float = 0.01,
-        max_epochs: int = 300,
+        learning_rate: float = 0.02,
+        max_epochs: int = 150,
         patience: int = 0,
         init_scale: float = 0.05,
         n_draws: int = 100,

@@ -418,4 +418,4 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "default: 300" in out.stdout
+    assert "default: 150" in out.stdout

@@ -10,6 +10,7 @@ import pytest
 from sizes import pick
 
 import bayes_persona as bp
+from bayes_persona.demo import DEMO_MODEL
 from bayes_persona.baselines import MostPopular
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ def planted():
 @pytest.fixture(scope="module")
 def recovered(planted):
     data, truth = planted
-    # The defaults (persona prototypes, item scale 2, learning rate 0.01, 300 epochs);
-    # half the budget at smoke size.
+    # The demo's settings (bayes_persona.demo.DEMO_MODEL: four personas, minibatches of 64
+    # at learning rate 0.01, persona prototypes, item scale 2, 300 epochs); half the budget
+    # at smoke size.
     model = bp.PersonaRecommender(
-        n_personas=4, n_factors=16, max_epochs=pick(150, 300), n_draws=100, progress=False, random_state=0,
+        **{**DEMO_MODEL, "n_factors": 16, "max_epochs": pick(150, 300), "n_draws": 100,
+           "progress": False, "random_state": 0},
     ).fit(data)  # fmt: skip
     return model, bp.persona_recovery(model, truth, hdi_prob=0.9)
 
@@ -92,7 +95,7 @@ def test_k4_beats_k1_held_out(planted):
     inner = bp.random_holdout(split.train, 0.1, seed=2)
     test = split.test.ratings
     test = test[test.item_id.isin(set(inner.train.ratings.item_id))]
-    kw = dict(max_epochs=pick(60, 150), patience=10, n_draws=50, progress=False)
+    kw = dict(max_epochs=pick(60, 150), patience=10, n_draws=50, progress=False, batch_size=64, learning_rate=0.01)
     lp = {}
     for k in (4, 1):
         model = bp.PersonaRecommender(n_personas=k, **kw).fit(inner.train, validation=inner.test)
@@ -105,7 +108,7 @@ def test_movielens_beats_most_popular(ml100k_dir):
     data = bp.load_movielens("100k", data_home=ml100k_dir.parent, download=False)
     pos = bp.binarize(data, 4.0)
     split = bp.random_holdout(pos, 0.2, seed=0)
-    model = bp.PersonaRecommender(max_epochs=pick(40, 200), progress=False)
+    model = bp.PersonaRecommender(max_epochs=pick(40, 150), progress=False)
     ours = bp.evaluate(model, split.train, split.test, k=(10,), metrics=["ndcg"], n_boot=200)
     pop = bp.evaluate(MostPopular(), split.train, split.test, k=(10,), metrics=["ndcg"], n_boot=200)
     a, b = ours.value.iloc[0], pop.value.iloc[0]
