@@ -71,8 +71,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayes_persona.evaluation import taste_distance
 from bayes_persona.exceptions import DataTypeError, DataValidationError
-from bayes_persona.metrics import taste_distance
 
 __all__ = [
     "CHECK_COLUMNS",
@@ -440,7 +440,7 @@ def taste_distribution_check(
     idata : arviz.InferenceData
         Implicit feedback, with item categories.
     distance : {"js", "tv", "kl"}, default "js"
-        See :func:`bayes_persona.metrics.taste_distance` (``"kl"`` is Steck's calibrated
+        See :func:`bayes_persona.evaluation.taste_distance` (``"kl"`` is Steck's calibrated
         KL with mixing weight ``alpha``, the TDD of AMP-CF).
     alpha : float
         Mixing weight of ``"kl"``.

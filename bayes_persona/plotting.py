@@ -346,7 +346,7 @@ def plot_tdd_by_rank(
     train : DataFrame or Dataset
         The users' histories.
     item_categories : DataFrame, Dataset or Mapping
-        Item categories (see :func:`bayes_persona.metrics.taste_distribution_distance`).
+        Item categories (see :func:`bayes_persona.evaluation.taste_distribution_distance`).
     max_k : int, optional
         Largest k; default the longest list.
     distance : {"kl", "js", "tv"}
@@ -356,7 +356,7 @@ def plot_tdd_by_rank(
     -------
     matplotlib.axes.Axes
     """
-    from bayes_persona.metrics import taste_distribution_distance
+    from bayes_persona.evaluation import taste_distribution_distance
 
     if not isinstance(recs_by_model, Mapping) or not recs_by_model:
         raise DataTypeError(

@@ -206,7 +206,7 @@ def evaluation_display(table: Any):
     when lower) and one column per model, each cell ``value [low, high]``."""
     import pandas as pd
 
-    from bayes_persona.evaluation import _LOWER_IS_BETTER
+    from bayes_persona.evaluation.protocol import _LOWER_IS_BETTER
 
     def cell(r) -> str:
         ci = "" if pd.isna(r["low"]) else f" [{r['low']:.3f}, {r['high']:.3f}]"

@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_persona import metrics as M
 from bayes_persona.data._validation import interactions_frame
+from bayes_persona.evaluation import metrics as M
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -420,7 +420,7 @@ def evaluate(
     tastes : DataFrame, optional
         Taste mapping ``(item_id, taste, weight[, user_id])`` for TDD (e.g. persona
         attention), used instead of the categories; see
-        :func:`bayes_persona.metrics.taste_distribution_distance`.
+        :func:`bayes_persona.evaluation.taste_distribution_distance`.
     ci : float, default 0.95
         Coverage of the bootstrap interval.
     return_per_user : bool, default False
@@ -573,7 +573,7 @@ def compare(
         Per-user tables from ``evaluate(..., return_per_user=True)`` (columns ``model,
         protocol, metric, k, user_id, value``).
     n_boot, ci, seed
-        See :func:`bayes_persona.metrics.paired_test`.
+        See :func:`bayes_persona.evaluation.paired_test`.
 
     Returns
     -------
