@@ -1,30 +1,24 @@
-"""Offline evaluation: metrics, statistics over users and evaluation protocols.
+"""Offline evaluation: ranking and beyond-accuracy metrics, statistics and protocols.
 
 This package holds the metrics over tidy frames of recommendations and held-out pairs
-with the bootstrap statistics over users (:mod:`~bayes_persona.evaluation.metrics`), and
-the evaluation protocols with hyperparameter tuning
-(:mod:`~bayes_persona.evaluation.protocol`: :func:`evaluate` on the full-ranking or sampled
-protocol, :func:`compare`, :func:`tune`, :func:`holdout_split`). Every public name is
-importable from ``bayes_persona.evaluation`` itself.
+(:mod:`~bayes_persona.evaluation.ranking` for hit rate, recall, precision, NDCG, MRR and
+MAP; :mod:`~bayes_persona.evaluation.beyond_accuracy` for coverage, diversity, novelty and
+the taste distribution distance), the statistics over users
+(:mod:`~bayes_persona.evaluation.statistics`: bootstrap intervals and paired comparisons),
+the evaluation protocols (:mod:`~bayes_persona.evaluation.protocol`: :func:`evaluate` on the
+full-ranking or sampled protocol) and hyperparameter tuning on a validation split
+(:mod:`~bayes_persona.evaluation.tuning`). Every public name is importable from
+``bayes_persona.evaluation`` itself.
 """
 
 from __future__ import annotations
 
-from bayes_persona.evaluation.metrics import (
+from bayes_persona.evaluation.beyond_accuracy import (
     STECK_ALPHA,
-    PairedTestResult,
-    bootstrap_ci,
     category_tastes,
     coverage,
-    hit_rate,
     intra_list_diversity,
-    map_at_k,
-    mrr,
-    ndcg,
     novelty,
-    paired_test,
-    precision,
-    recall,
     taste_distance,
     taste_distribution_distance,
     tdd,
@@ -34,11 +28,16 @@ from bayes_persona.evaluation.protocol import (
     BEYOND_ACCURACY_METRICS,
     DEFAULT_METRICS,
     RESULT_COLUMNS,
-    compare,
     evaluate,
-    holdout_split,
-    tune,
 )
+from bayes_persona.evaluation.ranking import hit_rate, map_at_k, mrr, ndcg, precision, recall
+from bayes_persona.evaluation.statistics import (
+    PairedTestResult,
+    bootstrap_ci,
+    compare,
+    paired_test,
+)
+from bayes_persona.evaluation.tuning import holdout_split, tune
 
 __all__ = [
     "evaluate",
