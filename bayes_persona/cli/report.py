@@ -3,7 +3,7 @@
 This module holds :func:`write_report` and its HTML pieces: the ELBO trace, the
 posterior predictive checks' table and, for a few users, their personas, persona map,
 explanation forest and recommendations, with every plot embedded as a PNG. A plot that
-is missing from :mod:`bayes_persona.plotting` or fails is omitted with a
+is missing from :mod:`bayes_persona.diagnostics.plotting` or fails is omitted with a
 warning.
 """
 
@@ -120,7 +120,7 @@ def _try_plot(fn, attempts: list[tuple], what: str, failures: list[str]):
     return None
 
 
-#: Names a plot may have in :mod:`bayes_persona.plotting`, first match used.
+#: Names a plot may have in :mod:`bayes_persona.diagnostics.plotting`, first match used.
 PLOT_NAMES = {
     "elbo": ("plot_elbo", "elbo_trace"),
     "persona_map": ("plot_persona_map", "persona_map"),
@@ -147,7 +147,7 @@ def write_report(
 ) -> list[str]:
     """Write one self-contained HTML diagnostics report of a fitted model.
 
-    The ELBO trace is always there (``bayes_persona.plotting.plot_elbo`` when it exists,
+    The ELBO trace is always there (``bayes_persona.diagnostics.plotting.plot_elbo`` when it exists,
     else a plain matplotlib plot). For each of a few users come a table of personas, the
     persona map (``plot_persona_map``), the explanation forest of their top ``n_items``
     recommendations (``plot_explanations``) and a table of those recommendations. A plot
@@ -161,7 +161,7 @@ def write_report(
     from tqdm.auto import tqdm
 
     try:
-        from bayes_persona import plotting
+        from bayes_persona.diagnostics import plotting
     except Exception as exc:  # absent, or broken while being edited
         logger.warning(
             "report: bayes_persona.plotting is unavailable (%s: %s); omitting persona maps and "

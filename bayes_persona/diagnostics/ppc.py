@@ -1,6 +1,6 @@
 r"""Posterior and prior predictive checks of a persona model, on its ``InferenceData``.
 
-Every check takes the ``InferenceData`` of :func:`bayes_persona.inference_data.to_inference_data`
+Every check takes the ``InferenceData`` of :func:`bayes_persona.diagnostics.inference_data.to_inference_data`
 and compares a statistic ``T`` of the observed data with its distribution over replicated
 data sets (one per draw) in ``group`` (``"posterior_predictive"`` or ``"prior_predictive"``).
 The result is a tidy DataFrame, one row per statistic (or per user and statistic with
@@ -291,7 +291,7 @@ def user_activity_check(
     Parameters
     ----------
     idata : arviz.InferenceData
-        From :func:`~bayes_persona.inference_data.to_inference_data` (implicit feedback).
+        From :func:`~bayes_persona.diagnostics.inference_data.to_inference_data` (implicit feedback).
     statistics : sequence of str
         Any of ``"n_categories"`` (distinct categories among a user's picks),
         ``"category_entropy"`` (entropy, nats, of the category distribution of the picks),
@@ -706,7 +706,7 @@ def prior_predictive_checks(
         differences between statistics point at what the priors get wrong.
     """
     if hasattr(model_or_idata, "guide_"):
-        from bayes_persona.inference_data import to_inference_data
+        from bayes_persona.diagnostics.inference_data import to_inference_data
 
         idata = to_inference_data(model_or_idata, num_samples, users=users, prior=True)
     else:

@@ -285,7 +285,7 @@ def plot_ppc(checks: pd.DataFrame, *, ncols: int = 3) -> Any:
     Parameters
     ----------
     checks : DataFrame
-        Rows of :mod:`bayes_persona.checks` frames (aggregate or per user; at most 30
+        Rows of :mod:`bayes_persona.diagnostics.ppc` frames (aggregate or per user; at most 30
         rows are drawn).
     ncols : int, default 3
 
@@ -401,7 +401,7 @@ def plot_coverage(calibration: Any, *, ax: Any = None) -> Any:
     Parameters
     ----------
     calibration : SBCResult or DataFrame
-        :func:`bayes_persona.calibration.simulation_based_calibration` output or its
+        :func:`bayes_persona.diagnostics.sbc.simulation_based_calibration` output or its
         ``coverage`` frame (``[guide,] quantity, level, coverage[, se]``).
     ax : matplotlib Axes, optional
 

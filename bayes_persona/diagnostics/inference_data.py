@@ -4,7 +4,7 @@ The posterior of a persona model is a variational approximation; :func:`to_infer
 writes independent draws from it as one chain, together with replicated data, pointwise
 log-likelihoods, the observed data and the constants a check needs, so that ArviZ
 (``az.loo``, ``az.compare``, ``az.summary``, netCDF files) and the posterior predictive
-checks of :mod:`bayes_persona.checks` work on one self-contained object.
+checks of :mod:`bayes_persona.diagnostics.ppc` work on one self-contained object.
 
 Layout (implicit feedback)
 --------------------------
@@ -28,7 +28,7 @@ both dimensions).
   (chain, draw, heldout_obs) and ``heldout_log_density`` (chain, draw, heldout_obs), the
   log *posterior predictive* density :math:`\log \frac1S \sum_{s'} p(\tilde y_{s,j} \mid
   \theta_{s'})` of each replicated held-out choice (the replicated counterpart of the
-  held-out LPD; used by :func:`bayes_persona.checks.heldout_lpd_check`).
+  held-out LPD; used by :func:`bayes_persona.diagnostics.ppc.heldout_lpd_check`).
 * ``log_likelihood``: ``choice`` (chain, draw, obs) on the training interactions when
   ``test`` is not given, else ``heldout_choice`` (chain, draw, heldout_obs) on the held-out
   ones; always exactly one variable, so ``az.loo(idata)`` needs no ``var_name``.
