@@ -36,7 +36,7 @@ _LAZY = {
     ),  # fmt: skip
     "evaluate": "bayes_persona.evaluation",
     "PersonaRecommender": "bayes_persona.recommender",
-    "persona_recovery": "bayes_persona.recovery",
+    "persona_recovery": "bayes_persona.diagnostics.recovery",
     "ModelSummary": "bayes_persona.summary",
 }
 
@@ -60,9 +60,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         temporal_split,
         validation_split,
     )
+    from bayes_persona.diagnostics.recovery import persona_recovery  # noqa: F401
     from bayes_persona.evaluation import evaluate  # noqa: F401
     from bayes_persona.recommender import PersonaRecommender  # noqa: F401
-    from bayes_persona.recovery import persona_recovery  # noqa: F401
     from bayes_persona.summary import ModelSummary  # noqa: F401
 
 

@@ -1020,7 +1020,7 @@ class PersonaRecommender:
         posterior group holds variational draws (one chain): R-hat and ESS do not apply.
         See :func:`bayes_persona.inference_data.to_inference_data` for the arguments.
         """
-        from bayes_persona.inference_data import to_inference_data
+        from bayes_persona.diagnostics.inference_data import to_inference_data
 
         return to_inference_data(self, num_samples=num_samples, users=users, items=items, test=test, **kwargs)
 
@@ -1029,13 +1029,13 @@ class PersonaRecommender:
         ``arviz.InferenceData`` (see
         :func:`bayes_persona.inference_data.explanation_inference_data`); ``az.summary`` of
         it has one row per (user, persona) and per (pair, persona)."""
-        from bayes_persona.inference_data import explanation_inference_data
+        from bayes_persona.diagnostics.inference_data import explanation_inference_data
 
         return explanation_inference_data(self, users, items)
 
     def posterior_predictive_checks(self, num_samples: int = 100, users: Any = None, test: Any = None) -> pd.DataFrame:
         """Run every posterior predictive check (:mod:`bayes_persona.checks`); tidy frame."""
-        from bayes_persona.checks import posterior_predictive_checks
+        from bayes_persona.diagnostics.ppc import posterior_predictive_checks
 
         return posterior_predictive_checks(self.to_inference_data(num_samples=num_samples, users=users, test=test))
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 import bayes_persona as bp  # noqa: E402
-from bayes_persona.plotting import plot_explanations, plot_persona_map  # noqa: E402
+from bayes_persona.diagnostics.plotting import plot_explanations, plot_persona_map  # noqa: E402
 
 torch.set_num_threads(1)
 OUT = Path(__file__).with_name("explanation.png")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import bayes_persona as bp
-from bayes_persona.accounts_bench import (
+from bayes_persona.bench.accounts import (
     METRICS,
     attribution_report,
     run_accounts,
@@ -264,7 +264,7 @@ def test_bench_accounts_subcommand_dispatches(capsys) -> None:
 
 
 def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
-    from bayes_persona.accounts_bench import main
+    from bayes_persona.bench.accounts import main
 
     out = tmp_path / "acc"
     assert main(["--smoke", "--models", "ours,kmeans,share", "--data-home", str(ml100k_dir.parent),
@@ -290,7 +290,7 @@ def test_personas_tell_the_people_of_real_shared_accounts_apart(ml100k_dir) -> N
     (ECE 0.17). Accuracy is only bounded below: 2-means is still ahead of it."""
     from sizes import pick
 
-    from bayes_persona.accounts_bench import run_accounts
+    from bayes_persona.bench.accounts import run_accounts
 
     epochs = pick(100, 300)
     res = run_accounts(

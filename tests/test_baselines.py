@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mixins import RecommenderContract, planted
 
-from bayes_persona import metrics as M
+from bayes_persona import evaluation as M
 from bayes_persona.baselines import AMPCF, BPRMF, EASE, IALS, MostPopular
 from bayes_persona.exceptions import DataTypeError, DataValidationError, NotFittedError
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bayes_persona import calibration
+from bayes_persona.diagnostics import sbc as calibration
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 torch.set_num_threads(1)
@@ -119,7 +119,7 @@ def test_bad_arguments(kwargs, error, match):
 )
 def test_full_size_calibration_covers_nominally():
     # BAYES_PERSONA_TEST_SIZE=smoke (CI) runs it tiny; full size matches `python -m
-    # bayes_persona.calibration --replications 20` (about 7 minutes on 2 cores)
+    # bayes_persona.diagnostics.sbc --replications 20` (about 7 minutes on 2 cores)
     smoke = os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke"
     res = (
         calibration.compare_guides(n_replications=2, **SMOKE)

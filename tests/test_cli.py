@@ -190,18 +190,20 @@ def test_report_is_self_contained(fitted, tmp_path, capsys):
     assert "omitted" not in capsys.readouterr().out
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
-    # ELBO trace, then a persona map and an explanation forest per user (bayes_persona.plotting)
+    # ELBO trace, then a persona map and an explanation forest per user (bayes_persona.diagnostics.plotting)
     assert text.count("data:image/png;base64,") == 1 + 2 * 2
     assert 'src="http' not in text and "<link" not in text and "<script" not in text
     assert "User 1" in text and "User 2" in text
 
 
 def _fake_plotting(monkeypatch, **functions):
-    module = types.ModuleType("bayes_persona.plotting")
+    import bayes_persona.diagnostics
+
+    module = types.ModuleType("bayes_persona.diagnostics.plotting")
     for name, fn in functions.items():
         setattr(module, name, fn)
-    monkeypatch.setitem(sys.modules, "bayes_persona.plotting", module)
-    monkeypatch.setattr(bp, "plotting", module, raising=False)
+    monkeypatch.setitem(sys.modules, "bayes_persona.diagnostics.plotting", module)
+    monkeypatch.setattr(bayes_persona.diagnostics, "plotting", module, raising=False)
 
 
 def test_report_accepts_alternative_plot_names(fitted, tmp_path, monkeypatch):

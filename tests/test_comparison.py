@@ -9,9 +9,9 @@ import torch
 import xarray as xr
 
 import bayes_persona as bp
-from bayes_persona import comparison
+from bayes_persona.diagnostics import comparison
+from bayes_persona.diagnostics.inference_data import to_inference_data
 from bayes_persona.exceptions import DataTypeError, DataValidationError
-from bayes_persona.inference_data import to_inference_data
 
 torch.set_num_threads(1)
 

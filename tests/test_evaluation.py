@@ -116,7 +116,7 @@ def test_full_protocol_table(data: Any) -> None:
 
 
 def test_values_match_metrics_module(data: Any) -> None:
-    from bayes_persona import metrics as M
+    from bayes_persona import evaluation as M
 
     model = EASE(l2=10.0).fit(data.train)
     res = evaluate(model, data.train, data.test, k=10, fit=False, metrics=["ndcg", "recall"])
@@ -144,7 +144,7 @@ def test_tdd_prefers_calibrated_model(data: Any) -> None:
 
 
 def test_tastes_mapping_argument(data: Any) -> None:
-    from bayes_persona.metrics import category_tastes
+    from bayes_persona.evaluation import category_tastes
 
     tastes = category_tastes(data.items)
     a = evaluate(MostPopular(), data.train, data.test, k=5, metrics=["tdd"], tastes=tastes)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("hypothesis")
 
-from bayes_persona import fuzz_bench  # noqa: E402
+from bayes_persona.bench import fuzz as fuzz_bench  # noqa: E402
 from bayes_persona.recommender import PersonaRecommender  # noqa: E402
 
 

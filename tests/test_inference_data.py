@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import bayes_persona as bp
+from bayes_persona.diagnostics.inference_data import netcdf_safe_ids, to_inference_data
 from bayes_persona.exceptions import DataValidationError, NotFittedError, UnknownIdError
-from bayes_persona.inference_data import netcdf_safe_ids, to_inference_data
 
 torch.set_num_threads(1)
 
@@ -160,7 +160,7 @@ def test_test_rows_are_filtered_and_logged(planted, caplog):
         {"user_id": [test.user_id.iloc[0], 10**6, test.user_id.iloc[0]],
          "item_id": [split.train.ratings.item_id[split.train.ratings.user_id == test.user_id.iloc[0]].iloc[0], test.item_id.iloc[0], 99]}
     )  # fmt: skip
-    with caplog.at_level("INFO", logger="bayes_persona.inference_data"):
+    with caplog.at_level("INFO", logger="bayes_persona.diagnostics"):
         idata = to_inference_data(model, 3, test=pd.concat([test, extra], ignore_index=True))
     assert idata.observed_data.sizes["heldout_obs"] == len(test)
     assert "left out" in caplog.text
@@ -269,7 +269,7 @@ def _set_probability(p: np.ndarray, items: tuple[int, ...]) -> float:
 
 
 def test_heldout_sampler_matches_the_exact_conditional(monkeypatch):
-    import bayes_persona.inference_data as idm
+    import bayes_persona.diagnostics.predictive as idm
 
     monkeypatch.setattr(idm, "_SIR_CHUNK", 16 * 6 * 1000)  # exercise the chunked path too
     p = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])

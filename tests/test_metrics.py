@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayes_persona import metrics as M
+from bayes_persona import evaluation as M
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 LOG2_3 = math.log2(3)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona import plotting
+from bayes_persona.diagnostics import plotting
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 torch.set_num_threads(1)

@@ -165,7 +165,7 @@ def test_fit_save_load_with_either_prior(tmp_path, n_prototypes, item_prior_scal
 
 
 def test_prior_draws_follow_the_prototype_mixture():
-    from bayes_persona.inference_data import _prior_user_draws
+    from bayes_persona.diagnostics.predictive import _prior_user_draws
 
     data, _ = bp.make_synthetic(n_users=30, n_items=60, n_tastes=3, interactions_per_user=(8, 15), seed=2)
     model = bp.PersonaRecommender(

@@ -12,8 +12,8 @@ from pyro.optim.clipped_adam import ClippedAdam
 import bayes_persona as bp
 import bayes_persona.recommender as rec
 from bayes_persona.optim import LazyClippedAdam, gather_rows
-from bayes_persona.scale_bench import main as bench_main
-from bayes_persona.scale_bench import planted_interactions
+from bayes_persona.bench.scale import main as bench_main
+from bayes_persona.bench.scale import planted_interactions
 
 
 def _quadratic_grads(w: torch.Tensor, step: int) -> None:

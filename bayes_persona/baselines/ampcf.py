@@ -195,7 +195,7 @@ class AMPCF(BaseRecommender):
     def _fit(
         self, X: sp.csr_matrix, rng: np.random.Generator, validation: pd.DataFrame | None = None
     ) -> None:
-        from bayes_persona.metrics import ndcg
+        from bayes_persona.evaluation import ndcg
 
         n_users, n_items = X.shape
         K, d = int(self.n_personas), int(self.factors)

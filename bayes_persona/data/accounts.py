@@ -1,7 +1,7 @@
 """Synthetic shared accounts: pairs of real users merged into one account.
 
 The test bed of the shared-account attribution benchmark
-(:mod:`bayes_persona.accounts_bench`): two people's interactions pooled under one
+(:mod:`bayes_persona.bench.accounts`): two people's interactions pooled under one
 account id, with the truth (who chose which item) kept aside, so that a method's guess
 of "which person of the account chose this item" can be scored.
 """

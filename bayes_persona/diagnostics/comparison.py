@@ -1,7 +1,7 @@
 r"""Compare persona models by expected log predictive density (ELPD).
 
 Two estimates of the ELPD of a model, from its ``InferenceData``
-(:func:`bayes_persona.inference_data.to_inference_data`):
+(:func:`bayes_persona.diagnostics.inference_data.to_inference_data`):
 
 * **held-out** (:func:`heldout_elpd`, :func:`compare_heldout`): with a test split,
   :math:`\widehat{\mathrm{elpd}} = \sum_j \log \frac1S \sum_s p(y_j \mid \theta_s)` over the
@@ -386,7 +386,7 @@ def choose_n_personas(
         a boolean ``chosen`` column.
     models : dict, only with ``return_models``
     """
-    from bayes_persona.inference_data import to_inference_data
+    from bayes_persona.diagnostics.inference_data import to_inference_data
     from bayes_persona.recommender import PersonaRecommender
 
     if isinstance(candidates, (int, np.integer)) or isinstance(candidates, str):

@@ -11,17 +11,17 @@ Writes ``results.csv`` (tidy: model, protocol, metric, k, value, low, high) and
 ``results.md`` (one row per model) into ``--out``.
 
 ``python -m bayes_persona.bench scale [...]`` runs the cost benchmark instead
-(:mod:`bayes_persona.scale_bench`: seconds per epoch, steps per second and peak memory on
+(:mod:`bayes_persona.bench.scale`: seconds per epoch, steps per second and peak memory on
 planted data of growing size).
 
 ``python -m bayes_persona.bench accounts [...]`` runs the shared-account attribution
-benchmark (:mod:`bayes_persona.accounts_bench`).
+benchmark (:mod:`bayes_persona.bench.accounts`).
 
 ``python -m bayes_persona.bench all [--out paper/results]`` runs every result file of the
 paper, one after the other (:func:`run_all`).
 
 ``python -m bayes_persona.bench fuzz [--cases 500]`` runs the robustness fuzz
-(:mod:`bayes_persona.fuzz_bench`: raw exceptions, hangs and silent wrong results).
+(:mod:`bayes_persona.bench.fuzz`: raw exceptions, hangs and silent wrong results).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def all_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
         [*py, "accounts", *home, "--out", str(out / "accounts"), "--seed", "0", *flag],
         [*py, "accounts", *home, "--out", str(out / "accounts_seed2"), "--seed", "2", *flag],
     ]
-    paper = Path(__file__).resolve().parents[1] / "paper" / "make_paper.py"
+    paper = Path(__file__).resolve().parents[2] / "paper" / "make_paper.py"
     if paper.is_file():
         jobs.append([sys.executable, str(paper), "recovery", "--out", str(out / "recovery.json"), *flag])
     else:
@@ -235,17 +235,17 @@ def run_all(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["scale"]:  # python -m bayes_persona.bench scale ...: the cost benchmark
-        from bayes_persona.scale_bench import main as scale_main
+        from bayes_persona.bench.scale import main as scale_main
 
         return scale_main(argv[1:])
     if argv[:1] == ["all"]:  # python -m bayes_persona.bench all ...: every result file of the paper
         return run_all(argv[1:])
     if argv[:1] == ["fuzz"]:  # python -m bayes_persona.bench fuzz ...: robustness fuzz
-        from bayes_persona.fuzz_bench import main as fuzz_main
+        from bayes_persona.bench.fuzz import main as fuzz_main
 
         return fuzz_main(argv[1:])
     if argv[:1] == ["accounts"]:  # python -m bayes_persona.bench accounts ...: attribution
-        from bayes_persona.accounts_bench import main as accounts_main
+        from bayes_persona.bench.accounts import main as accounts_main
 
         return accounts_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench", description=__doc__.split("\n\n")[0])
@@ -264,6 +264,3 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write((Path(args.out) / "results.md").read_text())
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,10 @@
 """Scaling benchmark: SVI cost per epoch, memory and recommendation time against data size.
 
-Run as ``python -m bayes_persona.scale_bench``::
+Run as ``python -m bayes_persona.bench scale`` (or ``python -m bayes_persona.bench.scale``)::
 
-    python -m bayes_persona.scale_bench                        # 1e5 and 1e6 interactions
-    python -m bayes_persona.scale_bench --sizes 1e5 1e6 1e7    # and 1e7
-    python -m bayes_persona.scale_bench --movielens /work/shared/data --out scale.csv
+    python -m bayes_persona.bench scale                        # 1e5 and 1e6 interactions
+    python -m bayes_persona.bench scale --sizes 1e5 1e6 1e7    # and 1e7
+    python -m bayes_persona.bench scale --movielens /work/shared/data --out scale.csv
 
 For each size it makes planted data (:func:`planted_interactions`: users with one to three
 tastes, ``--per-user`` interactions each, so the number of users grows with the size),
@@ -218,7 +218,7 @@ def run_movielens(args: argparse.Namespace) -> dict:
 
 def _child(args: argparse.Namespace, what: str) -> dict:
     """Run one benchmark row in a fresh interpreter (its own peak RSS)."""
-    cmd = [sys.executable, "-m", "bayes_persona.scale_bench", "--child", what, *args.passthrough]
+    cmd = [sys.executable, "-m", "bayes_persona.bench.scale", "--child", what, *args.passthrough]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -238,7 +238,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m bayes_persona.scale_bench",
+        prog="python -m bayes_persona.bench scale",
         description="SVI seconds per epoch, steps per second, peak RSS and recommendation "
         "time against the number of interactions (planted data).",
     )

@@ -1,53 +1,36 @@
-"""Ranking, beyond-accuracy and calibration metrics over tidy DataFrames.
+"""Beyond-accuracy metrics: coverage, diversity, novelty and taste calibration (TDD).
 
-Every metric is a plain function of tidy frames:
-
-* ``recs`` -- recommendations with columns ``user_id``, ``rank``, ``item_id`` (extra
-  columns such as ``score`` are ignored). A user's list is ordered by ``rank`` and the
-  top-``k`` are its first ``k`` rows in that order; positions are 1-based.
-* ``test`` -- held-out relevant pairs with columns ``user_id``, ``item_id`` (duplicate
-  pairs count once; relevance is binary).
-
-Accuracy metrics average over the users in ``test``; a test user with no
-recommendations counts as 0. ``per_user=True`` returns the per-user values as a
-:class:`pandas.Series` indexed by ``user_id`` instead of their mean, which is what
-:func:`bootstrap_ci` and :func:`paired_test` take.
+This module holds catalogue coverage, intra-list diversity over item categories,
+novelty (self-information of the recommended items' popularity), the category taste
+distribution of items (:func:`category_tastes`) and the distance between a user's taste
+distribution in training and in the recommendations (:func:`taste_distribution_distance`,
+alias :func:`tdd`; Steck's calibrated KL divergence, or Jensen-Shannon or total
+variation). Inputs are the tidy frames described in :mod:`bayes_persona.evaluation.ranking`.
 
 References
 ----------
-.. [1] Krichene, W. and Rendle, S. (2020). On Sampled Metrics for Item Recommendation.
-   KDD 2020.
-.. [2] Järvelin, K. and Kekäläinen, J. (2002). Cumulated gain-based evaluation of IR
-   techniques. ACM TOIS 20(4).
-.. [3] Steck, H. (2018). Calibrated Recommendations. RecSys 2018.
-.. [4] Barkan, O., Fuchs, Y., Caciularu, A. and Koenigstein, N. (2020). Explainable
+.. [1] Steck, H. (2018). Calibrated Recommendations. RecSys 2018.
+.. [2] Barkan, O., Fuchs, Y., Caciularu, A. and Koenigstein, N. (2020). Explainable
    Recommendations via Attentive Multi-Persona Collaborative Filtering. RecSys 2020.
-.. [5] Ziegler, C.-N., McNee, S. M., Konstan, J. A. and Lausen, G. (2005). Improving
+.. [3] Ziegler, C.-N., McNee, S. M., Konstan, J. A. and Lausen, G. (2005). Improving
    recommendation lists through topic diversification. WWW 2005.
-.. [6] Zhou, T. et al. (2010). Solving the apparent diversity-accuracy dilemma of
+.. [4] Zhou, T. et al. (2010). Solving the apparent diversity-accuracy dilemma of
    recommender systems. PNAS 107(10).
-.. [7] Efron, B. and Tibshirani, R. (1993). An Introduction to the Bootstrap. Chapman & Hall.
 """
 
 from __future__ import annotations
 
-import logging
 import numbers
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from bayes_persona.evaluation.ranking import _check_k, _frame, _topk
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
-    "hit_rate",
-    "recall",
-    "precision",
-    "ndcg",
-    "mrr",
-    "map_at_k",
     "coverage",
     "intra_list_diversity",
     "novelty",
@@ -55,247 +38,13 @@ __all__ = [
     "taste_distribution_distance",
     "tdd",
     "taste_distance",
-    "bootstrap_ci",
-    "paired_test",
-    "PairedTestResult",
+    "STECK_ALPHA",
 ]
-
-logger = logging.getLogger(__name__)
 
 Distance = Literal["kl", "js", "tv"]
 
 #: Steck's (2018) mixing weight for the calibrated KL divergence.
 STECK_ALPHA = 0.01
-
-
-# --------------------------------------------------------------------------- helpers
-def _frame(x: Any, name: str, required: Iterable[str]) -> pd.DataFrame:
-    """Return ``x`` (or ``x.ratings``) as a DataFrame holding the ``required`` columns."""
-    df = getattr(x, "ratings", x)
-    if not isinstance(df, pd.DataFrame):
-        raise DataTypeError(
-            f"{name} must be a pandas DataFrame (or a Dataset with .ratings); "
-            f"got {type(x).__name__}"
-        )
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"{name} must have columns {list(required)}; missing {missing}, "
-            f"got columns {list(df.columns)}"
-        )
-    for c in ("user_id", "item_id"):
-        if c in required and df[c].isna().any():
-            raise DataValidationError(f"{name}[{c!r}] must not contain missing values")
-    return df
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise DataTypeError(f"k must be a positive int; got {type(k).__name__} {k!r}")
-    if k <= 0:
-        raise DataValidationError(f"k must be a positive int; got {k}")
-    return int(k)
-
-
-def _topk(recs: Any, k: int) -> pd.DataFrame:
-    """First ``k`` recommendations of each user, with 1-based ``pos``.
-
-    Returns a frame with columns ``user_id``, ``item_id``, ``pos``.
-    """
-    df = _frame(recs, "recs", ("user_id", "rank", "item_id"))
-    k = _check_k(k)
-    if df["rank"].isna().any():
-        raise DataValidationError("recs['rank'] must not contain missing values")
-    df = df[["user_id", "rank", "item_id"]]
-    if df.duplicated(["user_id", "item_id"]).any():
-        n_dup = int(df.duplicated(["user_id", "item_id"]).sum())
-        raise DataValidationError(
-            f"recs must list each (user_id, item_id) at most once; got {n_dup} duplicate pair(s)"
-        )
-    df = df.sort_values(["user_id", "rank"], kind="stable")
-    pos = df.groupby("user_id", sort=False).cumcount().to_numpy() + 1
-    out = pd.DataFrame(
-        {"user_id": df["user_id"].to_numpy(), "item_id": df["item_id"].to_numpy(), "pos": pos}
-    )
-    return out[out["pos"] <= k].reset_index(drop=True)
-
-
-def _relevance(recs: Any, test: Any, k: int) -> tuple[pd.DataFrame, pd.Series, pd.Index]:
-    """Top-k with a boolean ``hit`` column, |test_u| per user, and the test users."""
-    top = _topk(recs, k)
-    t = _frame(test, "test", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
-    n_rel = t.groupby("user_id", sort=True).size()
-    users = pd.Index(n_rel.index, name="user_id")
-    top = top[top["user_id"].isin(users)]
-    t_key = t.assign(hit=True)
-    top = top.merge(t_key, on=["user_id", "item_id"], how="left")
-    top["hit"] = top["hit"].fillna(False).astype(bool)
-    return top, n_rel, users
-
-
-def _finish(values: pd.Series, users: pd.Index, name: str, per_user: bool) -> float | pd.Series:
-    """Reindex per-user values on ``users`` (missing -> 0) and aggregate."""
-    s = values.reindex(users, fill_value=0.0).astype(float)
-    s.index.name = "user_id"
-    s.name = name
-    if per_user:
-        return s
-    return float(s.mean()) if len(s) else float("nan")
-
-
-def _idcg(n: np.ndarray) -> np.ndarray:
-    """Ideal DCG with ``n`` relevant items at the top (vectorised)."""
-    n = np.asarray(n, dtype=np.int64)
-    m = int(n.max()) if n.size else 0
-    cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, m + 2)))])
-    return cum[n]
-
-
-# --------------------------------------------------------------------------- accuracy
-def hit_rate(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Hit rate at ``k``: 1 if any of the top-``k`` items is relevant, else 0.
-
-    Parameters
-    ----------
-    recs : DataFrame
-        Recommendations with ``user_id``, ``rank``, ``item_id``.
-    test : DataFrame
-        Relevant pairs with ``user_id``, ``item_id``.
-    k : int
-        Cut-off, positive.
-    per_user : bool, default False
-        Return the per-user values (Series indexed by ``user_id``) instead of their mean.
-
-    Returns
-    -------
-    float or Series
-        Mean over the users in ``test`` (those without recommendations count as 0).
-
-    References
-    ----------
-    .. [1] Krichene and Rendle (2020), On Sampled Metrics for Item Recommendation, KDD.
-    """
-    top, _, users = _relevance(recs, test, k)
-    v = top.groupby("user_id")["hit"].any().astype(float)
-    return _finish(v, users, "hit_rate", per_user)
-
-
-def recall(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Recall at ``k``, normalised by ``min(k, |test_u|)`` so a perfect list scores 1.
-
-    ``recall_u = |top_k(u) ∩ test_u| / min(k, |test_u|)``.
-
-    Parameters
-    ----------
-    recs, test, k, per_user
-        See :func:`hit_rate`.
-
-    Returns
-    -------
-    float or Series
-
-    References
-    ----------
-    .. [1] Liang, D. et al. (2018). Variational Autoencoders for Collaborative Filtering.
-       WWW 2018 (the ``min(k, |test_u|)`` normalisation).
-    """
-    top, n_rel, users = _relevance(recs, test, k)
-    hits = top.groupby("user_id")["hit"].sum().reindex(users, fill_value=0)
-    denom = np.minimum(n_rel.reindex(users).to_numpy(), _check_k(k))
-    v = pd.Series(hits.to_numpy() / denom, index=users)
-    return _finish(v, users, "recall", per_user)
-
-
-def precision(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Precision at ``k``: number of relevant items in the top-``k`` divided by ``k``.
-
-    Parameters
-    ----------
-    recs, test, k, per_user
-        See :func:`hit_rate`.
-
-    Returns
-    -------
-    float or Series
-    """
-    top, _, users = _relevance(recs, test, k)
-    v = top.groupby("user_id")["hit"].sum() / _check_k(k)
-    return _finish(v, users, "precision", per_user)
-
-
-def ndcg(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Normalised discounted cumulative gain at ``k`` with binary relevance.
-
-    ``DCG_u = sum_{pos <= k, hit} 1 / log2(pos + 1)`` and the ideal DCG puts
-    ``min(k, |test_u|)`` relevant items at the top, so ``ndcg`` lies in [0, 1] and a
-    perfect list scores 1.
-
-    Parameters
-    ----------
-    recs, test, k, per_user
-        See :func:`hit_rate`.
-
-    Returns
-    -------
-    float or Series
-
-    References
-    ----------
-    .. [1] Järvelin and Kekäläinen (2002), Cumulated gain-based evaluation of IR
-       techniques, ACM TOIS 20(4).
-    """
-    k = _check_k(k)
-    top, n_rel, users = _relevance(recs, test, k)
-    gain = np.where(top["hit"].to_numpy(), 1.0 / np.log2(top["pos"].to_numpy() + 1.0), 0.0)
-    dcg = pd.Series(gain, index=top["user_id"].to_numpy()).groupby(level=0).sum()
-    dcg = dcg.reindex(users, fill_value=0.0)
-    idcg = _idcg(np.minimum(n_rel.reindex(users).to_numpy(), k))
-    v = pd.Series(dcg.to_numpy() / idcg, index=users)
-    return _finish(v, users, "ndcg", per_user)
-
-
-def mrr(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Mean reciprocal rank at ``k``: ``1 / pos`` of the first relevant item in the top-``k``.
-
-    Parameters
-    ----------
-    recs, test, k, per_user
-        See :func:`hit_rate`.
-
-    Returns
-    -------
-    float or Series
-    """
-    top, _, users = _relevance(recs, test, k)
-    first = top[top["hit"]].groupby("user_id")["pos"].min()
-    v = 1.0 / first.astype(float)
-    return _finish(v, users, "mrr", per_user)
-
-
-def map_at_k(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.Series:
-    """Mean average precision at ``k``.
-
-    ``AP_u = (1 / min(k, |test_u|)) * sum_{pos <= k} P@pos * rel(pos)``, so a perfect
-    list scores 1.
-
-    Parameters
-    ----------
-    recs, test, k, per_user
-        See :func:`hit_rate`.
-
-    Returns
-    -------
-    float or Series
-    """
-    k = _check_k(k)
-    top, n_rel, users = _relevance(recs, test, k)
-    hit = top["hit"].to_numpy().astype(float)
-    cum_hits = pd.Series(hit).groupby(top["user_id"].to_numpy()).cumsum().to_numpy()
-    prec_at = np.where(hit > 0, cum_hits / top["pos"].to_numpy(), 0.0)
-    s = pd.Series(prec_at, index=top["user_id"].to_numpy()).groupby(level=0).sum()
-    s = s.reindex(users, fill_value=0.0)
-    v = pd.Series(s.to_numpy() / np.minimum(n_rel.reindex(users).to_numpy(), k), index=users)
-    return _finish(v, users, "map", per_user)
 
 
 # --------------------------------------------------------------------------- beyond accuracy
@@ -701,168 +450,3 @@ def taste_distribution_distance(
 
 #: Short alias of :func:`taste_distribution_distance`.
 tdd = taste_distribution_distance
-
-
-# --------------------------------------------------------------------------- statistics
-def _values(x: Any, name: str) -> pd.Series:
-    if isinstance(x, pd.Series):
-        s = x
-    elif isinstance(x, Mapping):
-        s = pd.Series(dict(x))
-    else:
-        try:
-            s = pd.Series(np.asarray(x, dtype=float))
-        except (TypeError, ValueError) as exc:
-            raise DataTypeError(
-                f"{name} must be a Series or array of numbers; got {type(x).__name__}"
-            ) from exc
-    try:
-        s = s.astype(float)
-    except (TypeError, ValueError) as exc:
-        raise DataTypeError(f"{name} must hold numbers; got dtype {s.dtype}") from exc
-    return s
-
-
-def _boot_means(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``n_boot`` resamples (with replacement) of ``v``, in bounded memory."""
-    n = len(v)
-    out = np.empty(n_boot)
-    step = max(1, int(5e6 // max(n, 1)))
-    for s in range(0, n_boot, step):
-        e = min(s + step, n_boot)
-        idx = rng.integers(0, n, size=(e - s, n))
-        out[s:e] = v[idx].mean(axis=1)
-    return out
-
-
-def _check_boot(n_boot: Any, ci: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
-        raise DataValidationError(f"n_boot must be a non-negative int; got {n_boot!r}")
-    if not 0.0 < ci < 1.0:
-        raise DataValidationError(f"ci must be in (0, 1); got {ci!r}")
-
-
-def bootstrap_ci(
-    per_user_values: Any, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of per-user values with a percentile bootstrap interval over users.
-
-    Users are resampled with replacement ``n_boot`` times; the interval is given by the
-    ``(1 - ci) / 2`` and ``(1 + ci) / 2`` quantiles of the resampled means. Missing
-    values are dropped first.
-
-    Parameters
-    ----------
-    per_user_values : Series or array-like
-        One value per user.
-    n_boot : int, default 1000
-        Number of bootstrap resamples; 0 gives NaN bounds.
-    ci : float, default 0.95
-        Coverage of the interval.
-    seed : int, default 0
-        Seed of the resampling.
-
-    Returns
-    -------
-    tuple of float
-        ``(mean, low, high)``; all NaN for an empty input.
-
-    References
-    ----------
-    .. [1] Efron and Tibshirani (1993), An Introduction to the Bootstrap, ch. 13.
-    """
-    _check_boot(n_boot, ci)
-    v = _values(per_user_values, "per_user_values").dropna().to_numpy()
-    if v.size == 0:
-        return (float("nan"), float("nan"), float("nan"))
-    mean = float(v.mean())
-    if n_boot == 0:
-        return (mean, float("nan"), float("nan"))
-    means = _boot_means(v, int(n_boot), np.random.default_rng(seed))
-    lo, hi = np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2])
-    return (mean, float(lo), float(hi))
-
-
-class PairedTestResult(NamedTuple):
-    """Result of :func:`paired_test`."""
-
-    mean_diff: float
-    """Mean over common users of ``a - b``."""
-    low: float
-    """Lower bound of the bootstrap interval of the mean difference."""
-    high: float
-    """Upper bound of the bootstrap interval of the mean difference."""
-    p_value: float
-    """Two-sided p-value of the paired sign-flip permutation test."""
-    n_users: int
-    """Number of users common to both inputs (with values in both)."""
-
-
-def paired_test(
-    per_user_a: pd.Series,
-    per_user_b: pd.Series,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> PairedTestResult:
-    """Paired comparison of two systems on the users common to both.
-
-    The per-user differences ``d_u = a_u - b_u`` are computed on the users present (and
-    not missing) in both inputs. The interval is a percentile bootstrap of the mean of
-    ``d`` over users; the p-value is that of a two-sided paired randomisation
-    (sign-flip) test with ``n_boot`` random sign vectors,
-    ``p = (1 + #{|mean(s * d)| >= |mean(d)|}) / (n_boot + 1)``.
-
-    Parameters
-    ----------
-    per_user_a, per_user_b : Series
-        Per-user values indexed by ``user_id`` (as returned with ``per_user=True``).
-    n_boot : int, default 1000
-        Number of bootstrap resamples and of random sign flips.
-    ci : float, default 0.95
-        Coverage of the interval.
-    seed : int, default 0
-        Seed.
-
-    Returns
-    -------
-    PairedTestResult
-        ``(mean_diff, low, high, p_value, n_users)``.
-
-    References
-    ----------
-    .. [1] Smucker, M. D., Allan, J. and Carterette, B. (2007). A comparison of
-       statistical significance tests for information retrieval evaluation. CIKM 2007.
-    .. [2] Efron and Tibshirani (1993), An Introduction to the Bootstrap.
-    """
-    _check_boot(n_boot, ci)
-    a = _values(per_user_a, "per_user_a")
-    b = _values(per_user_b, "per_user_b")
-    if not (isinstance(per_user_a, pd.Series) and isinstance(per_user_b, pd.Series)):
-        if len(a) != len(b):
-            raise DataValidationError(
-                "per_user_a and per_user_b must be Series indexed by user_id, or arrays of "
-                f"equal length; got lengths {len(a)} and {len(b)}"
-            )
-    common = a.index.intersection(b.index)
-    d = (a.reindex(common) - b.reindex(common)).dropna().to_numpy()
-    n = int(d.size)
-    if n == 0:
-        nan = float("nan")
-        return PairedTestResult(nan, nan, nan, nan, 0)
-    mean = float(d.mean())
-    if n_boot == 0:
-        return PairedTestResult(mean, float("nan"), float("nan"), float("nan"), n)
-    rng = np.random.default_rng(seed)
-    means = _boot_means(d, int(n_boot), rng)
-    lo, hi = np.quantile(means, [(1 - ci) / 2, (1 + ci) / 2])
-    obs = abs(mean)
-    count = 0
-    step = max(1, int(5e6 // n))
-    for s in range(0, n_boot, step):
-        e = min(s + step, n_boot)
-        signs = rng.integers(0, 2, size=(e - s, n)) * 2 - 1
-        perm = np.abs((signs * d).mean(axis=1))
-        count += int((perm >= obs - 1e-12 * max(1.0, obs)).sum())
-    p = (1 + count) / (n_boot + 1)
-    return PairedTestResult(mean, float(lo), float(hi), float(p), n)

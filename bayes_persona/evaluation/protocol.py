@@ -4,9 +4,10 @@
 ``recommend(user_ids, n, exclude_seen)`` (plus ``score(user_ids, item_ids)`` for the
 sampled protocol) -- the library's model and every baseline. It returns a tidy table
 ``(model, protocol, metric, k, value, low, high)`` where ``[low, high]`` is a per-user
-percentile bootstrap interval. :func:`compare` runs paired tests between two systems'
-per-user values, and :func:`tune` picks hyperparameters on a validation split cut from
-the training data.
+percentile bootstrap interval. :func:`~bayes_persona.evaluation.statistics.compare` runs
+paired tests between two systems' per-user values, and
+:func:`~bayes_persona.evaluation.tuning.tune` picks hyperparameters on a validation split
+cut from the training data.
 
 Two protocols:
 
@@ -41,24 +42,27 @@ References
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bayes_persona import metrics as M
 from bayes_persona.data._validation import interactions_frame
+from bayes_persona.evaluation.beyond_accuracy import (
+    coverage,
+    intra_list_diversity,
+    novelty,
+    taste_distribution_distance,
+)
+from bayes_persona.evaluation.ranking import hit_rate, map_at_k, mrr, ndcg, precision, recall
+from bayes_persona.evaluation.statistics import bootstrap_ci
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
     "evaluate",
-    "compare",
-    "tune",
-    "holdout_split",
     "ACCURACY_METRICS",
     "BEYOND_ACCURACY_METRICS",
     "DEFAULT_METRICS",
@@ -72,12 +76,12 @@ RESULT_COLUMNS = ["model", "protocol", "metric", "k", "value", "low", "high"]
 
 #: Accuracy metrics (per-user, averaged over test users).
 ACCURACY_METRICS: dict[str, Callable[..., Any]] = {
-    "hit_rate": M.hit_rate,
-    "recall": M.recall,
-    "precision": M.precision,
-    "ndcg": M.ndcg,
-    "mrr": M.mrr,
-    "map": M.map_at_k,
+    "hit_rate": hit_rate,
+    "recall": recall,
+    "precision": precision,
+    "ndcg": ndcg,
+    "mrr": mrr,
+    "map": map_at_k,
 }
 #: Metrics beyond accuracy (``ild`` and ``tdd*`` need item categories or a taste mapping).
 BEYOND_ACCURACY_METRICS = ("coverage", "novelty", "ild", "tdd", "tdd_js", "tdd_tv")
@@ -224,14 +228,14 @@ def _full_protocol(
             if name in ACCURACY_METRICS:
                 v: pd.Series | float = ACCURACY_METRICS[name](recs, te, k, per_user=True)
             elif name == "coverage":
-                v = M.coverage(recs, n_catalog, k) if len(recs) else 0.0
+                v = coverage(recs, n_catalog, k) if len(recs) else 0.0
             elif name == "novelty":
-                v = M.novelty(recs, tr, k, per_user=True)
+                v = novelty(recs, tr, k, per_user=True)
             elif name == "ild":
-                v = M.intra_list_diversity(recs, tastes, k, per_user=True)
+                v = intra_list_diversity(recs, tastes, k, per_user=True)
             else:  # tdd, tdd_js, tdd_tv
                 dist = "kl" if name == "tdd" else name.split("_")[1]
-                v = M.taste_distribution_distance(recs, tr, k, tastes, distance=dist, per_user=True)
+                v = taste_distribution_distance(recs, tr, k, tastes, distance=dist, per_user=True)
             out[(name, k)] = v
     return out
 
@@ -420,7 +424,7 @@ def evaluate(
     tastes : DataFrame, optional
         Taste mapping ``(item_id, taste, weight[, user_id])`` for TDD (e.g. persona
         attention), used instead of the categories; see
-        :func:`bayes_persona.metrics.taste_distribution_distance`.
+        :func:`bayes_persona.evaluation.taste_distribution_distance`.
     ci : float, default 0.95
         Coverage of the bootstrap interval.
     return_per_user : bool, default False
@@ -498,7 +502,7 @@ def evaluate(
     rows, pu_parts = [], []
     for j, ((name, kk), v) in enumerate(per_user.items()):
         if isinstance(v, pd.Series):
-            mean, lo, hi = M.bootstrap_ci(v, n_boot=n_boot, ci=ci, seed=seed + j)
+            mean, lo, hi = bootstrap_ci(v, n_boot=n_boot, ci=ci, seed=seed + j)
             if return_per_user:
                 pu_parts.append(
                     pd.DataFrame(
@@ -556,217 +560,3 @@ def _metric_names(metrics: Sequence[str] | None, protocol: str, tastes: Any) -> 
             "a tastes mapping; got neither"
         )
     return names
-
-
-def compare(
-    per_user_a: pd.DataFrame,
-    per_user_b: pd.DataFrame,
-    n_boot: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Paired comparison of two systems, metric by metric, on their common users.
-
-    Parameters
-    ----------
-    per_user_a, per_user_b : DataFrame
-        Per-user tables from ``evaluate(..., return_per_user=True)`` (columns ``model,
-        protocol, metric, k, user_id, value``).
-    n_boot, ci, seed
-        See :func:`bayes_persona.metrics.paired_test`.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``protocol, metric, k, model_a, model_b, mean_diff, low, high, p_value,
-        n_users``; ``mean_diff`` is ``a - b``.
-    """
-    cols = ["protocol", "metric", "k", "user_id", "value"]
-    for name, df in (("per_user_a", per_user_a), ("per_user_b", per_user_b)):
-        if not isinstance(df, pd.DataFrame):
-            raise DataTypeError(
-                f"{name} must be the per-user DataFrame of evaluate(..., "
-                f"return_per_user=True); got {type(df).__name__}"
-            )
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataValidationError(f"{name} lacks columns {missing}; got {list(df.columns)}")
-
-    def label(df: pd.DataFrame) -> str:
-        return str(df["model"].iloc[0]) if "model" in df.columns and len(df) else ""
-
-    rows = []
-    keys_a = per_user_a.groupby(["protocol", "metric", "k"], sort=False)
-    b_groups = dict(list(per_user_b.groupby(["protocol", "metric", "k"], sort=False)))
-    for j, (key, ga) in enumerate(keys_a):
-        if key not in b_groups:
-            continue
-        gb = b_groups[key]
-        a = pd.Series(ga["value"].to_numpy(), index=ga["user_id"].to_numpy())
-        b = pd.Series(gb["value"].to_numpy(), index=gb["user_id"].to_numpy())
-        res = M.paired_test(a, b, n_boot=n_boot, ci=ci, seed=seed + j)
-        rows.append((*key, label(per_user_a), label(per_user_b), *res))
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "protocol",
-            "metric",
-            "k",
-            "model_a",
-            "model_b",
-            "mean_diff",
-            "low",
-            "high",
-            "p_value",
-            "n_users",
-        ],
-    )
-
-
-def holdout_split(
-    data: Any, fraction: float = 0.2, seed: int = 0
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-user random holdout: about ``fraction`` of each user's rows go to the second part.
-
-    Users with a single interaction keep it in the first part; every other user keeps at
-    least one row in each part.
-
-    Parameters
-    ----------
-    data : DataFrame or Dataset
-        Interactions with ``user_id``, ``item_id``.
-    fraction : float, default 0.2
-        Share of each user's rows held out, in (0, 1).
-    seed : int, default 0
-        Seed.
-
-    Returns
-    -------
-    (DataFrame, DataFrame)
-        ``(kept, held_out)`` with the original columns.
-    """
-    df = _ratings(data, "data")
-    if not 0.0 < fraction < 1.0:
-        raise DataValidationError(f"fraction must lie in (0, 1); got {fraction!r}")
-    rng = np.random.default_rng(seed)
-    r = rng.random(len(df))
-    codes = pd.factorize(df["user_id"])[0]
-    order = np.lexsort((r, codes))
-    counts = np.bincount(codes)
-    pos = np.empty(len(df), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos[order] = np.arange(len(df)) - np.repeat(starts, counts)
-    n_out = np.where(counts >= 2, np.clip(np.rint(counts * fraction), 1, counts - 1), 0)
-    held = pos < n_out[codes]
-    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
-
-
-def _grid(param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict]:
-    if isinstance(param_grid, Mapping):
-        names = list(param_grid)
-        for n in names:
-            vals = param_grid[n]
-            if isinstance(vals, str) or not isinstance(vals, Iterable):
-                raise DataTypeError(
-                    f"param_grid[{n!r}] must be a list of values; got {type(vals).__name__}"
-                )
-        return [
-            dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(list(param_grid[n]) for n in names))
-        ]
-    if isinstance(param_grid, Sequence) and all(isinstance(p, Mapping) for p in param_grid):
-        return [dict(p) for p in param_grid]
-    raise DataTypeError(
-        "param_grid must be a dict of name -> list of values or a list of dicts; got "
-        f"{type(param_grid).__name__}"
-    )
-
-
-def tune(
-    make_model: Callable[..., Any],
-    param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
-    train: Any,
-    validation: Any = None,
-    metric: str = "ndcg",
-    k: int = 10,
-    *,
-    protocol: str = "full",
-    items: pd.DataFrame | None = None,
-    validation_fraction: float = 0.2,
-    seed: int = 0,
-    higher_is_better: bool | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Grid search of hyperparameters on a validation split cut from the training data.
-
-    Never pass the test set as ``validation``: tuning on test inflates the reported
-    numbers. With ``validation=None`` a per-user random holdout of ``train``
-    (:func:`holdout_split`) is used and each candidate is fitted on the rest.
-
-    Parameters
-    ----------
-    make_model : callable
-        ``make_model(**params)`` returns an unfitted model.
-    param_grid : dict of lists or list of dicts
-        Candidate hyperparameters (the product of the lists, or the dicts themselves).
-    train : DataFrame or Dataset
-        Training data (the candidates are fitted on it, or on its non-held-out part).
-    validation : DataFrame or Dataset, optional
-        Validation pairs cut from the training data.
-    metric : str, default "ndcg"
-        Selection metric (any metric of :func:`evaluate`).
-    k : int, default 10
-        Cut-off of the selection metric.
-    protocol : {"full", "sampled"}, default "full"
-    items : DataFrame, optional
-        Item metadata passed to :func:`evaluate`.
-    validation_fraction : float, default 0.2
-        Held-out share per user when ``validation`` is None.
-    seed : int, default 0
-        Seed of the split and of :func:`evaluate`.
-    higher_is_better : bool, optional
-        Direction of ``metric``; by default lower is better only for TDD.
-
-    Returns
-    -------
-    (dict, DataFrame)
-        The best parameters and one row per candidate (parameters, ``metric``, ``k``,
-        ``value``), sorted best first.
-    """
-    if not callable(make_model):
-        raise DataTypeError(f"make_model must be callable; got {type(make_model).__name__}")
-    candidates = _grid(param_grid)
-    if not candidates:
-        raise DataValidationError("param_grid must hold at least one candidate; got none")
-    if validation is None:
-        fit_data, validation = holdout_split(train, validation_fraction, seed)
-        logger.info(
-            "tune: cut a %.0f%% per-user validation split from train", 100 * validation_fraction
-        )
-    else:
-        fit_data = train
-    if higher_is_better is None:
-        higher_is_better = metric not in _LOWER_IS_BETTER
-    rows, order = [], []
-    for j, params in enumerate(candidates):
-        model = make_model(**params)
-        res = evaluate(
-            model,
-            fit_data,
-            validation,
-            k=(k,),
-            items=items,
-            protocol=protocol,
-            metrics=[metric],
-            n_boot=0,
-            seed=seed,
-        )
-        value = float(res["value"].iloc[0])
-        logger.info("tune: %s -> %s@%d = %.5f", params, metric, k, value)
-        rows.append({**params, "metric": metric, "k": k, "value": value})
-        order.append(j)
-    table = pd.DataFrame(rows).assign(_candidate=order)
-    table = table.sort_values(
-        "value", ascending=not higher_is_better, kind="stable", na_position="last"
-    ).reset_index(drop=True)
-    best = dict(candidates[int(table["_candidate"].iloc[0])])
-    return best, table.drop(columns="_candidate")

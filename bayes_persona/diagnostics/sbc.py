@@ -177,7 +177,7 @@ def simulate_prior_world(
         When positive, the dataset gets an items table whose ``categories`` name the
         largest of the first ``min(n_categories, D)`` coordinates of each item's factor
         (``"c0"``, ``"c1"``, ...): metadata aligned with the factor space, for the category
-        checks of :mod:`bayes_persona.checks`. It does not change the simulation.
+        checks of :mod:`bayes_persona.diagnostics.ppc`. It does not change the simulation.
     seed : int
 
     Returns
@@ -543,7 +543,7 @@ def compare_guides(guides: Sequence[str] = ("meanfield", "lowrank"), **kwargs: A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m bayes_persona.calibration --replications 20``."""
+    """Command line: ``python -m bayes_persona.diagnostics.sbc --replications 20``."""
     import argparse
 
     ap = argparse.ArgumentParser(
