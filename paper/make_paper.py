@@ -43,6 +43,15 @@ import numpy as np
 import pandas as pd
 
 PAPER_DIR = Path(__file__).resolve().parent
+#: The benchmark row of the default multi-persona model (bayes_persona.bench.MODELS).
+OURS_MULTI = "Ours K=8"
+
+
+def _ours_multi(res: pd.DataFrame) -> str:
+    """The multi-persona row in ``res`` ("Ours K=n", n > 1), or :data:`OURS_MULTI`."""
+    names = [m for m in pd.unique(res["model"]) if str(m).startswith("Ours K=") and str(m) != "Ours K=1"]
+    return str(names[0]) if names else OURS_MULTI
+
 RESULTS_DIR = PAPER_DIR / "results"
 FIGURES_DIR = PAPER_DIR / "figures"
 PAPER = PAPER_DIR / "paper.md"
@@ -316,12 +325,13 @@ def _benchmark_summary(res: pd.DataFrame) -> str:
             )
         sentences.append(text + ".")
     k1 = _lookup(res, "Ours K=1", "full", "ndcg", 10)
-    k4 = _lookup(res, "Ours K=4", "full", "ndcg", 10)
+    multi = _ours_multi(res)
+    k4 = _lookup(res, multi, "full", "ndcg", 10)
     if k1 is not None and k4 is not None:
         parts = []
         for metric, label in (("ndcg", "NDCG@10"), ("tdd", "TDD@10")):
             a, b = (
-                _lookup(res, "Ours K=4", "full", metric, 10),
+                _lookup(res, multi, "full", metric, 10),
                 _lookup(res, "Ours K=1", "full", metric, 10),
             )
             if a is None or b is None:
@@ -491,7 +501,7 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- accounts
 ACCOUNTS_COMMAND = "python -m bayes_persona.bench accounts --out paper/results/accounts"
 ACCOUNTS_LABELS = {
-    "ours": "Ours (K=4, defaults)", "ampcf": "AMP-CF attention", "kmeans": "2-means in iALS space",
+    "ours": "Ours (K={k}, defaults)", "ours_soft": "Ours, soft persona map (diagnostic)", "ampcf": "AMP-CF attention", "kmeans": "2-means in iALS space",
     "share": "Share of items", "ceiling": "Labelled nearest centroid (ceiling, not a peer)",
 }  # fmt: skip
 
@@ -505,6 +515,12 @@ def load_accounts(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any
     return {"table": pd.read_csv(path / "accounts.csv"), "provenance": prov}
 
 
+def _accounts_label(acc: Mapping[str, Any], method: str) -> str:
+    """The table label of ``method``; ours names its K from the run's recorded parameters."""
+    k = acc.get("provenance", {}).get("params", {}).get("ours", {}).get("n_personas", "?")
+    return ACCOUNTS_LABELS[method].format(k=k)
+
+
 def _accounts_table(acc: Mapping[str, Any]) -> str:
     t = acc["table"].pivot(index="method", columns="metric", values="value")
     cols = [("accuracy", "Accuracy", _pct), ("auc", "Within-account AUC", _num), ("ece", "ECE (10 bins)", _num),
@@ -512,7 +528,7 @@ def _accounts_table(acc: Mapping[str, Any]) -> str:
             ("interval_width", "Mean 90% width", _num)]  # fmt: skip
     rows = []
     for m in [m for m in ACCOUNTS_LABELS if m in t.index]:
-        rows.append([ACCOUNTS_LABELS[m]] + [f(t.loc[m, c]) if c in t.columns and not pd.isna(t.loc[m, c]) else "–" for c, _, f in cols])
+        rows.append([_accounts_label(acc, m)] + [f(t.loc[m, c]) if c in t.columns and not pd.isna(t.loc[m, c]) else "–" for c, _, f in cols])
     return _markdown_table(["Method"] + [h for _, h, _ in cols], rows)
 
 
@@ -660,7 +676,7 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
     if "benchmark" in inputs:
         res = inputs["benchmark"].results
         cell = lambda m: _lookup(res, m, "full", "ndcg", 10)  # noqa: E731
-        names = [m for m in ("Ours K=4", "Ours K=1", "EASE", "iALS") if cell(m) is not None]
+        names = [m for m in (_ours_multi(res), "Ours K=1", "EASE", "iALS") if cell(m) is not None]
         out["readme:ranking"] = "NDCG@10 (full ranking, 95% intervals): " + "; ".join(
             f"{m} {_cell(cell(m))}" for m in names
         ) + "."
@@ -672,7 +688,7 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
             if "confidently_wrong" in r and not pd.isna(r["confidently_wrong"]):
                 txt += f", {_pct(r['confidently_wrong'])} of items with a 90% interval wholly on the wrong side"
             return txt
-        parts = [f"{ACCOUNTS_LABELS[m]}: {row(m)}" for m in ACCOUNTS_LABELS if m in t.index and m != "share"]
+        parts = [f"{_accounts_label(inputs['accounts'], m)}: {row(m)}" for m in ACCOUNTS_LABELS if m in t.index and m != "share"]
         out["readme:accounts"] = "; ".join(parts) + f" ({_accounts_text(inputs['accounts'])})."
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])

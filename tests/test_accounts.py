@@ -234,7 +234,7 @@ def test_run_accounts_on_planted_data(tmp_path) -> None:
         make_ours=lambda: stub, out=tmp_path, argv=["--smoke"],
     )  # fmt: skip
     t = res.table
-    assert set(t.method) == {"ours", "kmeans", "share", "ceiling"}
+    assert set(t.method) == {"ours", "ours_soft", "kmeans", "share", "ceiling"}
     assert np.isfinite(t.value).all()
     wide = t.pivot(index="method", columns="metric", values="value")
     assert wide.loc["ours", "has_intervals"] == 1.0 and "confidently_wrong" in wide.columns
@@ -248,7 +248,7 @@ def test_run_accounts_on_planted_data(tmp_path) -> None:
     assert {"torch", "pyro", "numpy"} <= set(prov["versions"]) and prov["cpu_count"] >= 1
     assert "not a peer" in res.markdown
     preds = res.predictions
-    assert len(preds) == 4 * prov["n_test_rows"] and preds.p_a.between(0, 1).all()
+    assert len(preds) == 5 * prov["n_test_rows"] and preds.p_a.between(0, 1).all()
     with pytest.raises(DataValidationError, match="models"):
         run_accounts(["nope"], data=data)
 
@@ -270,7 +270,7 @@ def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
     assert main(["--smoke", "--models", "ours,kmeans,share", "--data-home", str(ml100k_dir.parent),
                  "--out", str(out)]) == 0  # fmt: skip
     table = pd.read_csv(out / "accounts.csv")
-    assert set(table.method) == {"ours", "kmeans", "share"}
+    assert set(table.method) == {"ours", "ours_soft", "kmeans", "share"}
     assert np.isfinite(table.value).all()
     for method, grp in table.groupby("method"):
         vals = dict(zip(grp.metric, grp.value, strict=True))
@@ -303,3 +303,15 @@ def test_personas_tell_the_people_of_real_shared_accounts_apart(ml100k_dir) -> N
     assert ours["ece"] <= 0.10 and ours["ece"] < kmeans["ece"], t
     assert ours["confidently_wrong"] <= 0.08, t
     assert ours["accuracy"] >= 0.62, t  # 2-means is ahead here (see paper §5.4)
+
+
+def test_hard_and_soft_maps_of_personas_to_people() -> None:
+    """Persona 0 explains A's items, persona 1 B's, persona 2 both equally, persona 3 nothing:
+    the hard map gives 0 to A, 1 to B and splits the tie; the soft map keeps the mixes."""
+    from bayes_persona.bench.accounts import _sides, _soft_sides
+
+    is_a = np.array([True, True, False, False])
+    resp = np.array([[0.8, 0.6, 0.0, 0.2], [0.0, 0.2, 0.8, 0.6], [0.2, 0.2, 0.2, 0.2], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(_sides(resp, is_a), [1.0, 0.0, 0.5, 0.5])
+    np.testing.assert_allclose(_soft_sides(resp, is_a), [0.7 / 0.8, 0.1 / 0.8, 0.5, 0.5])
+    np.testing.assert_allclose(_soft_sides(resp, np.ones(4, bool)), [0.5] * 4)

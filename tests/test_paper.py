@@ -108,7 +108,7 @@ def test_every_image_the_paper_links_is_one_make_paper_writes():
 
 
 # --------------------------------------------------------------------------- the pipeline on made-up files
-MODELS = ["MostPopular", "EASE", "Ours K=1", "Ours K=4"]
+MODELS = ["MostPopular", "EASE", "Ours K=1", "Ours K=8"]
 
 
 def _fake_results(folder: Path) -> None:
@@ -164,7 +164,8 @@ def _fake_accounts(folder: Path) -> None:
     rows += [("ours", "confidently_wrong", 0.04), ("ours", "interval_width", 0.7)]
     pd.DataFrame(rows, columns=["method", "metric", "value"]).to_csv(folder / "accounts" / "accounts.csv", index=False)
     (folder / "accounts" / "provenance.json").write_text(
-        json.dumps({"n_pairs": 150, "seed": 0, "n_test_rows": 1996, "git_commit": "0123456789ab"})
+        json.dumps({"n_pairs": 150, "seed": 0, "n_test_rows": 1996, "git_commit": "0123456789ab",
+                    "params": {"ours": {"n_personas": 8}}})
     )
 
 
@@ -198,7 +199,7 @@ def test_build_renders_every_block_and_figure(workspace):
     assert blocks["value:recovery-model"].startswith("K = 4 personas, D = 16")
     assert blocks["value:assignment-accuracy"] == "85.0% (range 80.0% to 90.0%)"
     assert "81 points below the nominal level" in blocks["text:coverage-summary"]
-    assert "| Ours (K=4, defaults) | 70.0% |" in blocks["table:accounts"]
+    assert "| Ours (K=8, defaults) | 70.0% |" in blocks["table:accounts"]
     assert blocks["value:accounts-setup"] == "150 balanced accounts (seed 0), 1996 held-out account items; commit 01234567"
     assert "Not rendered" not in text and "not rendered" not in text
     for name in ("benchmark.png", "recovery.png"):

@@ -47,9 +47,12 @@ TUNING_GRIDS = {
     "EASE": {"l2": [100.0, 300.0, 500.0, 1000.0]},
     "iALS": {"factors": [64], "regularization": [0.1, 1.0, 10.0], "alpha": [1.0, 5.0, 20.0], "iterations": [15]},
     "BPR-MF": {"factors": [64], "lr": [0.05], "reg": [1e-4, 1e-3], "epochs": [50]},
+    # Ours: the step size and the budget (the model's other settings are its defaults).
+    "Ours K=1": {"learning_rate": [0.01, 0.02, 0.03], "max_epochs": [100, 150, 200]},
+    "Ours K=8": {"learning_rate": [0.01, 0.02, 0.03], "max_epochs": [100, 150, 200]},
 }
 
-MODELS = ("MostPopular", "EASE", "iALS", "BPR-MF", "AMP-CF", "Ours K=1", "Ours K=4")
+MODELS = ("MostPopular", "EASE", "iALS", "BPR-MF", "AMP-CF", "Ours K=1", "Ours K=8")
 
 
 def _data(data_home: str | None):
@@ -92,8 +95,10 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
     items, split, inner = _data(data_home)
     params: dict = {}
     table = None
+    t_tune = time.perf_counter()
     if name in TUNING_GRIDS and not smoke:
         params, table = tune(lambda **p: _make(name, p, smoke), TUNING_GRIDS[name], inner.train, inner.test, metric="ndcg", k=10)
+    tune_s = time.perf_counter() - t_tune
     if name == "AMP-CF":
         # Early stopping needs held-out rows the model does not train on: find the best
         # epoch on the inner split, then refit on the whole train split for that many.
@@ -107,8 +112,10 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
     t0 = time.perf_counter()
     model.recommend(users, n=100)
     rec_s = time.perf_counter() - t0
-    full = evaluate(model, split.train, split.test, k=(10, 20), items=items, fit=False, model_name=name,
-                    metrics=["ndcg", "recall", "hit_rate", "tdd", "coverage"], n_boot=n_boot)  # fmt: skip
+    full, per_user = evaluate(model, split.train, split.test, k=(10, 20), items=items, fit=False, model_name=name,
+                              metrics=["ndcg", "recall", "hit_rate", "tdd", "coverage"], n_boot=n_boot,
+                              return_per_user=True)  # fmt: skip
+    per_user = per_user[(per_user.metric.isin(["ndcg", "tdd"])) & (per_user.k == 10)]
     sampled = evaluate(model, split.train, split.test, k=(10,), protocol="sampled", fit=False, model_name=name,
                        metrics=["hit_rate", "ndcg"], n_boot=n_boot)  # fmt: skip
     extra = {
@@ -116,12 +123,15 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
         "recommend_all_seconds": rec_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": json.dumps(params),
+        # The tuning budget: configurations fitted on the validation split, and their time.
+        "tuning_configs": 0 if table is None else len(table),
+        "tuning_seconds": tune_s,
     }
     if name.startswith("Ours"):
         extra["svi_steps_per_second"] = model.n_steps_ / fit_s
     if table is not None:
         logger.info("%s tuning on validation:\n%s", name, table.to_string())
-    queue.put((pd.concat([full, sampled], ignore_index=True).to_dict("records"), extra))
+    queue.put((pd.concat([full, sampled], ignore_index=True).to_dict("records"), extra, per_user.to_dict("records")))
 
 
 def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "results", smoke: bool = False, n_boot: int = 1000) -> pd.DataFrame:
@@ -129,7 +139,7 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
-    rows, extras = [], {}
+    rows, extras, per_user = [], {}, []
     for name in models:
         q = ctx.Queue()
         p = ctx.Process(target=_run_one, args=(name, data_home, smoke, n_boot, q))
@@ -142,8 +152,9 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
                 if not p.is_alive():
                     raise RuntimeError(f"benchmark of {name} failed (exit code {p.exitcode}); see its log above") from None
         p.join()
-        recs, extra = result
+        recs, extra, users = result
         rows += recs
+        per_user += users
         extras[name] = extra
         logger.info("%s done: fit %.1fs", name, extra["fit_seconds"])
     res = pd.DataFrame(rows)
@@ -155,7 +166,39 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
     res.to_csv(out / "results.csv", index=False)
     pd.DataFrame(extras).T.rename_axis("model").to_csv(out / "costs.csv")
     (out / "results.md").write_text(markdown_table(res, extras))
+    paired_tests(pd.DataFrame(per_user), n_boot=n_boot).to_csv(out / "paired.csv", index=False)
     return res
+
+
+#: Pairs of models compared user by user (the first against the second).
+PAIRS = (("Ours K=8", "Ours K=1"), ("Ours K=8", "EASE"), ("Ours K=1", "EASE"))
+
+
+def paired_tests(per_user: pd.DataFrame, pairs=PAIRS, n_boot: int = 1000) -> pd.DataFrame:
+    """Paired tests (:func:`~bayes_persona.evaluation.paired_test`) of full-ranking NDCG@10
+    and TDD@10 between the models of each pair present in ``per_user``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``a, b, metric, k, mean_diff, low, high, p_value, n_users`` (``a - b``; a
+        two-sided sign-flip p-value over the users both models were scored on).
+    """
+    from bayes_persona.evaluation import paired_test
+
+    cols = ["a", "b", "metric", "k", "mean_diff", "low", "high", "p_value", "n_users"]
+    rows = []
+    if per_user.empty:
+        return pd.DataFrame(columns=cols)
+    present = set(per_user["model"])
+    for a, b in pairs:
+        if a not in present or b not in present:
+            continue
+        for metric in ("ndcg", "tdd"):
+            sel = lambda m: per_user[(per_user.model == m) & (per_user.metric == metric) & (per_user.k == 10)].set_index("user_id")["value"]  # noqa: E731
+            r = paired_test(sel(a), sel(b), n_boot=max(n_boot, 1), seed=0)
+            rows.append([a, b, metric, 10, r.mean_diff, r.low, r.high, r.p_value, r.n_users])
+    return pd.DataFrame(rows, columns=cols)
 
 
 def markdown_table(res: pd.DataFrame, extras: dict) -> str:

@@ -34,6 +34,14 @@ ours
     is its posterior mean and the interval its equal-tailed 90% interval (the 5% and 95%
     quantiles of the draws). The mapping is fixed at the posterior mean, so the interval
     does not include the uncertainty of the mapping itself.
+ours_soft
+    Not a separate fit: the same draws with a *soft* map from personas to people,
+    ``P(A | i) = sum_k P(z = k | i) P(A | k)``, where ``P(A | k)`` is the mean of persona
+    ``k``'s responsibility over A's training items divided by that mean over A's plus over
+    B's. Reported beside ``ours`` (always, when ``ours`` runs) as a diagnostic: where a
+    persona explains items of both people, the hard map gives all of them to one person
+    and the soft map keeps the persona's mix, so the gap between the two rows measures how
+    far the personas are from being one person's each.
 ampcf
     :class:`bayes_persona.baselines.AMPCF` with its defaults (``n_personas=4``, 50
     epochs, no early stopping: there is no validation split here); the attention
@@ -122,6 +130,7 @@ METRICS = (
 
 LABELS = {
     "ours": "ours (PersonaRecommender)",
+    "ours_soft": "ours, soft map (diagnostic)",
     "ampcf": "AMP-CF (K=4)",
     "kmeans": "2-means in iALS space",
     "share": "share of training items",
@@ -329,21 +338,36 @@ def _by_account(train_truth: pd.DataFrame, test: pd.DataFrame):
         yield acct, train_truth.iloc[tr_groups[acct]], test.iloc[pos], pos
 
 
-def _persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, np.ndarray]:
-    p = np.empty(len(test))
-    low = np.full(len(test), np.nan)
-    high = np.full(len(test), np.nan)
+def _soft_sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """``P(A | part k)`` from the training items: the mean of part ``k``'s responsibility over
+    A's items divided by that mean over A's plus over B's, shape ``(K,)`` (0.5 where a part
+    explains nothing, or when one person has no training item)."""
+    if is_a.all() or not is_a.any():
+        return np.full(resp.shape[0], 0.5)
+    ma, mb = resp[:, is_a].mean(1), resp[:, ~is_a].mean(1)
+    total = ma + mb
+    return np.where(total > 0, ma / np.where(total > 0, total, 1.0), 0.5)
+
+
+def _persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, dict[str, np.ndarray]]:
+    """``{"hard": ..., "soft": ...}``, each ``{"p_a", "low", "high"}``: the two mappings of
+    personas to people (:func:`_sides`, :func:`_soft_sides`) on the same draws."""
+    out = {m: {"p_a": np.empty(len(test)), "low": np.full(len(test), np.nan), "high": np.full(len(test), np.nan)}
+           for m in ("hard", "soft")}  # fmt: skip
     for acct, tr, te, pos in _by_account(train_truth, test):
         items = np.concatenate([tr[ITEM_COL].to_numpy(), te[ITEM_COL].to_numpy()])
         draws = draws_fn(model, acct, items)  # (S, K, n)
         n_tr = len(tr)
-        w = _sides(draws[:, :, :n_tr].mean(0), tr["is_a"].to_numpy())
-        pa = np.einsum("k,skn->sn", w, draws[:, :, n_tr:])
-        p[pos] = np.clip(pa.mean(0), 0.0, 1.0)
-        if pa.shape[0] > 1:
-            q = (1 - INTERVAL_PROB) / 2
-            low[pos], high[pos] = np.quantile(pa, [q, 1 - q], axis=0)
-    return {"p_a": p, "low": low, "high": high}
+        resp = draws[:, :, :n_tr].mean(0)
+        for mapping, sides in (("hard", _sides), ("soft", _soft_sides)):
+            w = sides(resp, tr["is_a"].to_numpy())
+            pa = np.einsum("k,skn->sn", w, draws[:, :, n_tr:])
+            o = out[mapping]
+            o["p_a"][pos] = np.clip(pa.mean(0), 0.0, 1.0)
+            if pa.shape[0] > 1:
+                q = (1 - INTERVAL_PROB) / 2
+                o["low"][pos], o["high"][pos] = np.quantile(pa, [q, 1 - q], axis=0)
+    return out
 
 
 def _ours_draws(model: Any, acct: Any, items: np.ndarray) -> np.ndarray:
@@ -558,14 +582,15 @@ def run_accounts(
             model = (make_ours or _default_ours(smoke))()
             params[name] = _params_of(model)
             model.fit(train)
-            preds[name] = _persona_method(model, train_truth, test, _ours_draws)
+            both = _persona_method(model, train_truth, test, _ours_draws)
+            preds[name], preds["ours_soft"] = both["hard"], both["soft"]
         elif name == "ampcf":
             from bayes_persona.baselines import AMPCF
 
             model = AMPCF(n_personas=4, **({"max_epochs": 3} if smoke else {}))
             params[name] = _params_of(model)
             model.fit(train)
-            preds[name] = _persona_method(model, train_truth, test, _ampcf_draws)
+            preds[name] = _persona_method(model, train_truth, test, _ampcf_draws)["hard"]
         elif name in ("kmeans", "ceiling"):
             if ials is None:
                 from bayes_persona.baselines import IALS
@@ -583,7 +608,7 @@ def run_accounts(
         logger.info("accounts: %s done in %.1f s", name, seconds[name])
 
     rows, frames = [], []
-    for name in models:
+    for name in [m for m in (*models, "ours_soft") if m in preds]:
         pr = preds[name]
         low, high = pr.get("low"), pr.get("high")
         rep = attribution_report(pr["p_a"], low, high, test["is_a"], test[ACCOUNT_COL])
