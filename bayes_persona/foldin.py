@@ -148,6 +148,7 @@ def fold_in(
         pm = PersonaModel(
             U, N, K, D, model.feedback, float(model.prevalence_concentration),
             n_prototypes=model.n_prototypes, item_prior_scale=model.item_prior_scale,
+            persona_prior_scale=model.persona_prior_scale, bias_prior_scale=model.bias_prior_scale,
             likelihood=model.likelihood,
         )  # fmt: skip
         pm.load_state_dict(model.model_.state_dict())

@@ -222,6 +222,8 @@ class PersonaModel(nn.Module):
         n_prototypes: int = 0,
         item_prior_scale: float | None = None,
         likelihood: str = "joint",
+        persona_prior_scale: float | None = None,
+        bias_prior_scale: float | None = None,
     ) -> None:
         super().__init__()
         if likelihood not in ("joint", "mixture"):
@@ -231,13 +233,18 @@ class PersonaModel(nn.Module):
         self.n_personas, self.n_factors = n_personas, n_factors
         self.feedback = feedback
         self.prevalence_concentration = prevalence_concentration
-        self.raw_persona_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        # Each prior scale is fixed when given, else fitted by empirical Bayes.
         self.item_prior_scale = item_prior_scale
-        if item_prior_scale is None:
-            self.raw_item_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
-        else:
-            self.register_buffer("fixed_item_scale", torch.tensor(float(item_prior_scale)))
-        self.raw_bias_scale = nn.Parameter(torch.tensor(_softplus_inv(1.0)))
+        self.fixed_scales = {
+            name: value
+            for name, value in (("persona_scale", persona_prior_scale), ("item_scale", item_prior_scale),
+                                ("bias_scale", bias_prior_scale))
+        }  # fmt: skip
+        for name, value in self.fixed_scales.items():
+            if value is None:
+                setattr(self, f"raw_{name}", nn.Parameter(torch.tensor(_softplus_inv(1.0))))
+            else:
+                self.register_buffer(f"fixed_{name}", torch.tensor(float(value)))
         self.n_prototypes = n_prototypes
         if n_prototypes > 0:
             self.prototype_loc = nn.Parameter(torch.zeros(n_prototypes, n_factors))
@@ -250,8 +257,8 @@ class PersonaModel(nn.Module):
 
     # Positive hyperparameters through softplus.
     def scale(self, name: str) -> torch.Tensor:
-        if name == "item_scale" and self.item_prior_scale is not None:
-            return self.fixed_item_scale
+        if self.fixed_scales.get(name) is not None:
+            return getattr(self, f"fixed_{name}")
         return nn.functional.softplus(getattr(self, f"raw_{name}")) + 1e-4
 
     def forward(self, batch: Batch) -> None:

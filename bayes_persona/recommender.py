@@ -134,6 +134,10 @@ class PersonaRecommender:
         Bayes); 0 gives an isotropic Normal prior.
     item_prior_scale : float or None, default 2.0
         Fixed prior scale of item factors; ``None`` fits it by empirical Bayes.
+    persona_prior_scale, bias_prior_scale : float or None, default None
+        Fixed prior scales of the persona factors and of the item biases; ``None`` (the
+        default) fits each by empirical Bayes. Simulation-based calibration fixes them at
+        the simulated values (:mod:`bayes_persona.diagnostics.sbc`).
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
         has at most 20,000 items, else 2,048 samples.
@@ -213,6 +217,8 @@ class PersonaRecommender:
         prevalence_concentration: float = 0.1,
         n_prototypes: int = 8,
         item_prior_scale: float | None = 2.0,
+        persona_prior_scale: float | None = None,
+        bias_prior_scale: float | None = None,
         n_negatives: int | None = None,
         batch_size: int = 128,
         max_items_per_user: int = 128,
@@ -235,6 +241,8 @@ class PersonaRecommender:
         self.prevalence_concentration = prevalence_concentration
         self.n_prototypes = n_prototypes
         self.item_prior_scale = item_prior_scale
+        self.persona_prior_scale = persona_prior_scale
+        self.bias_prior_scale = bias_prior_scale
         self.n_negatives = n_negatives
         self.batch_size = batch_size
         self.max_items_per_user = max_items_per_user
@@ -252,7 +260,7 @@ class PersonaRecommender:
     # ------------------------------------------------------------------ params
     _PARAMS = (
         "n_personas", "n_factors", "feedback", "guide", "likelihood", "prevalence_concentration",
-        "n_prototypes", "item_prior_scale", "n_negatives", "batch_size", "max_items_per_user", "learning_rate", "max_epochs",
+        "n_prototypes", "item_prior_scale", "persona_prior_scale", "bias_prior_scale", "n_negatives", "batch_size", "max_items_per_user", "learning_rate", "max_epochs",
         "patience", "init_scale", "n_draws", "hdi_prob", "random_state", "progress", "device", "n_threads",
     )  # fmt: skip
 
@@ -287,8 +295,9 @@ class PersonaRecommender:
         _check_int("n_prototypes", self.n_prototypes, 0)
         if self.n_threads is not None:
             _check_int("n_threads", self.n_threads, 1)
-        if self.item_prior_scale is not None:
-            check_positive_float("item_prior_scale", self.item_prior_scale)
+        for name in ("item_prior_scale", "persona_prior_scale", "bias_prior_scale"):
+            if getattr(self, name) is not None:
+                check_positive_float(name, getattr(self, name))
         if self.n_negatives is not None:
             _check_int("n_negatives", self.n_negatives, 1)
         if self.feedback not in ("implicit", "explicit"):
@@ -418,6 +427,7 @@ class PersonaRecommender:
                 U, N, K, self.n_factors, self.feedback, float(self.prevalence_concentration),
                 rating_mean=float(r.mean()) if r is not None else 0.0,
                 n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
+                persona_prior_scale=self.persona_prior_scale, bias_prior_scale=self.bias_prior_scale,
                 likelihood=self.likelihood,
             ).to(device)  # fmt: skip
             self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
@@ -1247,6 +1257,7 @@ class PersonaRecommender:
         self.model_ = PersonaModel(
             U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration),
             n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
+                persona_prior_scale=self.persona_prior_scale, bias_prior_scale=self.bias_prior_scale,
             likelihood=self.likelihood,
         )  # fmt: skip
         idx = self.seen_.indices

@@ -541,6 +541,61 @@ def _accounts_text(acc: Mapping[str, Any]) -> str:
     )
 
 
+# --------------------------------------------------------------------------- SBC
+SBC_COMMAND = "python -m bayes_persona.bench sbc --out paper/results/sbc"
+SBC_LABELS = {
+    "max_share": "largest persona share", "share_entropy": "entropy of the shares",
+    "co_assignment": "two items share a persona", "log_pick": "held-out log p(i | u)",
+}  # fmt: skip
+
+
+def load_sbc(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``sbc/coverage.csv``, ``sbc/uniformity.csv`` and ``sbc/provenance.json``."""
+    path = Path(results_dir) / "sbc"
+    if not (path / "coverage.csv").is_file():
+        raise MissingResultsError(f"{path / 'coverage.csv'} is missing: run `{SBC_COMMAND}`")
+    return {
+        "coverage": pd.read_csv(path / "coverage.csv"),
+        "uniformity": pd.read_csv(path / "uniformity.csv"),
+        "provenance": json.loads((path / "provenance.json").read_text()),
+    }
+
+
+def _sbc_table(sbc: Mapping[str, Any]) -> str:
+    cov, uni = sbc["coverage"], sbc["uniformity"]
+    levels = sorted(cov["level"].unique())
+    rows = []
+    for (g, q), grp in cov.groupby(["guide", "quantity"], sort=False):
+        by = dict(zip(grp["level"], grp["coverage"], strict=True))
+        p = uni[(uni["guide"] == g) & (uni["quantity"] == q)]["pvalue"]
+        pv = float(p.iloc[0]) if len(p) else float("nan")
+        rows.append([g, SBC_LABELS.get(q, q)] + [_pct(by[lv]) for lv in levels] + [f"{pv:.2g}"])
+    head = ["Guide", "Quantity"] + [f"{lv:.0%} interval" for lv in levels] + ["Uniformity p"]
+    return _markdown_table(head, rows)
+
+
+def _sbc_text(sbc: Mapping[str, Any]) -> str:
+    pv = sbc["provenance"]
+    lo, hi = pv.get("interactions_per_user", ["?", "?"])
+    fixed = "fitted by empirical Bayes" if pv.get("empirical_bayes") else "fixed at their simulated values"
+    cov = sbc["coverage"]
+    n_below = int((cov["coverage"] < cov["level"] - 0.05).sum())
+    n_close = int(((cov["coverage"] - cov["level"]).abs() <= 0.05).sum())
+    n_ok = int((sbc["uniformity"]["pvalue"] > 0.01).sum())
+    smoke = " (From a smoke-size run: not a result.)" if pv.get("smoke") else ""
+    return (
+        f"{pv.get('n_replications', '?')} replications, each a world of {pv.get('n_users', '?')} users, "
+        f"{pv.get('n_items', '?')} items, K = {pv.get('n_personas', '?')}, D = {pv.get('n_factors', '?')} and "
+        f"{lo} to {hi} picks per user drawn from the {pv.get('likelihood', '?')} likelihood, fitted with an "
+        f"isotropic persona prior whose scales are {fixed}; {pv.get('num_samples', '?')} posterior draws per rank. "
+        f"Independent picks would repeat an earlier pick {_pct(pv.get('repeat_probability', float('nan')))} of the "
+        f"time, the simulator's departure from the likelihood (it draws distinct items). Of the "
+        f"{len(cov)} (guide, quantity, level) cells, {n_close} cover within 5 points of nominal and "
+        f"{n_below} fall more than 5 points below; {n_ok} of {len(sbc['uniformity'])} rank-uniformity tests "
+        f"have p > 0.01. Commit {str(pv.get('git_commit', '?'))[:8]}.{smoke}"
+    )
+
+
 # --------------------------------------------------------------------------- figures
 def _figure_benchmark(bench: Benchmark, path: Path) -> None:
     from matplotlib.figure import Figure
@@ -625,7 +680,12 @@ RECOVERY_BLOCKS = (
     "value:count-accuracy", "value:coverage90",
 )  # fmt: skip
 ACCOUNTS_BLOCKS = ("table:accounts", "value:accounts-setup")
-SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": ACCOUNTS_BLOCKS}
+SBC_BLOCKS = ("table:sbc", "text:sbc")
+SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": ACCOUNTS_BLOCKS, "sbc": SBC_BLOCKS}
+
+
+def render_sbc(sbc: Mapping[str, Any]) -> dict[str, str]:
+    return {"table:sbc": _sbc_table(sbc), "text:sbc": _sbc_text(sbc)}
 
 
 def render_accounts(acc: Mapping[str, Any]) -> dict[str, str]:
@@ -721,6 +781,7 @@ def render(
         ("benchmark", load_benchmark, render_benchmark),
         ("recovery", load_recovery, render_recovery),
         ("accounts", load_accounts, render_accounts),
+        ("sbc", load_sbc, render_sbc),
     ):
         try:
             data = loader(results_dir)
@@ -746,7 +807,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

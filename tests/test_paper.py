@@ -69,12 +69,18 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS)
 
 
 def test_paper_accounts_blocks_match_results():
     acc = _skip_unless(mp.load_accounts)
     _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_accounts(acc).items()})
+
+
+def test_paper_sbc_blocks_match_results():
+    sbc = _skip_unless(mp.load_sbc)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_sbc(sbc).items()})
+    assert not sbc["provenance"].get("smoke"), "paper/results/sbc is from a smoke run"
 
 
 def test_readme_figures_are_rendered_from_the_result_files():
@@ -90,7 +96,7 @@ def test_readme_figures_are_rendered_from_the_result_files():
 def test_result_files_come_from_one_commit():
     """The benchmark, the shared-account run and the recovery run record the same commit."""
     commits = {}
-    for name in ("provenance.json", "accounts/provenance.json"):
+    for name in ("provenance.json", "accounts/provenance.json", "accounts_seed2/provenance.json", "sbc/provenance.json"):
         path = mp.RESULTS_DIR / name
         if path.is_file():
             commits[name] = json.loads(path.read_text()).get("git_commit")
@@ -169,6 +175,19 @@ def _fake_accounts(folder: Path) -> None:
     )
 
 
+def _fake_sbc(folder: Path) -> None:
+    (folder / "sbc").mkdir()
+    cov = pd.DataFrame([{"guide": "meanfield", "quantity": q, "level": lv, "coverage": lv - d, "n": 100, "se": 0.03}
+                        for q, d in (("max_share", 0.0), ("log_pick", 0.2)) for lv in (0.5, 0.9)])  # fmt: skip
+    cov.to_csv(folder / "sbc" / "coverage.csv", index=False)
+    pd.DataFrame([{"guide": "meanfield", "quantity": q, "n": 100, "n_bins": 10, "chi2": 5.0, "df": 9, "pvalue": p}
+                  for q, p in (("max_share", 0.4), ("log_pick", 1e-9))]).to_csv(folder / "sbc" / "uniformity.csv", index=False)  # fmt: skip
+    (folder / "sbc" / "provenance.json").write_text(json.dumps(
+        {"n_replications": 100, "n_users": 40, "n_items": 500, "n_personas": 3, "n_factors": 3,
+         "interactions_per_user": [10, 20], "likelihood": "joint", "empirical_bayes": False, "num_samples": 99,
+         "repeat_probability": 0.04, "git_commit": "0123456789ab", "smoke": False}))  # fmt: skip
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     results = tmp_path / "results"
@@ -183,9 +202,13 @@ def test_build_renders_every_block_and_figure(workspace):
     _fake_results(results)
     _fake_recovery(results)
     _fake_accounts(results)
+    _fake_sbc(results)
     assert mp.build(results, paper, figures) == []
     text = paper.read_text()
     blocks = mp.paper_blocks(text)
+    assert "| meanfield | held-out log p(i | u) | 30.0% | 70.0% | 1e-09 |" in blocks["table:sbc"]
+    assert "2 cover within 5 points of nominal and 2 fall more than 5 points below" in blocks["text:sbc"]
+    assert "1 of 2 rank-uniformity tests have p > 0.01" in blocks["text:sbc"]
     for m in MODELS:
         assert f"| {m} |" in blocks["table:benchmark"]
         assert f"| {m} |" in blocks["table:sampled"]
@@ -243,7 +266,7 @@ def test_partial_build_renders_what_exists(workspace):
     _fake_recovery(results)
     before = mp.paper_blocks(paper.read_text())
     missing = mp.build(results, paper, figures, partial=True)
-    assert len(missing) == 2 and "results.csv" in missing[0] and "accounts.csv" in missing[1]
+    assert len(missing) == 3 and "results.csv" in missing[0] and "accounts.csv" in missing[1] and "sbc" in missing[2]
     blocks = mp.paper_blocks(paper.read_text())
     assert blocks["value:recovery-seeds"] == "2"
     assert blocks["table:benchmark"] == before["table:benchmark"]  # left as it was
@@ -255,6 +278,7 @@ def test_check_flags_a_hand_edited_table(workspace):
     _fake_results(results)
     _fake_recovery(results)
     _fake_accounts(results)
+    _fake_sbc(results)
     mp.build(results, paper, figures)
     paper.write_text(paper.read_text().replace("| EASE |", "| EASE (edited) |", 1))
     assert mp.stale_blocks(results, paper) == ["table:benchmark"]
@@ -294,7 +318,7 @@ def test_bench_all_runs_every_result_file_from_one_clean_commit(tmp_path, monkey
     jobs = bench.all_jobs(tmp_path, "/data", smoke=True)
     outs = [cmd[cmd.index("--out") + 1] for cmd in jobs]
     assert outs == [str(tmp_path), str(tmp_path / "accounts"), str(tmp_path / "accounts_seed2"),
-                    str(tmp_path / "recovery.json")]  # fmt: skip
+                    str(tmp_path / "sbc"), str(tmp_path / "recovery.json")]  # fmt: skip
     assert all("--smoke" in cmd for cmd in jobs)
     assert [cmd[cmd.index("--seed") + 1] for cmd in jobs[1:3]] == ["0", "2"]
     monkeypatch.setattr(provenance, "git_commit", lambda: ("abc", True))

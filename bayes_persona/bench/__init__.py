@@ -17,6 +17,9 @@ planted data of growing size).
 ``python -m bayes_persona.bench accounts [...]`` runs the shared-account attribution
 benchmark (:mod:`bayes_persona.bench.accounts`).
 
+``python -m bayes_persona.bench sbc [--replications 100]`` runs the simulation-based
+calibration of the guides (:mod:`bayes_persona.bench.sbc`).
+
 ``python -m bayes_persona.bench all [--out paper/results]`` runs every result file of the
 paper, one after the other (:func:`run_all`).
 
@@ -236,6 +239,7 @@ def all_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
         [*py, *home, "--out", str(out), *flag],
         [*py, "accounts", *home, "--out", str(out / "accounts"), "--seed", "0", *flag],
         [*py, "accounts", *home, "--out", str(out / "accounts_seed2"), "--seed", "2", *flag],
+        [*py, "sbc", "--out", str(out / "sbc"), *flag],
     ]
     paper = Path(__file__).resolve().parents[2] / "paper" / "make_paper.py"
     if paper.is_file():
@@ -287,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.bench.fuzz import main as fuzz_main
 
         return fuzz_main(argv[1:])
+    if argv[:1] == ["sbc"]:  # python -m bayes_persona.bench sbc ...: simulation-based calibration
+        from bayes_persona.bench.sbc import main as sbc_main
+
+        return sbc_main(argv[1:])
     if argv[:1] == ["accounts"]:  # python -m bayes_persona.bench accounts ...: attribution
         from bayes_persona.bench.accounts import main as accounts_main
 

@@ -10,15 +10,17 @@ means the posterior is too narrow (over-confident), a hump too wide, a slope bia
 
 Quantities ranked
 -----------------
-Personas are exchangeable and the factors are identified only up to rotation, so the ranked
-quantities are invariant to both, after each user's fitted personas are matched to the true
-ones (Hungarian algorithm on the agreement of their assignment probabilities over the user's
-interactions):
+Personas are exchangeable and the factors are identified only up to rotation, so every
+ranked quantity is invariant to both, and no fitted persona is matched to a true one:
 
-* ``prevalence``: :math:`\pi_{uk}` of one persona drawn at random per user;
-* ``assignment``: :math:`P(z = k \mid u, i, \theta) \propto \pi_{uk}\,
-  \mathrm{softmax}_k(i)` for one of the user's interactions and one persona, drawn at
-  random per user.
+* ``max_share``: :math:`\max_k w_{uk}`, the largest persona share
+  :math:`w_{uk} = P(z = k \mid u)` of the user;
+* ``share_entropy``: :math:`-\sum_k w_{uk} \log w_{uk}` (at ``K = 2`` a function of
+  ``max_share``);
+* ``co_assignment``: :math:`\sum_k P(z = k \mid u, i) P(z = k \mid u, j)`, the probability
+  that two of the user's interactions, drawn at random, share a persona (the explanation);
+* ``log_pick``: :math:`\log p(i \mid u)` of one catalogue item drawn at random, the
+  held-out predictive.
 
 One rank per user and quantity keeps the ranks of a replication close to independent
 (users share only the item parameters). Coverage of the central ``50/80/90/95%`` intervals
@@ -27,17 +29,22 @@ chi-square test on ``n_bins`` equal bins of randomised fractional ranks
 :math:`(r + V)/(L + 1)`, :math:`V \sim U(0, 1)`, which are exactly uniform under
 calibration for any ``L``.
 
+The simulator and the fit
+-------------------------
+Worlds are simulated from the likelihood being checked (``likelihood="joint"``, the
+default model's, or ``"mixture"``), and the fit has the same isotropic persona prior
+(``n_prototypes=0``) with the three prior scales fixed at their simulated values
+(``empirical_bayes=False``), so that exact inference would give uniform ranks.
+
 Caveats
 -------
-* The fit estimates the prior scales by empirical Bayes, while the simulation fixes them,
-  so the procedure checks the whole fitting pipeline (EB included), not the posterior for
-  known hyperparameters alone.
 * Data sets hold each (user, item) pair at most once, so a user's simulated picks are drawn
-  successively without replacement (as :func:`bayes_persona.make_synthetic` does) while the
-  model's likelihood treats them as independent; with ``n_u`` well below the effective
-  catalogue size the difference is small.
-* Matching personas with the fitted posterior uses the data, which pulls matched ranks
-  slightly toward the centre.
+  successively without replacement while the likelihood treats them as independent;
+  ``PriorWorld.repeat_probability`` (recorded by ``python -m bayes_persona.bench sbc``) is
+  the share of independent picks that would repeat an earlier one. Large catalogues and
+  few picks per user keep it small.
+* The default model's prototype prior (``n_prototypes > 0``) has hyperparameters fitted by
+  empirical Bayes and is not simulated here.
 
 References
 ----------
@@ -78,7 +85,7 @@ logger = logging.getLogger(__name__)
 #: Nominal central-interval levels whose coverage is reported.
 DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
 
-QUANTITIES = ("prevalence", "assignment")
+QUANTITIES = ("max_share", "share_entropy", "co_assignment", "log_pick")
 
 #: Fit settings of each replication unless ``fit_kwargs`` overrides them: small worlds need
 #: many full-batch steps (one step per epoch with 40 users) to converge.
@@ -87,10 +94,6 @@ DEFAULT_FIT_KWARGS: dict[str, Any] = {
     "batch_size": 64,
     "learning_rate": 0.05,
     "patience": 0,
-    # The simulated worlds come from the isotropic prior with unknown scales: fit that model
-    # (no taste prototypes) with every scale by empirical Bayes.
-    "n_prototypes": 0,
-    "item_prior_scale": None,
 }
 
 
@@ -125,6 +128,26 @@ class PriorWorld:
     item_bias: np.ndarray
     persona_factors: np.ndarray
     prevalence: np.ndarray
+    likelihood: str = "joint"
+    repeat_probability: float = float("nan")
+
+    def log_shares(self) -> np.ndarray:
+        """``log P(z = k | u)``, each persona's share of the user's choices, (U, K): the
+        prevalence itself in the mixture form, ``pi_k Z_k / sum_k' pi_k' Z_k'`` in the joint
+        form (:func:`bayes_persona.model.persona_shares`)."""
+        with np.errstate(divide="ignore"):
+            log_pi = np.log(self.prevalence)
+        if self.likelihood == "mixture":
+            return log_pi
+        logits = np.einsum("ukd,nd->ukn", self.persona_factors, self.item_factors) + self.item_bias
+        m = logits.max(-1, keepdims=True)
+        log_z = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[..., 0]  # (U, K)
+        a = log_pi + log_z
+        return a - _logsumexp(a, axis=1, keepdims=True)
+
+    def log_pick(self) -> np.ndarray:
+        """``log p(i | u) = log sum_k P(z = k | u) softmax_k(i)`` for every user and item, (U, N)."""
+        return _logsumexp(self.log_shares()[:, :, None] + self.log_choice(), axis=1)
 
     def log_choice(self) -> np.ndarray:
         """``log softmax_j(p_uk . q_j + b_j)`` for every user, persona and item, (U, K, N)."""
@@ -133,13 +156,21 @@ class PriorWorld:
         return logits - (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))
 
     def assignment(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """True ``P(z = k | u, i)`` for index pairs, shape (n, K)."""
+        """True ``P(z = k | u, i) = softmax_k(log P(z = k | u) + log softmax_k(i))`` for index
+        pairs, shape (n, K) (in the joint form, AMP-CF's attention with the prevalence as prior)."""
         lc = self.log_choice()[u, :, i]  # (n, K)
         with np.errstate(divide="ignore"):
-            lj = np.log(self.prevalence[u]) + lc
+            lj = self.log_shares()[u] + lc
         lj -= lj.max(1, keepdims=True)
         p = np.exp(lj)
         return p / p.sum(1, keepdims=True)
+
+
+def _logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def simulate_prior_world(
@@ -154,6 +185,7 @@ def simulate_prior_world(
     bias_scale: float = 0.5,
     prevalence_concentration: float = 0.5,
     n_categories: int = 0,
+    likelihood: str = "joint",
     seed: int = 0,
 ) -> PriorWorld:
     r"""Draw parameters from the persona model's prior and simulate implicit data from them.
@@ -161,7 +193,12 @@ def simulate_prior_world(
     :math:`q_i \sim N(0, s_q^2 I_D)`, :math:`b_i \sim N(0, s_b^2)`,
     :math:`p_{uk} \sim N(0, s_p^2 I_D)`, :math:`\pi_u \sim \mathrm{Dirichlet}(\alpha)`;
     each user makes ``n_u`` (uniform in ``interactions_per_user``) distinct picks drawn
-    successively from :math:`\sum_k \pi_{uk} \mathrm{softmax}_k` (Gumbel-top-k).
+    successively from the model's :math:`p(i \mid u) = \sum_k w_{uk} \mathrm{softmax}_k(i)`
+    (Gumbel-top-k), with the persona shares :math:`w` of ``likelihood``'s form
+    (:meth:`PriorWorld.log_shares`). A data set holds a (user, item) pair at most once, while
+    the likelihood treats picks as independent; ``repeat_probability`` of the result, the
+    share of ``n_u`` independent picks that would repeat an earlier pick (mean over users),
+    is the size of that mismatch.
 
     Parameters
     ----------
@@ -173,6 +210,8 @@ def simulate_prior_world(
         :math:`s_p, s_q, s_b`.
     prevalence_concentration : float
         :math:`\alpha`.
+    likelihood : {"joint", "mixture"}, default "joint"
+        The form of the model being checked (``PersonaRecommender(likelihood=...)``).
     n_categories : int, default 0
         When positive, the dataset gets an items table whose ``categories`` name the
         largest of the first ``min(n_categories, D)`` coordinates of each item's factor
@@ -204,6 +243,8 @@ def simulate_prior_world(
         )
     )
     alpha = _check_pos("prevalence_concentration", prevalence_concentration)
+    if likelihood not in ("joint", "mixture"):
+        raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {likelihood!r}")
     seed = _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     q = s_q * rng.standard_normal((N, D))
@@ -212,16 +253,19 @@ def simulate_prior_world(
     pi = rng.dirichlet(np.full(K, alpha), size=U) if K > 1 else np.ones((U, 1))
     pi = np.clip(pi, 1e-12, None)
     pi /= pi.sum(1, keepdims=True)
-    world = PriorWorld(None, q, b, p, pi)
-    log_choice = world.log_choice()
-    rows_u, rows_i = [], []
+    world = PriorWorld(None, q, b, p, pi, likelihood)
+    p_pick = np.exp(world.log_pick())  # (U, N)
+    rows_u, rows_i, repeat = [], [], []
     for u in range(U):
         n_u = int(rng.integers(lo, hi + 1))
-        lp = np.log(np.exp(np.log(pi[u])[:, None] + log_choice[u]).sum(0))
-        keys = lp - np.log(rng.standard_exponential(N))
+        keys = np.log(p_pick[u]) - np.log(rng.standard_exponential(N))
         picks = np.argpartition(-keys, n_u - 1)[:n_u]
         rows_u.append(np.full(n_u, u + 1))
         rows_i.append(picks + 1)
+        # Independent picks: pick t repeats an earlier one with probability
+        # sum_i p_i (1 - (1 - p_i)^(t - 1)); averaged over t = 1..n_u.
+        t = np.arange(n_u)[:, None]
+        repeat.append(float((p_pick[u] * (1.0 - (1.0 - p_pick[u]) ** t)).sum(1).mean()))
     ratings = pd.DataFrame({"user_id": np.concatenate(rows_u), "item_id": np.concatenate(rows_i)})
     items = None
     n_cat = min(_check_int("n_categories", n_categories, 0), D)
@@ -230,8 +274,10 @@ def simulate_prior_world(
         items = pd.DataFrame(
             {"item_id": np.arange(1, N + 1), "categories": [[f"c{c}"] for c in cat]}
         )
+    if items is None:  # the whole catalogue, so that a fit normalises over the same items
+        items = pd.DataFrame({"item_id": np.arange(1, N + 1)})
     ds = Dataset(ratings=ratings, items=items, name=f"prior-world(seed={seed})")
-    return PriorWorld(ds, q, b, p, pi)
+    return PriorWorld(ds, q, b, p, pi, likelihood, float(np.mean(repeat)))
 
 
 # --------------------------------------------------------------------------- SBC
@@ -314,47 +360,50 @@ def _replication_ranks(
     rng: np.random.Generator,
     levels: Sequence[float],
 ) -> list[dict[str, Any]]:
-    """Ranks of one fitted replication: one prevalence and one assignment per user."""
-    from bayes_persona.posterior import best_permutation
+    """Ranks of one fitted replication: each quantity of :data:`QUANTITIES` once per user.
 
+    Every quantity is invariant to relabelling the personas, so no matching of fitted to
+    true personas is needed; the items a quantity looks at are chosen from the data (or
+    the catalogue) at random, never from the true parameters.
+    """
     ratings = world.dataset.ratings
     U = len(model.user_vocab_)
     users = np.arange(U)
     with torch.no_grad():
-        q, b = model.posterior_.item_draws(num_samples)
-        d = model.posterior_.user_draws(users, num_samples)
-        p, pi = d["persona_factors"], d["prevalence"]  # (L, U, K, D), (L, U, K)
+        post = model.posterior_
+        q, b = post.item_draws(num_samples)
+        d = post.user_draws(users, num_samples)
+        p, w = d["persona_factors"], d["prevalence"]  # (L, U, K, D); shares P(z = k | u), (L, U, K)
         logits = torch.einsum("sukd,snd->sukn", p, q) + b[:, None, None, :]
-        log_joint = torch.log(pi)[..., None] + torch.log_softmax(logits, dim=-1)  # (L, U, K, N)
-        post = torch.softmax(log_joint, dim=2).cpu().numpy()
-    pi = pi.cpu().numpy()
-    rows = []
+        log_joint = torch.log(w)[..., None] + torch.log_softmax(logits, dim=-1)  # log P(z=k, i | u)
+        log_pick = torch.logsumexp(log_joint, dim=2).double().cpu().numpy()  # (L, U, N_model)
+        attention = torch.softmax(log_joint, dim=2).double().cpu().numpy()  # (L, U, K, N_model)
+    w = w.double().cpu().numpy()
+    true_log_shares = world.log_shares()
+    true_log_pick = world.log_pick()
     by_user = dict(tuple(ratings.groupby("user_id", sort=False)))
+    catalogue = model.item_vocab_.decode(np.arange(len(model.item_vocab_)))
+    rows = []
+
+    def add(quantity: str, uid: Any, item: Any, draws: np.ndarray, true: float) -> None:
+        rows.append({"replication": None, "quantity": quantity, "user_id": uid, "item_id": item,
+                     **_rank_row(draws, true, rng, levels)})  # fmt: skip
+
     for u in users:
         uid = model.user_vocab_.decode(np.array([u]))[0]
-        grp = by_user[uid]
-        items_ext = grp["item_id"].to_numpy()
-        i_model = model.item_vocab_.encode(items_ext)
-        true_post = world.assignment(
-            np.full(len(items_ext), int(uid) - 1), items_ext.astype(np.int64) - 1
-        )  # (n, K)
-        draws_post = post[:, u][:, :, i_model]  # (L, K, n)
-        mean_post = draws_post.mean(0)  # (K, n)
-        K = true_post.shape[1]
-        perm = np.asarray(
-            best_permutation(-(true_post.T @ mean_post.T))
-        )  # true slot -> fitted persona
-        t = int(rng.integers(K))
-        rows.append(
-            {"replication": None, "quantity": "prevalence", "user_id": uid, "persona": t, "item_id": None,
-             **_rank_row(pi[:, u, perm[t]], world.prevalence[int(uid) - 1, t], rng, levels)}
-        )  # fmt: skip
-        j = int(rng.integers(len(items_ext)))
-        t = int(rng.integers(K))
-        rows.append(
-            {"replication": None, "quantity": "assignment", "user_id": uid, "persona": t, "item_id": items_ext[j],
-             **_rank_row(draws_post[:, perm[t], j], true_post[j, t], rng, levels)}
-        )  # fmt: skip
+        t = int(uid) - 1  # the world's index of the user
+        true_w = np.exp(true_log_shares[t])
+        add("max_share", uid, None, w[:, u].max(1), true_w.max())
+        ent = lambda x: -(x * np.log(np.clip(x, 1e-300, None))).sum(-1)  # noqa: E731
+        add("share_entropy", uid, None, ent(w[:, u]), float(ent(true_w)))
+        items_ext = by_user[uid]["item_id"].to_numpy()
+        a, c = rng.choice(len(items_ext), size=2, replace=False)
+        ia, ic = model.item_vocab_.encode(items_ext[[a, c]])
+        co = (attention[:, u, :, ia] * attention[:, u, :, ic]).sum(-1)
+        true_att = world.assignment(np.array([t, t]), items_ext[[a, c]].astype(np.int64) - 1)
+        add("co_assignment", uid, f"{items_ext[a]}|{items_ext[c]}", co, float(true_att[0] @ true_att[1]))
+        j = int(rng.integers(len(catalogue)))
+        add("log_pick", uid, catalogue[j], log_pick[:, u, j], float(true_log_pick[t, int(catalogue[j]) - 1]))
     return rows
 
 
@@ -408,6 +457,8 @@ def simulation_based_calibration(
     item_scale: float = 0.7,
     bias_scale: float = 0.5,
     prevalence_concentration: float = 0.5,
+    likelihood: str = "joint",
+    empirical_bayes: bool = False,
     levels: Sequence[float] = DEFAULT_LEVELS,
     n_bins: int = 10,
     fit_kwargs: Mapping[str, Any] | None = None,
@@ -433,7 +484,15 @@ def simulation_based_calibration(
     num_samples : int, default 99
         L, posterior draws per rank.
     persona_scale, item_scale, bias_scale, prevalence_concentration : float
-        Prior of the simulation (the fit re-estimates the scales by empirical Bayes).
+        Prior of the simulation, and of the fit: the fitted model has an isotropic persona
+        prior (``n_prototypes=0``) with these scales fixed, so that the check is of the
+        posterior under the prior that generated the data.
+    likelihood : {"joint", "mixture"}, default "joint"
+        The form simulated and fitted (the default model's is "joint").
+    empirical_bayes : bool, default False
+        Fit the three scales by empirical Bayes instead (the default model's behaviour);
+        then the check covers the whole pipeline, and its ranks need not be uniform even
+        for exact inference.
     levels : sequence of float in (0, 1)
         Central-interval levels whose coverage is reported.
     n_bins : int, default 10
@@ -470,7 +529,15 @@ def simulation_based_calibration(
         if not isinstance(fit_kwargs, Mapping):
             raise DataTypeError(f"fit_kwargs must be a mapping; got {type(fit_kwargs).__name__}")
         fk.update(fit_kwargs)
-    for k in ("n_personas", "n_factors", "guide", "prevalence_concentration", "progress"):
+    if likelihood not in ("joint", "mixture"):
+        raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {likelihood!r}")
+    if not isinstance(empirical_bayes, bool):
+        raise DataTypeError(f"empirical_bayes must be a bool; got {type(empirical_bayes).__name__}")
+    scales = {} if empirical_bayes else {
+        "persona_prior_scale": persona_scale, "item_prior_scale": item_scale, "bias_prior_scale": bias_scale,
+    }  # fmt: skip
+    fk = {"n_prototypes": 0, "item_prior_scale": None, **scales, **fk}
+    for k in ("n_personas", "n_factors", "guide", "prevalence_concentration", "progress", "likelihood"):
         if k in fk:
             raise DataValidationError(
                 f"fit_kwargs must not set {k!r}; it is an argument of its own"
@@ -479,23 +546,26 @@ def simulation_based_calibration(
         n_replications=R, n_users=n_users, n_items=n_items, n_personas=K, n_factors=n_factors,
         interactions_per_user=tuple(interactions_per_user), guide=guide, num_samples=L,
         persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
-        prevalence_concentration=prevalence_concentration, levels=lv, n_bins=nb,
-        fit_kwargs=dict(fk), random_state=seed,
+        prevalence_concentration=prevalence_concentration, likelihood=likelihood,
+        empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), random_state=seed,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 0x5BC])
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    repeats = []
     for r in range(R):
         world = simulate_prior_world(
             n_users, n_items, K, n_factors, interactions_per_user,
             persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
-            prevalence_concentration=prevalence_concentration, seed=seed * 1_000_003 + r,
+            prevalence_concentration=prevalence_concentration, likelihood=likelihood,
+            seed=seed * 1_000_003 + r,
         )  # fmt: skip
         model = PersonaRecommender(
-            n_personas=K, n_factors=n_factors, guide=guide,
+            n_personas=K, n_factors=n_factors, guide=guide, likelihood=likelihood,
             prevalence_concentration=prevalence_concentration, progress=False,
             **{"random_state": r, **fk},
         )  # fmt: skip
+        repeats.append(world.repeat_probability)
         model.fit(world.dataset)
         rep_rows = _replication_ranks(model, world, L, rng, lv)
         for row in rep_rows:
@@ -503,10 +573,11 @@ def simulation_based_calibration(
             row["guide"] = guide
         rows.extend(rep_rows)
         logger.info("SBC %s: replication %d/%d done", guide, r + 1, R)
-    cols = ["guide", "replication", "quantity", "user_id", "persona", "item_id", "true", "post_mean",
+    cols = ["guide", "replication", "quantity", "user_id", "item_id", "true", "post_mean",
             "rank", "fractional_rank", "n_draws"] + [f"covered_{round(x * 100):d}" for x in lv]  # fmt: skip
     ranks = pd.DataFrame(rows)[cols]
     coverage, uniformity = _summaries(ranks, lv, nb)
+    config["repeat_probability"] = float(np.mean(repeats))  # the simulator's mismatch (module docstring)
     return SBCResult(ranks, coverage, uniformity, config, time.perf_counter() - start)
 
 
@@ -540,40 +611,3 @@ def compare_guides(guides: Sequence[str] = ("meanfield", "lowrank"), **kwargs: A
         config,
         sum(r.seconds for r in results),
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m bayes_persona.diagnostics.sbc --replications 20``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(
-        description="Simulation-based calibration of the persona model's guides."
-    )
-    ap.add_argument("--replications", type=int, default=20)
-    ap.add_argument("--users", type=int, default=40)
-    ap.add_argument("--items", type=int, default=80)
-    ap.add_argument("--personas", type=int, default=2)
-    ap.add_argument("--factors", type=int, default=3)
-    ap.add_argument("--draws", type=int, default=99)
-    ap.add_argument("--max-epochs", type=int, default=DEFAULT_FIT_KWARGS["max_epochs"])
-    ap.add_argument("--learning-rate", type=float, default=DEFAULT_FIT_KWARGS["learning_rate"])
-    ap.add_argument("--guides", default="meanfield,lowrank")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="write the ranks as CSV here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    res = compare_guides(
-        tuple(args.guides.split(",")), n_replications=args.replications, n_users=args.users,
-        n_items=args.items, n_personas=args.personas, n_factors=args.factors,
-        num_samples=args.draws, random_state=args.seed,
-        fit_kwargs={"max_epochs": args.max_epochs, "learning_rate": args.learning_rate},
-    )  # fmt: skip
-    logger.info("%s\n(%.0f s)", res.summary(), res.seconds)
-    if args.out:
-        res.ranks.to_csv(args.out, index=False)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
