@@ -325,6 +325,7 @@ class PersonaRecommender:
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 100,
         resume: bool = False,
+        catalogue: Any = None,
     ) -> PersonaRecommender:
         """Fit the posterior by SVI.
 
@@ -344,6 +345,10 @@ class PersonaRecommender:
             Save a checkpoint there every ``checkpoint_every`` steps (atomically).
         resume : bool
             Continue from the checkpoint in ``checkpoint_dir`` when there is one.
+        catalogue : array-like of item ids, optional
+            The whole catalogue the choices were made from. Its items that ``train`` never
+            chose still enter the softmax normaliser (their factors are learnt from having
+            been passed over) and can be recommended. Default: the items of ``train``.
 
         Returns
         -------
@@ -360,10 +365,17 @@ class PersonaRecommender:
         self._validate_params()
         on_cpu = not str(self.device).startswith("cuda")
         with torch_threads(self.n_threads if on_cpu else None):
-            return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume)
+            return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue)
 
-    def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume) -> PersonaRecommender:
+    def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue=None) -> PersonaRecommender:
         ratings = _as_ratings(train, "train")
+        item_ids = ratings["item_id"].to_numpy()
+        if catalogue is not None:
+            cat = Vocabulary.from_ids(catalogue, name="catalogue")
+            train_kind = Vocabulary.from_ids(item_ids, name="item_id").kind
+            if cat.kind != train_kind:
+                raise DataTypeError(f"catalogue must hold {train_kind} item ids like train's; got {cat.kind} ids")
+            item_ids = np.concatenate([item_ids.astype(cat.ids.dtype), cat.ids])
         if items is None and not isinstance(train, pd.DataFrame):
             items = getattr(train, "items", None)
         if items is not None:
@@ -397,7 +409,7 @@ class PersonaRecommender:
             self.__dict__.pop(attr, None)
 
         self.user_vocab_ = Vocabulary.from_ids(ratings["user_id"].to_numpy(), name="user_id")
-        self.item_vocab_ = Vocabulary.from_ids(ratings["item_id"].to_numpy(), name="item_id")
+        self.item_vocab_ = Vocabulary.from_ids(item_ids, name="item_id")
         u = self.user_vocab_.encode(ratings["user_id"].to_numpy())
         i = self.item_vocab_.encode(ratings["item_id"].to_numpy())
         U, N = len(self.user_vocab_), len(self.item_vocab_)

@@ -4,6 +4,7 @@ prevalences' logistic-normal guide (see bayes_persona.model)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -46,6 +47,35 @@ def test_item_prior_scale_fixed_or_empirical_bayes():
     assert "raw_item_scale" not in dict(fixed.named_parameters())
     eb = PersonaModel(10, 20, 2, 3, item_prior_scale=None)
     assert "raw_item_scale" in dict(eb.named_parameters())
+
+
+def test_persona_and_bias_scales_fixed_or_empirical_bayes():
+    fixed = PersonaModel(10, 20, 2, 3, persona_prior_scale=0.7, bias_prior_scale=0.5)
+    assert float(fixed.scale("persona_scale")) == pytest.approx(0.7)
+    assert float(fixed.scale("bias_scale")) == pytest.approx(0.5)
+    names = dict(fixed.named_parameters())
+    assert "raw_persona_scale" not in names and "raw_bias_scale" not in names
+    assert {"raw_persona_scale", "raw_bias_scale"} <= set(dict(PersonaModel(10, 20, 2, 3).named_parameters()))
+    with pytest.raises(bp.DataValidationError, match="persona_prior_scale"):
+        bp.PersonaRecommender(persona_prior_scale=-1.0).fit(pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2]}))
+
+
+def test_catalogue_adds_items_never_chosen_to_the_normaliser():
+    rng = np.random.default_rng(0)
+    r = pd.DataFrame({"user_id": np.repeat(np.arange(30), 5), "item_id": rng.integers(0, 40, 150)}).drop_duplicates()
+    train = r[r["item_id"] != r["item_id"].iloc[0]]
+    kw = dict(n_personas=2, n_factors=4, n_prototypes=0, max_epochs=2, progress=False)
+    plain = bp.PersonaRecommender(**kw).fit(train)
+    full = bp.PersonaRecommender(**kw).fit(train, catalogue=r["item_id"].unique())
+    assert len(full.item_vocab_) == len(plain.item_vocab_) + 1 == r["item_id"].nunique()
+    missing = r["item_id"].iloc[0]
+    user = int(r.loc[r["item_id"] != missing, "user_id"].iloc[0])
+    recs = full.recommend(user, n=len(full.item_vocab_))  # every unseen item, the unchosen one too
+    assert missing in set(recs["item_id"])
+    with pytest.raises(bp.DataTypeError, match="catalogue"):
+        bp.PersonaRecommender(**kw).fit(train, catalogue=["a", "b"])
+    with pytest.raises(bp.DataValidationError, match="catalogue"):
+        bp.PersonaRecommender(**kw).fit(train, catalogue=[])
 
 
 def _one_user_guide(alpha=0.1):

@@ -566,7 +566,7 @@ def simulation_based_calibration(
             **{"random_state": r, **fk},
         )  # fmt: skip
         repeats.append(world.repeat_probability)
-        model.fit(world.dataset)
+        model.fit(world.dataset, catalogue=world.dataset.items["item_id"])  # unpicked items too
         rep_rows = _replication_ranks(model, world, L, rng, lv)
         for row in rep_rows:
             row["replication"] = r
