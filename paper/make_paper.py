@@ -596,6 +596,52 @@ def _sbc_text(sbc: Mapping[str, Any]) -> str:
     )
 
 
+NUTS_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts"
+
+
+def load_nuts(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts/coverage.csv``, ``nuts/overlap.csv`` and ``nuts/provenance.json``."""
+    path = Path(results_dir) / "nuts"
+    if not (path / "coverage.csv").is_file():
+        raise MissingResultsError(f"{path / 'coverage.csv'} is missing: run `{NUTS_COMMAND}`")
+    return {
+        "coverage": pd.read_csv(path / "coverage.csv"),
+        "overlap": pd.read_csv(path / "overlap.csv"),
+        "provenance": json.loads((path / "provenance.json").read_text()),
+    }
+
+
+def _nuts_table(nuts: Mapping[str, Any]) -> str:
+    cov, ov = nuts["coverage"], nuts["overlap"]
+    rows = []
+    for (m, q), grp in cov.groupby(["method", "quantity"], sort=False):
+        by = dict(zip(grp["level"], grp["coverage"], strict=True))
+        o = ov[(ov["method"] == m) & (ov["quantity"] == q)]
+        extra = [_num(float(o["overlap"].iloc[0]), 2), _num(float(o["width_ratio"].iloc[0]), 2)] if len(o) else ["–", "–"]
+        rows.append([m, SBC_LABELS.get(q, q)] + [_pct(by[lv]) for lv in sorted(by)] + extra)
+    levels = sorted(cov["level"].unique())
+    head = ["Method", "Quantity"] + [f"{lv:.0%} interval" for lv in levels] + ["90% overlap with NUTS", "Width / NUTS's"]
+    return _markdown_table(head, rows)
+
+
+def _nuts_text(nuts: Mapping[str, Any]) -> str:
+    pv = nuts["provenance"]
+    cov = nuts["coverage"]
+    ref = cov[cov["method"] == "nuts"].set_index(["quantity", "level"])["coverage"]
+    svi = cov[cov["method"] != "nuts"]
+    gap = (svi.set_index(["quantity", "level"])["coverage"] - ref.reindex(svi.set_index(["quantity", "level"]).index)).abs()
+    within = int((gap <= 0.05).sum())
+    lo, hi = pv.get("interactions_per_user", ["?", "?"])
+    smoke = " (From a smoke-size run: not a result.)" if pv.get("smoke") else ""
+    return (
+        f"{pv.get('n_worlds', '?')} worlds of {pv.get('n_users', '?')} users, {pv.get('n_items', '?')} items, "
+        f"K = {pv.get('n_personas', '?')}, D = {pv.get('n_factors', '?')} and {lo} to {hi} picks per user; NUTS "
+        f"kept {pv.get('num_samples', '?')} draws after {pv.get('warmup_steps', '?')} warm-up steps "
+        f"({pv.get('divergences', '?')} divergent transitions in all). Of the {len(gap)} (guide, quantity, level) "
+        f"cells, {within} cover within 5 points of NUTS's coverage. Commit {str(pv.get('git_commit', '?'))[:8]}.{smoke}"
+    )
+
+
 # --------------------------------------------------------------------------- figures
 def _figure_benchmark(bench: Benchmark, path: Path) -> None:
     from matplotlib.figure import Figure
@@ -681,7 +727,13 @@ RECOVERY_BLOCKS = (
 )  # fmt: skip
 ACCOUNTS_BLOCKS = ("table:accounts", "value:accounts-setup")
 SBC_BLOCKS = ("table:sbc", "text:sbc")
-SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": ACCOUNTS_BLOCKS, "sbc": SBC_BLOCKS}
+NUTS_BLOCKS = ("table:nuts", "text:nuts")
+SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": ACCOUNTS_BLOCKS, "sbc": SBC_BLOCKS,
+           "nuts": NUTS_BLOCKS}  # fmt: skip
+
+
+def render_nuts(nuts: Mapping[str, Any]) -> dict[str, str]:
+    return {"table:nuts": _nuts_table(nuts), "text:nuts": _nuts_text(nuts)}
 
 
 def render_sbc(sbc: Mapping[str, Any]) -> dict[str, str]:
@@ -782,6 +834,7 @@ def render(
         ("recovery", load_recovery, render_recovery),
         ("accounts", load_accounts, render_accounts),
         ("sbc", load_sbc, render_sbc),
+        ("nuts", load_nuts, render_nuts),
     ):
         try:
             data = loader(results_dir)
@@ -807,7 +860,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -170,3 +171,36 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     with pytest.raises(SystemExit):
         main(["sbc", "--replications", "0", "--out", str(tmp_path)])
+
+
+def test_invariant_quantities_agree_with_the_world_and_ignore_labels():
+    w = calibration.simulate_prior_world(6, 30, 3, 2, (3, 6), seed=4)
+    picks = calibration.draw_picks(w, np.random.default_rng(0))
+    assert picks.shape == (6, 4)
+    true = calibration.true_quantities(w, picks)
+    for r, (u, a, c, j) in enumerate(picks):
+        att = w.assignment(np.array([u, u]), np.array([a, c]))
+        assert true["co_assignment"][r] == pytest.approx(att[0] @ att[1])
+        assert true["log_pick"][r] == pytest.approx(w.log_pick()[u, j])
+        assert true["max_share"][r] == pytest.approx(np.exp(w.log_shares()[u]).max())
+    perm = [2, 0, 1]  # relabel the personas: nothing changes
+    again = calibration.invariant_quantities(w.item_factors[None], w.item_bias[None], w.persona_factors[None][:, :, perm],
+                                             w.log_shares()[None][:, :, perm], picks)  # fmt: skip
+    for name in calibration.QUANTITIES:
+        np.testing.assert_allclose(again[name][0], true[name])
+
+
+def test_bench_nuts_compares_guides_with_nuts(tmp_path):
+    from bayes_persona.bench import main
+
+    assert main(["nuts", "--smoke", "--out", str(tmp_path)]) == 0
+    cov = pd.read_csv(tmp_path / "coverage.csv")
+    assert set(cov["method"]) == {"meanfield", "lowrank", "nuts"}
+    assert set(cov["quantity"]) == set(calibration.QUANTITIES)
+    assert cov["coverage"].between(0, 1).all()
+    ov = pd.read_csv(tmp_path / "overlap.csv")
+    assert set(ov["method"]) == {"meanfield", "lowrank"} and ov["overlap"].between(0, 1).all()
+    iv = pd.read_csv(tmp_path / "intervals.csv")
+    assert (iv["low_90"] <= iv["median"]).all() and (iv["median"] <= iv["high_90"]).all()
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert prov["smoke"] and prov["n_worlds"] == 1 and "nuts" in prov["seconds"]

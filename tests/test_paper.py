@@ -69,7 +69,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS)
 
 
 def test_paper_accounts_blocks_match_results():
@@ -81,6 +81,12 @@ def test_paper_sbc_blocks_match_results():
     sbc = _skip_unless(mp.load_sbc)
     _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_sbc(sbc).items()})
     assert not sbc["provenance"].get("smoke"), "paper/results/sbc is from a smoke run"
+
+
+def test_paper_nuts_blocks_match_results():
+    nuts = _skip_unless(mp.load_nuts)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_nuts(nuts).items()})
+    assert not nuts["provenance"].get("smoke"), "paper/results/nuts is from a smoke run"
 
 
 def test_readme_figures_are_rendered_from_the_result_files():
@@ -188,6 +194,17 @@ def _fake_sbc(folder: Path) -> None:
          "repeat_probability": 0.04, "git_commit": "0123456789ab", "smoke": False}))  # fmt: skip
 
 
+def _fake_nuts(folder: Path) -> None:
+    (folder / "nuts").mkdir()
+    pd.DataFrame([{"method": m, "quantity": "co_assignment", "level": 0.9, "coverage": c, "n": 150, "se": 0.02}
+                  for m, c in (("meanfield", 0.8), ("lowrank", 0.88), ("nuts", 0.9))]).to_csv(folder / "nuts" / "coverage.csv", index=False)  # fmt: skip
+    pd.DataFrame([{"method": m, "quantity": "co_assignment", "overlap": 0.7, "width_ratio": 0.8}
+                  for m in ("meanfield", "lowrank")]).to_csv(folder / "nuts" / "overlap.csv", index=False)  # fmt: skip
+    (folder / "nuts" / "provenance.json").write_text(json.dumps(
+        {"n_worlds": 10, "n_users": 15, "n_items": 80, "n_personas": 3, "n_factors": 2, "interactions_per_user": [8, 15],
+         "num_samples": 200, "warmup_steps": 400, "divergences": 0, "git_commit": "0123456789ab", "smoke": False}))  # fmt: skip
+
+
 @pytest.fixture()
 def workspace(tmp_path):
     results = tmp_path / "results"
@@ -203,12 +220,15 @@ def test_build_renders_every_block_and_figure(workspace):
     _fake_recovery(results)
     _fake_accounts(results)
     _fake_sbc(results)
+    _fake_nuts(results)
     assert mp.build(results, paper, figures) == []
     text = paper.read_text()
     blocks = mp.paper_blocks(text)
     assert "| meanfield | held-out log p(i | u) | 30.0% | 70.0% | 1e-09 |" in blocks["table:sbc"]
     assert "2 cover within 5 points of nominal and 2 fall more than 5 points below" in blocks["text:sbc"]
     assert "1 of 2 rank-uniformity tests have p > 0.01" in blocks["text:sbc"]
+    assert "| meanfield | two items share a persona | 80.0% | 0.70 | 0.80 |" in blocks["table:nuts"]
+    assert "Of the 2 (guide, quantity, level) cells, 1 cover within 5 points of NUTS's" in blocks["text:nuts"]
     for m in MODELS:
         assert f"| {m} |" in blocks["table:benchmark"]
         assert f"| {m} |" in blocks["table:sampled"]
@@ -266,7 +286,8 @@ def test_partial_build_renders_what_exists(workspace):
     _fake_recovery(results)
     before = mp.paper_blocks(paper.read_text())
     missing = mp.build(results, paper, figures, partial=True)
-    assert len(missing) == 3 and "results.csv" in missing[0] and "accounts.csv" in missing[1] and "sbc" in missing[2]
+    assert len(missing) == 4 and "results.csv" in missing[0] and "accounts.csv" in missing[1] and "sbc" in missing[2]
+    assert "nuts" in missing[3]
     blocks = mp.paper_blocks(paper.read_text())
     assert blocks["value:recovery-seeds"] == "2"
     assert blocks["table:benchmark"] == before["table:benchmark"]  # left as it was
@@ -279,6 +300,7 @@ def test_check_flags_a_hand_edited_table(workspace):
     _fake_recovery(results)
     _fake_accounts(results)
     _fake_sbc(results)
+    _fake_nuts(results)
     mp.build(results, paper, figures)
     paper.write_text(paper.read_text().replace("| EASE |", "| EASE (edited) |", 1))
     assert mp.stale_blocks(results, paper) == ["table:benchmark"]
@@ -318,7 +340,7 @@ def test_bench_all_runs_every_result_file_from_one_clean_commit(tmp_path, monkey
     jobs = bench.all_jobs(tmp_path, "/data", smoke=True)
     outs = [cmd[cmd.index("--out") + 1] for cmd in jobs]
     assert outs == [str(tmp_path), str(tmp_path / "accounts"), str(tmp_path / "accounts_seed2"),
-                    str(tmp_path / "sbc"), str(tmp_path / "recovery.json")]  # fmt: skip
+                    str(tmp_path / "sbc"), str(tmp_path / "nuts"), str(tmp_path / "recovery.json")]  # fmt: skip
     assert all("--smoke" in cmd for cmd in jobs)
     assert [cmd[cmd.index("--seed") + 1] for cmd in jobs[1:3]] == ["0", "2"]
     monkeypatch.setattr(provenance, "git_commit", lambda: ("abc", True))

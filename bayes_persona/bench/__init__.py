@@ -18,7 +18,8 @@ planted data of growing size).
 benchmark (:mod:`bayes_persona.bench.accounts`).
 
 ``python -m bayes_persona.bench sbc [--replications 100]`` runs the simulation-based
-calibration of the guides (:mod:`bayes_persona.bench.sbc`).
+calibration of the guides (:mod:`bayes_persona.bench.sbc`); ``python -m bayes_persona.bench
+nuts`` compares their intervals with NUTS's on small worlds (:mod:`bayes_persona.bench.nuts`).
 
 ``python -m bayes_persona.bench all [--out paper/results]`` runs every result file of the
 paper, one after the other (:func:`run_all`).
@@ -240,6 +241,7 @@ def all_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
         [*py, "accounts", *home, "--out", str(out / "accounts"), "--seed", "0", *flag],
         [*py, "accounts", *home, "--out", str(out / "accounts_seed2"), "--seed", "2", *flag],
         [*py, "sbc", "--out", str(out / "sbc"), *flag],
+        [*py, "nuts", "--out", str(out / "nuts"), *flag],
     ]
     paper = Path(__file__).resolve().parents[2] / "paper" / "make_paper.py"
     if paper.is_file():
@@ -291,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.bench.fuzz import main as fuzz_main
 
         return fuzz_main(argv[1:])
+    if argv[:1] == ["nuts"]:  # python -m bayes_persona.bench nuts ...: SVI against NUTS
+        from bayes_persona.bench.nuts import main as nuts_main
+
+        return nuts_main(argv[1:])
     if argv[:1] == ["sbc"]:  # python -m bayes_persona.bench sbc ...: simulation-based calibration
         from bayes_persona.bench.sbc import main as sbc_main
 

@@ -72,6 +72,10 @@ from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
     "PriorWorld",
+    "invariant_quantities",
+    "draw_picks",
+    "posterior_draws",
+    "true_quantities",
     "SBCResult",
     "simulate_prior_world",
     "simulation_based_calibration",
@@ -353,6 +357,93 @@ def _rank_row(
     }
 
 
+def invariant_quantities(
+    item_factors: np.ndarray,
+    item_bias: np.ndarray,
+    persona_factors: np.ndarray,
+    log_shares: np.ndarray,
+    picks: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The label-invariant quantities of :data:`QUANTITIES` for each row of ``picks``.
+
+    Parameters
+    ----------
+    item_factors : ndarray, shape (S, N, D)
+    item_bias : ndarray, shape (S, N)
+    persona_factors : ndarray, shape (S, U, K, D)
+    log_shares : ndarray, shape (S, U, K)
+        ``log P(z = k | u)`` (:meth:`PriorWorld.log_shares`).
+    picks : int ndarray, shape (n, 4)
+        ``(user, item a, item c, item j)`` index rows: ``co_assignment`` looks at items
+        ``a`` and ``c`` of the user, ``log_pick`` at item ``j``.
+
+    Returns
+    -------
+    dict of str to ndarray, shape (S, n)
+        One array per quantity; ``S`` draws (1 for the true parameters).
+    """
+    q, b, p, lw = (np.asarray(x, dtype=np.float64) for x in (item_factors, item_bias, persona_factors, log_shares))
+    out = {name: np.empty((q.shape[0], len(picks))) for name in QUANTITIES}
+    w = np.exp(lw)
+    for r, (u, ia, ic, j) in enumerate(np.asarray(picks, dtype=np.int64)):
+        logits = np.einsum("skd,snd->skn", p[:, u], q) + b[:, None, :]  # (S, K, N)
+        log_choice = logits - _logsumexp(logits, axis=-1, keepdims=True)
+        log_joint = lw[:, u, :, None] + log_choice[:, :, [ia, ic, j]]  # log P(z = k, i | u), (S, K, 3)
+        att = np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))
+        out["max_share"][:, r] = w[:, u].max(-1)
+        out["share_entropy"][:, r] = -(w[:, u] * lw[:, u]).sum(-1)
+        out["co_assignment"][:, r] = (att[:, :, 0] * att[:, :, 1]).sum(-1)
+        out["log_pick"][:, r] = _logsumexp(log_joint[:, :, 2], axis=1)
+    return out
+
+
+def draw_picks(world: PriorWorld, rng: np.random.Generator) -> np.ndarray:
+    """One ``(user, item a, item c, item j)`` row per user (world indices): two of the
+    user's interactions drawn at random, and one catalogue item (shape (U, 4))."""
+    r = world.dataset.ratings
+    N = world.item_factors.shape[0]
+    rows = []
+    for uid, grp in r.groupby("user_id", sort=True):
+        items = grp["item_id"].to_numpy(np.int64) - 1
+        a, c = rng.choice(items, size=2, replace=False)
+        rows.append((int(uid) - 1, a, c, int(rng.integers(N))))
+    return np.array(rows, dtype=np.int64)
+
+
+def posterior_draws(model: Any, num_samples: int) -> dict[str, np.ndarray]:
+    """Item and persona draws of a fitted model, in the arguments of :func:`invariant_quantities`."""
+    U = len(model.user_vocab_)
+    with torch.no_grad():
+        post = model.posterior_
+        q, b = post.item_draws(num_samples)
+        d = post.user_draws(np.arange(U), num_samples)  # "prevalence": the shares P(z = k | u)
+    return {
+        "item_factors": q.double().cpu().numpy(), "item_bias": b.double().cpu().numpy(),
+        "persona_factors": d["persona_factors"].double().cpu().numpy(),
+        "log_shares": np.log(d["prevalence"].double().cpu().numpy()),
+    }  # fmt: skip
+
+
+def true_quantities(world: PriorWorld, picks: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`invariant_quantities` of the world's own parameters, shape (n,) each."""
+    qs = invariant_quantities(
+        world.item_factors[None], world.item_bias[None], world.persona_factors[None],
+        world.log_shares()[None], picks,
+    )  # fmt: skip
+    return {k: v[0] for k, v in qs.items()}
+
+
+def _check_aligned(model: Any, world: PriorWorld) -> None:
+    """A fit of a whole prior world indexes users and items as the world does (ids 1..U, 1..N)."""
+    U, N = world.persona_factors.shape[0], world.item_factors.shape[0]
+    if not (
+        len(model.user_vocab_) == U and len(model.item_vocab_) == N
+        and np.array_equal(model.user_vocab_.ids, np.arange(1, U + 1))
+        and np.array_equal(model.item_vocab_.ids, np.arange(1, N + 1))
+    ):  # fmt: skip
+        raise DataValidationError("the model was not fitted to the whole world (fit(world.dataset, catalogue=...))")
+
+
 def _replication_ranks(
     model: Any,
     world: PriorWorld,
@@ -366,44 +457,16 @@ def _replication_ranks(
     true personas is needed; the items a quantity looks at are chosen from the data (or
     the catalogue) at random, never from the true parameters.
     """
-    ratings = world.dataset.ratings
-    U = len(model.user_vocab_)
-    users = np.arange(U)
-    with torch.no_grad():
-        post = model.posterior_
-        q, b = post.item_draws(num_samples)
-        d = post.user_draws(users, num_samples)
-        p, w = d["persona_factors"], d["prevalence"]  # (L, U, K, D); shares P(z = k | u), (L, U, K)
-        logits = torch.einsum("sukd,snd->sukn", p, q) + b[:, None, None, :]
-        log_joint = torch.log(w)[..., None] + torch.log_softmax(logits, dim=-1)  # log P(z=k, i | u)
-        log_pick = torch.logsumexp(log_joint, dim=2).double().cpu().numpy()  # (L, U, N_model)
-        attention = torch.softmax(log_joint, dim=2).double().cpu().numpy()  # (L, U, K, N_model)
-    w = w.double().cpu().numpy()
-    true_log_shares = world.log_shares()
-    true_log_pick = world.log_pick()
-    by_user = dict(tuple(ratings.groupby("user_id", sort=False)))
-    catalogue = model.item_vocab_.decode(np.arange(len(model.item_vocab_)))
+    _check_aligned(model, world)
+    picks = draw_picks(world, rng)
+    draws = invariant_quantities(**posterior_draws(model, num_samples), picks=picks)
+    true = true_quantities(world, picks)
     rows = []
-
-    def add(quantity: str, uid: Any, item: Any, draws: np.ndarray, true: float) -> None:
-        rows.append({"replication": None, "quantity": quantity, "user_id": uid, "item_id": item,
-                     **_rank_row(draws, true, rng, levels)})  # fmt: skip
-
-    for u in users:
-        uid = model.user_vocab_.decode(np.array([u]))[0]
-        t = int(uid) - 1  # the world's index of the user
-        true_w = np.exp(true_log_shares[t])
-        add("max_share", uid, None, w[:, u].max(1), true_w.max())
-        ent = lambda x: -(x * np.log(np.clip(x, 1e-300, None))).sum(-1)  # noqa: E731
-        add("share_entropy", uid, None, ent(w[:, u]), float(ent(true_w)))
-        items_ext = by_user[uid]["item_id"].to_numpy()
-        a, c = rng.choice(len(items_ext), size=2, replace=False)
-        ia, ic = model.item_vocab_.encode(items_ext[[a, c]])
-        co = (attention[:, u, :, ia] * attention[:, u, :, ic]).sum(-1)
-        true_att = world.assignment(np.array([t, t]), items_ext[[a, c]].astype(np.int64) - 1)
-        add("co_assignment", uid, f"{items_ext[a]}|{items_ext[c]}", co, float(true_att[0] @ true_att[1]))
-        j = int(rng.integers(len(catalogue)))
-        add("log_pick", uid, catalogue[j], log_pick[:, u, j], float(true_log_pick[t, int(catalogue[j]) - 1]))
+    for r, (u, ia, ic, j) in enumerate(picks):
+        items = {"max_share": None, "share_entropy": None, "co_assignment": f"{ia + 1}|{ic + 1}", "log_pick": j + 1}
+        for name in QUANTITIES:
+            rows.append({"replication": None, "quantity": name, "user_id": int(u) + 1, "item_id": items[name],
+                         **_rank_row(draws[name][:, r], float(true[name][r]), rng, levels)})  # fmt: skip
     return rows
 
 

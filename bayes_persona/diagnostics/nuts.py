@@ -1,0 +1,280 @@
+r"""NUTS as the gold standard for the variational intervals, on small prior worlds.
+
+Variational intervals can be checked against the truth (simulation-based calibration,
+:mod:`bayes_persona.diagnostics.sbc`), but a shortfall there mixes two causes: the
+approximation and the simulator's departures from the likelihood. Hamiltonian Monte Carlo
+(Pyro's NUTS) samples the exact posterior of the same Pyro program, with the persona
+assignment summed out as in the fit, so comparing SVI's intervals with NUTS's on the same
+worlds isolates the approximation: how often each covers the truth, and how much their
+90% intervals overlap.
+
+Each world is a :func:`~bayes_persona.diagnostics.sbc.simulate_prior_world` draw; SVI
+fits the guides with the prior scales fixed at the simulated values; NUTS samples the
+fitted model's Pyro program (the same fixed hyperparameters) on all interactions at once.
+The ranked quantities are the label-invariant ones of SBC
+(:func:`~bayes_persona.diagnostics.sbc.invariant_quantities`), one set per user. Worlds
+must be small: NUTS costs about a minute per world of 15 users and 80 items on one core.
+
+References
+----------
+.. [1] M. D. Hoffman, A. Gelman. "The No-U-Turn Sampler". JMLR 15, 2014.
+.. [2] Y. Yao, A. Vehtari, D. Simpson, A. Gelman. "Yes, but Did It Work?: Evaluating
+   Variational Inference". ICML 2018.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+
+from bayes_persona.data._validation import check_min_int as _check_int
+from bayes_persona.diagnostics.sbc import (
+    DEFAULT_LEVELS,
+    QUANTITIES,
+    PriorWorld,
+    _check_aligned,
+    draw_picks,
+    invariant_quantities,
+    posterior_draws,
+    simulate_prior_world,
+    true_quantities,
+)
+from bayes_persona.exceptions import DataValidationError
+
+__all__ = ["NutsComparison", "nuts_draws", "compare_with_nuts"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NutsComparison:
+    """Coverage of SVI's and NUTS's central intervals on the same worlds, and their overlap.
+
+    Attributes
+    ----------
+    intervals : DataFrame
+        One row per world, user, quantity and method: ``world, user_id, quantity, method,
+        true, median, low_<level>, high_<level>, covered_<level>``.
+    coverage : DataFrame
+        ``method, quantity, level, coverage, n, se``.
+    overlap : DataFrame
+        ``method, quantity, overlap, width_ratio``: mean over users of the length of the
+        intersection of the method's and NUTS's 90% intervals divided by the length of
+        their union, and the median ratio of the method's width to NUTS's.
+    config : dict
+    seconds : dict
+        Wall time per method.
+    """
+
+    intervals: pd.DataFrame
+    coverage: pd.DataFrame
+    overlap: pd.DataFrame
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _full_batch(world: PriorWorld):
+    from bayes_persona.model import Batch
+
+    r = world.dataset.ratings
+    U = world.persona_factors.shape[0]
+    by = [g["item_id"].to_numpy(np.int64) - 1 for _, g in r.groupby("user_id", sort=True)]
+    L = max(len(x) for x in by)
+    items = torch.zeros(U, L, dtype=torch.long)
+    mask = torch.zeros(U, L, dtype=torch.bool)
+    for u, x in enumerate(by):
+        items[u, : len(x)] = torch.as_tensor(x)
+        mask[u, : len(x)] = True
+    return Batch(torch.arange(U), items, mask, torch.ones(U))
+
+
+def nuts_draws(
+    model: Any,
+    world: PriorWorld,
+    num_samples: int = 200,
+    *,
+    warmup_steps: int = 400,
+    thin: int = 2,
+    max_tree_depth: int = 8,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Exact-posterior draws by NUTS of a model fitted to a whole prior world.
+
+    Parameters
+    ----------
+    model : PersonaRecommender
+        Fitted with ``fit(world.dataset, catalogue=...)`` (its hyperparameters, e.g. fixed
+        prior scales, are those NUTS uses).
+    world : PriorWorld
+    num_samples : int, default 200
+        Draws kept, after thinning by ``thin``.
+    warmup_steps, max_tree_depth, seed : int
+
+    Returns
+    -------
+    draws : dict
+        The arguments of :func:`~bayes_persona.diagnostics.sbc.invariant_quantities`
+        (``log_shares`` from the drawn prevalences by the model's likelihood).
+    info : dict
+        ``divergences`` (count) and ``seconds``.
+    """
+    from pyro.infer import MCMC, NUTS
+
+    _check_aligned(model, world)
+    S = _check_int("num_samples", num_samples, 2)
+    U, K = world.persona_factors.shape[:2]
+    N, D = world.item_factors.shape
+    program = model.model_
+    for prm in program.parameters():
+        prm.requires_grad_(False)
+    batch = _full_batch(world)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        pyro.set_rng_seed(seed)
+        mcmc = MCMC(
+            NUTS(lambda: program(batch), max_tree_depth=max_tree_depth, target_accept_prob=0.85),
+            num_samples=S * thin, warmup_steps=warmup_steps, num_chains=1, disable_progbar=True,
+        )  # fmt: skip
+        mcmc.run()
+    smp = {k: v.detach().double().numpy() for k, v in mcmc.get_samples().items()}
+    keep = np.arange(0, S * thin, thin)
+    q = smp["item_factors"].reshape(-1, N, D)[keep]
+    b = smp["item_bias"].reshape(-1, N)[keep]
+    p = smp["persona_factors"].reshape(-1, U, K, D)[keep]
+    pi = smp["prevalence"].reshape(-1, U, K)[keep]
+    log_w = np.stack(
+        [PriorWorld(None, q[s], b[s], p[s], pi[s], model.likelihood).log_shares() for s in range(S)]
+    )
+    div = mcmc.diagnostics().get("divergences", {})
+    n_div = int(sum(len(v) for v in div.values())) if isinstance(div, dict) else 0
+    info = {"divergences": n_div, "seconds": time.perf_counter() - start}
+    return {"item_factors": q, "item_bias": b, "persona_factors": p, "log_shares": log_w}, info
+
+
+def _interval_rows(world_id, picks, draws, true, method, levels):
+    rows = []
+    for name in QUANTITIES:
+        x = draws[name]  # (S, n)
+        med = np.median(x, axis=0)
+        for r, u in enumerate(picks[:, 0]):
+            row = {"world": world_id, "user_id": int(u) + 1, "quantity": name, "method": method,
+                   "true": float(true[name][r]), "median": float(med[r])}  # fmt: skip
+            for lv in levels:
+                lo, hi = np.quantile(x[:, r], [(1 - lv) / 2, (1 + lv) / 2])
+                tag = round(lv * 100)
+                row.update({f"low_{tag}": lo, f"high_{tag}": hi, f"covered_{tag}": bool(lo <= true[name][r] <= hi)})
+            rows.append(row)
+    return rows
+
+
+def compare_with_nuts(
+    n_worlds: int = 10,
+    *,
+    n_users: int = 15,
+    n_items: int = 80,
+    n_personas: int = 3,
+    n_factors: int = 2,
+    interactions_per_user: tuple[int, int] = (8, 15),
+    guides: Sequence[str] = ("meanfield", "lowrank"),
+    num_samples: int = 200,
+    warmup_steps: int = 400,
+    persona_scale: float = 0.7,
+    item_scale: float = 0.7,
+    bias_scale: float = 0.5,
+    prevalence_concentration: float = 0.5,
+    max_epochs: int = 1000,
+    learning_rate: float = 0.05,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+    random_state: int = 0,
+) -> NutsComparison:
+    """SVI's guides against NUTS on ``n_worlds`` small worlds from the model's own prior.
+
+    Returns
+    -------
+    NutsComparison
+
+    Examples
+    --------
+    >>> res = compare_with_nuts(1, num_samples=20, warmup_steps=20, max_epochs=20)  # doctest: +SKIP
+    >>> res.coverage.head()  # doctest: +SKIP
+    """
+    from bayes_persona.recommender import PersonaRecommender
+
+    R = _check_int("n_worlds", n_worlds, 1)
+    seed = _check_int("random_state", random_state, 0)
+    if isinstance(guides, str) or not len(guides) or any(g not in ("meanfield", "lowrank") for g in guides):
+        raise DataValidationError(f"guides must be a non-empty sequence of 'meanfield'/'lowrank'; got {guides!r}")
+    lv = tuple(float(x) for x in levels)
+    if 0.9 not in lv or any(not 0 < x < 1 for x in lv):
+        raise DataValidationError(f"levels must be floats in (0, 1) including 0.9; got {levels!r}")
+    config = dict(
+        n_worlds=R, n_users=n_users, n_items=n_items, n_personas=n_personas, n_factors=n_factors,
+        interactions_per_user=tuple(interactions_per_user), guides=tuple(guides), num_samples=num_samples,
+        warmup_steps=warmup_steps, persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
+        prevalence_concentration=prevalence_concentration, max_epochs=max_epochs, learning_rate=learning_rate,
+        levels=lv, random_state=seed,
+    )  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    divergences = 0
+    for r in range(R):
+        world = simulate_prior_world(
+            n_users, n_items, n_personas, n_factors, interactions_per_user, persona_scale=persona_scale,
+            item_scale=item_scale, bias_scale=bias_scale, prevalence_concentration=prevalence_concentration,
+            seed=seed * 1_000_003 + 500_000 + r,
+        )  # fmt: skip
+        picks = draw_picks(world, np.random.default_rng([seed, r, 0x6075]))
+        true = true_quantities(world, picks)
+        fitted = None
+        for g in guides:
+            t = time.perf_counter()
+            est = PersonaRecommender(
+                n_personas=n_personas, n_factors=n_factors, guide=g, prevalence_concentration=prevalence_concentration,
+                n_prototypes=0, item_prior_scale=item_scale, persona_prior_scale=persona_scale,
+                bias_prior_scale=bias_scale, max_epochs=max_epochs, batch_size=max(n_users, 1),
+                learning_rate=learning_rate, progress=False, random_state=r,
+            ).fit(world.dataset, catalogue=world.dataset.items["item_id"])  # fmt: skip
+            draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
+            seconds[g] = seconds.get(g, 0.0) + time.perf_counter() - t
+            rows += _interval_rows(r, picks, draws, true, g, lv)
+            fitted = fitted or est
+        nd, info = nuts_draws(fitted, world, num_samples, warmup_steps=warmup_steps, seed=r)
+        seconds["nuts"] = seconds.get("nuts", 0.0) + info["seconds"]
+        divergences += info["divergences"]
+        rows += _interval_rows(r, picks, invariant_quantities(**nd, picks=picks), true, "nuts", lv)
+        logger.info("NUTS comparison: world %d/%d done (%d divergences)", r + 1, R, info["divergences"])
+    config["divergences"] = divergences
+    intervals = pd.DataFrame(rows)
+    return NutsComparison(intervals, _coverage(intervals, lv), _overlap(intervals), config, seconds)
+
+
+def _coverage(intervals: pd.DataFrame, levels: Sequence[float]) -> pd.DataFrame:
+    out = []
+    for (m, qn), grp in intervals.groupby(["method", "quantity"], sort=False):
+        for lv in levels:
+            c = float(grp[f"covered_{round(lv * 100)}"].mean())
+            out.append({"method": m, "quantity": qn, "level": lv, "coverage": c, "n": len(grp),
+                        "se": float(np.sqrt(c * (1 - c) / len(grp)))})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _overlap(intervals: pd.DataFrame) -> pd.DataFrame:
+    key = ["world", "user_id", "quantity"]
+    ref = intervals[intervals["method"] == "nuts"].set_index(key)[["low_90", "high_90"]]
+    out = []
+    for (m, qn), grp in intervals[intervals["method"] != "nuts"].groupby(["method", "quantity"], sort=False):
+        g = grp.set_index(key)[["low_90", "high_90"]].join(ref, rsuffix="_nuts")
+        inter = (np.minimum(g["high_90"], g["high_90_nuts"]) - np.maximum(g["low_90"], g["low_90_nuts"])).clip(lower=0)
+        union = np.maximum(g["high_90"], g["high_90_nuts"]) - np.minimum(g["low_90"], g["low_90_nuts"])
+        ratio = (g["high_90"] - g["low_90"]) / (g["high_90_nuts"] - g["low_90_nuts"])
+        out.append({"method": m, "quantity": qn, "overlap": float((inter / union).mean()),
+                    "width_ratio": float(ratio.median())})  # fmt: skip
+    return pd.DataFrame(out)
