@@ -180,7 +180,7 @@ class UserShard:
 
     Parameters
     ----------
-    seen : _Csr
+    seen : InteractionMatrix
         All users' training items (global user indices).
     device : torch.device
     random_state : int
@@ -193,7 +193,7 @@ class UserShard:
     ----------
     users : LongTensor
         Global indices of this rank's users, sorted.
-    seen : _Csr
+    seen : InteractionMatrix
         This rank's users' items, rows in the order of ``users``.
     max_users : int
         The largest shard size over ranks (an epoch is ``ceil(max_users / batch_size)``
@@ -305,7 +305,7 @@ class UserShard:
 
 def _shard_csr(seen: Any, own: np.ndarray) -> Any:
     """The rows ``own`` of a CSR of users' items, as a new CSR (rows renumbered 0..)."""
-    from bayes_persona.recommender import _Csr
+    from bayes_persona.interactions import InteractionMatrix
 
     indptr = seen.indptr.cpu().numpy()
     counts = np.diff(indptr)[own]
@@ -313,4 +313,4 @@ def _shard_csr(seen: Any, own: np.ndarray) -> Any:
     pos = np.repeat(indptr[own] - new_indptr[:-1], counts) + np.arange(new_indptr[-1])
     pos_t = torch.as_tensor(pos)
     values = seen.values.cpu()[pos_t] if seen.values is not None else None
-    return _Csr(torch.as_tensor(new_indptr), seen.indices.cpu()[pos_t], values)
+    return InteractionMatrix(torch.as_tensor(new_indptr), seen.indices.cpu()[pos_t], values)

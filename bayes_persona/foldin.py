@@ -94,7 +94,8 @@ def fold_in(
     DataValidationError
         A user of ``history`` is already known to the model, or ``history`` is malformed.
     """
-    from bayes_persona.recommender import PersonaRecommender, _as_ratings, _check_int, _Csr
+    from bayes_persona.interactions import InteractionMatrix
+    from bayes_persona.recommender import PersonaRecommender, _as_ratings, _check_int
 
     posterior = model.posterior_  # raises NotFittedError before fit
     n_steps = _check_int("n_steps", n_steps, 1)
@@ -140,7 +141,7 @@ def fold_in(
     new.item_categories_ = model.item_categories_
     new.item_titles_ = getattr(model, "item_titles_", {})
     new.n_negatives_ = model.n_negatives_
-    new.seen_ = _Csr.build(u, i, U, r)
+    new.seen_ = InteractionMatrix.build(u, i, U, r)
 
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):

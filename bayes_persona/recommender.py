@@ -14,8 +14,6 @@ on which other users are in the same call (batch and single-user calls are ident
 from __future__ import annotations
 
 import hashlib
-import hmac
-import io
 import json
 import logging
 import math
@@ -28,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bayes_persona._version import __version__
 from bayes_persona.baselines._base import torch_threads
 from bayes_persona.data._validation import as_id_list as _as_id_list
 from bayes_persona.data._validation import check_min_int as _check_int
@@ -48,13 +45,14 @@ from bayes_persona.exceptions import (
     NotFittedError,
     SaveFormatError,
 )
-from bayes_persona.inference import SVIConfig, SVIResult, atomic_torch_save, run_svi
+from bayes_persona.inference import SVIConfig, SVIResult, run_svi
 from bayes_persona.initialization import (
     kmeans,
     prevalence_from_shares,
     seed_personas,
     spectral_item_factors,
 )
+from bayes_persona.interactions import InteractionMatrix
 from bayes_persona.model import (
     Batch,
     PersonaModel,
@@ -62,6 +60,8 @@ from bayes_persona.model import (
     make_guide,
     persona_shares,
 )
+from bayes_persona.persistence import check_key as _check_key
+from bayes_persona.persistence import read_model_file, write_model_file
 from bayes_persona.persona_posterior import CHUNK_FLOATS as _CHUNK_FLOATS
 from bayes_persona.persona_posterior import PersonaPosterior
 from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
@@ -70,8 +70,6 @@ __all__ = ["PersonaRecommender"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "bayes_persona.PersonaRecommender"
-FORMAT_VERSION = 2  # 2: joint likelihood, gradient-fitted prevalence guide, converged_
 
 # ~16 MB of float32 per (draws, users, K, N) array of a chunk of posterior computations:
 # twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
@@ -422,7 +420,7 @@ class PersonaRecommender:
                     f"before); got {int(big.sum())} rows beyond, e.g. {ratings['rating'][big].iloc[0]!r}"
                 )
         r = ratings["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
-        self.seen_ = _Csr.build(u, i, U, r)
+        self.seen_ = InteractionMatrix.build(u, i, U, r)
         self.item_categories_ = _item_categories(items, self.item_vocab_)
         self.item_titles_ = _item_titles(items, self.item_vocab_)
         n_neg = self.n_negatives
@@ -1140,11 +1138,8 @@ class PersonaRecommender:
         in from another run, save and load with a ``key`` kept apart from the file.
         """
         self._check_fitted()
-        secret = _check_key(key)
+        _check_key(key)
         meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "library_version": __version__,
             "config": self._config(),
             "user_vocab": self.user_vocab_.to_dict(),
             "item_vocab": self.item_vocab_.to_dict(),
@@ -1160,11 +1155,7 @@ class PersonaRecommender:
         tensors.update({f"guide.{k}": v.detach().cpu() for k, v in self.guide_.state_dict().items()})
         tensors.update(self.seen_.tensors())
         tensors["elbo_"] = torch.as_tensor(self.elbo_, dtype=torch.float64)
-        meta_json = json.dumps(meta, sort_keys=True)
-        payload = {"meta": meta_json, "tensors": tensors, "sha256": _digest(meta_json, tensors)}
-        if secret is not None:
-            payload["hmac_sha256"] = _digest(meta_json, tensors, secret)
-        atomic_torch_save(payload, path)
+        write_model_file(path, meta, tensors, key)
         logger.info("saved model to %s", path)
 
     @classmethod
@@ -1187,57 +1178,8 @@ class PersonaRecommender:
         FileNotFoundError
             ``path`` does not exist.
         """
-        secret = _check_key(key)
+        meta, tensors = read_model_file(path, key)
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no saved model at {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise SaveFormatError(
-                f"{path} is not a readable bayes_persona model file (truncated or corrupt?): "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
-        if not isinstance(payload, dict) or not {"meta", "tensors", "sha256"} <= set(payload):
-            raise SaveFormatError(f"{path} is not a bayes_persona model file (missing meta/tensors/sha256)")
-        meta_json, tensors = payload["meta"], payload["tensors"]
-        if not (
-            isinstance(meta_json, str)
-            and isinstance(tensors, dict)
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items())
-        ):
-            raise SaveFormatError(f"{path} is not a bayes_persona model file (meta/tensors of the wrong type)")
-        if _digest(meta_json, tensors) != payload["sha256"]:
-            raise SaveFormatError(f"{path}: checksum mismatch; the file was modified or damaged")
-        if secret is not None:
-            signed = payload.get("hmac_sha256")
-            if not isinstance(signed, str):
-                raise SaveFormatError(f"{path} carries no HMAC: it was saved without a key, so key= cannot verify it")
-            if not hmac.compare_digest(_digest(meta_json, tensors, secret), signed):
-                raise SaveFormatError(
-                    f"{path}: HMAC mismatch; the file was not saved with this key, or was edited since"
-                )
-        try:
-            meta = json.loads(meta_json)
-        except ValueError as exc:
-            raise SaveFormatError(f"{path}: its metadata is not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise SaveFormatError(f"{path}: its metadata is not a JSON object")
-        if meta.get("format") != FORMAT_NAME:
-            raise SaveFormatError(f"{path} holds {meta.get('format')!r}, not a {FORMAT_NAME}")
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise SaveFormatError(
-                f"{path} has format version {version}; this bayes_persona ({__version__}) reads "
-                f"version {FORMAT_VERSION}. Re-save it with bayes_persona {meta.get('library_version')} "
-                "or refit."
-            )
-        missing = sorted(
-            {"config", "user_vocab", "item_vocab", "item_categories", "n_negatives_", "n_steps_",
-             "stopped_early_", "converged_", "validation_"} - set(meta)
-        ) + sorted({"seen.indptr", "seen.indices", "elbo_"} - set(tensors))  # fmt: skip
-        if missing:
-            raise SaveFormatError(f"{path} is an incomplete bayes_persona model file: it lacks {missing}")
         cfg = dict(meta["config"])
         cfg["device"] = "cpu"
         cfg.pop("progress", None)
@@ -1264,7 +1206,7 @@ class PersonaRecommender:
         self.stopped_early_ = meta["stopped_early_"]
         self.converged_ = bool(meta["converged_"])
         self.validation_ = [tuple(v) for v in meta["validation_"]]
-        self.seen_ = _Csr.from_tensors(tensors)
+        self.seen_ = InteractionMatrix.from_tensors(tensors)
         U, N = len(self.user_vocab_), len(self.item_vocab_)
         self.model_ = PersonaModel(
             U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration),
@@ -1286,32 +1228,6 @@ class PersonaRecommender:
         self.elbo_ = tensors["elbo_"].numpy()
         self._cache = {}
         return self
-
-
-def _check_key(key: Any) -> bytes | None:
-    """``save``/``load``'s ``key`` as bytes (str is UTF-8 encoded); None stays None."""
-    if key is None:
-        return None
-    if isinstance(key, str):
-        key = key.encode()
-    if not isinstance(key, bytes | bytearray) or not key:
-        raise DataTypeError(f"key must be non-empty bytes or str; got {type(key).__name__}")
-    return bytes(key)
-
-
-def _digest(meta_json: str, tensors: dict[str, torch.Tensor], key: bytes | None = None) -> str:
-    """sha256 over the metadata and every tensor (name, shape, dtype, bytes); with ``key``,
-    HMAC-SHA256 under that key instead."""
-    h = hmac.new(key, meta_json.encode(), hashlib.sha256) if key is not None else hashlib.sha256(meta_json.encode())
-    for k in sorted(tensors):
-        t = tensors[k].contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        buf = io.BytesIO()
-        buf.write(t.numpy().tobytes())
-        h.update(buf.getvalue())
-    return h.hexdigest()
 
 
 # recommend's output columns as filled chunk by chunk (user = position in the request,
@@ -1347,71 +1263,3 @@ def _item_categories(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int,
     known, idx = vocab.index_of_known(items["item_id"].to_numpy())
     cats = items["categories"].to_numpy()[known]
     return {int(i): tuple(c) for i, c in zip(idx, cats, strict=True) if len(c)}
-
-
-class _Csr:
-    """Each user's training items (and ratings) as CSR index arrays, for batching and
-    excluding seen items. It holds indices only, not the training frame."""
-
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | None):
-        self.indptr, self.indices, self.values = indptr, indices, values
-        self.counts = indptr[1:] - indptr[:-1]
-
-    @classmethod
-    def build(cls, u: np.ndarray, i: np.ndarray, n_users: int, r: np.ndarray | None) -> _Csr:
-        order = np.lexsort((i, u))
-        counts = np.bincount(u, minlength=n_users)
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        vals = torch.as_tensor(r[order]) if r is not None else None
-        return cls(torch.as_tensor(indptr), torch.as_tensor(i[order]), vals)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"seen.indptr": self.indptr.cpu(), "seen.indices": self.indices.cpu()}
-        if self.values is not None:
-            out["seen.values"] = self.values.cpu()
-        return out
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> _Csr:
-        return cls(tensors["seen.indptr"], tensors["seen.indices"], tensors.get("seen.values"))
-
-    def to(self, device: torch.device) -> _Csr:
-        v = self.values.to(device) if self.values is not None else None
-        return _Csr(self.indptr.to(device), self.indices.to(device), v)
-
-    def items_of(self, u: int) -> np.ndarray:
-        return self.indices[self.indptr[u] : self.indptr[u + 1]].cpu().numpy()
-
-    def rows_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(j, item)`` for every training item of ``users[j]``, without a Python loop."""
-        indptr = self.indptr.cpu().numpy()
-        users = np.asarray(users, dtype=np.int64)
-        counts = indptr[users + 1] - indptr[users]
-        rows = np.repeat(np.arange(len(users)), counts)
-        starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        pos = starts + np.arange(int(counts.sum()))
-        return rows, self.indices.cpu().numpy()[pos]
-
-    def sample_batch(
-        self, g: torch.Generator, batch_size: int, max_items: int, n_negatives: int | None,
-        n_items: int, device: torch.device,
-    ) -> Batch:  # fmt: skip
-        """``batch_size`` users uniformly without replacement; up to ``max_items`` of each
-        user's interactions (all of them when fewer, else drawn with replacement), weighted
-        by ``n_u / L_u`` so the minibatch ELBO is unbiased."""
-        n_users = len(self.counts)
-        users = torch.randperm(n_users, generator=g)[: min(batch_size, n_users)].to(device)
-        n = self.counts[users]
-        L = int(min(max_items, int(n.max())))
-        ar = torch.arange(L, device=device).expand(len(users), L)
-        draw = (torch.rand(len(users), L, generator=g).to(device) * n[:, None]).long()
-        mask = ar < n[:, None]
-        pos = torch.where(n[:, None] > L, draw, torch.where(mask, ar, torch.zeros_like(ar)))
-        flat = self.indptr[users][:, None] + pos
-        items = self.indices[flat]
-        ratings = torch.where(mask, self.values[flat], 0.0) if self.values is not None else None
-        weight = n / n.clamp(max=L)
-        negatives = None
-        if n_negatives is not None:
-            negatives = torch.randint(n_items, (n_negatives,), generator=g).to(device)
-        return Batch(users, items, mask, weight.float(), ratings, negatives)

@@ -37,19 +37,19 @@ CHILD = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     import bayes_persona as bp
-    from bayes_persona import recommender as rec_mod
+    from bayes_persona.interactions import InteractionMatrix
 
     # Warm up (imports, torch's lazy optimizer machinery) while the parent runs other tests,
     # then wait for "go". Neither touches an RNG or a number of the fit.
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     data, _ = bp.make_synthetic(**{data_kw!r})
-    real = rec_mod._Csr.sample_batch
+    real = InteractionMatrix.sample_batch
 
     def slow(self, *args, **kwargs):  # widens the window for the kill; changes no number
         time.sleep(0.03)
         return real(self, *args, **kwargs)
 
-    rec_mod._Csr.sample_batch = slow
+    InteractionMatrix.sample_batch = slow
     print("READY", flush=True)
     sys.stdin.readline()
     model = bp.PersonaRecommender(**{kw!r})

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import bayes_persona as bp
-from bayes_persona import recommender as rec_mod
 from bayes_persona.exceptions import BayesPersonaError, ModelFitError
 from bayes_persona.inference import SVIConfig, run_svi
+from bayes_persona.interactions import InteractionMatrix
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
     """Batch weights turn NaN at step 5 (steps_per_epoch = 2): the error names step 5 and
     the parameters are exactly those after step 4, the last completed epoch."""
     model = _model(max_epochs=5, patience=0)
-    real = rec_mod._Csr.sample_batch
+    real = InteractionMatrix.sample_batch
     calls, snapshots = {"n": 0}, []
 
     def poisoned(self, *args, **kwargs):
@@ -81,7 +81,7 @@ def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
         calls["n"] += 1
         return batch
 
-    monkeypatch.setattr(rec_mod._Csr, "sample_batch", poisoned)
+    monkeypatch.setattr(InteractionMatrix, "sample_batch", poisoned)
     with pytest.raises(ModelFitError) as info:
         model.fit(data)
     assert _step_of(str(info.value)) == 5

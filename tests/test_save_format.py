@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona import recommender as rec_mod
+from bayes_persona import persistence
 from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
 
 # `data` and `fitted` (a small planted world and a model fitted on it) come from conftest.py
@@ -63,11 +63,11 @@ def test_round_trip_identical_outputs(fitted, saved, data) -> None:
 def test_payload_is_versioned(saved) -> None:
     payload = _payload(saved)
     meta = json.loads(payload["meta"])
-    assert meta["format"] == rec_mod.FORMAT_NAME
-    assert meta["format_version"] == rec_mod.FORMAT_VERSION
+    assert meta["format"] == persistence.FORMAT_NAME
+    assert meta["format_version"] == persistence.FORMAT_VERSION
     assert meta["library_version"] == bp.__version__
     assert meta["config"]["n_personas"] == 3
-    assert payload["sha256"] == rec_mod._digest(payload["meta"], payload["tensors"])
+    assert payload["sha256"] == persistence.digest(payload["meta"], payload["tensors"])
 
 
 def test_save_overwrites_atomically(fitted, tmp_path) -> None:
@@ -83,20 +83,20 @@ def test_save_overwrites_atomically(fitted, tmp_path) -> None:
 
 def _resave(payload: dict, path: Path, *, meta: dict | None = None, redigest: bool = True) -> None:
     meta_json = json.dumps(meta, sort_keys=True) if meta is not None else payload["meta"]
-    sha = rec_mod._digest(meta_json, payload["tensors"]) if redigest else payload["sha256"]
+    sha = persistence.digest(meta_json, payload["tensors"]) if redigest else payload["sha256"]
     torch.save({"meta": meta_json, "tensors": payload["tensors"], "sha256": sha}, path)
 
 
 def test_other_format_version_says_why(saved, tmp_path) -> None:
     payload = _payload(saved)
     meta = json.loads(payload["meta"])
-    meta["format_version"] = rec_mod.FORMAT_VERSION + 1
+    meta["format_version"] = persistence.FORMAT_VERSION + 1
     meta["library_version"] = "99.0"
     path = tmp_path / "future.pt"
     _resave(payload, path, meta=meta)
     msg = str(_load_error(path))
-    assert f"format version {rec_mod.FORMAT_VERSION + 1}" in msg
-    assert f"reads version {rec_mod.FORMAT_VERSION}" in msg
+    assert f"format version {persistence.FORMAT_VERSION + 1}" in msg
+    assert f"reads version {persistence.FORMAT_VERSION}" in msg
     assert "99.0" in msg  # says which library wrote it
 
 
@@ -176,7 +176,7 @@ def test_bad_meta_json_with_valid_digest(saved, tmp_path) -> None:
         {
             "meta": meta_json,
             "tensors": payload["tensors"],
-            "sha256": rec_mod._digest(meta_json, payload["tensors"]),
+            "sha256": persistence.digest(meta_json, payload["tensors"]),
         },
         path,
     )
@@ -305,7 +305,7 @@ def test_edited_file_with_recomputed_sha256_fails_the_hmac(fitted, tmp_path) -> 
     meta = json.loads(payload["meta"])
     meta["n_steps_"] = meta["n_steps_"] + 1
     meta_json = json.dumps(meta, sort_keys=True)
-    payload.update(meta=meta_json, sha256=rec_mod._digest(meta_json, payload["tensors"]))
+    payload.update(meta=meta_json, sha256=persistence.digest(meta_json, payload["tensors"]))
     torch.save(payload, path)
     bp.PersonaRecommender.load(path)  # the sha256 alone is fooled ...
     with pytest.raises(SaveFormatError, match="HMAC mismatch"):  # ... the key is not
