@@ -1038,7 +1038,7 @@ class PersonaRecommender:
 
         Dims ``user``, ``item``, ``persona``, ``factor`` carry the original ids. The
         posterior group holds variational draws (one chain): R-hat and ESS do not apply.
-        See :func:`bayes_persona.inference_data.to_inference_data` for the arguments.
+        See :func:`bayes_persona.diagnostics.inference_data.to_inference_data` for the arguments.
         """
         from bayes_persona.diagnostics.inference_data import to_inference_data
 
@@ -1047,14 +1047,14 @@ class PersonaRecommender:
     def explanation_inference_data(self, users: Any, items: Any = None):
         """The prevalences and explanation probabilities of ``users`` as a compact
         ``arviz.InferenceData`` (see
-        :func:`bayes_persona.inference_data.explanation_inference_data`); ``az.summary`` of
+        :func:`bayes_persona.diagnostics.inference_data.explanation_inference_data`); ``az.summary`` of
         it has one row per (user, persona) and per (pair, persona)."""
         from bayes_persona.diagnostics.inference_data import explanation_inference_data
 
         return explanation_inference_data(self, users, items)
 
     def posterior_predictive_checks(self, num_samples: int = 100, users: Any = None, test: Any = None) -> pd.DataFrame:
-        """Run every posterior predictive check (:mod:`bayes_persona.checks`); tidy frame."""
+        """Run every posterior predictive check (:mod:`bayes_persona.diagnostics.ppc`); tidy frame."""
         from bayes_persona.diagnostics.ppc import posterior_predictive_checks
 
         return posterior_predictive_checks(self.to_inference_data(num_samples=num_samples, users=users, test=test))

@@ -669,7 +669,7 @@ def _provenance(argv, setup, models, seconds, custom_ours) -> dict:
     except ImportError:  # pragma: no cover
         threads = None
     return {
-        "benchmark": "shared-account attribution (bayes_persona.accounts_bench)",
+        "benchmark": "shared-account attribution (bayes_persona.bench.accounts)",
         "arguments": None if argv is None else list(argv),
         **setup,
         "models": list(models),

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         "write an HTML diagnostics report for a saved model",
         "One self-contained HTML file (plots embedded as PNG) with the ELBO trace and,\n"
-        "where bayes_persona.plotting provides them, a few users' persona maps and\n"
+        "where bayes_persona.diagnostics.plotting provides them, a few users' persona maps and\n"
         "explanation forests; plots that are unavailable are omitted and logged.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="folder written by 'fit'")

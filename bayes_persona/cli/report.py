@@ -164,7 +164,7 @@ def write_report(
         from bayes_persona.diagnostics import plotting
     except Exception as exc:  # absent, or broken while being edited
         logger.warning(
-            "report: bayes_persona.plotting is unavailable (%s: %s); omitting persona maps and "
+            "report: bayes_persona.diagnostics.plotting is unavailable (%s: %s); omitting persona maps and "
             "explanation forests, plotting the ELBO trace with matplotlib",
             type(exc).__name__,
             exc,
@@ -187,7 +187,7 @@ def write_report(
         if f is None:
             if plotting is not None:
                 logger.warning(
-                    "report: omitting %s plots: bayes_persona.plotting has none of %s",
+                    "report: omitting %s plots: bayes_persona.diagnostics.plotting has none of %s",
                     kind,
                     ", ".join(PLOT_NAMES[kind]),
                 )

@@ -87,7 +87,7 @@ def _check_idata(idata: Any, name: str = "idata") -> None:
     for g in ("observed_data", "constant_data"):
         if not hasattr(idata, g):
             raise DataTypeError(
-                f"{name} must be an InferenceData from bayes_persona.inference_data."
+                f"{name} must be an InferenceData from bayes_persona.diagnostics.inference_data."
                 f"to_inference_data (it has no {g} group); got {type(idata).__name__}"
             )
 
