@@ -779,7 +779,8 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 
 
 README = PAPER_DIR.parent / "README.md"
-README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery"}
+README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
+                 "readme:sbc": "sbc", "readme:nuts": "nuts"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -804,6 +805,17 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
         out["readme:accounts"] = "; ".join(parts) + f" ({_accounts_text(inputs['accounts'])})."
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
+    for source in ("sbc", "nuts"):
+        if source in inputs:
+            cov = inputs[source]["coverage"]
+            by = "guide" if source == "sbc" else "method"
+            c90 = cov[cov["level"] == 0.9]
+            parts = [f"{g}: " + ", ".join(f"{SBC_LABELS.get(q, q)} {_pct(c)}" for q, c in zip(grp["quantity"], grp["coverage"], strict=True))
+                     for g, grp in c90.groupby(by, sort=False)]  # fmt: skip
+            what = "simulation-based calibration" if source == "sbc" else "the same quantities on small worlds, NUTS as reference"
+            n = inputs[source]["provenance"].get("n_replications" if source == "sbc" else "n_worlds", "?")
+            unit = "replications" if source == "sbc" else "worlds"
+            out[f"readme:{source}"] = f"Coverage of nominal 90% intervals, {what} ({n} {unit}): " + "; ".join(parts) + "."
     return out
 
 
