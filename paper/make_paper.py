@@ -549,16 +549,19 @@ SBC_LABELS = {
 }  # fmt: skip
 
 
+def _load_folder(results_dir: str | os.PathLike, name: str, tables: tuple[str, ...], command: str) -> dict[str, Any]:
+    """``{table: DataFrame, ..., "provenance": dict}`` from ``results_dir/name/``."""
+    path = Path(results_dir) / name
+    if not (path / f"{tables[0]}.csv").is_file():
+        raise MissingResultsError(f"{path / (tables[0] + '.csv')} is missing: run `{command}`")
+    out: dict[str, Any] = {t: pd.read_csv(path / f"{t}.csv") for t in tables}
+    out["provenance"] = json.loads((path / "provenance.json").read_text())
+    return out
+
+
 def load_sbc(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
     """Read ``sbc/coverage.csv``, ``sbc/uniformity.csv`` and ``sbc/provenance.json``."""
-    path = Path(results_dir) / "sbc"
-    if not (path / "coverage.csv").is_file():
-        raise MissingResultsError(f"{path / 'coverage.csv'} is missing: run `{SBC_COMMAND}`")
-    return {
-        "coverage": pd.read_csv(path / "coverage.csv"),
-        "uniformity": pd.read_csv(path / "uniformity.csv"),
-        "provenance": json.loads((path / "provenance.json").read_text()),
-    }
+    return _load_folder(results_dir, "sbc", ("coverage", "uniformity"), SBC_COMMAND)
 
 
 def _sbc_table(sbc: Mapping[str, Any]) -> str:
@@ -601,14 +604,7 @@ NUTS_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts"
 
 def load_nuts(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
     """Read ``nuts/coverage.csv``, ``nuts/overlap.csv`` and ``nuts/provenance.json``."""
-    path = Path(results_dir) / "nuts"
-    if not (path / "coverage.csv").is_file():
-        raise MissingResultsError(f"{path / 'coverage.csv'} is missing: run `{NUTS_COMMAND}`")
-    return {
-        "coverage": pd.read_csv(path / "coverage.csv"),
-        "overlap": pd.read_csv(path / "overlap.csv"),
-        "provenance": json.loads((path / "provenance.json").read_text()),
-    }
+    return _load_folder(results_dir, "nuts", ("coverage", "overlap"), NUTS_COMMAND)
 
 
 def _nuts_table(nuts: Mapping[str, Any]) -> str:

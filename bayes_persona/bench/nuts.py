@@ -17,14 +17,11 @@ core; ``--smoke`` runs one tiny world.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bayes_persona.bench.sbc import _write_atomic
-from bayes_persona.provenance import stamp
+from bayes_persona.bench.sbc import write_results
 
 logger = logging.getLogger(__name__)
 
@@ -55,20 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--worlds must be a positive integer; got {args.worlds}")
         cfg["n_worlds"] = args.worlds
     res = compare_with_nuts(**cfg, random_state=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    provenance = {
-        "benchmark": "SVI against NUTS (bayes_persona.bench.nuts)",
-        "arguments": sys.argv[1:] if argv is None else list(argv),
-        "smoke": bool(args.smoke),
-        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in res.config.items()},
-        "seconds": res.seconds,
-        **stamp(),
-    }
-    for name, frame in (("intervals", res.intervals), ("coverage", res.coverage), ("overlap", res.overlap)):
-        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False))
-    _write_atomic(out / "provenance.json", json.dumps(provenance, indent=2, default=str) + "\n")
-    logger.info("%s\n%s\n(files in %s)", res.coverage.to_string(), res.overlap.to_string(), out)
+    write_results(
+        Path(args.out), {"intervals": res.intervals, "coverage": res.coverage, "overlap": res.overlap},
+        {"benchmark": "SVI against NUTS (bayes_persona.bench.nuts)", "smoke": bool(args.smoke), **res.config,
+         "seconds": res.seconds},
+        argv,
+    )  # fmt: skip
+    logger.info("%s\n%s\n(files in %s)", res.coverage.to_string(), res.overlap.to_string(), args.out)
     return 0
 
 

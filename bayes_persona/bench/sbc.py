@@ -65,6 +65,20 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_results(out: Path, frames: dict[str, pd.DataFrame], provenance: dict, argv: Sequence[str] | None) -> None:
+    """Each frame as ``out/<name>.csv`` and ``provenance`` (with the arguments, the commit,
+    the machine and the package versions) as ``out/provenance.json``, each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    prov = {
+        "arguments": sys.argv[1:] if argv is None else list(argv),
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in provenance.items()},
+        **stamp(),
+    }
+    for name, frame in frames.items():
+        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    _write_atomic(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the SBC benchmark (module docstring)."""
     import torch
@@ -93,20 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         guides, **cfg, likelihood=args.likelihood, empirical_bayes=args.empirical_bayes,
         fit_kwargs=fit, random_state=args.seed,
     )  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    provenance = {
-        "benchmark": "simulation-based calibration (bayes_persona.bench.sbc)",
-        "arguments": sys.argv[1:] if argv is None else list(argv),
-        "smoke": bool(args.smoke),
-        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in res.config.items()},
-        "seconds": res.seconds,
-        **stamp(),
-    }
-    for name, frame in (("ranks", res.ranks), ("coverage", res.coverage), ("uniformity", res.uniformity)):
-        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False))
-    _write_atomic(out / "provenance.json", json.dumps(provenance, indent=2, default=str) + "\n")
-    logger.info("%s\n(%.0f s; files in %s)", res.summary(), res.seconds, out)
+    write_results(
+        Path(args.out), {"ranks": res.ranks, "coverage": res.coverage, "uniformity": res.uniformity},
+        {"benchmark": "simulation-based calibration (bayes_persona.bench.sbc)", "smoke": bool(args.smoke),
+         **res.config, "seconds": res.seconds},
+        argv,
+    )  # fmt: skip
+    logger.info("%s\n(%.0f s; files in %s)", res.summary(), res.seconds, args.out)
     return 0
 
 
