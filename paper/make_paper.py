@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class MissingResultsError(FileNotFoundError):
 class Benchmark:
     results: pd.DataFrame  # model, protocol, metric, k, value, low, high
     costs: pd.DataFrame  # indexed by model
+    provenance: dict = field(default_factory=dict)
 
 
 def load_benchmark(results_dir: str | os.PathLike = RESULTS_DIR) -> Benchmark:
@@ -105,7 +106,9 @@ def load_benchmark(results_dir: str | os.PathLike = RESULTS_DIR) -> Benchmark:
             f"{results_dir / 'results.csv'} lacks columns {sorted(need - set(results.columns))}"
         )
     costs = pd.read_csv(results_dir / "costs.csv").set_index("model")
-    return Benchmark(results, costs)
+    prov_path = results_dir / "provenance.json"
+    provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+    return Benchmark(results, costs, provenance)
 
 
 def load_recovery(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -305,6 +308,29 @@ def _costs_table(bench: Benchmark) -> str:
         ["Model", "Fit (s)", "Recommend all users (s)", "Peak RSS (MB)", "SVI steps/s", "Tuned on validation"],
         rows, ["l", "r", "r", "r", "r", "l"],
     )  # fmt: skip
+
+
+def _tuning_text(bench: Benchmark) -> str:
+    """Which tuned values sit at an edge of their grid (the grids the run recorded, else
+    :data:`bayes_persona.bench.TUNING_GRIDS`)."""
+    grids = bench.provenance.get("tuning_grids")
+    if grids is None:
+        from bayes_persona.bench import TUNING_GRIDS as grids
+    edges = []
+    for m, grid in grids.items():
+        if m not in bench.costs.index or pd.isna(bench.costs.loc[m].get("params", float("nan"))):
+            continue
+        chosen = json.loads(bench.costs.loc[m]["params"])
+        for k, values in grid.items():
+            if len(values) < 2 or k not in chosen:
+                continue
+            if chosen[k] in (min(values), max(values)):
+                side = "largest" if chosen[k] == max(values) else "smallest"
+                edges.append(f"{m} {k}={chosen[k]:g} (the {side} of {', '.join(f'{v:g}' for v in values)})")
+    if not edges:
+        return "Every tuned value is interior to its grid."
+    return ("Tuned values at an edge of their grid, whose grids are still to be extended: "
+            + "; ".join(edges) + ".")
 
 
 def _benchmark_summary(res: pd.DataFrame) -> str:
@@ -710,6 +736,7 @@ def _figure_recovery(rec: Mapping[str, Any], path: Path) -> None:
 
 # --------------------------------------------------------------------------- blocks
 BENCH_BLOCKS = (
+    "text:tuning",
     "table:benchmark",
     "table:sampled",
     "table:costs",
@@ -746,6 +773,7 @@ def render_benchmark(bench: Benchmark) -> dict[str, str]:
         "table:benchmark": _metric_table(res, "full", FULL_COLUMNS),
         "table:sampled": _metric_table(res, "sampled", SAMPLED_COLUMNS),
         "table:costs": _costs_table(bench),
+        "text:tuning": _tuning_text(bench),
         "text:benchmark-summary": _benchmark_summary(res),
         "figure:benchmark": "![MovieLens 100K, full-ranking protocol: NDCG@10, Recall@20 and TDD@10 "
         "with 95% bootstrap intervals; our models in red.](figures/benchmark.png)",

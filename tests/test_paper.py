@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import re
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ PAPER_DIR = ROOT / "paper"
 def _load_make_paper():
     spec = importlib.util.spec_from_file_location("make_paper", PAPER_DIR / "make_paper.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would (dataclasses look their module up)
     spec.loader.exec_module(module)
     return module
 
@@ -237,6 +239,10 @@ def test_build_renders_every_block_and_figure(workspace):
         assert f"| {m} |" in blocks["table:sampled"]
         assert f"| {m} |" in blocks["table:costs"]
     assert "l2=500" in blocks["table:costs"]
+    assert blocks["text:tuning"].strip() == "Every tuned value is interior to its grid."
+    edge = mp.load_benchmark(results)
+    edge.costs.loc["EASE", "params"] = '{"l2": 1000.0}'
+    assert "EASE l2=1000 (the largest of 100, 300, 500, 1000)" in mp._tuning_text(edge)
     assert blocks["value:recovery-seeds"] == "2"
     assert (
         blocks["value:recovery-world"]

@@ -164,7 +164,8 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
     res = pd.DataFrame(rows)
     provenance = {
         "benchmark": "ML-100K ranking (bayes_persona.bench)", "models": list(models), "smoke": bool(smoke),
-        "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot, **stamp(),
+        "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot,
+        "tuning_grids": {m: TUNING_GRIDS[m] for m in models if m in TUNING_GRIDS}, **stamp(),
     }  # fmt: skip
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     res.to_csv(out / "results.csv", index=False)
