@@ -82,6 +82,7 @@ class Benchmark:
     results: pd.DataFrame  # model, protocol, metric, k, value, low, high
     costs: pd.DataFrame  # indexed by model
     provenance: dict = field(default_factory=dict)
+    paired: pd.DataFrame | None = None  # paired.csv: a, b, metric, k, mean_diff, low, high, p_value
 
 
 def load_benchmark(results_dir: str | os.PathLike = RESULTS_DIR) -> Benchmark:
@@ -108,7 +109,8 @@ def load_benchmark(results_dir: str | os.PathLike = RESULTS_DIR) -> Benchmark:
     costs = pd.read_csv(results_dir / "costs.csv").set_index("model")
     prov_path = results_dir / "provenance.json"
     provenance = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
-    return Benchmark(results, costs, provenance)
+    paired = pd.read_csv(results_dir / "paired.csv") if (results_dir / "paired.csv").is_file() else None
+    return Benchmark(results, costs, provenance, paired)
 
 
 def load_recovery(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -308,6 +310,17 @@ def _costs_table(bench: Benchmark) -> str:
         ["Model", "Fit (s)", "Recommend all users (s)", "Peak RSS (MB)", "SVI steps/s", "Tuned on validation"],
         rows, ["l", "r", "r", "r", "r", "l"],
     )  # fmt: skip
+
+
+def _paired_text(bench: Benchmark) -> str:
+    """Paired differences of per-user NDCG@10 (``paired.csv``), as a sentence."""
+    p = bench.paired
+    if p is None or not len(p):
+        return ""
+    rows = p[(p["metric"] == "ndcg") & (p["k"] == 10)]
+    parts = [f"{r.a} minus {r.b} {r.mean_diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}], p = {r.p_value:.2g}"
+             for r in rows.itertuples()]  # fmt: skip
+    return (" Paired per-user differences of NDCG@10: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _tuning_text(bench: Benchmark) -> str:
@@ -816,7 +829,7 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
         names = [m for m in (_ours_multi(res), "Ours K=1", "EASE", "iALS") if cell(m) is not None]
         out["readme:ranking"] = "NDCG@10 (full ranking, 95% intervals): " + "; ".join(
             f"{m} {_cell(cell(m))}" for m in names
-        ) + "."
+        ) + "." + _paired_text(inputs["benchmark"])
     if "accounts" in inputs:
         t = inputs["accounts"]["table"].pivot(index="method", columns="metric", values="value")
         def row(m: str) -> str:

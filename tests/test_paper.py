@@ -144,6 +144,8 @@ def _fake_results(folder: Path) -> None:
          "svi_steps_per_second": [np.nan, np.nan, 3.0, 2.0]}
     )  # fmt: skip
     costs.to_csv(folder / "costs.csv", index=False)
+    pd.DataFrame([{"a": "Ours K=8", "b": "Ours K=1", "metric": "ndcg", "k": 10, "mean_diff": -0.013, "low": -0.021,
+                   "high": -0.005, "p_value": 0.002, "n_users": 900}]).to_csv(folder / "paired.csv", index=False)  # fmt: skip
 
 
 def _fake_recovery(folder: Path) -> None:
@@ -240,6 +242,8 @@ def test_build_renders_every_block_and_figure(workspace):
         assert f"| {m} |" in blocks["table:costs"]
     assert "l2=500" in blocks["table:costs"]
     assert blocks["text:tuning"].strip() == "Every tuned value is interior to its grid."
+    ranking = mp.render_readme({"benchmark": mp.load_benchmark(results)})["readme:ranking"]
+    assert ranking.endswith("Ours K=8 minus Ours K=1 -0.013 [-0.021, -0.005], p = 0.002.")
     edge = mp.load_benchmark(results)
     edge.costs.loc["EASE", "params"] = '{"l2": 1000.0}'
     assert "EASE l2=1000 (the largest of 100, 300, 500, 1000)" in mp._tuning_text(edge)
