@@ -13,7 +13,11 @@ __all__ = ["git_commit", "versions", "stamp"]
 
 
 def git_commit() -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the checkout holding this file, or ``(None, None)``."""
+    """``(commit, dirty)`` of the checkout holding this file, or ``(None, None)``.
+
+    ``dirty`` says whether tracked files differ from the commit, result files under
+    ``paper/results`` excepted.
+    """
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(
@@ -21,8 +25,11 @@ def git_commit() -> tuple[str | None, bool | None]:
         )
         if head.returncode != 0:
             return None, None
+        # The result files a run writes (paper/results) are its output, not its code: a
+        # run that writes them must not mark the next job of `bench all` dirty.
         status = subprocess.run(
-            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--",
+             ":/", ":(top,exclude)paper/results"],
             cwd=here, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         dirty = bool(status.stdout.strip()) if status.returncode == 0 else None

@@ -384,7 +384,8 @@ def _benchmark_summary(res: pd.DataFrame) -> str:
                 f"{label} {a['value'] - b['value']:+.3f}"
                 + (" (95% intervals overlap)" if overlap else " (95% intervals do not overlap)")
             )
-        sentences.append("Four personas against one: " + "; ".join(parts) + ".")
+        k = multi.split("K=")[-1]
+        sentences.append(f"{k} personas against one (the paired test is in paired.csv): " + "; ".join(parts) + ".")
     pop = _lookup(res, "MostPopular", "full", "ndcg", 10)
     if pop is not None and not pd.isna(pop["low"]):
         below = [
@@ -524,12 +525,15 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
     seeds = f"mean over {len(runs)} seed{'s' if len(runs) > 1 else ''}"
     text = ""
     if not math.isnan(unc):
-        parts = [f"{lv:.0%}: {_pct(np.nanmean([_uncertain(r, lv) for r in runs]))}" for lv in (float(x) for x in rec["levels"])]
+        parts = []
+        for lv in (float(x) for x in rec["levels"]):
+            c = float(np.nanmean([_uncertain(r, lv) for r in runs]))
+            parts.append(f"{lv:.0%}: {_pct(c)}, {verdict(c, lv).replace('close to', 'close to nominal')}")
         text = (
             f"On the {_pct(share)} of (interaction, taste) pairs whose generating probability lies "
             f"between 0.05 and 0.95, where an explanation is genuinely uncertain, nominal 90% "
             f"intervals cover the generating probability for {_pct(unc)}, {verdict(unc, 0.9)} the "
-            f"nominal level (by level, {'; '.join(parts)}), with a mean width of {width:.2f}. "
+            f"nominal level (by level: {'; '.join(parts)}), with a mean width of {width:.2f}. "
         )
     return text + (
         f"Pooled over all pairs, most of which sit at 0 or 1, 90% intervals cover {_pct(cov)}, "
@@ -584,7 +588,7 @@ def _accounts_text(acc: Mapping[str, Any]) -> str:
 SBC_COMMAND = "python -m bayes_persona.bench sbc --out paper/results/sbc"
 SBC_LABELS = {
     "max_share": "largest persona share", "share_entropy": "entropy of the shares",
-    "co_assignment": "two items share a persona", "log_pick": "held-out log p(i | u)",
+    "co_assignment": "two items share a persona", "log_pick": "log predictive of an item",
 }  # fmt: skip
 
 

@@ -228,13 +228,13 @@ def test_build_renders_every_block_and_figure(workspace):
     assert mp.build(results, paper, figures) == []
     text = paper.read_text()
     blocks = mp.paper_blocks(text)
-    assert "| meanfield | held-out log p(i | u) | 30.0% | 70.0% | 1e-09 |" in blocks["table:sbc"]
+    assert "| meanfield | log predictive of an item | 30.0% | 70.0% | 1e-09 |" in blocks["table:sbc"]
     assert "2 cover within 5 points of nominal and 2 fall more than 5 points below" in blocks["text:sbc"]
     assert "1 of 2 rank-uniformity tests have p > 0.01" in blocks["text:sbc"]
     assert "| meanfield | two items share a persona | 80.0% | 0.70 | 0.80 |" in blocks["table:nuts"]
     assert "Of the 2 (guide, quantity, level) cells, 1 cover within 5 points of NUTS's" in blocks["text:nuts"]
     readme = mp.render_readme({"sbc": mp.load_sbc(results), "nuts": mp.load_nuts(results)})
-    assert "(100 replications): meanfield: largest persona share 90.0%, held-out log p(i | u) 70.0%." in readme["readme:sbc"]
+    assert "(100 replications): meanfield: largest persona share 90.0%, log predictive of an item 70.0%." in readme["readme:sbc"]
     assert "lowrank: two items share a persona 88.0%; nuts: two items share a persona 90.0%" in readme["readme:nuts"]
     for m in MODELS:
         assert f"| {m} |" in blocks["table:benchmark"]
@@ -360,3 +360,26 @@ def test_bench_all_runs_every_result_file_from_one_clean_commit(tmp_path, monkey
     with pytest.raises(SystemExit) as info:
         bench.run_all(["--out", str(tmp_path)])
     assert info.value.code == 2
+
+
+def test_result_files_do_not_make_the_checkout_dirty(tmp_path):
+    """A run that writes paper/results leaves the next job's provenance clean; code edits do not."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "paper" / "results").mkdir(parents=True)
+    shutil.copy(Path(mp.__file__).resolve().parents[1] / "bayes_persona" / "provenance.py", repo / "pkg" / "provenance.py")
+    (repo / "paper" / "results" / "r.csv").write_text("a\n1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    spec = importlib.util.spec_from_file_location("prov_copy", repo / "pkg" / "provenance.py")
+    prov = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prov)
+    (repo / "paper" / "results" / "r.csv").write_text("a\n2\n")
+    commit, dirty = prov.git_commit()
+    assert commit and dirty is False
+    (repo / "pkg" / "provenance.py").write_text((repo / "pkg" / "provenance.py").read_text() + "\n# edit\n")
+    assert prov.git_commit()[1] is True
