@@ -68,6 +68,7 @@ FULL_COLUMNS = [
     ("coverage", 10, "Catalogue coverage@10", False),
 ]
 SAMPLED_COLUMNS = [("hit_rate", 10, "HR@10", False), ("ndcg", 10, "NDCG@10", False)]
+TEMPORAL_COLUMNS = [("ndcg", 10, "NDCG@10", False), ("hit_rate", 10, "HR@10", False), ("recall", 20, "Recall@20", False)]
 RECOVERY_LEVELS = (0.5, 0.8, 0.9, 0.95)
 MARKER = re.compile(r"<!-- (?P<name>[a-z]+:[a-z0-9_-]+) -->(?P<body>.*?)<!-- /(?P=name) -->", re.S)
 
@@ -756,6 +757,7 @@ BENCH_BLOCKS = (
     "text:tuning",
     "table:benchmark",
     "table:sampled",
+    "table:temporal",
     "table:costs",
     "text:benchmark-summary",
     "figure:benchmark",
@@ -789,6 +791,9 @@ def render_benchmark(bench: Benchmark) -> dict[str, str]:
     return {
         "table:benchmark": _metric_table(res, "full", FULL_COLUMNS),
         "table:sampled": _metric_table(res, "sampled", SAMPLED_COLUMNS),
+        "table:temporal": _metric_table(res, "temporal", TEMPORAL_COLUMNS)
+        if (res["protocol"] == "temporal").any()
+        else "No run of the temporal protocol in these result files (the benchmark gained it after they were written).",
         "table:costs": _costs_table(bench),
         "text:tuning": _tuning_text(bench),
         "text:benchmark-summary": _benchmark_summary(res),

@@ -131,7 +131,8 @@ def _fake_results(folder: Path) -> None:
     for m in MODELS:
         for protocol, metric, k in [("full", "ndcg", 10), ("full", "ndcg", 20), ("full", "recall", 20),
                                     ("full", "hit_rate", 10), ("full", "tdd", 10), ("full", "coverage", 10),
-                                    ("sampled", "hit_rate", 10), ("sampled", "ndcg", 10)]:  # fmt: skip
+                                    ("sampled", "hit_rate", 10), ("sampled", "ndcg", 10), ("temporal", "ndcg", 10),
+                                    ("temporal", "hit_rate", 10), ("temporal", "recall", 20)]:  # fmt: skip
             v = float(rng.uniform(0.1, 0.9))
             lo, hi = (np.nan, np.nan) if metric == "coverage" else (v - 0.01, v + 0.01)
             rows.append(
@@ -239,6 +240,7 @@ def test_build_renders_every_block_and_figure(workspace):
     for m in MODELS:
         assert f"| {m} |" in blocks["table:benchmark"]
         assert f"| {m} |" in blocks["table:sampled"]
+        assert f"| {m} |" in blocks["table:temporal"]
         assert f"| {m} |" in blocks["table:costs"]
     assert "l2=500" in blocks["table:costs"]
     assert blocks["text:tuning"].strip() == "Every tuned value is interior to its grid."
