@@ -19,7 +19,7 @@ def test_ranking_bench_writes_both_protocols_and_its_grids(ml100k_dir, tmp_path)
     assert set(res["protocol"]) == {"full", "sampled", "temporal"}
     temporal = res[res["protocol"] == "temporal"]
     assert set(temporal["model"]) == {"MostPopular", "Ours K=1"}
-    assert set(zip(temporal["metric"], temporal["k"])) >= {("ndcg", 10), ("hit_rate", 10), ("recall", 20)}
+    assert set(zip(temporal["metric"], temporal["k"], strict=True)) >= {("ndcg", 10), ("hit_rate", 10), ("recall", 20)}
     assert temporal["value"].between(0, 1).all()
     # leave-last-out holds out one item per user: NDCG@10 and HR@10 differ from the random split's
     full = res[res["protocol"] == "full"].set_index(["model", "metric", "k"])["value"]

@@ -217,7 +217,7 @@ def paired_tests(per_user: pd.DataFrame, pairs=PAIRS, n_boot: int = 1000) -> pd.
         if a not in present or b not in present:
             continue
         for metric in ("ndcg", "tdd"):
-            sel = lambda m: per_user[(per_user.model == m) & (per_user.metric == metric) & (per_user.k == 10)].set_index("user_id")["value"]  # noqa: E731
+            sel = lambda m, metric=metric: per_user[(per_user.model == m) & (per_user.metric == metric) & (per_user.k == 10)].set_index("user_id")["value"]  # noqa: E731
             r = paired_test(sel(a), sel(b), n_boot=max(n_boot, 1), seed=0)
             rows.append([a, b, metric, 10, r.mean_diff, r.low, r.high, r.p_value, r.n_users])
     return pd.DataFrame(rows, columns=cols)
