@@ -325,11 +325,10 @@ def _paired_text(bench: Benchmark) -> str:
 
 
 def _tuning_text(bench: Benchmark) -> str:
-    """Which tuned values sit at an edge of their grid (the grids the run recorded, else
-    :data:`bayes_persona.bench.TUNING_GRIDS`)."""
+    """Which tuned values sit at an edge of the grids the run recorded."""
     grids = bench.provenance.get("tuning_grids")
-    if grids is None:
-        from bayes_persona.bench import TUNING_GRIDS as grids
+    if grids is None:  # never assume the grids of today's code for an older run
+        return "The run did not record its tuning grids."
     edges = []
     for m, grid in grids.items():
         if m not in bench.costs.index or pd.isna(bench.costs.loc[m].get("params", float("nan"))):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -243,10 +243,12 @@ def test_build_renders_every_block_and_figure(workspace):
         assert f"| {m} |" in blocks["table:temporal"]
         assert f"| {m} |" in blocks["table:costs"]
     assert "l2=500" in blocks["table:costs"]
-    assert blocks["text:tuning"].strip() == "Every tuned value is interior to its grid."
+    assert blocks["text:tuning"].strip() == "The run did not record its tuning grids."
     ranking = mp.render_readme({"benchmark": mp.load_benchmark(results)})["readme:ranking"]
     assert ranking.endswith("Ours K=8 minus Ours K=1 -0.013 [-0.021, -0.005], p = 0.002.")
     edge = mp.load_benchmark(results)
+    edge.provenance["tuning_grids"] = {"EASE": {"l2": [100.0, 300.0, 500.0, 1000.0]}}
+    assert mp._tuning_text(edge) == "Every tuned value is interior to its grid."
     edge.costs.loc["EASE", "params"] = '{"l2": 1000.0}'
     assert "EASE l2=1000 (the largest of 100, 300, 500, 1000)" in mp._tuning_text(edge)
     assert blocks["value:recovery-seeds"] == "2"
@@ -362,6 +364,24 @@ def test_bench_all_runs_every_result_file_from_one_clean_commit(tmp_path, monkey
     with pytest.raises(SystemExit) as info:
         bench.run_all(["--out", str(tmp_path)])
     assert info.value.code == 2
+
+
+def test_bench_all_runs_its_jobs_in_parallel_and_stops_on_a_failure(tmp_path, monkeypatch):
+    import subprocess
+
+    from bayes_persona import bench, provenance
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: ("abc", False))
+    marks = [tmp_path / f"m{j}" for j in range(3)]
+    ok = [[sys.executable, "-c", f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(m)!r}).touch()"] for m in marks]
+    monkeypatch.setattr(bench, "all_jobs", lambda *a: ok)
+    assert bench.run_all(["--out", str(tmp_path), "--jobs", "2"]) == 0
+    assert all(m.is_file() for m in marks)
+    monkeypatch.setattr(bench, "all_jobs", lambda *a: [[sys.executable, "-c", "raise SystemExit(3)"], *ok])
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.run_all(["--out", str(tmp_path), "--jobs", "2"])
+    with pytest.raises(SystemExit):
+        bench.run_all(["--out", str(tmp_path), "--jobs", "0"])
 
 
 def test_result_files_do_not_make_the_checkout_dirty(tmp_path):
