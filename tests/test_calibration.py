@@ -169,6 +169,7 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     assert prov["smoke"] and prov["n_replications"] == 2 and prov["guides"] == ["meanfield"]
     assert 0 < prov["repeat_probability"] < 1 and "git_commit" in prov
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+    assert (tmp_path / "ranks.csv").stat().st_mode & 0o044  # readable by others, like any output
     with pytest.raises(SystemExit):
         main(["sbc", "--replications", "0", "--out", str(tmp_path)])
 

@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return scale_main(argv[1:])
     if argv[:1] == ["all"]:  # python -m bayes_persona.bench all ...: every result file of the paper
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         return run_all(argv[1:])
     if argv[:1] == ["fuzz"]:  # python -m bayes_persona.bench fuzz ...: robustness fuzz
         from bayes_persona.bench.fuzz import main as fuzz_main

@@ -59,6 +59,9 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a plain file, not mkstemp's owner-only mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,8 +77,8 @@ def write_results(out: Path, frames: dict[str, pd.DataFrame], provenance: dict, 
         **{k: (list(v) if isinstance(v, tuple) else v) for k, v in provenance.items()},
         **stamp(),
     }
-    for name, frame in frames.items():
-        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False))
+    for name, frame in frames.items():  # six significant digits: far below any figure's precision
+        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
     _write_atomic(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
 
 
