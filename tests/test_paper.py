@@ -102,18 +102,18 @@ def test_readme_figures_are_rendered_from_the_result_files():
 
 
 def test_result_files_come_from_one_commit():
-    """The benchmark, the shared-account run and the recovery run record the same commit."""
-    commits = {}
-    for name in ("provenance.json", "accounts/provenance.json", "accounts_seed2/provenance.json", "sbc/provenance.json"):
+    """Every result file records the same commit, of a checkout without uncommitted code."""
+    commits, dirty = {}, {}
+    for name in ("provenance.json", "accounts/provenance.json", "accounts_seed2/provenance.json", "sbc/provenance.json",
+                 "nuts/provenance.json", "recovery.json"):
         path = mp.RESULTS_DIR / name
         if path.is_file():
-            commits[name] = json.loads(path.read_text()).get("git_commit")
-    rec = mp.RESULTS_DIR / "recovery.json"
-    if rec.is_file():
-        commits["recovery.json"] = json.loads(rec.read_text()).get("git_commit")
+            prov = json.loads(path.read_text())
+            commits[name], dirty[name] = prov.get("git_commit"), prov.get("git_dirty")
     if len(commits) < 2:
         pytest.skip("fewer than two result files with provenance")
     assert len(set(commits.values())) == 1, commits
+    assert not any(dirty.values()), f"written from a checkout with uncommitted code: {dirty}"
 
 
 def test_every_image_the_paper_links_is_one_make_paper_writes():
