@@ -170,6 +170,13 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     assert 0 < prov["repeat_probability"] < 1 and "git_commit" in prov
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     assert (tmp_path / "ranks.csv").stat().st_mode & 0o044  # readable by others, like any output
+    from bayes_persona.bench import sbc as sbc_bench
+
+    big = pd.DataFrame({"x": np.arange(300_000)})
+    sbc_bench.write_results(tmp_path / "big", {"ranks": big, "coverage": res["coverage"],
+                                               "uniformity": res["uniformity"]}, {}, [])  # fmt: skip
+    assert (tmp_path / "big" / "ranks.csv.gz").is_file() and not (tmp_path / "big" / "ranks.csv").exists()
+    pd.testing.assert_frame_equal(sbc_bench.read(tmp_path / "big")["ranks"], big)
     with pytest.raises(SystemExit):
         main(["sbc", "--replications", "0", "--out", str(tmp_path)])
 

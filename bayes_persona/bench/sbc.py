@@ -4,7 +4,8 @@ Runs :func:`bayes_persona.diagnostics.sbc.compare_guides` (worlds drawn from the
 own prior, the joint likelihood, the prior scales fixed at their simulated values, the same
 worlds for every guide) and writes into ``--out``:
 
-* ``ranks.csv``: one row per ranked quantity (guide, replication, quantity, user, ...);
+* ``ranks.csv`` (gzipped, ``ranks.csv.gz``, above :data:`GZIP_ABOVE` bytes): one row per
+  ranked quantity (guide, replication, quantity, user, ...);
 * ``coverage.csv``: coverage of the central 50/80/90/95% intervals per guide and quantity;
 * ``uniformity.csv``: the chi-square test of rank uniformity per guide and quantity;
 * ``provenance.json``: the settings, the mean share of repeated picks that the
@@ -18,6 +19,7 @@ minutes per guide on 2 cores; ``--smoke`` runs two tiny replications.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -54,11 +56,17 @@ SMOKE = {**DEFAULTS, "n_replications": 2, "n_users": 12, "n_items": 60, "interac
          "num_samples": 19, "max_epochs": 10}  # fmt: skip
 
 
+#: A result table whose CSV is larger than this is stored gzipped (``<name>.csv.gz``).
+GZIP_ABOVE = 1_000_000
+
+
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            data = text.encode()
+            # mtime 0: the same table gives the same bytes
+            fh.write(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # a plain file, not mkstemp's owner-only mode
@@ -78,7 +86,10 @@ def write_results(out: Path, frames: dict[str, pd.DataFrame], provenance: dict, 
         **stamp(),
     }
     for name, frame in frames.items():  # six significant digits: far below any figure's precision
-        _write_atomic(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+        text = frame.to_csv(index=False, float_format="%.6g")
+        big = len(text) > GZIP_ABOVE
+        (out / f"{name}.csv{'' if big else '.gz'}").unlink(missing_ok=True)  # no stale twin
+        _write_atomic(out / f"{name}.csv{'.gz' if big else ''}", text)
     _write_atomic(out / "provenance.json", json.dumps(prov, indent=2, default=str) + "\n")
 
 
@@ -123,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def read(folder: str | os.PathLike) -> dict[str, pd.DataFrame | dict]:
     """The files of one run: ``{"ranks", "coverage", "uniformity": DataFrame, "provenance": dict}``."""
     folder = Path(folder)
-    out: dict[str, pd.DataFrame | dict] = {
-        name: pd.read_csv(folder / f"{name}.csv") for name in ("ranks", "coverage", "uniformity")
-    }
+    out: dict[str, pd.DataFrame | dict] = {}
+    for name in ("ranks", "coverage", "uniformity"):
+        path = folder / f"{name}.csv"
+        out[name] = pd.read_csv(path if path.is_file() else path.with_suffix(".csv.gz"))
     out["provenance"] = json.loads((folder / "provenance.json").read_text())
     return out
 
