@@ -548,6 +548,7 @@ class PersonaRecommender:
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
         cols = ["user_id", "item_id"] + (["rating"] if self.feedback == "explicit" else [])
         h.update(pd.util.hash_pandas_object(ratings[cols], index=False).to_numpy().tobytes())
+        h.update(json.dumps(self.item_vocab_.to_dict(), sort_keys=True, default=str).encode())  # the catalogue
         return h.hexdigest()
 
     def _config(self) -> dict[str, Any]:

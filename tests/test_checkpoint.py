@@ -223,6 +223,14 @@ def test_other_data_refused(data, small_checkpoint) -> None:
         model.fit(other, checkpoint_dir=small_checkpoint, checkpoint_every=1, resume=True)
 
 
+def test_other_catalogue_refused(data, small_checkpoint) -> None:
+    """``fit(catalogue=...)`` changes the items the softmax runs over: part of the fingerprint."""
+    extra = np.concatenate([data.ratings["item_id"].unique(), [10**9]])
+    model = bp.PersonaRecommender(**{**KW, "max_epochs": 1})
+    with pytest.raises(SaveFormatError, match="another model or data set"):
+        model.fit(data, checkpoint_dir=small_checkpoint, checkpoint_every=1, resume=True, catalogue=extra)
+
+
 def test_other_ratings_refused_for_explicit_feedback(data, tmp_path) -> None:
     """Explicit feedback fits the rating values, so they are part of the fingerprint."""
     rated = data.ratings.assign(rating=(np.arange(len(data.ratings)) % 5 + 1).astype(float))
