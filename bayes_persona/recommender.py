@@ -31,6 +31,7 @@ from bayes_persona.data._validation import as_id_list as _as_id_list
 from bayes_persona.data._validation import check_min_int as _check_int
 from bayes_persona.data._validation import (
     check_positive_float,
+    id_kind_of_values,
     interactions_frame,
     validate_items,
     validate_ratings,
@@ -370,7 +371,7 @@ class PersonaRecommender:
         item_ids = ratings["item_id"].to_numpy()
         if catalogue is not None:
             cat = Vocabulary.from_ids(catalogue, name="catalogue")
-            train_kind = Vocabulary.from_ids(item_ids, name="item_id").kind
+            train_kind = id_kind_of_values(item_ids, "column 'item_id' of train")
             if cat.kind != train_kind:
                 raise DataTypeError(f"catalogue must hold {train_kind} item ids like train's; got {cat.kind} ids")
             item_ids = np.concatenate([item_ids.astype(cat.ids.dtype), cat.ids])

@@ -41,6 +41,7 @@ from bayes_persona.diagnostics.sbc import (
     QUANTITIES,
     PriorWorld,
     _check_aligned,
+    coverage_table,
     draw_picks,
     invariant_quantities,
     posterior_draws,
@@ -253,17 +254,7 @@ def compare_with_nuts(
         logger.info("NUTS comparison: world %d/%d done (%d divergences)", r + 1, R, info["divergences"])
     config["divergences"] = divergences
     intervals = pd.DataFrame(rows)
-    return NutsComparison(intervals, _coverage(intervals, lv), _overlap(intervals), config, seconds)
-
-
-def _coverage(intervals: pd.DataFrame, levels: Sequence[float]) -> pd.DataFrame:
-    out = []
-    for (m, qn), grp in intervals.groupby(["method", "quantity"], sort=False):
-        for lv in levels:
-            c = float(grp[f"covered_{round(lv * 100)}"].mean())
-            out.append({"method": m, "quantity": qn, "level": lv, "coverage": c, "n": len(grp),
-                        "se": float(np.sqrt(c * (1 - c) / len(grp)))})  # fmt: skip
-    return pd.DataFrame(out)
+    return NutsComparison(intervals, coverage_table(intervals, lv, by="method"), _overlap(intervals), config, seconds)
 
 
 def _overlap(intervals: pd.DataFrame) -> pd.DataFrame:

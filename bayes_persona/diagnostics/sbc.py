@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import log_softmax, logsumexp, softmax
 
 from bayes_persona.data._validation import check_int_range as _check_range
 from bayes_persona.data._validation import check_min_int as _check_int
@@ -143,21 +144,19 @@ class PriorWorld:
             log_pi = np.log(self.prevalence)
         if self.likelihood == "mixture":
             return log_pi
-        logits = np.einsum("ukd,nd->ukn", self.persona_factors, self.item_factors) + self.item_bias
-        m = logits.max(-1, keepdims=True)
-        log_z = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[..., 0]  # (U, K)
-        a = log_pi + log_z
-        return a - _logsumexp(a, axis=1, keepdims=True)
+        return log_softmax(log_pi + logsumexp(self._logits(), axis=-1), axis=1)
 
     def log_pick(self) -> np.ndarray:
         """``log p(i | u) = log sum_k P(z = k | u) softmax_k(i)`` for every user and item, (U, N)."""
-        return _logsumexp(self.log_shares()[:, :, None] + self.log_choice(), axis=1)
+        return logsumexp(self.log_shares()[:, :, None] + self.log_choice(), axis=1)
+
+    def _logits(self) -> np.ndarray:
+        """``p_uk . q_j + b_j`` for every user, persona and item, (U, K, N)."""
+        return np.einsum("ukd,nd->ukn", self.persona_factors, self.item_factors) + self.item_bias
 
     def log_choice(self) -> np.ndarray:
         """``log softmax_j(p_uk . q_j + b_j)`` for every user, persona and item, (U, K, N)."""
-        logits = np.einsum("ukd,nd->ukn", self.persona_factors, self.item_factors) + self.item_bias
-        m = logits.max(-1, keepdims=True)
-        return logits - (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))
+        return log_softmax(self._logits(), axis=-1)
 
     def assignment(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
         """True ``P(z = k | u, i) = softmax_k(log P(z = k | u) + log softmax_k(i))`` for index
@@ -168,13 +167,6 @@ class PriorWorld:
         lj -= lj.max(1, keepdims=True)
         p = np.exp(lj)
         return p / p.sum(1, keepdims=True)
-
-
-def _logsumexp(a: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out = m + np.log(np.exp(a - m).sum(axis=axis, keepdims=True))
-    return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def simulate_prior_world(
@@ -387,13 +379,13 @@ def invariant_quantities(
     w = np.exp(lw)
     for r, (u, ia, ic, j) in enumerate(np.asarray(picks, dtype=np.int64)):
         logits = np.einsum("skd,snd->skn", p[:, u], q) + b[:, None, :]  # (S, K, N)
-        log_choice = logits - _logsumexp(logits, axis=-1, keepdims=True)
+        log_choice = log_softmax(logits, axis=-1)
         log_joint = lw[:, u, :, None] + log_choice[:, :, [ia, ic, j]]  # log P(z = k, i | u), (S, K, 3)
-        att = np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))
+        att = softmax(log_joint, axis=1)
         out["max_share"][:, r] = w[:, u].max(-1)
         out["share_entropy"][:, r] = -(w[:, u] * lw[:, u]).sum(-1)
         out["co_assignment"][:, r] = (att[:, :, 0] * att[:, :, 1]).sum(-1)
-        out["log_pick"][:, r] = _logsumexp(log_joint[:, :, 2], axis=1)
+        out["log_pick"][:, r] = logsumexp(log_joint[:, :, 2], axis=1)
     return out
 
 
@@ -470,40 +462,39 @@ def _replication_ranks(
     return rows
 
 
+def coverage_table(frame: pd.DataFrame, levels: Sequence[float], by: str = "guide") -> pd.DataFrame:
+    """``by, quantity, level, coverage, n, se``: the share of ``covered_<level>`` per group of
+    ``frame`` (rows of ``by`` and ``quantity``), with its binomial standard error."""
+    rows = []
+    for (g, qn), grp in frame.groupby([by, "quantity"], sort=False):
+        n = len(grp)
+        for lv in levels:
+            c = float(grp[f"covered_{round(lv * 100):d}"].mean())
+            rows.append({by: g, "quantity": qn, "level": lv, "coverage": c, "n": n, "se": float(np.sqrt(c * (1 - c) / n))})
+    return pd.DataFrame(rows)
+
+
 def _summaries(
     ranks: pd.DataFrame, levels: Sequence[float], n_bins: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     from scipy import stats
 
-    cov_rows, uni_rows = [], []
+    uni_rows = []
     for (g, qn), grp in ranks.groupby(["guide", "quantity"], sort=False):
-        n = len(grp)
-        for lv in levels:
-            c = float(grp[f"covered_{round(lv * 100):d}"].mean())
-            cov_rows.append(
-                {
-                    "guide": g,
-                    "quantity": qn,
-                    "level": lv,
-                    "coverage": c,
-                    "n": n,
-                    "se": float(np.sqrt(c * (1 - c) / n)),
-                }
-            )
         counts = np.histogram(grp["fractional_rank"].to_numpy(), bins=n_bins, range=(0.0, 1.0))[0]
         chi2, pv = stats.chisquare(counts)
         uni_rows.append(
             {
                 "guide": g,
                 "quantity": qn,
-                "n": n,
+                "n": len(grp),
                 "n_bins": n_bins,
                 "chi2": float(chi2),
                 "df": n_bins - 1,
                 "pvalue": float(pv),
             }
         )
-    return pd.DataFrame(cov_rows), pd.DataFrame(uni_rows)
+    return coverage_table(ranks, levels), pd.DataFrame(uni_rows)
 
 
 def simulation_based_calibration(
