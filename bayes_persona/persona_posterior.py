@@ -70,6 +70,17 @@ class PersonaPosterior:
                     cache[key] = est.guide_.draw_items(eps_q, eps_b)
         return cache[key]
 
+    def item_draws_t(self, n_draws: int) -> torch.Tensor:
+        """The item factors of :meth:`item_draws` transposed, (S, D, N), contiguous and cached:
+        the layout the per-user GEMMs over the catalogue read fastest."""
+        key = f"items_t{n_draws}"
+        cache = self.model._cache
+        if key not in cache:
+            q, _ = self.item_draws(n_draws)
+            with _CACHE_LOCK:
+                cache.setdefault(key, q.transpose(1, 2).contiguous())
+        return cache[key]
+
     def user_draws(self, users: np.ndarray, n_draws: int, with_softmax: bool = False) -> dict[str, torch.Tensor]:
         """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds.
 
@@ -103,17 +114,24 @@ class PersonaPosterior:
             q, b = self.item_draws(n_draws)
             # One user at a time: the same kernels whatever the batch, so that a user's
             # shares (and scores) are bit-identical in batch and single-user calls.
-            qt = q.transpose(1, 2)
+            qt, bias = self.item_draws_t(n_draws), b[:, None, :]
             log_pi = torch.log(pi)
             norms, scores = [], []
+            # One (S, K, N) buffer for every user: a fresh one per user costs more in page
+            # faults than its GEMM.
+            e = torch.empty(n_draws, K, qt.shape[-1], dtype=qt.dtype, device=qt.device)
             for j in range(len(users)):
-                logits = torch.bmm(p[:, j], qt) + b[:, None, :]  # (S, K, N)
-                lse = torch.logsumexp(logits, -1)  # (S, K)
+                # One pass over the logits: the GEMM adds the biases, and the shifted
+                # exponentials give both the normaliser and the softmax.
+                torch.baddbmm(bias, p[:, j], qt, out=e)  # logits (S, K, N)
+                peak = e.amax(-1, keepdim=True)
+                z = e.sub_(peak).exp_().sum(-1)  # e now holds exp(logit - peak)
+                lse = peak[..., 0] + torch.log(z)  # (S, K)
                 norms.append(lse)
                 if with_softmax:  # P(i | u) = mean_s sum_k w_sk softmax_k(i): one GEMV per user
                     w = persona_shares(log_pi[:, j], lse, joint).exp() if K > 1 else torch.ones_like(lse)
-                    soft = logits.sub_(lse[..., None]).exp_().reshape(-1, logits.shape[-1])
-                    scores.append(torch.mv(soft.T, w.reshape(-1).to(soft.dtype)) / n_draws)
+                    coef = (w / z).reshape(-1).to(e.dtype) / n_draws
+                    scores.append(torch.mv(e.reshape(-1, e.shape[-1]).T, coef))
             out["log_norm"] = torch.stack(norms, 1)  # (S, B, K)
             if joint:
                 pi = persona_shares(log_pi, out["log_norm"]).exp()
@@ -138,10 +156,15 @@ class PersonaPosterior:
         from prevalence draws (S, B, K)."""
         return torch.argsort(torch.quantile(prevalence, 0.5, dim=0), dim=-1, descending=True, stable=True)
 
-    def chunk_size(self, n_draws: int) -> int:
-        """Users per chunk so that an (S, B, K, N) array stays within :data:`CHUNK_FLOATS`."""
+    def chunk_size(self, n_draws: int, catalogue_draws: bool = True) -> int:
+        """Users per chunk so that an (S, B, K, N) array stays within :data:`CHUNK_FLOATS`.
+
+        With ``catalogue_draws=False`` the caller keeps per user only (N,) scores and draws at
+        a few items (``recommend`` for implicit feedback, whose catalogue pass goes one user
+        at a time through one (S, K, N) buffer), so chunks hold more users."""
         est = self.model
-        per_user = n_draws * est.n_personas * max(est.guide_.n_items, 1)
+        N = max(est.guide_.n_items, 1)
+        per_user = n_draws * est.n_personas * N if catalogue_draws else 4 * N
         return int(max(1, min(1024, CHUNK_FLOATS // per_user)))
 
     def log_joint(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):
