@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
-from scipy.special import logsumexp
 
 __all__ = ["spectral_item_factors", "seed_personas"]
 
@@ -133,10 +132,16 @@ def prevalence_from_shares(
         Item biases; zero when not given.
     floor : float
     """
-    logits = np.einsum("ukd,nd->ukn", personas, items)
-    if bias is not None:
-        logits = logits + bias
-    log_z = logsumexp(logits, axis=-1)
+    U, K, _ = personas.shape
+    N = items.shape[0]
+    log_z = np.empty((U, K))
+    step = max(1, 2**20 // max(K * N, 1))  # users per chunk: a (B, K, N) block of about 8 MB
+    for s in range(0, U, step):
+        logits = personas[s : s + step] @ items.T  # (B, K, N)
+        if bias is not None:
+            logits += bias
+        peak = logits.max(-1, keepdims=True)
+        log_z[s : s + step] = peak[..., 0] + np.log(np.exp(logits - peak, out=logits).sum(-1))
     log_pi = np.log(np.clip(shares, floor, None)) - log_z
     pi = np.exp(log_pi - log_pi.max(-1, keepdims=True))
     return pi / pi.sum(-1, keepdims=True)

@@ -345,8 +345,33 @@ def log_softmax_normaliser(p, q, b, n_items: int) -> torch.Tensor:
     a sample is corrected by ``log(n_items / S)`` so that ``exp`` of the result is
     unbiased for the full sum.
     """
-    logits = torch.einsum("...kd,sd->...ks", p, q) + b
-    return torch.logsumexp(logits, dim=-1) + math.log(n_items / q.shape[0])
+    return _LogNormaliser.apply(p, q, b) + math.log(n_items / q.shape[0])
+
+
+class _LogNormaliser(torch.autograd.Function):
+    """``logsumexp_j(p . q_j + b_j)`` with one pass over the (..., K, S) logits each way.
+
+    The forward keeps the softmax it computes on the way (one GEMM, one exponential), and
+    the backward reuses it: d/dlogits = g * softmax, so ``grad_p = G q``, ``grad_q = G^T p``
+    and ``grad_b = sum G`` with ``G = g * softmax``. Autograd's logsumexp would keep the
+    logits and exponentiate them again (about a third of an SVI step on ML-100K)."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, q: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        lead = p.shape[:-1]
+        flat = p.reshape(-1, p.shape[-1])
+        e = torch.addmm(b, flat, q.T)  # logits (..K, S)
+        peak = e.amax(-1, keepdim=True)
+        z = e.sub_(peak).exp_().sum(-1, keepdim=True)
+        ctx.save_for_backward(e.div_(z), flat, q)  # e is now the softmax
+        ctx.lead = lead
+        return (peak + torch.log(z)).reshape(lead)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        soft, flat, q = ctx.saved_tensors
+        g = soft * grad.reshape(-1, 1)  # d/dlogits (..K, S)
+        return (g @ q).reshape(*ctx.lead, q.shape[-1]), g.T @ flat, g.sum(0)
 
 
 def explicit_log_likelihood(pi, affinity, b_i, b_u, ratings, mu, sigma, tau) -> torch.Tensor:
