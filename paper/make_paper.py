@@ -287,10 +287,17 @@ def _has(res: pd.DataFrame, protocol: str, metric: str, k: int) -> bool:
 
 def _costs_table(bench: Benchmark) -> str:
     c = bench.costs
+
+    def ratio(m: str, col: str) -> str:
+        """The model's cost over iALS's in the same run (iALS is the cheapest tuned peer)."""
+        if "iALS" not in c.index or m == "iALS":
+            return "–"
+        return f"{float(c.loc[m, col]) / float(c.loc['iALS', col]):.1f}"
+
     rows = []
     for m in _models(bench.results):
         if m not in c.index:
-            rows.append([m] + ["n/a"] * 5)
+            rows.append([m] + ["n/a"] * 8)
             continue
         e = c.loc[m]
         sps = e.get("svi_steps_per_second", float("nan"))
@@ -304,12 +311,14 @@ def _costs_table(bench: Benchmark) -> str:
             )
         )
         rows.append([
-            m, _num(float(e["fit_seconds"]), 1), _num(float(e["recommend_all_seconds"]), 2),
-            _num(float(e["peak_rss_mb"]), 0), "" if pd.isna(sps) else _num(float(sps), 1), params or "-",
+            m, _num(float(e["fit_seconds"]), 1), ratio(m, "fit_seconds"), _num(float(e["recommend_all_seconds"]), 2),
+            ratio(m, "recommend_all_seconds"), _num(float(e["peak_rss_mb"]), 0), ratio(m, "peak_rss_mb"),
+            "" if pd.isna(sps) else _num(float(sps), 1), params or "-",
         ])  # fmt: skip
     return _markdown_table(
-        ["Model", "Fit (s)", "Recommend all users (s)", "Peak RSS (MB)", "SVI steps/s", "Tuned on validation"],
-        rows, ["l", "r", "r", "r", "r", "l"],
+        ["Model", "Fit (s)", "× iALS", "Recommend all users (s)", "× iALS", "Peak RSS (MB)", "× iALS", "SVI steps/s",
+         "Tuned on validation"],
+        rows, ["l", "r", "r", "r", "r", "r", "r", "r", "l"],
     )  # fmt: skip
 
 

@@ -331,7 +331,7 @@ def test_summary_reports_fit_state_and_personas(fitted):
 def test_posterior_object_is_the_public_home_of_the_draws(fitted):
     """model.posterior_ gives the draws behind every output; before fit it raises."""
     with pytest.raises(bp.NotFittedError):
-        bp.PersonaRecommender().posterior_
+        bp.PersonaRecommender().posterior_  # noqa: B018
     post = fitted.posterior_
     ids, u = post.encode_users([2])
     items = fitted.item_vocab_.encode(np.asarray([10001, 10002], dtype=object))

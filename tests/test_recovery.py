@@ -10,8 +10,8 @@ import pytest
 from sizes import pick
 
 import bayes_persona as bp
-from bayes_persona.demo import DEMO_MODEL
 from bayes_persona.baselines import MostPopular
+from bayes_persona.demo import DEMO_MODEL
 
 log = logging.getLogger(__name__)
 

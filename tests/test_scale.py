@@ -10,10 +10,9 @@ import torch
 from pyro.optim.clipped_adam import ClippedAdam
 
 import bayes_persona as bp
-import bayes_persona.recommender as rec
-from bayes_persona.optim import LazyClippedAdam, gather_rows
 from bayes_persona.bench.scale import main as bench_main
 from bayes_persona.bench.scale import planted_interactions
+from bayes_persona.optim import LazyClippedAdam, gather_rows
 
 
 def _quadratic_grads(w: torch.Tensor, step: int) -> None:
@@ -120,13 +119,15 @@ def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> N
 
     monkeypatch.setattr(pp.PersonaPosterior, "user_draws", spy)
     N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
-    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * S * K * N)  # chunks of 37 users
-    got = (
-        model.recommend(users, n=5),
-        model.score(pairs["user_id"], pairs["item_id"]),
-        model.log_predictive(pairs),
-    )
-    assert max(seen_sizes) == 37 and len(seen_sizes) > 3 * len(users) // 37
+    # recommend (implicit) keeps (B, N) scores per chunk and one (S, K, N) buffer per user;
+    # score and log_predictive build (S, B, K, N) arrays. Both in chunks of 37 users here:
+    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * 4 * N)
+    got_rec = model.recommend(users, n=5)
+    assert max(seen_sizes) == 37 and len(seen_sizes) == -(-len(users) // 37)
+    seen_sizes.clear()
+    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * S * K * N)
+    got = (got_rec, model.score(pairs["user_id"], pairs["item_id"]), model.log_predictive(pairs))
+    assert max(seen_sizes) == 37 and len(seen_sizes) > 2  # both calls came in several chunks
     pd.testing.assert_frame_equal(got[0], ref[0], rtol=1e-5)
     np.testing.assert_allclose(got[1], ref[1], rtol=1e-5)
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-5)

@@ -86,7 +86,7 @@ def _id_array(ids: Any, name: str) -> np.ndarray:
     return arr
 
 
-def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+def check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
     """Validate a (non-negative) integer argument."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DataTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
@@ -97,7 +97,7 @@ def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> in
     return int(value)
 
 
-def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
+def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """Validate a (non-negative) finite real argument."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise DataTypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
@@ -353,7 +353,7 @@ class BaseRecommender:
             ``n`` is not positive.
         """
         self._check_fitted()
-        n = check_positive_int(n, "n")
+        n = check_positive_int("n", n)
         arr, codes = self._encode_users(user_ids)
         if arr.size:
             _, first = np.unique(codes, return_index=True)

@@ -132,22 +132,22 @@ class AMPCF(BaseRecommender):
         return 3 * int(self.n_personas)
 
     def _validate_params(self) -> None:
-        check_positive_int(self.n_personas, "n_personas")
-        check_positive_int(self.factors, "factors")
-        a = check_positive_float(self.a, "a", allow_zero=True)
+        check_positive_int("n_personas", self.n_personas)
+        check_positive_int("factors", self.factors)
+        a = check_positive_float("a", self.a, allow_zero=True)
         if a > 1.0:
             raise DataValidationError(f"a must lie in [0, 1]; got {self.a}")
-        check_positive_float(self.lambda_pos, "lambda_pos", allow_zero=True)
-        check_positive_float(self.lambda_neg, "lambda_neg", allow_zero=True)
-        check_positive_int(self.n_negatives, "n_negatives")
-        check_positive_float(self.lr, "lr")
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.max_epochs, "max_epochs")
-        check_positive_int(self.patience, "patience")
-        check_positive_float(self.reg, "reg", allow_zero=True)
-        check_positive_float(self.init_std, "init_std")
+        check_positive_float("lambda_pos", self.lambda_pos, allow_zero=True)
+        check_positive_float("lambda_neg", self.lambda_neg, allow_zero=True)
+        check_positive_int("n_negatives", self.n_negatives)
+        check_positive_float("lr", self.lr)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("max_epochs", self.max_epochs)
+        check_positive_int("patience", self.patience)
+        check_positive_float("reg", self.reg, allow_zero=True)
+        check_positive_float("init_std", self.init_std)
         if self.num_threads is not None:
-            check_positive_int(self.num_threads, "num_threads")
+            check_positive_int("num_threads", self.num_threads)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train: Any, items: Any = None, validation: Any = None) -> AMPCF:

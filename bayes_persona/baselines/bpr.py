@@ -84,13 +84,13 @@ class BPRMF(BaseRecommender):
         self.num_threads = num_threads
 
     def _validate_params(self) -> None:
-        check_positive_int(self.factors, "factors")
-        check_positive_float(self.lr, "lr")
-        check_positive_float(self.reg, "reg", allow_zero=True)
-        check_positive_int(self.epochs, "epochs")
-        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int("factors", self.factors)
+        check_positive_float("lr", self.lr)
+        check_positive_float("reg", self.reg, allow_zero=True)
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
         if self.num_threads is not None:
-            check_positive_int(self.num_threads, "num_threads")
+            check_positive_int("num_threads", self.num_threads)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         with torch_threads(self.num_threads):

@@ -57,8 +57,8 @@ class EASE(BaseRecommender):
         self.max_items = max_items
 
     def _validate_params(self) -> None:
-        check_positive_float(self.l2, "l2")
-        check_positive_int(self.max_items, "max_items")
+        check_positive_float("l2", self.l2)
+        check_positive_int("max_items", self.max_items)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         n_items = X.shape[1]

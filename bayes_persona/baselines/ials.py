@@ -92,11 +92,11 @@ class IALS(BaseRecommender):
         self.num_threads = num_threads
 
     def _validate_params(self) -> None:
-        check_positive_int(self.factors, "factors")
-        check_positive_float(self.regularization, "regularization", allow_zero=True)
-        check_positive_float(self.alpha, "alpha")
-        check_positive_int(self.iterations, "iterations")
-        check_positive_int(self.num_threads, "num_threads")
+        check_positive_int("factors", self.factors)
+        check_positive_float("regularization", self.regularization, allow_zero=True)
+        check_positive_float("alpha", self.alpha)
+        check_positive_int("iterations", self.iterations)
+        check_positive_int("num_threads", self.num_threads)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         als_cls = _als_class()

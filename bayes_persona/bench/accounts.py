@@ -216,7 +216,7 @@ def attribution_report(
         raise DataValidationError(
             f"attribution_report: p_a must lie in [0, 1]; got values {bad.tolist()}"
         )
-    n_bins = check_int(n_bins, "n_bins", minimum=1)
+    n_bins = check_int("n_bins", n_bins, minimum=1)
 
     right = np.where(p == 0.5, 0.5, ((p > 0.5) == y).astype(np.float64))
     aucs = []
@@ -276,8 +276,8 @@ def split_accounts(
     test : pandas.DataFrame, shape ``(n_test, 4)``
         The held-out rows, same columns.
     """
-    frac = check_fraction(test_fraction, "test_fraction")
-    seed = check_int(seed, "seed", minimum=0)
+    frac = check_fraction("test_fraction", test_fraction)
+    seed = check_int("seed", seed, minimum=0)
     inter, truth = merged.interactions, merged.membership
     n_plain = len(inter) - len(truth)
     rng = np.random.default_rng([seed, 1])

@@ -419,14 +419,14 @@ def validate_items(df: Any, frame: str = "items") -> pd.DataFrame:
 # ---------------------------------------------------------------------- arguments
 
 
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """Return ``value`` if it is one of ``choices``, else raise :class:`DataValidationError`."""
     if not isinstance(value, str) or value not in choices:
         raise DataValidationError(f"{name} must be one of {list(choices)}; got {value!r}")
     return value
 
 
-def check_real(value: Any, name: str) -> float:
+def check_real(name: str, value: Any) -> float:
     """Return ``value`` as float if it is a finite real number (not bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise DataTypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
@@ -435,9 +435,9 @@ def check_real(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_fraction(value: Any, name: str) -> float:
+def check_fraction(name: str, value: Any) -> float:
     """Return ``value`` if it is a real number strictly between 0 and 1."""
-    v = check_real(value, name)
+    v = check_real(name, value)
     if not 0.0 < v < 1.0:
         raise DataValidationError(f"{name} must lie strictly between 0 and 1; got {value!r}")
     return v
@@ -479,7 +479,7 @@ def check_int_range(name: str, value: Any, lo: int = 1) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     """Return ``value`` if it is an integer (not bool), at least ``minimum`` if given."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise DataTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")

@@ -179,9 +179,9 @@ def merge_accounts(
     >>> merged.interactions["user_id"].unique().tolist()
     [3]
     """
-    n_pairs = check_int(n_pairs, "n_pairs", minimum=1)
-    min_items = check_int(min_items, "min_items", minimum=1)
-    seed = check_int(seed, "seed", minimum=0)
+    n_pairs = check_int("n_pairs", n_pairs, minimum=1)
+    min_items = check_int("min_items", min_items, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     if not isinstance(balanced, bool | np.bool_):
         raise DataTypeError(f"balanced must be a bool; got {type(balanced).__name__} {balanced!r}")
     ratings = _interactions(data)

@@ -274,7 +274,7 @@ def load_interactions(
             "timestamp_col": timestamp_col,
         }
     )
-    check_choice(duplicates, "duplicates", DUPLICATE_POLICIES)
+    check_choice("duplicates", duplicates, DUPLICATE_POLICIES)
     arg_of = {user_col: "user_col", item_col: "item_col"}
     mapping = {user_col: USER_COL, item_col: ITEM_COL}
     if rating_col is not None:

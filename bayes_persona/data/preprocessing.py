@@ -349,7 +349,7 @@ def binarize(data: DataT, threshold: float = 4.0) -> DataT:
         ``data`` has no ``rating`` column, or no row reaches the threshold.
     """
     ratings = _ratings_of(data, "binarize")
-    threshold = check_real(threshold, "threshold")
+    threshold = check_real("threshold", threshold)
     if RATING_COL not in ratings.columns:
         raise DataValidationError(
             "binarize needs a 'rating' column; the ratings have columns "
@@ -391,8 +391,8 @@ def k_core(data: DataT, user_k: int = 5, item_k: int = 5) -> DataT:
        of Networks", 2003 (k-cores of a bipartite interaction graph).
     """
     ratings = _ratings_of(data, "k_core")
-    user_k = check_int(user_k, "user_k", minimum=1)
-    item_k = check_int(item_k, "item_k", minimum=1)
+    user_k = check_int("user_k", user_k, minimum=1)
+    item_k = check_int("item_k", item_k, minimum=1)
     current = ratings
     rounds = 0
     while True:

@@ -105,7 +105,7 @@ def _ratings_of(data: Any, func: str) -> pd.DataFrame:
 
 
 def _rng(seed: Any) -> np.random.Generator:
-    return np.random.default_rng(check_int(seed, "seed", minimum=0))
+    return np.random.default_rng(check_int("seed", seed, minimum=0))
 
 
 def _time_key(ratings: pd.DataFrame, func: str) -> np.ndarray:
@@ -220,7 +220,7 @@ def random_holdout(data: DataT, test_fraction: float = 0.2, seed: int = 0) -> Sp
         ``test_fraction`` is outside (0, 1), or a Dataset would get an empty test side.
     """
     ratings = _ratings_of(data, "random_holdout")
-    frac = check_fraction(test_fraction, "test_fraction")
+    frac = check_fraction("test_fraction", test_fraction)
     order = _rng(seed).permutation(len(ratings))
     users = ratings[USER_COL]
     counts = users.groupby(users, sort=False).transform("size").to_numpy()
@@ -260,7 +260,7 @@ def leave_one_out(
        evaluation with the latest interaction held out).
     """
     ratings = _ratings_of(data, "leave_one_out")
-    check_choice(by, "by", ("random", "time"))
+    check_choice("by", by, ("random", "time"))
     if by == "time":
         ts = _time_key(ratings, "leave_one_out(by='time')")
     order = _rng(seed).permutation(len(ratings))
@@ -301,7 +301,7 @@ def temporal_split(data: DataT, test_fraction: float = 0.2) -> Split[DataT]:
         get an empty test side.
     """
     ratings = _ratings_of(data, "temporal_split")
-    frac = check_fraction(test_fraction, "test_fraction")
+    frac = check_fraction("test_fraction", test_fraction)
     ts = _time_key(ratings, "temporal_split")
     position = int(np.floor((len(ts) - 1) * (1.0 - frac)))
     cutoff = np.partition(ts, position)[position]
@@ -335,5 +335,5 @@ def validation_split(
     Split
         ``train`` is the new, smaller training set; ``test`` the validation set.
     """
-    check_choice(method, "method", tuple(_METHODS))
+    check_choice("method", method, tuple(_METHODS))
     return _METHODS[method](train, **kwargs)

@@ -33,6 +33,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from bayes_persona.data._validation import check_int_range as _check_range
+from bayes_persona.data._validation import check_min_int
 from bayes_persona.data.dataset import Dataset
 from bayes_persona.exceptions import DataValidationError
 
@@ -154,12 +155,6 @@ def _positions(all_ids: np.ndarray, ids: Sequence, name: str) -> np.ndarray:
     return pos
 
 
-def _check_positive_int(name: str, value) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise DataValidationError(f"{name} must be a positive int; got {value!r}")
-    return int(value)
-
-
 def make_synthetic(
     n_users: int = 500,
     n_items: int = 800,
@@ -214,9 +209,9 @@ def make_synthetic(
     >>> data.n_users
     50
     """
-    n_users = _check_positive_int("n_users", n_users)
-    n_items = _check_positive_int("n_items", n_items)
-    n_tastes = _check_positive_int("n_tastes", n_tastes)
+    n_users = check_min_int("n_users", n_users, 1)
+    n_items = check_min_int("n_items", n_items, 1)
+    n_tastes = check_min_int("n_tastes", n_tastes, 1)
     lo_t, hi_t = _check_range("tastes_per_user", tastes_per_user)
     lo_n, hi_n = _check_range("interactions_per_user", interactions_per_user)
     if hi_t > n_tastes:
