@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayes_persona import explanations
 from bayes_persona.baselines._base import torch_threads
 from bayes_persona.data._validation import as_id_list as _as_id_list
 from bayes_persona.data._validation import check_min_int as _check_int
@@ -46,6 +47,7 @@ from bayes_persona.exceptions import (
     NotFittedError,
     SaveFormatError,
 )
+from bayes_persona.explanations import top_n
 from bayes_persona.inference import SVIConfig, SVIResult, run_svi
 from bayes_persona.initialization import (
     kmeans,
@@ -65,7 +67,7 @@ from bayes_persona.persistence import check_key as _check_key
 from bayes_persona.persistence import read_model_file, write_model_file
 from bayes_persona.persona_posterior import CHUNK_FLOATS as _CHUNK_FLOATS
 from bayes_persona.persona_posterior import PersonaPosterior
-from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
+from bayes_persona.posterior import summarise
 
 __all__ = ["PersonaRecommender"]
 
@@ -75,10 +77,6 @@ logger = logging.getLogger(__name__)
 # ~16 MB of float32 per (draws, users, K, N) array of a chunk of posterior computations:
 # twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
 # smaller peak memory.
-_PERSONA_COLUMNS = [
-    "user_id", "persona", "prevalence", "prevalence_low", "prevalence_high", "active", "share",
-    "top_items", "top_categories",
-]  # fmt: skip
 # Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
 MAX_DRAWS = 100_000
 MAX_SEED = 2**63 - 1
@@ -776,7 +774,7 @@ class PersonaRecommender:
                 if exclude_seen:
                     r, c = self.seen_.rows_of(chunk)
                     scores[r, c] = -np.inf
-                tops = [_top_n(scores[j], n) for j in range(len(chunk))]
+                tops = [top_n(scores[j], n) for j in range(len(chunk))]
                 filled = self._rec_rows(out, filled, s, tops, scores, explain_at, order)
         sl = slice(0, filled)
         frame = pd.DataFrame(
@@ -787,17 +785,7 @@ class PersonaRecommender:
                 **{k: out[k][sl] for k, _ in _REC_COLUMNS[3:]},
             }
         ).astype({"user_id": self.user_vocab_.ids.dtype})
-        return self._with_titles(frame, out["item"][sl])
-
-    def _with_titles(self, frame: pd.DataFrame, item_idx: np.ndarray) -> pd.DataFrame:
-        """``frame`` with a ``title`` column after ``item_id`` when the model knows titles."""
-        if getattr(self, "item_titles_", None):
-            frame.insert(frame.columns.get_loc("item_id") + 1, "title", self._titles_of(item_idx))
-        return frame
-
-    def _titles_of(self, item_idx: np.ndarray) -> list[str]:
-        ids = self.item_vocab_.decode(np.asarray(item_idx, dtype=np.int64))
-        return [self.item_titles_.get(int(j), str(i)) for j, i in zip(item_idx, ids, strict=True)]
+        return explanations.with_titles(self, frame, out["item"][sl])
 
     def titles(self, item_ids: Any) -> list[str]:
         """Titles of known items (the id as text where the items table gave none).
@@ -807,7 +795,7 @@ class PersonaRecommender:
         carry them too.
         """
         self._check_fitted()
-        return self._titles_of(self.item_vocab_.encode(_as_id_list(item_ids, "item_ids")))
+        return explanations.titles_of(self, self.item_vocab_.encode(_as_id_list(item_ids, "item_ids")))
 
     def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, explain_at, order) -> int:
         """Write ``recommend``'s rows for a chunk of users (positions ``first``.. of the
@@ -862,34 +850,7 @@ class PersonaRecommender:
             :meth:`explain_draws` gives the draws behind them (for means or other summaries).
         """
         self._check_fitted()
-        hdi_prob = self._interval_prob(hdi_prob)
-        ids, u = self._encode_users(user_id, "user_id")
-        if len(u) != 1:
-            raise DataValidationError(f"user_id must be a single id; got {len(u)}")
-        items = _as_id_list(item_ids, "item_ids")
-        i = self.item_vocab_.encode(items)
-        with torch.no_grad():
-            post, order, prev = self.posterior_.explanation_draws(u, i)
-        post = post[:, 0][:, order[0]].cpu().numpy()  # (S, K, n)
-        prev = prev[:, 0][:, order[0]].cpu().numpy()  # (S, K)
-        K, n = post.shape[1], post.shape[2]
-        point, low, high = summarise(post, hdi_prob, axis=0)
-        frame = pd.DataFrame(
-            {
-                "user_id": np.repeat(ids, K * n),
-                "item_id": np.repeat(items, K),
-                "persona": np.tile(np.arange(K), n),
-                "prevalence": np.tile(np.median(prev, axis=0), n),
-                "persona_prob": point.T.reshape(-1),
-                "persona_prob_low": low.T.reshape(-1),
-                "persona_prob_high": high.T.reshape(-1),
-            }
-        ).astype({"user_id": self.user_vocab_.ids.dtype, "item_id": self.item_vocab_.ids.dtype})
-        return self._with_titles(frame, np.repeat(i, K))
-
-    def _interval_prob(self, hdi_prob: float | None) -> float:
-        """``hdi_prob`` checked, or the model's own when None."""
-        return PersonaPosterior(self).interval_prob(hdi_prob)
+        return explanations.explain(self, user_id, item_ids, hdi_prob)
 
     def explain_draws(self, user_id: Any, item_ids: Any, n_draws: int | None = None) -> np.ndarray:
         """Posterior draws of every explanation ``P(z = k | u, i)``.
@@ -913,29 +874,12 @@ class PersonaRecommender:
             column sums to one over the persona axis.
         """
         self._check_fitted()
-        ids, u = self._encode_users(user_id, "user_id")
-        if len(u) != 1:
-            raise DataValidationError(f"user_id must be a single id; got {len(u)}")
-        n_draws = self.n_draws if n_draws is None else _check_int("n_draws", n_draws, 2)
-        i = self.item_vocab_.encode(_as_id_list(item_ids, "item_ids"))
-        with torch.no_grad():
-            post, order, _ = self.posterior_.explanation_draws(u, i, n_draws)
-        return post[:, 0][:, order[0]].cpu().numpy()
+        return explanations.explain_draws(self, user_id, item_ids, n_draws)
 
     def persona_probabilities(self, user_ids: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
         """:meth:`explain` for many pairs ``(user_ids[j], item_ids[j])`` at once (tidy)."""
         self._check_fitted()
-        users = _as_id_list(user_ids, "user_ids")
-        items = _as_id_list(item_ids, "item_ids")
-        if len(users) != len(items):
-            raise DataValidationError(
-                f"user_ids and item_ids must have the same length; got {len(users)} and {len(items)}"
-            )
-        frame = pd.DataFrame({"user_id": users, "item_id": items})
-        out = []
-        for uid, grp in frame.groupby("user_id", sort=False):
-            out.append(self.explain(uid, grp["item_id"].to_numpy(), hdi_prob=hdi_prob))
-        return pd.concat(out, ignore_index=True)
+        return explanations.persona_probabilities(self, user_ids, item_ids, hdi_prob)
 
     def personas(self, user_ids: Any, n_items: int = 5, hdi_prob: float | None = None) -> pd.DataFrame:
         """Describe the personas of one user or several.
@@ -962,49 +906,7 @@ class PersonaRecommender:
             and ``top_titles`` when the model knows item titles.
         """
         self._check_fitted()
-        hdi_prob = self._interval_prob(hdi_prob)
-        n_items = _check_int("n_items", n_items, 1)
-        ids, users = self._encode_users(user_ids, "user_ids")
-        rows = []
-        for uid, u in zip(ids, users, strict=True):
-            rows += self._persona_rows(uid, int(u), n_items, hdi_prob)
-        frame = pd.DataFrame(rows, columns=_PERSONA_COLUMNS).astype({"user_id": self.user_vocab_.ids.dtype})
-        if getattr(self, "item_titles_", None):
-            frame["top_titles"] = [self._titles_of(self.item_vocab_.encode(t)) for t in frame["top_items"]]
-        return frame
-
-    def _persona_rows(self, uid: Any, u: int, n_items: int, hdi_prob: float) -> list[dict]:
-        seen = self.seen_.items_of(u)
-        users = np.asarray([u])
-        with torch.no_grad():
-            draws = self.posterior_.user_draws(users, self.n_draws)
-            log_joint, order, _ = self.posterior_.log_joint(users, self.n_draws, draws)
-            prev = draws["prevalence"][:, 0][:, order[0]].cpu().numpy()
-            post_seen = torch.softmax(log_joint[..., torch.as_tensor(seen, device=self._dev)], 2)
-            post_seen = post_seen[:, 0][:, order[0]].mean(0).cpu().numpy()  # (K, n_seen)
-            choice = log_joint[:, 0][:, order[0]] - torch.log(
-                torch.as_tensor(prev, device=self._dev)
-            )[..., None]  # log softmax_k(i) or log attention
-            choice = choice.exp().mean(0).cpu().numpy()  # (K, N)
-        choice[:, seen] = -np.inf
-        point, low, high = summarise(prev, hdi_prob, axis=0)
-        rows = []
-        for k in range(prev.shape[1]):
-            top = _top_n(choice[k], n_items)
-            rows.append(
-                {
-                    "user_id": uid,
-                    "persona": k,
-                    "prevalence": float(point[k]),
-                    "prevalence_low": float(low[k]),
-                    "prevalence_high": float(high[k]),
-                    "active": bool(point[k] > ACTIVE_PREVALENCE),
-                    "share": float(post_seen[k].mean()) if len(seen) else float("nan"),
-                    "top_items": self.item_vocab_.decode(top).tolist(),
-                    "top_categories": self._top_categories(seen, post_seen[k]),
-                }
-            )
-        return rows
+        return explanations.personas(self, user_ids, n_items, hdi_prob)
 
     def summary(self, users: Any = None):
         """Fit health and each user's personas at a glance.
@@ -1024,16 +926,6 @@ class PersonaRecommender:
         from bayes_persona.summary import summarise_model
 
         return summarise_model(self, users)
-
-    def _top_categories(self, seen: np.ndarray, weights: np.ndarray, n: int = 3) -> list[str]:
-        if not self.item_categories_:
-            return []
-        acc: dict[str, float] = {}
-        for it, w in zip(seen, weights, strict=True):
-            cats = self.item_categories_.get(int(it), ())
-            for c in cats:
-                acc[c] = acc.get(c, 0.0) + w / len(cats)
-        return [c for c, _ in sorted(acc.items(), key=lambda kv: -kv[1])[:n]]
 
     def to_inference_data(self, num_samples: int = 100, users: Any = None, items: Any = None, test: Any = None, **kwargs: Any):
         """Posterior, replicated data and pointwise log-likelihood as ``arviz.InferenceData``.
@@ -1239,16 +1131,6 @@ _REC_COLUMNS = (
     ("persona", np.int64), ("persona_prob", np.float64), ("persona_prob_low", np.float64),
     ("persona_prob_high", np.float64),
 )  # fmt: skip
-
-
-def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` largest finite scores, best first (ties: lower index first)."""
-    finite = np.flatnonzero(np.isfinite(scores))
-    if len(finite) == 0:
-        return finite
-    n = min(n, len(finite))
-    cand = finite[np.argpartition(-scores[finite], n - 1)[:n]] if n < len(finite) else finite
-    return cand[np.lexsort((cand, -scores[cand]))]
 
 
 def _item_titles(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int, str]:
