@@ -493,6 +493,13 @@ class _Guide(nn.Module):
             return torch.zeros_like(eps)
         return self.user_bias_loc[users] + self._pos(self.user_bias_raw_scale[users]) * eps
 
+    def prevalence_log_density(self, users: torch.Tensor, prevalence: torch.Tensor) -> torch.Tensor:
+        """``log q(pi_u)`` of prevalence draws (S, B, K), shape (S, B), in float64."""
+        if self.n_personas == 1:
+            return torch.zeros(prevalence.shape[:2], dtype=torch.float64, device=prevalence.device)
+        conc = self.prevalence_concentration(users).double()
+        return dist.Dirichlet(conc).log_prob(prevalence.double())
+
     def prevalence_mean(self, users: torch.Tensor) -> torch.Tensor:
         """Posterior mean prevalences under the guide, (B, K)."""
         if self.n_personas == 1:
@@ -539,6 +546,11 @@ class MeanFieldGuide(_Guide):
 
     def persona_median(self, users: torch.Tensor) -> torch.Tensor:
         return self.persona_loc[users]
+
+    def persona_log_density(self, users: torch.Tensor, personas: torch.Tensor) -> torch.Tensor:
+        """``log q(p_u)`` of persona draws (S, B, K, D), shape (S, B)."""
+        scale = self._pos(self.persona_raw_scale[users])
+        return dist.Normal(self.persona_loc[users], scale).log_prob(personas).sum((-1, -2))
 
 
 class LowRankGuide(_Guide):
@@ -590,6 +602,10 @@ class LowRankGuide(_Guide):
 
     def persona_median(self, users: torch.Tensor) -> torch.Tensor:
         return self.persona_loc[users].reshape(len(users), self.n_personas, self.n_factors)
+
+    def persona_log_density(self, users: torch.Tensor, personas: torch.Tensor) -> torch.Tensor:
+        """``log q(p_u)`` of persona draws (S, B, K, D), shape (S, B)."""
+        return self._persona_dist(users).log_prob(personas[:, :, None])[..., 0]
 
     @property
     def persona_noise_dim(self) -> int:

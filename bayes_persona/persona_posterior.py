@@ -105,7 +105,7 @@ class PersonaPosterior:
         uu = torch.as_tensor(users, device=self.device)
         K = est.n_personas
         p = g.draw_personas(uu, eps_t[..., :-1])
-        pi = g.draw_prevalence(uu, rngs, n_draws)
+        pi = pi_prior = g.draw_prevalence(uu, rngs, n_draws)
         joint = est.feedback == "implicit" and est.likelihood == "joint" and K > 1
         out: dict[str, torch.Tensor] = {}
         if joint or with_softmax:
@@ -138,6 +138,7 @@ class PersonaPosterior:
             if with_softmax:
                 out["scores"] = torch.stack(scores)  # (B, N)
         out.update(persona_factors=p, prevalence=pi, user_bias=g.draw_user_bias(uu, eps_t[..., -1]))
+        out["prior_prevalence"] = pi_prior  # the drawn pi itself (the joint form reports shares)
         return out
 
     def choice_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
@@ -149,6 +150,71 @@ class PersonaPosterior:
         logits = torch.einsum("sbkd,sbnd->sbkn", p, q_at) + b[:, items][:, :, None, :]
         log_joint = torch.log(w)[..., None] + logits - lse[..., None]
         return torch.softmax(log_joint, dim=2)
+
+    def importance_weights(self, users: np.ndarray, n_draws: int | None = None):
+        """Pareto-smoothed importance weights of each user's guide draws (implicit feedback).
+
+        For draw ``s`` of a user's personas and prevalence ``theta_us`` (and of the items
+        ``phi_s``), the log weight is ``log p(x_u | theta_us, phi_s) + log p(theta_us) -
+        log q(theta_us)``: the user's whole training history under the exact likelihood
+        (z summed out), the prior at the fitted hyperparameters, and the guide. Pareto
+        smoothing [1]_ (``arviz.psislw``) estimates the tail shape ``k`` of the weights: below
+        0.7 the guide's draws can be reweighted into posterior draws of the user's block
+        (given the items); above it the guide misses where the posterior puts its mass, and
+        its intervals for that user should not be trusted. The weights condition on the item
+        draws, so they diagnose the per-user part of the approximation only.
+
+        Parameters
+        ----------
+        users : ndarray of int, shape (B,)
+            User indices.
+        n_draws : int, optional
+            Draws per user; default the model's ``n_draws`` (the draws behind its outputs).
+
+        Returns
+        -------
+        log_weights : ndarray, shape (B, S)
+            Smoothed, normalised log weights.
+        k_hat : ndarray, shape (B,)
+            Pareto shape estimates.
+        ess : ndarray, shape (B,)
+            Effective sample size of the smoothed weights, ``1 / sum w^2``.
+
+        References
+        ----------
+        .. [1] A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. "Pareto Smoothed Importance
+           Sampling". JMLR 25(72), 2024.
+        .. [2] Y. Yao, A. Vehtari, D. Simpson, A. Gelman. "Yes, but Did It Work?: Evaluating
+           Variational Inference". ICML 2018.
+        """
+        import arviz as az
+
+        est = self.model
+        if est.feedback != "implicit":
+            raise ValueError("importance_weights applies to implicit feedback only; got feedback='explicit'")
+        S = n_draws or est.n_draws
+        g, m = est.guide_, est.model_
+        K = est.n_personas
+        raw = np.empty((len(users), S))
+        with torch.no_grad():
+            for j, u in enumerate(users):
+                uu = np.asarray([u])
+                d = self.user_draws(uu, S)
+                log_joint, _, _ = self.log_joint(uu, S, d)  # (S, 1, K, N)
+                seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)
+                log_lik = torch.logsumexp(log_joint[:, 0][..., seen], dim=1).sum(-1).double()  # (S,)
+                ut = torch.as_tensor(uu, device=self.device)
+                p, pi = d["persona_factors"], d["prior_prevalence"]
+                log_prior = m.persona_prior().log_prob(p)[:, 0].double()
+                log_q = g.persona_log_density(ut, p)[:, 0].double()
+                if K > 1:
+                    alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
+                    log_prior = log_prior + torch.distributions.Dirichlet(alpha).log_prob(pi[:, 0].double())
+                    log_q = log_q + g.prevalence_log_density(ut, pi)[:, 0]
+                raw[j] = (log_lik + log_prior - log_q).cpu().numpy()
+        lw, k_hat = az.psislw(raw)
+        ess = 1.0 / np.exp(2.0 * np.asarray(lw)).sum(-1)
+        return np.asarray(lw), np.atleast_1d(np.asarray(k_hat, dtype=float)), ess
 
     @staticmethod
     def persona_order(prevalence: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,8 @@ logger = logging.getLogger(__name__)
 # smaller peak memory.
 # Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
 MAX_DRAWS = 100_000
+#: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
+PSIS_K_THRESHOLD = 0.7
 MAX_SEED = 2**63 - 1
 MAX_INIT_SCALE = 10.0
 MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
@@ -907,6 +909,49 @@ class PersonaRecommender:
         """
         self._check_fitted()
         return explanations.personas(self, user_ids, n_items, hdi_prob)
+
+    def importance_diagnostics(self, user_ids: Any = None) -> pd.DataFrame:
+        """Can each user's posterior draws be trusted? Pareto-smoothed importance sampling.
+
+        Reweights each user's ``n_draws`` guide draws towards the exact posterior of their
+        personas and prevalence (given the item draws) and reports the Pareto shape ``k_hat``
+        of the weights [1]_ [2]_: below 0.7 the draws (and so the user's intervals) agree
+        with the exact posterior up to reweighting; above it the variational approximation
+        misses where that posterior lies, and the user's intervals are not to be trusted.
+        Implicit feedback only. See
+        :meth:`~bayes_persona.persona_posterior.PersonaPosterior.importance_weights`.
+
+        Parameters
+        ----------
+        user_ids : id or sequence of ids, optional
+            Default: every training user.
+
+        Returns
+        -------
+        DataFrame
+            ``user_id, k_hat, ess, reliable``: ``ess`` is the effective sample size of the
+            smoothed weights (out of ``n_draws``), ``reliable`` is ``k_hat < 0.7``.
+
+        References
+        ----------
+        .. [1] A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. "Pareto Smoothed
+           Importance Sampling". JMLR 25(72), 2024.
+        .. [2] Y. Yao, A. Vehtari, D. Simpson, A. Gelman. "Yes, but Did It Work?: Evaluating
+           Variational Inference". ICML 2018.
+        """
+        self._check_fitted()
+        if self.feedback != "implicit":
+            raise DataValidationError(
+                "importance_diagnostics needs feedback='implicit'; this model was fitted with feedback='explicit'"
+            )
+        if user_ids is None:
+            ids, users = self.user_vocab_.ids, np.arange(len(self.user_vocab_))
+        else:
+            ids, users = self._encode_users(user_ids)
+        _, k_hat, ess = self.posterior_.importance_weights(users)
+        return pd.DataFrame(
+            {"user_id": np.asarray(ids), "k_hat": k_hat, "ess": ess, "reliable": k_hat < PSIS_K_THRESHOLD}
+        ).astype({"user_id": self.user_vocab_.ids.dtype})
 
     def summary(self, users: Any = None):
         """Fit health and each user's personas at a glance.
