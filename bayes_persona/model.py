@@ -354,7 +354,9 @@ class _LogNormaliser(torch.autograd.Function):
     The forward keeps the softmax it computes on the way (one GEMM, one exponential), and
     the backward reuses it: d/dlogits = g * softmax, so ``grad_p = G q``, ``grad_q = G^T p``
     and ``grad_b = sum G`` with ``G = g * softmax``. Autograd's logsumexp would keep the
-    logits and exponentiate them again (about a third of an SVI step on ML-100K)."""
+    logits and exponentiate them again (about a third of an SVI step on ML-100K). The
+    backward overwrites the saved exponentials, so one graph allows one backward (a second,
+    with ``retain_graph``, is refused by autograd's version check)."""
 
     @staticmethod
     def forward(ctx, p: torch.Tensor, q: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -362,15 +364,17 @@ class _LogNormaliser(torch.autograd.Function):
         flat = p.reshape(-1, p.shape[-1])
         e = torch.addmm(b, flat, q.T)  # logits (..K, S)
         peak = e.amax(-1, keepdim=True)
-        z = e.sub_(peak).exp_().sum(-1, keepdim=True)
-        ctx.save_for_backward(e.div_(z), flat, q)  # e is now the softmax
+        z = e.sub_(peak).exp_().sum(-1, keepdim=True)  # e is now exp(logits - peak)
+        ctx.save_for_backward(e, z, flat, q)
         ctx.lead = lead
         return (peak + torch.log(z)).reshape(lead)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        soft, flat, q = ctx.saved_tensors
-        g = soft * grad.reshape(-1, 1)  # d/dlogits (..K, S)
+        e, z, flat, q = ctx.saved_tensors
+        # d/dlogits = grad * softmax = e * (grad / z), written over e: the graph is freed
+        # after this backward, and a fresh (..K, S) array would cost more in page faults.
+        g = e.mul_(grad.reshape(-1, 1) / z)
         return (g @ q).reshape(*ctx.lead, q.shape[-1]), g.T @ flat, g.sum(0)
 
 
