@@ -222,15 +222,19 @@ class PersonaPosterior:
         from prevalence draws (S, B, K)."""
         return torch.argsort(torch.quantile(prevalence, 0.5, dim=0), dim=-1, descending=True, stable=True)
 
-    def chunk_size(self, n_draws: int, catalogue_draws: bool = True) -> int:
+    def chunk_size(self, n_draws: int, items_per_user: int | None = None) -> int:
         """Users per chunk so that an (S, B, K, N) array stays within :data:`CHUNK_FLOATS`.
 
-        With ``catalogue_draws=False`` the caller keeps per user only (N,) scores and draws at
-        a few items (``recommend`` for implicit feedback, whose catalogue pass goes one user
-        at a time through one (S, K, N) buffer), so chunks hold more users."""
+        With ``items_per_user=n`` the caller keeps per user only (N,) scores and draws at
+        ``n`` items (``recommend`` for implicit feedback, whose catalogue pass goes one user
+        at a time through one (S, K, N) buffer): then the chunk's (S, B, K, n) explanation
+        draws and their copies stay within the budget, and chunks hold more users."""
         est = self.model
         N = max(est.guide_.n_items, 1)
-        per_user = n_draws * est.n_personas * N if catalogue_draws else 4 * N
+        if items_per_user is None:
+            per_user = n_draws * est.n_personas * N
+        else:
+            per_user = 4 * N + 4 * n_draws * est.n_personas * min(items_per_user, N)
         return int(max(1, min(1024, CHUNK_FLOATS // per_user)))
 
     def log_joint(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):

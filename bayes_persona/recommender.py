@@ -767,7 +767,7 @@ class PersonaRecommender:
         # the heap (resident memory then grew by about one chunk per chunk).
         out = {k: np.empty(len(u) * min(n, len(self.item_vocab_)), dtype=t) for k, t in _REC_COLUMNS}
         filled = 0
-        step = self.posterior_.chunk_size(self.n_draws, catalogue_draws=self.feedback != "implicit")
+        step = self.posterior_.chunk_size(self.n_draws, items_per_user=n if self.feedback == "implicit" else None)
         with torch.no_grad():
             for s in range(0, len(u), step):
                 chunk = u[s : s + step]

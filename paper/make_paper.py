@@ -316,7 +316,7 @@ def _costs_table(bench: Benchmark) -> str:
             "" if pd.isna(sps) else _num(float(sps), 1), params or "-",
         ])  # fmt: skip
     return _markdown_table(
-        ["Model", "Fit (s)", "× iALS", "Recommend all users (s)", "× iALS", "Peak RSS (MB)", "× iALS", "SVI steps/s",
+        ["Model", "Fit (s)", "× iALS", "Top-10 for all users (s)", "× iALS", "Peak RSS (MB)", "× iALS", "SVI steps/s",
          "Tuned on validation"],
         rows, ["l", "r", "r", "r", "r", "r", "r", "r", "l"],
     )  # fmt: skip
