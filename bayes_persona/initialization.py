@@ -141,7 +141,8 @@ def prevalence_from_shares(
         if bias is not None:
             logits += bias
         peak = logits.max(-1, keepdims=True)
-        log_z[s : s + step] = peak[..., 0] + np.log(np.exp(logits - peak, out=logits).sum(-1))
+        logits -= peak
+        log_z[s : s + step] = peak[..., 0] + np.log(np.exp(logits, out=logits).sum(-1))
     log_pi = np.log(np.clip(shares, floor, None)) - log_z
     pi = np.exp(log_pi - log_pi.max(-1, keepdims=True))
     return pi / pi.sum(-1, keepdims=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bayes_persona.data._validation import as_id_list, check_prob
+from bayes_persona.exceptions import DataValidationError
 from bayes_persona.model import persona_shares
 
 __all__ = ["PersonaPosterior", "CHUNK_FLOATS"]
@@ -141,15 +142,20 @@ class PersonaPosterior:
         out["prior_prevalence"] = pi_prior  # the drawn pi itself (the joint form reports shares)
         return out
 
-    def choice_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
-        """Per-draw ``P(z = k | u, i)`` (S, B, K, n) at item indices ``items`` (B, n), slot
-        order, from :meth:`user_draws` output that holds ``log_norm`` (implicit feedback)."""
+    def log_joint_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
+        """Per-draw ``log P(z = k, i | u)`` (S, B, K, n) at item indices ``items`` (B, n), slot
+        order, from :meth:`user_draws` output that holds ``log_norm`` (implicit feedback):
+        no pass over the catalogue beyond the one that gave the normalisers."""
         q, b = self.item_draws(n_draws)
         p, w, lse = draws["persona_factors"], draws["prevalence"], draws["log_norm"]
         q_at = q[:, items]  # (S, B, n, D)
         logits = torch.einsum("sbkd,sbnd->sbkn", p, q_at) + b[:, items][:, :, None, :]
-        log_joint = torch.log(w)[..., None] + logits - lse[..., None]
-        return torch.softmax(log_joint, dim=2)
+        return torch.log(w)[..., None] + logits - lse[..., None]
+
+    def choice_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
+        """Per-draw ``P(z = k | u, i)`` (S, B, K, n) at item indices ``items`` (B, n), slot
+        order (the softmax over personas of :meth:`log_joint_at`)."""
+        return torch.softmax(self.log_joint_at(draws, items, n_draws), dim=2)
 
     def importance_weights(self, users: np.ndarray, n_draws: int | None = None):
         """Pareto-smoothed importance weights of each user's guide draws (implicit feedback).
@@ -191,25 +197,29 @@ class PersonaPosterior:
 
         est = self.model
         if est.feedback != "implicit":
-            raise ValueError("importance_weights applies to implicit feedback only; got feedback='explicit'")
+            raise DataValidationError(
+                "importance diagnostics need feedback='implicit'; this model was fitted with feedback='explicit'"
+            )
         S = n_draws or est.n_draws
         g, m = est.guide_, est.model_
         K = est.n_personas
         raw = np.empty((len(users), S))
         with torch.no_grad():
+            persona_prior = m.persona_prior()
+            alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
+            prevalence_prior = torch.distributions.Dirichlet(alpha)
             for j, u in enumerate(users):
                 uu = np.asarray([u])
-                d = self.user_draws(uu, S)
-                log_joint, _, _ = self.log_joint(uu, S, d)  # (S, 1, K, N)
-                seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)
-                log_lik = torch.logsumexp(log_joint[:, 0][..., seen], dim=1).sum(-1).double()  # (S,)
+                d = self.user_draws(uu, S, with_softmax=True)  # with_softmax: log_norm in every form
+                seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)[None]
+                log_joint = self.log_joint_at(d, seen, S)  # (S, 1, K, n_seen)
+                log_lik = torch.logsumexp(log_joint[:, 0], dim=1).sum(-1).double()  # (S,)
                 ut = torch.as_tensor(uu, device=self.device)
                 p, pi = d["persona_factors"], d["prior_prevalence"]
-                log_prior = m.persona_prior().log_prob(p)[:, 0].double()
+                log_prior = persona_prior.log_prob(p)[:, 0].double()
                 log_q = g.persona_log_density(ut, p)[:, 0].double()
                 if K > 1:
-                    alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
-                    log_prior = log_prior + torch.distributions.Dirichlet(alpha).log_prob(pi[:, 0].double())
+                    log_prior = log_prior + prevalence_prior.log_prob(pi[:, 0].double())
                     log_q = log_q + g.prevalence_log_density(ut, pi)[:, 0]
                 raw[j] = (log_lik + log_prior - log_q).cpu().numpy()
         lw, k_hat = az.psislw(raw)

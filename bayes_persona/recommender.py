@@ -74,16 +74,13 @@ __all__ = ["PersonaRecommender"]
 logger = logging.getLogger(__name__)
 
 
-# ~16 MB of float32 per (draws, users, K, N) array of a chunk of posterior computations:
-# twice as fast as 128 MB chunks on CPU (each fresh huge array is page-faulted in) and a
-# smaller peak memory.
 # Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
 MAX_DRAWS = 100_000
-#: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
-PSIS_K_THRESHOLD = 0.7
 MAX_SEED = 2**63 - 1
 MAX_INIT_SCALE = 10.0
 MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
+#: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
+PSIS_K_THRESHOLD = 0.7
 
 
 def _as_ratings(data: Any, name: str) -> pd.DataFrame:
@@ -940,10 +937,6 @@ class PersonaRecommender:
            Variational Inference". ICML 2018.
         """
         self._check_fitted()
-        if self.feedback != "implicit":
-            raise DataValidationError(
-                "importance_diagnostics needs feedback='implicit'; this model was fitted with feedback='explicit'"
-            )
         if user_ids is None:
             ids, users = self.user_vocab_.ids, np.arange(len(self.user_vocab_))
         else:
