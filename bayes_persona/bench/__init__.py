@@ -51,15 +51,15 @@ logger = logging.getLogger(__name__)
 
 TUNING_GRIDS = {
     "EASE": {"l2": [100.0, 300.0, 500.0, 1000.0]},
-    "iALS": {"factors": [64, 128, 256], "regularization": [10.0, 30.0, 100.0, 300.0], "alpha": [5.0, 10.0, 20.0, 40.0], "iterations": [15]},
-    "BPR-MF": {"factors": [64, 128, 256], "lr": [0.05, 0.1, 0.2], "reg": [3e-3, 1e-2, 3e-2], "epochs": [50]},
+    "iALS": {"factors": [128, 256, 512], "regularization": [10.0, 30.0, 100.0, 300.0], "alpha": [5.0, 10.0, 20.0, 40.0], "iterations": [15]},
+    "BPR-MF": {"factors": [128, 256, 512], "lr": [0.02, 0.05, 0.1], "reg": [3e-3, 1e-2, 3e-2], "epochs": [50]},
     # AMP-CF: step size, attention sharpness a, the weight lambda of both entropy terms
     # (0.005 in the authors' notebook) and dimension d; 20 epochs per configuration, then the epoch count
     # is found by early stopping on the validation split.
     "AMP-CF": {"lr": [3e-4, 1e-3, 3e-3], "a": [0.1, 0.25, 0.5], "lambda": [0.001, 0.005, 0.1],
                "factors": [32, 64, 128], "max_epochs": [20]},
     # Ours: the step size and the budget (the model's other settings are its defaults).
-    "Ours K=1": {"learning_rate": [0.02, 0.05, 0.1], "max_epochs": [500, 800, 1200]},
+    "Ours K=1": {"learning_rate": [0.01, 0.02, 0.05], "max_epochs": [500, 800, 1200]},
     "Ours K=8": {"learning_rate": [0.01, 0.02, 0.03], "max_epochs": [100, 150, 200, 300]},
 }
 
