@@ -21,6 +21,9 @@ from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
 
 __all__ = ["explain", "explain_draws", "persona_probabilities", "personas", "top_n", "with_titles", "titles_of"]
 
+#: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
+PSIS_K_THRESHOLD = 0.7
+
 PERSONA_COLUMNS = [
     "user_id", "persona", "prevalence", "prevalence_low", "prevalence_high", "active", "share",
     "top_items", "top_categories",
@@ -167,3 +170,17 @@ def _top_categories(model: Any, seen: np.ndarray, weights: np.ndarray, n: int = 
         for c in cats:
             acc[c] = acc.get(c, 0.0) + w / len(cats)
     return [c for c, _ in sorted(acc.items(), key=lambda kv: -kv[1])[:n]]
+
+
+def importance_diagnostics(model: Any, user_ids: Any = None) -> pd.DataFrame:
+    """``PersonaRecommender.importance_diagnostics``: per-user Pareto k-hat and ESS of the
+    importance weights of the guide's draws against the exact posterior; one row per user."""
+    post = model.posterior_
+    if user_ids is None:
+        ids, users = model.user_vocab_.ids, np.arange(len(model.user_vocab_))
+    else:
+        ids, users = post.encode_users(user_ids)
+    _, k_hat, ess = post.importance_weights(users)
+    return pd.DataFrame(
+        {"user_id": np.asarray(ids), "k_hat": k_hat, "ess": ess, "reliable": k_hat < PSIS_K_THRESHOLD}
+    ).astype({"user_id": model.user_vocab_.ids.dtype})

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayes_persona.data._validation import check_positive_float
+from bayes_persona.data._validation import check_min_int, check_positive_float, ratings_of
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
+from bayes_persona.fitting import build_model, initial_personas
 from bayes_persona.inference import SVIConfig, run_svi
-from bayes_persona.initialization import prevalence_from_shares, seed_personas
 from bayes_persona.model import PersonaModel, make_guide
 
 __all__ = ["fold_in"]
@@ -95,15 +95,14 @@ def fold_in(
         A user of ``history`` is already known to the model, or ``history`` is malformed.
     """
     from bayes_persona.interactions import InteractionMatrix
-    from bayes_persona.recommender import PersonaRecommender, _as_ratings, _check_int
 
     posterior = model.posterior_  # raises NotFittedError before fit
-    n_steps = _check_int("n_steps", n_steps, 1)
+    n_steps = check_min_int("n_steps", n_steps, 1)
     check_positive_float("learning_rate", learning_rate)
     seed = (
-        model.random_state if random_state is None else _check_int("random_state", random_state, 0)
+        model.random_state if random_state is None else check_min_int("random_state", random_state, 0)
     )
-    frame = _as_ratings(history, "history")
+    frame = ratings_of(history, "history")
     if model.feedback == "explicit" and "rating" not in frame.columns:
         raise DataValidationError("history needs a 'rating' column for an explicit-feedback model")
 
@@ -130,11 +129,10 @@ def fold_in(
     u = vocab.encode(user_ids)
     i = model.item_vocab_.encode(item_ids)
     U, N = len(vocab), len(model.item_vocab_)
-    K, D = model.n_personas, model.n_factors
     r = frame["rating"].to_numpy(np.float32) if model.feedback == "explicit" else None
     dev = posterior.device
 
-    new = PersonaRecommender(**model.get_params())
+    new = type(model)(**model.get_params())  # the same estimator class, unfitted
     new.set_params(progress=progress)
     new.user_vocab_ = vocab
     new.item_vocab_ = model.item_vocab_
@@ -146,26 +144,15 @@ def fold_in(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pm = PersonaModel(
-            U, N, K, D, model.feedback, float(model.prevalence_concentration),
-            n_prototypes=model.n_prototypes, item_prior_scale=model.item_prior_scale,
-            persona_prior_scale=model.persona_prior_scale, bias_prior_scale=model.bias_prior_scale,
-            likelihood=model.likelihood,
-        )  # fmt: skip
+        pm = build_model(model, U, N)
         pm.load_state_dict(model.model_.state_dict())
         new.model_ = pm.to(dev)
         guide = make_guide(model.guide, pm, float(model.init_scale), gen)
         user_tables = _user_tables(model.guide, model.model_, U)
         # Start each new user's personas at the taste clusters of their items, as fit does.
         item_loc = model.guide_.item_loc.detach().cpu()
-        p0, pi0 = seed_personas(
-            item_loc.numpy().astype(np.float64), new.seen_.indptr.numpy(), new.seen_.indices.numpy(),
-            K, model.persona_init_length, seed,
-        )  # fmt: skip
-        f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        if model.feedback == "implicit" and model.likelihood == "joint":
-            pi0 = prevalence_from_shares(pi0, p0, item_loc.numpy().astype(np.float64))
-        guide.initialise(item_loc, f32(p0), f32(pi0))
+        p0, pi0 = initial_personas(model, item_loc.numpy().astype(np.float64), new.seen_, seed)
+        guide.initialise(item_loc, p0, pi0)
         guide.to(dev)
         # Share (not copy) everything that is not a user table: the items' posterior.
         for name, p in model.guide_.named_parameters():
@@ -200,6 +187,5 @@ def fold_in(
     new.n_steps_ = result.steps
     new.stopped_early_ = result.stopped_early
     new.converged_ = True  # a fixed number of steps with a decaying step size
-    new._cache = {}
     logger.info("folded in %d user(s) in %d steps; final ELBO %.4g", U, result.steps, new.elbo_[-1])
     return new

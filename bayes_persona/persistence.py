@@ -131,3 +131,77 @@ def digest(meta_json: str, tensors: dict[str, torch.Tensor], key: bytes | None =
         buf.write(t.numpy().tobytes())
         h.update(buf.getvalue())
     return h.hexdigest()
+
+
+def model_payload(est: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(meta, tensors)`` of a fitted estimator, as :meth:`PersonaRecommender.save` writes them:
+    its settings, vocabularies, item tables and fit record as JSON, its model's and guide's
+    parameters, training matrix and ELBO trace as tensors."""
+    config = est.get_params()
+    config.pop("progress")
+    meta = {
+        "config": config,
+        "user_vocab": est.user_vocab_.to_dict(),
+        "item_vocab": est.item_vocab_.to_dict(),
+        "item_categories": {str(k): list(v) for k, v in est.item_categories_.items()},
+        "item_titles": {str(k): v for k, v in est.item_titles_.items()},
+        "n_negatives_": est.n_negatives_,
+        "n_steps_": est.n_steps_,
+        "stopped_early_": est.stopped_early_,
+        "converged_": est.converged_,
+        "validation_": [list(v) for v in est.validation_],
+    }
+    tensors = {f"model.{k}": v.detach().cpu() for k, v in est.model_.state_dict().items()}
+    tensors.update({f"guide.{k}": v.detach().cpu() for k, v in est.guide_.state_dict().items()})
+    tensors.update(est.seen_.tensors())
+    tensors["elbo_"] = torch.as_tensor(est.elbo_, dtype=torch.float64)
+    return meta, tensors
+
+
+def restore_fitted_state(est: Any, meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Give ``est`` (built from the file's checked config) the fitted state of a file read by
+    :func:`read_model_file`, checking every value against that config.
+
+    Raises
+    ------
+    SaveFormatError
+        Non-finite parameters, item titles that are not strings, training items outside the
+        vocabularies, or parameters whose shapes do not fit the config.
+    """
+    from bayes_persona.data.preprocessing import Vocabulary
+    from bayes_persona.fitting import build_model
+    from bayes_persona.interactions import InteractionMatrix
+    from bayes_persona.model import make_guide
+
+    path = Path(path)
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()) and k != "elbo_")
+    if bad:
+        raise SaveFormatError(f"{path}: non-finite values in {bad}")
+    est.user_vocab_ = Vocabulary.from_dict(meta["user_vocab"])
+    est.item_vocab_ = Vocabulary.from_dict(meta["item_vocab"])
+    est.item_categories_ = {int(k): tuple(v) for k, v in meta["item_categories"].items()}
+    titles = meta.get("item_titles", {})
+    if not isinstance(titles, dict) or not all(isinstance(v, str) for v in titles.values()):
+        raise SaveFormatError(f"{path}: item_titles must map item indices to strings")
+    est.item_titles_ = {int(k): v for k, v in titles.items()}
+    est.n_negatives_ = meta["n_negatives_"]
+    est.n_steps_ = meta["n_steps_"]
+    est.stopped_early_ = meta["stopped_early_"]
+    est.converged_ = bool(meta["converged_"])
+    est.validation_ = [tuple(v) for v in meta["validation_"]]
+    est.seen_ = InteractionMatrix.from_tensors(tensors)
+    U, N = len(est.user_vocab_), len(est.item_vocab_)
+    model = build_model(est, U, N)
+    idx = est.seen_.indices
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N) or len(est.seen_.indptr) != U + 1:
+        raise SaveFormatError(f"{path}: its training items do not fit its {U} users and {N} items")
+    guide = make_guide(est.guide, model, float(est.init_scale), torch.Generator().manual_seed(0))
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        guide.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("guide.")})
+    except RuntimeError as exc:
+        raise SaveFormatError(f"{path}: parameters do not fit the saved config: {exc}") from exc
+    for p in list(model.parameters()) + list(guide.parameters()):
+        p.requires_grad_(False)
+    est.model_, est.guide_ = model, guide
+    est.elbo_ = tensors["elbo_"].numpy()

@@ -37,10 +37,14 @@ class PersonaPosterior:
     ----------
     model : PersonaRecommender
         Fitted; get the object as ``model.posterior_``, which checks that.
+    cache : dict, optional
+        Where the fixed item draws are kept between calls; ``model.posterior_`` passes the
+        model's own, which its ``fit`` and ``load`` reset. Default: a fresh one.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, cache: dict[str, Any] | None = None) -> None:
         self.model = model
+        self.cache: dict[str, Any] = {} if cache is None else cache
 
     @property
     def device(self) -> torch.device:
@@ -60,7 +64,7 @@ class PersonaPosterior:
         """Item factors (S, N, D) and biases (S, N): ``n_draws`` fixed draws, cached per model."""
         est = self.model
         key = f"items{n_draws}"
-        cache = est._cache
+        cache = self.cache
         if key not in cache:
             with _CACHE_LOCK:  # threads share one fitted model: fill the cache once
                 if key not in cache:
@@ -75,7 +79,7 @@ class PersonaPosterior:
         """The item factors of :meth:`item_draws` transposed, (S, D, N), contiguous and cached:
         the layout the per-user GEMMs over the catalogue read fastest."""
         key = f"items_t{n_draws}"
-        cache = self.model._cache
+        cache = self.cache
         if key not in cache:
             q, _ = self.item_draws(n_draws)
             with _CACHE_LOCK:

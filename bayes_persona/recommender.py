@@ -13,10 +13,7 @@ on which other users are in the same call (batch and single-user calls are ident
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
@@ -26,19 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bayes_persona import explanations
+from bayes_persona import explanations, fitting, predictions
 from bayes_persona.baselines._base import torch_threads
 from bayes_persona.data._validation import as_id_list as _as_id_list
 from bayes_persona.data._validation import check_min_int as _check_int
-from bayes_persona.data._validation import (
-    check_positive_float,
-    id_kind_of_values,
-    interactions_frame,
-    validate_items,
-    validate_ratings,
-)
-from bayes_persona.data._validation import check_prob as _check_prob
-from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import (
     ConvergenceWarning,
     DataTypeError,
@@ -47,51 +35,20 @@ from bayes_persona.exceptions import (
     NotFittedError,
     SaveFormatError,
 )
-from bayes_persona.explanations import top_n
-from bayes_persona.inference import SVIConfig, SVIResult, run_svi
-from bayes_persona.initialization import (
-    kmeans,
-    prevalence_from_shares,
-    seed_personas,
-    spectral_item_factors,
-)
-from bayes_persona.interactions import InteractionMatrix
-from bayes_persona.model import (
-    Batch,
-    PersonaModel,
-    log_softmax_normaliser,
-    make_guide,
-    persona_shares,
-)
 from bayes_persona.persistence import check_key as _check_key
-from bayes_persona.persistence import read_model_file, write_model_file
-from bayes_persona.persona_posterior import CHUNK_FLOATS as _CHUNK_FLOATS
+from bayes_persona.persistence import (
+    model_payload,
+    read_model_file,
+    restore_fitted_state,
+    write_model_file,
+)
 from bayes_persona.persona_posterior import PersonaPosterior
-from bayes_persona.posterior import summarise
 
 __all__ = ["PersonaRecommender"]
 
 logger = logging.getLogger(__name__)
 
 
-# Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
-MAX_DRAWS = 100_000
-MAX_SEED = 2**63 - 1
-MAX_INIT_SCALE = 10.0
-MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
-#: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
-PSIS_K_THRESHOLD = 0.7
-
-
-def _as_ratings(data: Any, name: str) -> pd.DataFrame:
-    """Accept a Dataset (anything with ``.ratings``) or a ratings DataFrame."""
-    return validate_ratings(interactions_frame(data, name), frame=name)
-
-
-def _distributed() -> bool:
-    """A torch.distributed process group with several workers is up: fit data-parallel."""
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class PersonaRecommender:
@@ -279,38 +236,6 @@ class PersonaRecommender:
             f"feedback={self.feedback!r}; {state})"
         )
 
-    def _validate_params(self) -> None:
-        _check_int("n_personas", self.n_personas, 1)
-        _check_int("n_factors", self.n_factors, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("max_items_per_user", self.max_items_per_user, 1)
-        _check_int("max_epochs", self.max_epochs, 1)
-        _check_int("patience", self.patience, 0)
-        _check_int("n_draws", self.n_draws, 2, MAX_DRAWS)
-        _check_int("random_state", self.random_state, 0, MAX_SEED)
-        _check_int("n_prototypes", self.n_prototypes, 0)
-        if self.n_threads is not None:
-            _check_int("n_threads", self.n_threads, 1)
-        for name in ("item_prior_scale", "persona_prior_scale", "bias_prior_scale"):
-            if getattr(self, name) is not None:
-                check_positive_float(name, getattr(self, name))
-        if self.n_negatives is not None:
-            _check_int("n_negatives", self.n_negatives, 1)
-        if self.feedback not in ("implicit", "explicit"):
-            raise DataValidationError(f"feedback must be 'implicit' or 'explicit'; got {self.feedback!r}")
-        if self.likelihood not in ("joint", "mixture"):
-            raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {self.likelihood!r}")
-        if self.guide not in ("meanfield", "lowrank"):
-            raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {self.guide!r}")
-        for name in ("prevalence_concentration", "learning_rate"):
-            check_positive_float(name, getattr(self, name))
-        check_positive_float("init_scale", self.init_scale, MAX_INIT_SCALE)
-        _check_prob("hdi_prob", self.hdi_prob)
-        if self.device != "cpu" and not str(self.device).startswith("cuda"):
-            raise DataValidationError(f"device must be 'cpu' or 'cuda[:N]'; got {self.device!r}")
-        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise DataValidationError(f"device={self.device!r} but CUDA is not available here")
-
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -358,176 +283,45 @@ class PersonaRecommender:
         the users, gradients are averaged and only rank 0 writes checkpoints (see
         :mod:`bayes_persona.distributed` and :func:`~bayes_persona.distributed.fit_distributed`).
         """
-        self._validate_params()
+        fitting.check_settings(self)
         on_cpu = not str(self.device).startswith("cuda")
         with torch_threads(self.n_threads if on_cpu else None):
             return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue)
 
     def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue=None) -> PersonaRecommender:
-        ratings = _as_ratings(train, "train")
-        item_ids = ratings["item_id"].to_numpy()
-        if catalogue is not None:
-            cat = Vocabulary.from_ids(catalogue, name="catalogue")
-            train_kind = id_kind_of_values(item_ids, "column 'item_id' of train")
-            if cat.kind != train_kind:
-                raise DataTypeError(f"catalogue must hold {train_kind} item ids like train's; got {cat.kind} ids")
-            item_ids = np.concatenate([item_ids.astype(cat.ids.dtype), cat.ids])
-        if items is None and not isinstance(train, pd.DataFrame):
-            items = getattr(train, "items", None)
-        if items is not None:
-            items = validate_items(items, frame="items")
-        K = self.n_personas
-        if self.feedback == "explicit" and "rating" not in ratings.columns:
-            raise DataValidationError("feedback='explicit' needs a 'rating' column in train; it has none")
-        if self.feedback == "implicit" and "rating" in ratings.columns and ratings["rating"].nunique() > 1:
-            warnings.warn(
-                "feedback='implicit' takes every row of train as a positive, and train has a "
-                f"'rating' column with {ratings['rating'].nunique()} distinct values, which are "
-                "ignored: low ratings count as choices too. Keep only the positives first, e.g. "
-                "bp.binarize(data, 4.0)",
-                UserWarning,
-                stacklevel=3,
-            )
+        data = fitting.training_data(self, train, items, validation, catalogue)  # the model is untouched
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
-        N = int(ratings["item_id"].nunique())
-        if K > N:
-            raise DataValidationError(f"n_personas={K} exceeds the number of items in train ({N})")
-        if self.n_factors > max(N, MIN_FACTOR_CAP):
-            raise DataValidationError(
-                f"n_factors={self.n_factors} exceeds what train supports: at most "
-                f"max(number of items, {MIN_FACTOR_CAP}) = {max(N, MIN_FACTOR_CAP)} dimensions "
-                f"(train has {N} items)"
-            )
         # From here on the fitted state is rebuilt: a refit that fails part-way leaves an
         # unfitted model (NotFittedError), never old vocabularies or cached draws mixed with
         # a new guide. (A ModelFitError keeps the new model at its last good state.)
         for attr in ("guide_", "_cache"):
             self.__dict__.pop(attr, None)
+        self.user_vocab_, self.item_vocab_, self.seen_ = data.user_vocab, data.item_vocab, data.seen
+        self.item_categories_, self.item_titles_ = data.item_categories, data.item_titles
+        self.n_negatives_ = data.n_negatives
 
-        self.user_vocab_ = Vocabulary.from_ids(ratings["user_id"].to_numpy(), name="user_id")
-        self.item_vocab_ = Vocabulary.from_ids(item_ids, name="item_id")
-        u = self.user_vocab_.encode(ratings["user_id"].to_numpy())
-        i = self.item_vocab_.encode(ratings["item_id"].to_numpy())
-        U, N = len(self.user_vocab_), len(self.item_vocab_)
-        if self.feedback == "explicit":
-            big = np.abs(ratings["rating"].to_numpy(np.float64)) > 1e30
-            if big.any():
-                raise DataValidationError(
-                    f"column 'rating' of train must lie within +-1e30 (the model computes in "
-                    f"float32, whose range ends at 3.4e38 and whose squares overflow long "
-                    f"before); got {int(big.sum())} rows beyond, e.g. {ratings['rating'][big].iloc[0]!r}"
-                )
-        r = ratings["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
-        self.seen_ = InteractionMatrix.build(u, i, U, r)
-        self.item_categories_ = _item_categories(items, self.item_vocab_)
-        self.item_titles_ = _item_titles(items, self.item_vocab_)
-        n_neg = self.n_negatives
-        if n_neg is None and N > 20_000:
-            n_neg = 2048
-        self.n_negatives_ = None if n_neg is None or n_neg >= N else n_neg
+        def built(model: Any, guide: Any) -> None:
+            self.model_, self.guide_ = model, guide
 
-        device = torch.device(self.device)
-        gen = torch.Generator().manual_seed(self.random_state)
-        validate = self._make_validator(validation) if validation is not None else None  # checks it now
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            self.model_ = PersonaModel(
-                U, N, K, self.n_factors, self.feedback, float(self.prevalence_concentration),
-                rating_mean=float(r.mean()) if r is not None else 0.0,
-                n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
-                persona_prior_scale=self.persona_prior_scale, bias_prior_scale=self.bias_prior_scale,
-                likelihood=self.likelihood,
-            ).to(device)  # fmt: skip
-            self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), gen)
-            self._initialise_guide(u, i)
-            self.guide_.to(device)
-            # Lazy row-sparse updates when a step touches a small share of a table's rows,
-            # so that a step costs O(batch) rather than O(users) (see bayes_persona.optim).
-            ratio, big = self.sparse_update_ratio, self.sparse_min_floats
-            KD = K * self.n_factors
-            self.guide_.sparse_users = U > ratio * self.batch_size and U * KD >= big
-            self.guide_.sparse_items = (
-                self.n_negatives_ is not None and N > ratio * self.n_negatives_ and N * self.n_factors >= big
-            )
-            shard = None
-            if _distributed():  # data-parallel: this rank samples its own users only
-                from bayes_persona.distributed import UserShard
-
-                shard = UserShard(self.seen_, device, self.random_state, gen)
-            steps_per_epoch = max(1, math.ceil((U if shard is None else shard.max_users) / self.batch_size))
-            config = SVIConfig(
-                max_steps=self.max_epochs * steps_per_epoch,
-                steps_per_epoch=steps_per_epoch,
-                learning_rate=float(self.learning_rate),
-                patience=self.patience,
-                progress=self.progress,
-                checkpoint_dir=checkpoint_dir,
-                checkpoint_every=checkpoint_every,
-                resume=resume,
-            )
-            seen = self.seen_.to(device) if shard is None else shard.seen
-
-            def next_batch(g: torch.Generator) -> Batch:
-                b = seen.sample_batch(g, self.batch_size, self.max_items_per_user, self.n_negatives_, N, device)
-                return b if shard is None else shard.globalise(b)
-
-            self.model_.train()
-            failure = None
-            try:
-                result: SVIResult = run_svi(
-                    self.model_, self.guide_, next_batch, gen, config, validate,
-                    fingerprint=self._fingerprint(ratings), sync=shard,
-                )  # fmt: skip
-            except ModelFitError as exc:  # modules are back at their last good (finite) state
-                failure, result = exc, exc.result
-            except BaseException:
-                del self.guide_  # e.g. a refused checkpoint or an interrupt: not fitted
-                raise
+        try:
+            state = fitting.fit_state(self, data, checkpoint_dir, checkpoint_every, resume, built)
+        except BaseException:
+            self.__dict__.pop("guide_", None)  # e.g. a refused checkpoint or an interrupt: not fitted
+            raise
+        result = state.result
         self.elbo_ = np.asarray(result.elbo)
         self.validation_ = result.validation
         self.n_steps_ = result.steps
         self.stopped_early_ = result.stopped_early
         self.converged_ = bool((result.stopped_early or not result.still_improving) and not result.fell_from_best)
         self._cache: dict[str, Any] = {}
-        for p in list(self.model_.parameters()) + list(self.guide_.parameters()):
-            p.requires_grad_(False)
-        if failure is not None:
-            raise failure
-        if result.fell_from_best:
-            warnings.warn(
-                f"the fit drifted away from its optimum: the last epoch's mean ELBO is "
-                f"{result.final_epoch_elbo:.4g}, against {result.best_epoch_elbo:.4g} at its best; "
-                f"learning_rate={self.learning_rate:g} is likely too large (converged_ is False)",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        elif not self.converged_:
-            warnings.warn(
-                f"the fit reached max_epochs={self.max_epochs} while its ELBO was still rising "
-                "by more than its minibatch noise: the posterior, and so the intervals, may not "
-                "have settled; raise max_epochs (or learning_rate) to check",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-steps_per_epoch:].mean())
+        if state.failure is not None:
+            raise state.failure
+        message = fitting.convergence_message(self, result)
+        if message is not None:  # converged_ is False
+            warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-state.steps_per_epoch :].mean())
         return self
-
-    def _initialise_guide(self, u: np.ndarray, i: np.ndarray) -> None:
-        """Spectral item factors and k-means++ persona seeds (see :mod:`~bayes_persona.initialization`)."""
-        U, N = len(self.user_vocab_), len(self.item_vocab_)
-        q0 = spectral_item_factors(u, i, U, N, self.n_factors, self.random_state)
-        p0, pi0 = seed_personas(
-            q0, self.seen_.indptr.numpy(), self.seen_.indices.numpy(), self.n_personas,
-            self.persona_init_length, self.random_state,
-        )  # fmt: skip
-        f32 = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
-        if self.feedback == "implicit" and self.likelihood == "joint":
-            pi0 = prevalence_from_shares(pi0, p0, q0)
-        self.guide_.initialise(f32(q0), f32(p0), f32(pi0))
-        if self.n_prototypes:  # prototypes start at taste clusters of the items, like personas
-            c, _ = kmeans(q0, self.n_prototypes, self.random_state)
-            with torch.no_grad():
-                self.model_.prototype_loc[: len(c)] = f32(self.persona_init_length * c)
 
     persona_init_length = 3.0
     # A user (item) table gets lazy row-sparse updates when it has more than this many times
@@ -536,40 +330,6 @@ class PersonaRecommender:
     # step and converges faster per epoch, e.g. on ML-100K).
     sparse_update_ratio = 8
     sparse_min_floats = 2**19
-
-    # Settings that change how a fitted model is used, not what the fit computes: a
-    # checkpoint written under other values of these is resumed.
-    _INFERENCE_ONLY = ("n_draws", "hdi_prob", "device", "n_threads")
-
-    def _fingerprint(self, ratings: pd.DataFrame) -> str:
-        cfg = {k: v for k, v in self._config().items() if k not in self._INFERENCE_ONLY}
-        h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-        cols = ["user_id", "item_id"] + (["rating"] if self.feedback == "explicit" else [])
-        h.update(pd.util.hash_pandas_object(ratings[cols], index=False).to_numpy().tobytes())
-        h.update(json.dumps(self.item_vocab_.to_dict(), sort_keys=True, default=str).encode())  # the catalogue
-        return h.hexdigest()
-
-    def _config(self) -> dict[str, Any]:
-        cfg = self.get_params()
-        cfg.pop("progress")
-        return cfg
-
-    def _make_validator(self, validation: Any):
-        val = _as_ratings(validation, "validation")
-        mu, iu = self.user_vocab_.index_of_known(val["user_id"].to_numpy())
-        mi, ii = self.item_vocab_.index_of_known(val["item_id"].to_numpy())
-        keep = mu & mi
-        if not keep.any():
-            raise DataValidationError("validation shares no (known user, known item) pair with train")
-        u = torch.as_tensor(self.user_vocab_.encode(val["user_id"].to_numpy()[keep]))
-        i = torch.as_tensor(self.item_vocab_.encode(val["item_id"].to_numpy()[keep]))
-        r = torch.as_tensor(val["rating"].to_numpy(np.float32)[keep]) if self.feedback == "explicit" else None
-
-        def validate() -> float:
-            with torch.no_grad():
-                return float(self._point_log_likelihood(u, i, r).mean())
-
-        return validate
 
     # ------------------------------------------------------------------ internals
     def _check_fitted(self) -> None:
@@ -588,10 +348,6 @@ class PersonaRecommender:
             )
 
     @property
-    def _dev(self) -> torch.device:
-        return self.guide_.item_loc.device
-
-    @property
     def posterior_(self) -> PersonaPosterior:
         """The fitted posterior: draws of every quantity and of every explanation.
 
@@ -600,33 +356,7 @@ class PersonaRecommender:
         :class:`~bayes_persona.persona_posterior.PersonaPosterior`.
         """
         self._check_fitted()
-        return PersonaPosterior(self)
-
-    def _point_log_likelihood(self, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor | None) -> torch.Tensor:
-        """Held-out log-likelihood per pair at the guide's location (a fast proxy)."""
-        g, out = self.guide_, []
-        dev = self._dev
-        step = max(1, min(4096, _CHUNK_FLOATS // max(g.n_personas * g.n_items, 1)))  # (n, K, N) logits
-        for s in range(0, len(u), step):
-            uu, ii = u[s : s + step].to(dev), i[s : s + step].to(dev)
-            p = g.persona_median(uu)  # (n, K, D)
-            pi = g.prevalence_mean(uu)  # (n, K)
-            q, b = g.item_loc, g.bias_loc
-            aff = torch.einsum("nkd,nd->nk", p, q[ii])
-            if self.feedback == "implicit":
-                log_norm = log_softmax_normaliser(p, q, b, q.shape[0])
-                log_w = persona_shares(torch.log(pi), log_norm, self.likelihood == "joint")
-                out.append(torch.logsumexp(log_w + aff + b[ii, None] - log_norm, -1))
-            else:
-                m = self.model_
-                att = torch.log_softmax(torch.log(pi) + aff / m.scale("temperature"), -1)
-                mean = aff + (b[ii] + g.user_bias_loc[uu] + m.global_mean)[:, None]
-                lp = torch.distributions.Normal(mean, m.scale("noise")).log_prob(r[s : s + step, None].to(dev))
-                out.append(torch.logsumexp(att + lp, -1))
-        return torch.cat(out).cpu()
-
-    def _encode_users(self, user_ids: Any, name: str = "user_ids") -> tuple[np.ndarray, np.ndarray]:
-        return PersonaPosterior(self).encode_users(user_ids, name)  # one implementation
+        return PersonaPosterior(self, self._cache)
 
     # ------------------------------------------------------------------ public API
     def score(self, user_ids: Any, item_ids: Any) -> np.ndarray:
@@ -643,25 +373,7 @@ class PersonaRecommender:
         -------
         numpy.ndarray, shape (n,)
         """
-        self._check_fitted()
-        users = _as_id_list(user_ids, "user_ids")
-        items = _as_id_list(item_ids, "item_ids")
-        if len(users) != len(items):
-            raise DataValidationError(
-                f"user_ids and item_ids must have the same length; got {len(users)} and {len(items)}"
-            )
-        u = self.user_vocab_.encode(users)
-        i = self.item_vocab_.encode(items)
-        out = np.empty(len(u))
-        uniq, inv = np.unique(u, return_inverse=True)
-        step = self.posterior_.chunk_size(self.n_draws)
-        with torch.no_grad():
-            for s in range(0, len(uniq), step):
-                chunk = uniq[s : s + step]
-                full = self._scores(chunk)  # (B, N)
-                sel = (inv >= s) & (inv < s + len(chunk))
-                out[sel] = full[inv[sel] - s, i[sel]]
-        return out
+        return predictions.score(self, user_ids, item_ids)
 
     def log_predictive(self, data: Any) -> np.ndarray:
         """Pointwise log posterior predictive density of held-out interactions.
@@ -680,60 +392,7 @@ class PersonaRecommender:
         numpy.ndarray, shape (n_rows,)
             In the row order of ``data``.
         """
-        self._check_fitted()
-        frame = _as_ratings(data, "data")
-        u = self.user_vocab_.encode(frame["user_id"].to_numpy())
-        i = self.item_vocab_.encode(frame["item_id"].to_numpy())
-        if self.feedback == "explicit" and "rating" not in frame.columns:
-            raise DataValidationError("data needs a 'rating' column for an explicit-feedback model")
-        r = frame["rating"].to_numpy(np.float32) if self.feedback == "explicit" else None
-        out = np.empty(len(u))
-        uniq, inv = np.unique(u, return_inverse=True)
-        step = self.posterior_.chunk_size(self.n_draws)
-        log_s = math.log(self.n_draws)
-        with torch.no_grad():
-            for s in range(0, len(uniq), step):
-                chunk = uniq[s : s + step]
-                sel = np.flatnonzero((inv >= s) & (inv < s + len(chunk)))
-                b_idx = torch.as_tensor(inv[sel] - s, device=self._dev)
-                i_idx = torch.as_tensor(i[sel], device=self._dev)
-                log_joint, _, expected = self.posterior_.log_joint(chunk, self.n_draws)
-                lj = log_joint.permute(1, 3, 0, 2)[b_idx, i_idx]  # (n, S, K)
-                if self.feedback == "implicit":
-                    per_draw = torch.logsumexp(lj, dim=-1)
-                else:
-                    mean = expected.permute(1, 3, 0, 2)[b_idx, i_idx]
-                    rr = torch.as_tensor(r[sel], device=self._dev)[:, None, None]
-                    noise = self.model_.scale("noise")
-                    per_draw = torch.logsumexp(lj + torch.distributions.Normal(mean, noise).log_prob(rr), -1)
-                out[sel] = (torch.logsumexp(per_draw, dim=1) - log_s).cpu().numpy()
-        return out
-
-    def _scores(self, users: np.ndarray) -> np.ndarray:
-        return self._score_terms(users)[0].cpu().numpy()
-
-    def _score_terms(self, users: np.ndarray):
-        """``(scores (B, N), explain_at, order)`` for a chunk of users. ``scores`` is the
-        posterior mean of ``P(i | u)`` (implicit) or of the rating (explicit);
-        ``explain_at(idx)`` gives the per-draw ``P(z = k | u, i)`` (S, B, K, n) at item
-        indices ``idx`` (B, n); ``order`` sorts each user's personas (B, K).
-
-        Implicit feedback scores from one pass of per-user products over the catalogue
-        (:meth:`PersonaPosterior.user_draws` with ``with_softmax``: ``P(i | u) = sum_k w_k
-        softmax_k(i)``, averaged over draws), and explains only the items asked for
-        (:meth:`PersonaPosterior.choice_at`)."""
-        post, S = self.posterior_, self.n_draws
-        if self.feedback == "implicit":
-            d = post.user_draws(users, S, with_softmax=True)
-            return d["scores"], lambda idx: post.choice_at(d, idx, S), post.persona_order(d["prevalence"])
-        log_att, order, expected = post.log_joint(users, S)
-        scores = (log_att.exp() * expected).sum(2).mean(0)
-
-        def explain_at(idx: torch.Tensor) -> torch.Tensor:
-            B, n = idx.shape
-            return torch.gather(log_att, 3, idx[None, :, None, :].expand(S, B, log_att.shape[2], n)).exp()
-
-        return scores, explain_at, order
+        return predictions.log_predictive(self, data)
 
     def recommend(self, user_ids: Any, n: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-``n`` items for each user, each with the persona that explains it.
@@ -756,35 +415,7 @@ class PersonaRecommender:
             highest-density interval, which always holds the median
             (:func:`bayes_persona.posterior.summarise`).
         """
-        self._check_fitted()
-        n = _check_int("n", n, 1)
-        ids, u = self._encode_users(user_ids)
-        # The output columns are allocated once, up front: nothing long-lived is allocated
-        # between the chunks' large transient arrays, which glibc would otherwise strand in
-        # the heap (resident memory then grew by about one chunk per chunk).
-        out = {k: np.empty(len(u) * min(n, len(self.item_vocab_)), dtype=t) for k, t in _REC_COLUMNS}
-        filled = 0
-        step = self.posterior_.chunk_size(self.n_draws, items_per_user=n if self.feedback == "implicit" else None)
-        with torch.no_grad():
-            for s in range(0, len(u), step):
-                chunk = u[s : s + step]
-                scores, explain_at, order = self._score_terms(chunk)
-                scores = scores.cpu().numpy()  # (B, N) for this chunk of users only
-                if exclude_seen:
-                    r, c = self.seen_.rows_of(chunk)
-                    scores[r, c] = -np.inf
-                tops = [top_n(scores[j], n) for j in range(len(chunk))]
-                filled = self._rec_rows(out, filled, s, tops, scores, explain_at, order)
-        sl = slice(0, filled)
-        frame = pd.DataFrame(
-            {
-                "user_id": np.asarray(ids, dtype=object)[out["user"][sl]],
-                "rank": out["rank"][sl],
-                "item_id": self.item_vocab_.decode(out["item"][sl]),
-                **{k: out[k][sl] for k, _ in _REC_COLUMNS[3:]},
-            }
-        ).astype({"user_id": self.user_vocab_.ids.dtype})
-        return explanations.with_titles(self, frame, out["item"][sl])
+        return predictions.recommend(self, user_ids, n, exclude_seen)
 
     def titles(self, item_ids: Any) -> list[str]:
         """Titles of known items (the id as text where the items table gave none).
@@ -795,37 +426,6 @@ class PersonaRecommender:
         """
         self._check_fitted()
         return explanations.titles_of(self, self.item_vocab_.encode(_as_id_list(item_ids, "item_ids")))
-
-    def _rec_rows(self, out: dict, filled: int, first: int, tops: list[np.ndarray], scores: np.ndarray, explain_at, order) -> int:
-        """Write ``recommend``'s rows for a chunk of users (positions ``first``.. of the
-        request) into ``out`` from row ``filled`` on; returns the new fill. Persona
-        probabilities and their intervals are computed for the returned items only."""
-        B, lens = len(tops), np.fromiter((len(t) for t in tops), dtype=np.int64, count=len(tops))
-        n = int(lens.max(initial=0))
-        valid = np.arange(n)[None, :] < lens[:, None]  # (B, n)
-        top = np.zeros((B, n), dtype=np.int64)
-        top[valid] = np.concatenate(tops) if B else np.zeros(0, dtype=np.int64)
-        p_top = explain_at(torch.as_tensor(top, device=order.device))  # (S, B, K, n), slot order
-        S, _, K, _ = p_top.shape
-        p_top = torch.gather(p_top, 2, order[None, :, :, None].expand(S, B, K, n)).cpu().numpy()  # persona 0 = most prevalent
-        median = np.median(p_top, axis=0)  # (B, K, n)
-        persona = median.argmax(1)  # (B, n)
-        chosen = np.take_along_axis(p_top, persona[None, :, None, :], axis=2)[:, :, 0]  # (S, B, n)
-        point, low, high = summarise(chosen, self.hdi_prob, axis=0)
-        cols = {
-            "user": first + np.repeat(np.arange(B), lens),
-            "rank": np.broadcast_to(np.arange(1, n + 1), (B, n))[valid],
-            "item": top[valid],
-            "score": np.take_along_axis(scores, top, axis=1)[valid],
-            "persona": persona[valid],
-            "persona_prob": point[valid],
-            "persona_prob_low": low[valid],
-            "persona_prob_high": high[valid],
-        }
-        m = int(lens.sum())
-        for k, v in cols.items():
-            out[k][filled : filled + m] = v
-        return filled + m
 
     def explain(self, user_id: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
         """Which persona explains each item, with credible intervals.
@@ -937,14 +537,7 @@ class PersonaRecommender:
            Variational Inference". ICML 2018.
         """
         self._check_fitted()
-        if user_ids is None:
-            ids, users = self.user_vocab_.ids, np.arange(len(self.user_vocab_))
-        else:
-            ids, users = self._encode_users(user_ids)
-        _, k_hat, ess = self.posterior_.importance_weights(users)
-        return pd.DataFrame(
-            {"user_id": np.asarray(ids), "k_hat": k_hat, "ess": ess, "reliable": k_hat < PSIS_K_THRESHOLD}
-        ).astype({"user_id": self.user_vocab_.ids.dtype})
+        return explanations.importance_diagnostics(self, user_ids)
 
     def summary(self, users: Any = None):
         """Fit health and each user's personas at a glance.
@@ -1008,25 +601,7 @@ class PersonaRecommender:
             personas of each user ordered by posterior median prevalence. Row order follows
             ``item_vocab_`` and the requested users (or ``user_vocab_``).
         """
-        self._check_fitted()
-        num_samples = _check_int("num_samples", num_samples, 1)
-        u = np.arange(len(self.user_vocab_)) if users is None else self._encode_users(users, "users")[1]
-        with torch.no_grad():
-            q, b = self.posterior_.item_draws(num_samples)
-            d = self.posterior_.user_draws(u, num_samples)
-            order = torch.argsort(d["prevalence"].mean(0), dim=-1, descending=True)  # (B, K)
-            idx = order[None].expand(num_samples, -1, -1)
-            out = {
-                "item_factors": q.cpu().numpy(),
-                "item_bias": b.cpu().numpy(),
-                "persona_factors": torch.gather(
-                    d["persona_factors"], 2, idx[..., None].expand_as(d["persona_factors"])
-                ).cpu().numpy(),
-                "prevalence": torch.gather(d["prevalence"], 2, idx).cpu().numpy(),
-            }
-            if self.feedback == "explicit":
-                out["user_bias"] = d["user_bias"].cpu().numpy()
-        return out
+        return predictions.sample_posterior(self, num_samples, users)
 
     def fold_in(self, history: Any, n_steps: int = 200, **kwargs: Any) -> PersonaRecommender:
         """Infer new users' personas from their histories, the items held fixed.
@@ -1071,23 +646,7 @@ class PersonaRecommender:
         """
         self._check_fitted()
         _check_key(key)
-        meta = {
-            "config": self._config(),
-            "user_vocab": self.user_vocab_.to_dict(),
-            "item_vocab": self.item_vocab_.to_dict(),
-            "item_categories": {str(k): list(v) for k, v in self.item_categories_.items()},
-            "item_titles": {str(k): v for k, v in self.item_titles_.items()},
-            "n_negatives_": self.n_negatives_,
-            "n_steps_": self.n_steps_,
-            "stopped_early_": self.stopped_early_,
-            "converged_": self.converged_,
-            "validation_": [list(v) for v in self.validation_],
-        }
-        tensors = {f"model.{k}": v.detach().cpu() for k, v in self.model_.state_dict().items()}
-        tensors.update({f"guide.{k}": v.detach().cpu() for k, v in self.guide_.state_dict().items()})
-        tensors.update(self.seen_.tensors())
-        tensors["elbo_"] = torch.as_tensor(self.elbo_, dtype=torch.float64)
-        write_model_file(path, meta, tensors, key)
+        write_model_file(path, *model_payload(self), key)
         logger.info("saved model to %s", path)
 
     @classmethod
@@ -1120,68 +679,10 @@ class PersonaRecommender:
             raise SaveFormatError(f"{path}: its config has unknown settings {unknown}")
         self = cls(**cfg, progress=False)
         try:  # a file is input like any other: its settings get fit's checks
-            self._validate_params()
+            fitting.check_settings(self)
         except (DataValidationError, DataTypeError) as exc:
             raise SaveFormatError(f"{path}: its config is not valid: {exc}") from exc
-        bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()) and k != "elbo_")
-        if bad:
-            raise SaveFormatError(f"{path}: non-finite values in {bad}")
-        self.user_vocab_ = Vocabulary.from_dict(meta["user_vocab"])
-        self.item_vocab_ = Vocabulary.from_dict(meta["item_vocab"])
-        self.item_categories_ = {int(k): tuple(v) for k, v in meta["item_categories"].items()}
-        titles = meta.get("item_titles", {})
-        if not isinstance(titles, dict) or not all(isinstance(v, str) for v in titles.values()):
-            raise SaveFormatError(f"{path}: item_titles must map item indices to strings")
-        self.item_titles_ = {int(k): v for k, v in titles.items()}
-        self.n_negatives_ = meta["n_negatives_"]
-        self.n_steps_ = meta["n_steps_"]
-        self.stopped_early_ = meta["stopped_early_"]
-        self.converged_ = bool(meta["converged_"])
-        self.validation_ = [tuple(v) for v in meta["validation_"]]
-        self.seen_ = InteractionMatrix.from_tensors(tensors)
-        U, N = len(self.user_vocab_), len(self.item_vocab_)
-        self.model_ = PersonaModel(
-            U, N, self.n_personas, self.n_factors, self.feedback, float(self.prevalence_concentration),
-            n_prototypes=self.n_prototypes, item_prior_scale=self.item_prior_scale,
-                persona_prior_scale=self.persona_prior_scale, bias_prior_scale=self.bias_prior_scale,
-            likelihood=self.likelihood,
-        )  # fmt: skip
-        idx = self.seen_.indices
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= N) or len(self.seen_.indptr) != U + 1:
-            raise SaveFormatError(f"{path}: its training items do not fit its {U} users and {N} items")
-        self.guide_ = make_guide(self.guide, self.model_, float(self.init_scale), torch.Generator().manual_seed(0))
-        try:
-            self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            self.guide_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("guide.")})
-        except RuntimeError as exc:
-            raise SaveFormatError(f"{path}: parameters do not fit the saved config: {exc}") from exc
-        for p in list(self.model_.parameters()) + list(self.guide_.parameters()):
-            p.requires_grad_(False)
-        self.elbo_ = tensors["elbo_"].numpy()
-        self._cache = {}
+        restore_fitted_state(self, meta, tensors, path)
         return self
 
 
-# recommend's output columns as filled chunk by chunk (user = position in the request,
-# item = item index), and their dtypes.
-_REC_COLUMNS = (
-    ("user", np.int64), ("rank", np.int64), ("item", np.int64), ("score", np.float64),
-    ("persona", np.int64), ("persona_prob", np.float64), ("persona_prob_low", np.float64),
-    ("persona_prob_high", np.float64),
-)  # fmt: skip
-
-
-def _item_titles(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int, str]:
-    if items is None or "title" not in items.columns:
-        return {}
-    known, idx = vocab.index_of_known(items["item_id"].to_numpy())
-    titles = items["title"].to_numpy()[known]
-    return {int(i): str(t) for i, t in zip(idx, titles, strict=True) if isinstance(t, str) and t}
-
-
-def _item_categories(items: pd.DataFrame | None, vocab: Vocabulary) -> dict[int, tuple[str, ...]]:
-    if items is None or "categories" not in items.columns:
-        return {}
-    known, idx = vocab.index_of_known(items["item_id"].to_numpy())
-    cats = items["categories"].to_numpy()[known]
-    return {int(i): tuple(c) for i, c in zip(idx, cats, strict=True) if len(c)}

@@ -51,14 +51,19 @@ class ModelSummary:
         parts = ", ".join(f"{int(n)}: {int(c)}" for n, c in counts.items())
         return f"users by number of active personas (median prevalence > {ACTIVE_PREVALENCE:g}): {parts}"
 
+    def headline(self) -> list[str]:
+        """The summary's text lines: the fit (model, data, steps, convergence, ELBO) and how
+        many users have how many active personas."""
+        return [*self._fit_lines(), self._active_line()]
+
     def __repr__(self) -> str:
         head = self.personas.head(10).to_string(index=False, float_format=lambda v: f"{v:.2f}")
         more = len(self.personas) - 10
         tail = [f"... {more} more users in .personas"] if more > 0 else []
-        return "\n".join([*self._fit_lines(), self._active_line(), "", head, *tail])
+        return "\n".join([*self.headline(), "", head, *tail])
 
     def _repr_html_(self) -> str:
-        lines = "".join(f"<li>{html.escape(x)}</li>" for x in [*self._fit_lines(), self._active_line()])
+        lines = "".join(f"<li>{html.escape(x)}</li>" for x in self.headline())
         table = self.personas.head(10).to_html(index=False, float_format=lambda v: f"{v:.2f}")
         return f"<ul>{lines}</ul>{table}"
 

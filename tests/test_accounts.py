@@ -308,7 +308,7 @@ def test_personas_tell_the_people_of_real_shared_accounts_apart(ml100k_dir) -> N
 def test_hard_and_soft_maps_of_personas_to_people() -> None:
     """Persona 0 explains A's items, persona 1 B's, persona 2 both equally, persona 3 nothing:
     the hard map gives 0 to A, 1 to B and splits the tie; the soft map keeps the mixes."""
-    from bayes_persona.bench.accounts import _sides, _soft_sides
+    from bayes_persona.bench.attribution import _sides, _soft_sides
 
     is_a = np.array([True, True, False, False])
     resp = np.array([[0.8, 0.6, 0.0, 0.2], [0.0, 0.2, 0.8, 0.6], [0.2, 0.2, 0.2, 0.2], [0.0, 0.0, 0.0, 0.0]])

@@ -72,7 +72,7 @@ def test_save_load_round_trip_to_cpu(fitted, tmp_path) -> None:
     gpu, _, _ = fitted
     gpu.save(tmp_path / "m.pt")
     back = bp.PersonaRecommender.load(tmp_path / "m.pt")
-    assert back._dev.type == "cpu"
+    assert back.posterior_.device.type == "cpu"
     users = gpu.user_vocab_.ids[:3]
     a, b = gpu.recommend(users, n=5), back.recommend(users, n=5)
     np.testing.assert_allclose(a["score"], b["score"], rtol=1e-3)
@@ -83,7 +83,7 @@ def test_fold_in_on_gpu(fitted) -> None:
     items = gpu.item_vocab_.ids[:20]
     history = pd.DataFrame({"user_id": [10_000] * len(items), "item_id": items})
     new = gpu.fold_in(history, n_steps=30)
-    assert new._dev.type == "cuda"
+    assert new.posterior_.device.type == "cuda"
     assert len(new.recommend([10_000], n=5)) == 5
 
 

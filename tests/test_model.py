@@ -239,8 +239,8 @@ def test_implicit_fit_on_rated_data_warns_that_ratings_are_ignored(data):
 
 def test_fit_uses_its_own_thread_count_and_restores_torch_s(data, monkeypatch):
     seen = []
-    real = bp.recommender.run_svi
-    monkeypatch.setattr(bp.recommender, "run_svi", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    real = bp.fitting.run_svi  # fit runs SVI through bayes_persona.fitting
+    monkeypatch.setattr(bp.fitting, "run_svi", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bayes_persona.data import Vocabulary
-from bayes_persona.data._validation import interactions_frame
+from bayes_persona.data._validation import check_min_int, interactions_frame
 from bayes_persona.exceptions import (
     DataTypeError,
     DataValidationError,
@@ -84,30 +83,6 @@ def _id_array(ids: Any, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise DataValidationError(f"{name} must be 1-d; got shape {arr.shape}")
     return arr
-
-
-def check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
-    """Validate a (non-negative) integer argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DataTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise DataValidationError(
-            f"{name} must be {'non-negative' if allow_zero else 'positive'}; got {value}"
-        )
-    return int(value)
-
-
-def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Validate a (non-negative) finite real argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise DataTypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise DataValidationError(
-            f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number; "
-            f"got {value}"
-        )
-    return v
 
 
 @contextlib.contextmanager
@@ -353,7 +328,7 @@ class BaseRecommender:
             ``n`` is not positive.
         """
         self._check_fitted()
-        n = check_positive_int("n", n)
+        n = check_min_int("n", n, 1)
         arr, codes = self._encode_users(user_ids)
         if arr.size:
             _, first = np.unique(codes, return_index=True)

@@ -13,11 +13,10 @@ import torch
 from bayes_persona.baselines._base import (
     BaseRecommender,
     as_ratings,
-    check_positive_float,
-    check_positive_int,
     sample_negatives,
     torch_threads,
 )
+from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.exceptions import DataValidationError, ModelFitError
 
 __all__ = ["AMPCF"]
@@ -132,22 +131,22 @@ class AMPCF(BaseRecommender):
         return 3 * int(self.n_personas)
 
     def _validate_params(self) -> None:
-        check_positive_int("n_personas", self.n_personas)
-        check_positive_int("factors", self.factors)
+        check_min_int("n_personas", self.n_personas, 1)
+        check_min_int("factors", self.factors, 1)
         a = check_positive_float("a", self.a, allow_zero=True)
         if a > 1.0:
             raise DataValidationError(f"a must lie in [0, 1]; got {self.a}")
         check_positive_float("lambda_pos", self.lambda_pos, allow_zero=True)
         check_positive_float("lambda_neg", self.lambda_neg, allow_zero=True)
-        check_positive_int("n_negatives", self.n_negatives)
+        check_min_int("n_negatives", self.n_negatives, 1)
         check_positive_float("lr", self.lr)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("max_epochs", self.max_epochs)
-        check_positive_int("patience", self.patience)
+        check_min_int("batch_size", self.batch_size, 1)
+        check_min_int("max_epochs", self.max_epochs, 1)
+        check_min_int("patience", self.patience, 1)
         check_positive_float("reg", self.reg, allow_zero=True)
         check_positive_float("init_std", self.init_std)
         if self.num_threads is not None:
-            check_positive_int("num_threads", self.num_threads)
+            check_min_int("num_threads", self.num_threads, 1)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train: Any, items: Any = None, validation: Any = None) -> AMPCF:

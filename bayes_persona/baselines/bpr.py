@@ -11,11 +11,10 @@ import torch
 
 from bayes_persona.baselines._base import (
     BaseRecommender,
-    check_positive_float,
-    check_positive_int,
     sample_negatives,
     torch_threads,
 )
+from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.exceptions import ModelFitError
 
 __all__ = ["BPRMF"]
@@ -84,13 +83,13 @@ class BPRMF(BaseRecommender):
         self.num_threads = num_threads
 
     def _validate_params(self) -> None:
-        check_positive_int("factors", self.factors)
+        check_min_int("factors", self.factors, 1)
         check_positive_float("lr", self.lr)
         check_positive_float("reg", self.reg, allow_zero=True)
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
+        check_min_int("epochs", self.epochs, 1)
+        check_min_int("batch_size", self.batch_size, 1)
         if self.num_threads is not None:
-            check_positive_int("num_threads", self.num_threads)
+            check_min_int("num_threads", self.num_threads, 1)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         with torch_threads(self.num_threads):

@@ -7,11 +7,8 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from bayes_persona.baselines._base import (
-    BaseRecommender,
-    check_positive_float,
-    check_positive_int,
-)
+from bayes_persona.baselines._base import BaseRecommender
+from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.exceptions import DataValidationError
 
 __all__ = ["EASE"]
@@ -58,7 +55,7 @@ class EASE(BaseRecommender):
 
     def _validate_params(self) -> None:
         check_positive_float("l2", self.l2)
-        check_positive_int("max_items", self.max_items)
+        check_min_int("max_items", self.max_items, 1)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         n_items = X.shape[1]

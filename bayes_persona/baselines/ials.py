@@ -9,11 +9,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bayes_persona.baselines._base import (
-    BaseRecommender,
-    check_positive_float,
-    check_positive_int,
-)
+from bayes_persona.baselines._base import BaseRecommender
+from bayes_persona.data._validation import check_min_int, check_positive_float
 
 __all__ = ["IALS"]
 
@@ -92,11 +89,11 @@ class IALS(BaseRecommender):
         self.num_threads = num_threads
 
     def _validate_params(self) -> None:
-        check_positive_int("factors", self.factors)
+        check_min_int("factors", self.factors, 1)
         check_positive_float("regularization", self.regularization, allow_zero=True)
         check_positive_float("alpha", self.alpha)
-        check_positive_int("iterations", self.iterations)
-        check_positive_int("num_threads", self.num_threads)
+        check_min_int("iterations", self.iterations, 1)
+        check_min_int("num_threads", self.num_threads, 1)
 
     def _fit(self, X: sp.csr_matrix, rng: np.random.Generator) -> None:
         als_cls = _als_class()

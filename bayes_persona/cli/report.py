@@ -216,7 +216,7 @@ def write_report(
     health = model.summary()
     summary = (
         "<h2>Fit</h2>"
-        + "".join(f"<p>{html.escape(line)}</p>" for line in health._fit_lines() + [health._active_line()])
+        + "".join(f"<p>{html.escape(line)}</p>" for line in health.headline())
         + _fit_health_note(model)
         + f"<pre>{html.escape(json.dumps(params, indent=1, default=str))}</pre>"
     )

@@ -129,6 +129,12 @@ def interactions_frame(data: Any, name: str) -> pd.DataFrame:
     return df
 
 
+def ratings_of(data: Any, name: str) -> pd.DataFrame:
+    """The checked interactions of ``data``, a ratings DataFrame or a Dataset
+    (:func:`interactions_frame` then :func:`validate_ratings`; errors name ``name``)."""
+    return validate_ratings(interactions_frame(data, name), frame=name)
+
+
 def require_columns(df: pd.DataFrame, columns: Sequence[str], frame: str) -> None:
     """Raise :class:`DataValidationError` unless every name in ``columns`` is in ``df``."""
     missing = [c for c in columns if c not in df.columns]
@@ -443,13 +449,18 @@ def check_fraction(name: str, value: Any) -> float:
     return v
 
 
-def check_positive_float(name: str, value: Any, maximum: float | None = None) -> float:
-    """Return ``value`` as a float if it is a finite int or float (not bool) in ``(0, maximum]``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
-    if maximum is not None and value > maximum:
-        raise DataValidationError(f"{name} must be a float in (0, {maximum:g}]; got {value!r}")
-    return float(value)
+def check_positive_float(name: str, value: Any, maximum: float | None = None, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite real number (not bool) in ``(0, maximum]``
+    (``[0, maximum]`` with ``allow_zero``); a non-number raises :class:`DataTypeError`."""
+    want = f"a finite {'non-negative' if allow_zero else 'positive'} number"
+    if maximum is not None:
+        want = f"a float in {'[' if allow_zero else '('}0, {maximum:g}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise DataTypeError(f"{name} must be {want}; got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero) or (maximum is not None and v > maximum):
+        raise DataValidationError(f"{name} must be {want}; got {value!r}")
+    return v
 
 
 def check_min_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:

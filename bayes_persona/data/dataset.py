@@ -144,20 +144,6 @@ class Dataset:
         """
         return Dataset(ratings=ratings, items=self.items, name=self.name)
 
-    def _with_subset(self, ratings: pd.DataFrame) -> Dataset:
-        """Like :meth:`with_ratings` without re-validation, for internal use only.
-
-        ``ratings`` must be a row subset of ``self.ratings`` (columns may be dropped),
-        which keeps every invariant but non-emptiness; that one is checked.
-        """
-        if len(ratings) == 0:
-            raise DataValidationError("ratings must not be empty; got 0 rows")
-        new = object.__new__(Dataset)
-        object.__setattr__(new, "ratings", ratings.reset_index(drop=True))
-        object.__setattr__(new, "items", self.items)
-        object.__setattr__(new, "name", self.name)
-        return new
-
     def __repr__(self) -> str:
         label = f"{self.name!r}, " if self.name else ""
         n_cat = len(self.categories)
@@ -178,3 +164,18 @@ class Dataset:
         return self.items.equals(other.items)
 
     __hash__ = None  # type: ignore[assignment]  # holds mutable frames
+
+
+def row_subset(data: Dataset, ratings: pd.DataFrame) -> Dataset:
+    """``data.with_ratings(ratings)`` without re-validation, for the library's own splits.
+
+    ``ratings`` must be a row subset of ``data.ratings`` (columns may be dropped), which
+    keeps every invariant but non-emptiness; that one is checked.
+    """
+    if len(ratings) == 0:
+        raise DataValidationError("ratings must not be empty; got 0 rows")
+    new = object.__new__(Dataset)
+    object.__setattr__(new, "ratings", ratings.reset_index(drop=True))
+    object.__setattr__(new, "items", data.items)
+    object.__setattr__(new, "name", data.name)
+    return new

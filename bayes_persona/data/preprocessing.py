@@ -19,7 +19,7 @@ from bayes_persona.data._validation import (
     id_kind_of_values,
     validate_ratings,
 )
-from bayes_persona.data.dataset import Dataset
+from bayes_persona.data.dataset import Dataset, row_subset
 from bayes_persona.exceptions import DataTypeError, DataValidationError, UnknownIdError
 
 __all__ = ["Vocabulary", "binarize", "k_core"]
@@ -321,7 +321,7 @@ def _rewrap(data: DataT, ratings: pd.DataFrame, func: str, what: str) -> DataT:
         raise DataValidationError(f"{func}({what}) removed every interaction; nothing is left")
     ratings = ratings.reset_index(drop=True)
     if isinstance(data, Dataset):
-        return data._with_subset(ratings)
+        return row_subset(data, ratings)
     return ratings
 
 

@@ -34,7 +34,7 @@ from bayes_persona.data._validation import (
     check_int,
     validate_ratings,
 )
-from bayes_persona.data.dataset import Dataset
+from bayes_persona.data.dataset import Dataset, row_subset
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -185,7 +185,7 @@ def _finish(data: DataT, ratings: pd.DataFrame, test_mask: np.ndarray, what: str
                 "at least 2 interactions to give one to the test side. Pass the ratings "
                 "DataFrame to get an empty test frame instead"
             )
-        return Split(data._with_subset(train), data._with_subset(test), n_i, n_u, dropped)
+        return Split(row_subset(data, train), row_subset(data, test), n_i, n_u, dropped)
     if len(test) == 0:
         logger.warning("%s left no test interactions", what)
     return Split(train, test, n_i, n_u, dropped)

@@ -1,0 +1,179 @@
+"""The attribution methods of the shared-account benchmark (:mod:`bayes_persona.bench.accounts`).
+
+Each method gives, for every held-out item of every account, ``p_a``: a probability that
+person A of the account chose it (with an equal-tailed interval where the method has
+posterior draws). Any mapping from a method's parts (personas, clusters) to people uses the
+account's *training* items and their truth only:
+
+- :func:`persona_method`: a persona model's explanation draws (ours: ``explain_draws``;
+  AMP-CF: its attention, one "draw"), personas mapped to people by :func:`_sides` (hard)
+  or :func:`_soft_sides` (soft);
+- :func:`kmeans_method`: 2-means of the account's training items in iALS factor space;
+- :func:`ceiling_method`: nearest labelled centroid (given the training truth: a ceiling);
+- :func:`share_method`: the share of the account's training items that are A's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayes_persona.data._validation import ITEM_COL
+from bayes_persona.data.accounts import ACCOUNT_COL
+
+__all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method"]
+
+INTERVAL_PROB = 0.9  # equal-tailed: the 5% and 95% quantiles of the draws
+
+
+def _sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """Weight of each part for person A from its responsibilities on the training items.
+
+    Parameters
+    ----------
+    resp : ndarray, shape ``(K, n_train)``
+        How much part ``k`` explains training item ``j`` (a probability or an indicator).
+    is_a : ndarray of bool, shape ``(n_train,)``
+
+    Returns
+    -------
+    ndarray, shape ``(K,)``
+        1 where the mean over A's items exceeds the mean over B's, 0 where it is lower,
+        0.5 on ties (and when one person has no training item).
+    """
+    if is_a.all() or not is_a.any():
+        return np.full(resp.shape[0], 0.5)
+    ma, mb = resp[:, is_a].mean(1), resp[:, ~is_a].mean(1)
+    return np.where(ma > mb, 1.0, np.where(ma < mb, 0.0, 0.5))
+
+
+def _by_account(train_truth: pd.DataFrame, test: pd.DataFrame):
+    """``(account, training rows, held-out rows, positions in test)`` per account with held-out rows."""
+    tr_groups = train_truth.groupby(ACCOUNT_COL, sort=False).indices
+    for acct, pos in test.groupby(ACCOUNT_COL, sort=False).indices.items():
+        yield acct, train_truth.iloc[tr_groups[acct]], test.iloc[pos], pos
+
+
+def _soft_sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """``P(A | part k)`` from the training items: the mean of part ``k``'s responsibility over
+    A's items divided by that mean over A's plus over B's, shape ``(K,)`` (0.5 where a part
+    explains nothing, or when one person has no training item)."""
+    if is_a.all() or not is_a.any():
+        return np.full(resp.shape[0], 0.5)
+    ma, mb = resp[:, is_a].mean(1), resp[:, ~is_a].mean(1)
+    total = ma + mb
+    return np.where(total > 0, ma / np.where(total > 0, total, 1.0), 0.5)
+
+
+def persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, dict[str, np.ndarray]]:
+    """``{"hard": ..., "soft": ...}``, each ``{"p_a", "low", "high"}``: the two mappings of
+    personas to people (:func:`_sides`, :func:`_soft_sides`) on the same draws."""
+    out = {m: {"p_a": np.empty(len(test)), "low": np.full(len(test), np.nan), "high": np.full(len(test), np.nan)}
+           for m in ("hard", "soft")}  # fmt: skip
+    for acct, tr, te, pos in _by_account(train_truth, test):
+        items = np.concatenate([tr[ITEM_COL].to_numpy(), te[ITEM_COL].to_numpy()])
+        draws = draws_fn(model, acct, items)  # (S, K, n)
+        n_tr = len(tr)
+        resp = draws[:, :, :n_tr].mean(0)
+        for mapping, sides in (("hard", _sides), ("soft", _soft_sides)):
+            w = sides(resp, tr["is_a"].to_numpy())
+            pa = np.einsum("k,skn->sn", w, draws[:, :, n_tr:])
+            o = out[mapping]
+            o["p_a"][pos] = np.clip(pa.mean(0), 0.0, 1.0)
+            if pa.shape[0] > 1:
+                q = (1 - INTERVAL_PROB) / 2
+                o["low"][pos], o["high"][pos] = np.quantile(pa, [q, 1 - q], axis=0)
+    return out
+
+
+def ours_draws(model: Any, acct: Any, items: np.ndarray) -> np.ndarray:
+    return np.asarray(model.explain_draws(acct, items), dtype=np.float64)
+
+
+def ampcf_draws(model: Any, acct: Any, items: np.ndarray) -> np.ndarray:
+    att = model.persona_attention(np.repeat(np.asarray([acct]), len(items)), items)
+    return np.asarray(att, dtype=np.float64).T[None]  # (1, K, n): one "draw"
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _two_means(
+    x: np.ndarray, rng: np.random.Generator, n_init: int = 10, n_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean 2-means of the rows of ``x`` (k-means++ seeding, best of ``n_init``).
+
+    Returns
+    -------
+    centroids : ndarray, shape ``(2, D)``
+    labels : ndarray of int, shape ``(n,)``
+    """
+    best = (np.inf, None, None)
+    n = len(x)
+    for _ in range(n_init):
+        c0 = x[rng.integers(n)]
+        d2 = ((x - c0) ** 2).sum(1)
+        c1 = x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)]
+        c = np.stack([c0, c1])
+        labels = np.full(n, -1)
+        for _ in range(n_iter):
+            dist = ((x[:, None, :] - c[None]) ** 2).sum(2)
+            new = dist.argmin(1)
+            if (new == labels).all():
+                break
+            labels = new
+            for k in range(2):
+                if (labels == k).any():
+                    c[k] = x[labels == k].mean(0)
+        inertia = ((x - c[labels]) ** 2).sum()
+        if inertia < best[0]:
+            best = (inertia, c.copy(), labels.copy())
+    return best[1], best[2]
+
+
+def _centroid_p(x: np.ndarray, centroids: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``sum_c w_c softmax_c(-|x - centroid_c|^2)`` per row of ``x``, shape ``(n,)``."""
+    logits = -((x[:, None, :] - centroids[None]) ** 2).sum(2)
+    logits -= logits.max(1, keepdims=True)
+    soft = np.exp(logits)
+    soft /= soft.sum(1, keepdims=True)
+    return soft @ w
+
+
+def kmeans_method(ials: Any, train_truth, test, seed: int) -> dict[str, np.ndarray]:
+    V = _unit(ials.item_factors_)
+    p = np.empty(len(test))
+    for j, (_, tr, te, pos) in enumerate(_by_account(train_truth, test)):
+        xa = V[ials.item_vocab_.encode(tr[ITEM_COL].to_numpy())]
+        xt = V[ials.item_vocab_.encode(te[ITEM_COL].to_numpy())]
+        if len(xa) < 2:
+            p[pos] = 0.5
+            continue
+        centroids, labels = _two_means(xa, np.random.default_rng([seed, 2, j]))
+        onehot = (labels[None, :] == np.arange(2)[:, None]).astype(np.float64)  # (2, n_train)
+        w = _sides(onehot, tr["is_a"].to_numpy())
+        p[pos] = _centroid_p(xt, centroids, w)
+    return {"p_a": p}
+
+
+def ceiling_method(ials: Any, train_truth, test) -> dict[str, np.ndarray]:
+    V = _unit(ials.item_factors_)
+    p = np.empty(len(test))
+    for _, tr, te, pos in _by_account(train_truth, test):
+        a = tr["is_a"].to_numpy()
+        xa = V[ials.item_vocab_.encode(tr[ITEM_COL].to_numpy())]
+        xt = V[ials.item_vocab_.encode(te[ITEM_COL].to_numpy())]
+        if a.all() or not a.any():
+            p[pos] = 0.5
+            continue
+        centroids = np.stack([xa[a].mean(0), xa[~a].mean(0)])
+        p[pos] = _centroid_p(xt, centroids, np.array([1.0, 0.0]))
+    return {"p_a": p}
+
+
+def share_method(train_truth, test) -> dict[str, np.ndarray]:
+    share = train_truth.groupby(ACCOUNT_COL, sort=False)["is_a"].mean()
+    return {"p_a": test[ACCOUNT_COL].map(share).to_numpy(dtype=np.float64)}
