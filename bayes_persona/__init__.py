@@ -35,9 +35,9 @@ _LAZY = {
         "bayes_persona.data",
     ),  # fmt: skip
     "evaluate": "bayes_persona.evaluation",
-    "PersonaRecommender": "bayes_persona.recommender",
+    "PersonaRecommender": "bayes_persona.persona.estimator",
     "persona_recovery": "bayes_persona.diagnostics.recovery",
-    "ModelSummary": "bayes_persona.summary",
+    "ModelSummary": "bayes_persona.persona.summary",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
@@ -62,8 +62,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     )
     from bayes_persona.diagnostics.recovery import persona_recovery  # noqa: F401
     from bayes_persona.evaluation import evaluate  # noqa: F401
-    from bayes_persona.recommender import PersonaRecommender  # noqa: F401
-    from bayes_persona.summary import ModelSummary  # noqa: F401
+    from bayes_persona.persona.estimator import PersonaRecommender  # noqa: F401
+    from bayes_persona.persona.summary import ModelSummary  # noqa: F401
 
 
 def __getattr__(name: str):

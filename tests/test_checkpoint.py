@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona import inference
 from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
+from bayes_persona.svi import engine as inference
 
 # 60 users / batch 32 -> 2 steps per epoch; a checkpoint every 6 steps. With this seed the
 # ELBO plateau (patience=6) stops the fit at step 28, so the early-stopping state (best
@@ -37,7 +37,7 @@ CHILD = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     import bayes_persona as bp
-    from bayes_persona.interactions import InteractionMatrix
+    from bayes_persona.persona.interactions import InteractionMatrix
 
     # Warm up (imports, torch's lazy optimizer machinery) while the parent runs other tests,
     # then wait for "go". Neither touches an RNG or a number of the fit.
@@ -303,7 +303,7 @@ def test_sigkill_then_resume_is_identical(child, data, reference, caplog) -> Non
     assert 0 < step < reference.n_steps_ and step % EVERY == 0
     assert reference.stopped_early_, "KW should make the fit stop early"
 
-    caplog.set_level(logging.INFO, logger="bayes_persona.inference")
+    caplog.set_level(logging.INFO, logger="bayes_persona.svi.engine")
     resumed = bp.PersonaRecommender(**KW).fit(
         data, checkpoint_dir=ckpt_dir, checkpoint_every=EVERY, resume=True
     )

@@ -23,7 +23,7 @@ from bayes_persona.diagnostics import comparison, plotting
 from bayes_persona.diagnostics import ppc as checks
 from bayes_persona.diagnostics import sbc as calibration
 from bayes_persona.diagnostics.inference_data import to_inference_data
-from bayes_persona.initialization import prevalence_from_shares
+from bayes_persona.persona.initialization import prevalence_from_shares
 
 torch.set_num_threads(1)
 

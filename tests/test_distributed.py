@@ -1,4 +1,4 @@
-"""Data-parallel SVI (bayes_persona.distributed): two CPU workers with the gloo backend.
+"""Data-parallel SVI (bayes_persona.svi.distributed): two CPU workers with the gloo backend.
 
 The workers are started with ``torch.multiprocessing.spawn`` and rendezvous through the
 environment variables torchrun would set (MASTER_ADDR=127.0.0.1, a free port), so that
@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import bayes_persona as bp
-from bayes_persona import distributed as bpd
+from bayes_persona.svi import distributed as bpd
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
@@ -127,7 +127,7 @@ def test_sparse_gradient_all_reduce_matches_dense() -> None:
         sync.rank, sync.world, sync.device = 0, 1, torch.device("cpu")
         w = torch.zeros(6, 3, requires_grad=True)
         v = torch.zeros(4, requires_grad=True)
-        from bayes_persona.optim import gather_rows
+        from bayes_persona.svi.optim import gather_rows
 
         (gather_rows(w, torch.tensor([4, 1, 4]), True).sum() * 2 + v.sum()).backward()
         sync.reduce_grads([w, v])

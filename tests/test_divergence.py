@@ -14,8 +14,8 @@ from torch import nn
 
 import bayes_persona as bp
 from bayes_persona.exceptions import BayesPersonaError, ModelFitError
-from bayes_persona.inference import SVIConfig, run_svi
-from bayes_persona.interactions import InteractionMatrix
+from bayes_persona.persona.interactions import InteractionMatrix
+from bayes_persona.svi.engine import SVIConfig, run_svi
 
 
 @pytest.fixture(scope="module")

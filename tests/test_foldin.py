@@ -1,4 +1,4 @@
-"""Folding new users into a fitted model (bayes_persona.foldin)."""
+"""Folding new users into a fitted model (bayes_persona.persona.foldin)."""
 
 from __future__ import annotations
 

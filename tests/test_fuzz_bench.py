@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("hypothesis")
 
 from bayes_persona.bench import fuzz as fuzz_bench  # noqa: E402
-from bayes_persona.recommender import PersonaRecommender  # noqa: E402
+from bayes_persona.persona.estimator import PersonaRecommender  # noqa: E402
 
 
 def test_fuzz_passes_and_exercises_every_entry_point() -> None:

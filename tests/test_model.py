@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona.model import Batch, PersonaModel, make_guide
+from bayes_persona.persona.model import Batch, PersonaModel, make_guide
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_implicit_fit_on_rated_data_warns_that_ratings_are_ignored(data):
 
 def test_fit_uses_its_own_thread_count_and_restores_torch_s(data, monkeypatch):
     seen = []
-    real = bp.fitting.run_svi  # fit runs SVI through bayes_persona.fitting
+    real = bp.fitting.run_svi  # fit runs SVI through bayes_persona.persona.fitting
     monkeypatch.setattr(bp.fitting, "run_svi", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -373,7 +373,7 @@ def test_importance_diagnostics_tell_a_reweightable_guide_from_a_broken_one() ->
 def test_log_normaliser_matches_autograd_logsumexp() -> None:
     """The fused catalogue normaliser (one exponential each way) gives autograd's values and
     gradients, with sampled items corrected by log(N / S)."""
-    from bayes_persona.model import log_softmax_normaliser
+    from bayes_persona.persona.model import log_softmax_normaliser
 
     g = torch.Generator().manual_seed(0)
     p = torch.randn(3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)

@@ -1,5 +1,5 @@
 """The persona prior (taste prototypes), the fixed item scale, the joint likelihood and the
-prevalences' logistic-normal guide (see bayes_persona.model)."""
+prevalences' logistic-normal guide (see bayes_persona.persona.model)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona.model import (
+from bayes_persona.persona.model import (
     Batch,
     PersonaModel,
     implicit_log_likelihood,

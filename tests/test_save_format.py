@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import bayes_persona as bp
-from bayes_persona import persistence
 from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
+from bayes_persona.persona import persistence
 
 # `data` and `fitted` (a small planted world and a model fitted on it) come from conftest.py
 

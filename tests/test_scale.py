@@ -12,7 +12,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 import bayes_persona as bp
 from bayes_persona.bench.scale import main as bench_main
 from bayes_persona.bench.scale import planted_interactions
-from bayes_persona.optim import LazyClippedAdam, gather_rows
+from bayes_persona.svi.optim import LazyClippedAdam, gather_rows
 
 
 def _quadratic_grads(w: torch.Tensor, step: int) -> None:
@@ -109,7 +109,7 @@ def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> N
         model.log_predictive(pairs),
     )
     seen_sizes = []
-    from bayes_persona import persona_posterior as pp
+    from bayes_persona.persona import posterior as pp
 
     inner = pp.PersonaPosterior.user_draws
 

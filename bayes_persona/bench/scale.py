@@ -19,7 +19,7 @@ all of its users. It prints a Markdown table and writes a CSV.
 Why the cost per interaction is flat: an SVI step costs ``O(B L K D + B K S D)`` (``B``
 users, up to ``L`` interactions each, ``S`` sampled negatives) whatever the number of
 users ``U`` and items ``N`` -- the guide's user and item tables get row-sparse gradients
-and lazy Adam updates (:mod:`bayes_persona.optim`) once ``U > 8 B`` -- and an epoch has
+and lazy Adam updates (:mod:`bayes_persona.svi.optim`) once ``U > 8 B`` -- and an epoch has
 ``U / B`` steps, so it costs ``O(interactions)``. Memory is ``O((U K + N) D)`` for the
 parameters plus the interactions; nothing allocates a dense ``U x N`` matrix
 (recommendation works on chunks of users, each ``O(chunk x draws x K x N)``).
@@ -123,10 +123,10 @@ def _peak_rss_mb() -> float:
 
 
 class _SviTimer:
-    """Wraps the recommender's run_svi to time the optimisation alone."""
+    """Wraps the fit's run_svi (in bayes_persona.persona.fitting) to time the optimisation alone."""
 
     def __init__(self) -> None:
-        import bayes_persona.recommender as rec
+        import bayes_persona.persona.fitting as rec
 
         self.rec, self.inner, self.seconds = rec, rec.run_svi, 0.0
 

@@ -387,7 +387,7 @@ def choose_n_personas(
     models : dict, only with ``return_models``
     """
     from bayes_persona.diagnostics.inference_data import to_inference_data
-    from bayes_persona.recommender import PersonaRecommender
+    from bayes_persona.persona.estimator import PersonaRecommender
 
     if isinstance(candidates, (int, np.integer)) or isinstance(candidates, str):
         raise DataTypeError(f"candidates must be a sequence of ints; got {candidates!r}")

@@ -83,7 +83,7 @@ class NutsComparison:
 
 
 def _full_batch(world: PriorWorld):
-    from bayes_persona.model import Batch
+    from bayes_persona.persona.model import Batch
 
     r = world.dataset.ratings
     U = world.persona_factors.shape[0]
@@ -207,7 +207,7 @@ def compare_with_nuts(
     >>> res = compare_with_nuts(1, num_samples=20, warmup_steps=20, max_epochs=20)  # doctest: +SKIP
     >>> res.coverage.head()  # doctest: +SKIP
     """
-    from bayes_persona.recommender import PersonaRecommender
+    from bayes_persona.persona.estimator import PersonaRecommender
 
     R = _check_int("n_worlds", n_worlds, 1)
     seed = _check_int("random_state", random_state, 0)

@@ -23,7 +23,7 @@ import torch
 
 from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataValidationError
-from bayes_persona.model import persona_shares
+from bayes_persona.persona.model import persona_shares
 
 logger = logging.getLogger(__name__)
 

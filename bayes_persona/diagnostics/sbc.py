@@ -139,7 +139,7 @@ class PriorWorld:
     def log_shares(self) -> np.ndarray:
         """``log P(z = k | u)``, each persona's share of the user's choices, (U, K): the
         prevalence itself in the mixture form, ``pi_k Z_k / sum_k' pi_k' Z_k'`` in the joint
-        form (:func:`bayes_persona.model.persona_shares`)."""
+        form (:func:`bayes_persona.persona.model.persona_shares`)."""
         with np.errstate(divide="ignore"):
             log_pi = np.log(self.prevalence)
         if self.likelihood == "mixture":
@@ -566,7 +566,7 @@ def simulation_based_calibration(
     ...                                    fit_kwargs={"max_epochs": 5})  # doctest: +SKIP
     >>> print(res.summary())  # doctest: +SKIP
     """
-    from bayes_persona.recommender import PersonaRecommender
+    from bayes_persona.persona.estimator import PersonaRecommender
 
     R = _check_int("n_replications", n_replications, 1)
     K = _check_int("n_personas", n_personas, 2)

@@ -1,0 +1,82 @@
+"""Each user's training items as CSR index arrays: minibatches and seen-item masks.
+
+:class:`InteractionMatrix` is what a fitted :class:`~bayes_persona.PersonaRecommender`
+keeps of its training data (``seen_``): indices only, never the frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bayes_persona.persona.model import Batch
+
+__all__ = ["InteractionMatrix"]
+
+
+class InteractionMatrix:
+    """Each user's training items (and ratings) as CSR index arrays, for batching and
+    excluding seen items. It holds indices only, not the training frame."""
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | None):
+        self.indptr, self.indices, self.values = indptr, indices, values
+        self.counts = indptr[1:] - indptr[:-1]
+
+    @classmethod
+    def build(cls, u: np.ndarray, i: np.ndarray, n_users: int, r: np.ndarray | None) -> InteractionMatrix:
+        order = np.lexsort((i, u))
+        counts = np.bincount(u, minlength=n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        vals = torch.as_tensor(r[order]) if r is not None else None
+        return cls(torch.as_tensor(indptr), torch.as_tensor(i[order]), vals)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"seen.indptr": self.indptr.cpu(), "seen.indices": self.indices.cpu()}
+        if self.values is not None:
+            out["seen.values"] = self.values.cpu()
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> InteractionMatrix:
+        return cls(tensors["seen.indptr"], tensors["seen.indices"], tensors.get("seen.values"))
+
+    def to(self, device: torch.device) -> InteractionMatrix:
+        v = self.values.to(device) if self.values is not None else None
+        return InteractionMatrix(self.indptr.to(device), self.indices.to(device), v)
+
+    def items_of(self, u: int) -> np.ndarray:
+        return self.indices[self.indptr[u] : self.indptr[u + 1]].cpu().numpy()
+
+    def rows_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(j, item)`` for every training item of ``users[j]``, without a Python loop."""
+        indptr = self.indptr.cpu().numpy()
+        users = np.asarray(users, dtype=np.int64)
+        counts = indptr[users + 1] - indptr[users]
+        rows = np.repeat(np.arange(len(users)), counts)
+        starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        pos = starts + np.arange(int(counts.sum()))
+        return rows, self.indices.cpu().numpy()[pos]
+
+    def sample_batch(
+        self, g: torch.Generator, batch_size: int, max_items: int, n_negatives: int | None,
+        n_items: int, device: torch.device,
+    ) -> Batch:  # fmt: skip
+        """``batch_size`` users uniformly without replacement; up to ``max_items`` of each
+        user's interactions (all of them when fewer, else drawn with replacement), weighted
+        by ``n_u / L_u`` so the minibatch ELBO is unbiased."""
+        n_users = len(self.counts)
+        users = torch.randperm(n_users, generator=g)[: min(batch_size, n_users)].to(device)
+        n = self.counts[users]
+        L = int(min(max_items, int(n.max())))
+        ar = torch.arange(L, device=device).expand(len(users), L)
+        draw = (torch.rand(len(users), L, generator=g).to(device) * n[:, None]).long()
+        mask = ar < n[:, None]
+        pos = torch.where(n[:, None] > L, draw, torch.where(mask, ar, torch.zeros_like(ar)))
+        flat = self.indptr[users][:, None] + pos
+        items = self.indices[flat]
+        ratings = torch.where(mask, self.values[flat], 0.0) if self.values is not None else None
+        weight = n / n.clamp(max=L)
+        negatives = None
+        if n_negatives is not None:
+            negatives = torch.randint(n_items, (n_negatives,), generator=g).to(device)
+        return Batch(users, items, mask, weight.float(), ratings, negatives)
