@@ -421,3 +421,14 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "default: 150" in out.stdout
+
+
+def test_cli_and_bench_name_the_same_baselines() -> None:
+    """One registry: the CLI's model choices and the benchmark's models are its baselines."""
+    from bayes_persona.baselines import BASELINES
+    from bayes_persona.bench import BASELINE_NAMES, MODELS
+    from bayes_persona.cli.options import MODEL_CHOICES
+
+    assert set(MODEL_CHOICES) == {"ours", *BASELINES}
+    assert set(BASELINE_NAMES.values()) == set(BASELINES)
+    assert set(MODELS) == set(BASELINE_NAMES) | {m for m in MODELS if m.startswith("Ours")}

@@ -16,4 +16,14 @@ from bayes_persona.baselines.ease import EASE
 from bayes_persona.baselines.ials import IALS
 from bayes_persona.baselines.popular import MostPopular
 
-__all__ = ["AMPCF", "BPRMF", "BaseRecommender", "EASE", "IALS", "MostPopular"]
+__all__ = ["AMPCF", "BASELINES", "BPRMF", "BaseRecommender", "EASE", "IALS", "MostPopular"]
+
+#: The one registry of baselines, by short name: the CLI's ``--model`` choices and the
+#: benchmark's models (which show them under longer labels) both look classes up here.
+BASELINES: dict[str, type[BaseRecommender]] = {
+    "popular": MostPopular,
+    "ease": EASE,
+    "ials": IALS,
+    "bpr": BPRMF,
+    "ampcf": AMPCF,
+}

@@ -84,28 +84,28 @@ def _temporal_data(data_home: str | None):
     return bp.leave_one_out(bp.binarize(data, 4.0), by="time")
 
 
+#: The benchmark's labels of the baselines, and their names in :data:`bayes_persona.baselines.BASELINES`.
+BASELINE_NAMES = {"MostPopular": "popular", "EASE": "ease", "iALS": "ials", "BPR-MF": "bpr", "AMP-CF": "ampcf"}
+
+
 def _make(name: str, params: dict, smoke: bool):
     from bayes_persona import PersonaRecommender
-    from bayes_persona.baselines import AMPCF, BPRMF, EASE, IALS, MostPopular
+    from bayes_persona.baselines import BASELINES
 
-    if name == "MostPopular":
-        return MostPopular()
-    if name == "EASE":
-        return EASE(**params)
-    if name == "iALS":
-        return IALS(**params)
-    if name == "BPR-MF":
-        return BPRMF(**{**params, **({"epochs": 5} if smoke else {})})
-    if name == "AMP-CF":
-        p = dict(params)
-        if "lambda" in p:  # one weight for both entropy terms, as in the paper
-            p["lambda_pos"] = p["lambda_neg"] = p.pop("lambda")
-        return AMPCF(**{"n_personas": 4, "factors": 64, "max_epochs": 3 if smoke else 50, **p})
     if name.startswith("Ours"):
         k = int(name.split("K=")[1])
         budget = {"max_epochs": 5} if smoke else {}  # otherwise the defaults (early stopping)
         return PersonaRecommender(n_personas=k, progress=False, **budget, **params)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if name not in BASELINE_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    p = dict(params)
+    if name == "BPR-MF" and smoke:
+        p["epochs"] = 5
+    if name == "AMP-CF":
+        if "lambda" in p:  # one weight for both entropy terms, as in the paper
+            p["lambda_pos"] = p["lambda_neg"] = p.pop("lambda")
+        p = {"n_personas": 4, "factors": 64, "max_epochs": 3 if smoke else 50, **p}
+    return BASELINES[BASELINE_NAMES[name]](**p)
 
 
 def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) -> None:

@@ -178,20 +178,16 @@ def cmd_personas(args: argparse.Namespace) -> int:
 
 
 def _make_baseline(name: str, args: argparse.Namespace):
-    from bayes_persona import baselines as B
+    from bayes_persona.baselines import BASELINES
 
+    if name not in BASELINES:  # pragma: no cover - argparse checks
+        raise UsageError(f"unknown model {name!r}")
     seed = args.seed if args.seed is not None else 0
-    if name == "popular":
-        return B.MostPopular()
-    if name == "ease":
-        return B.EASE()
-    if name == "ials":
-        return B.IALS(random_state=seed, num_threads=args.threads)
-    if name == "bpr":
-        return B.BPRMF(random_state=seed, num_threads=args.threads)
-    if name == "ampcf":
-        return B.AMPCF(random_state=seed)
-    raise UsageError(f"unknown model {name!r}")  # pragma: no cover - argparse checks
+    # each baseline's seed and thread settings, where it has them (EASE and popularity have none)
+    kwargs = {"ials": {"random_state": seed, "num_threads": args.threads},
+              "bpr": {"random_state": seed, "num_threads": args.threads},
+              "ampcf": {"random_state": seed}}.get(name, {})  # fmt: skip
+    return BASELINES[name](**kwargs)
 
 
 def _settings_of(model: Any) -> str:

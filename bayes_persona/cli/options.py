@@ -20,7 +20,7 @@ CONFIG_FILE = "config.json"
 ELBO_FILE = "elbo.csv"
 TRUTH_FILE = "synthetic_truth.csv"
 MOVIELENS_CHOICES = ("100k", "1m", "20m", "25m", "latest-small")
-MODEL_CHOICES = ("ours", "popular", "ease", "ials", "bpr", "ampcf")
+MODEL_CHOICES = ("ours", "popular", "ease", "ials", "bpr", "ampcf")  # "ours" and baselines.BASELINES
 
 logger = logging.getLogger("bayes_persona.cli")
 
