@@ -1,6 +1,7 @@
 """Hyperparameter tuning on a validation split cut from the training data.
 
-This module holds :func:`holdout_split` (a per-user random holdout of interactions) and
+This module holds :func:`holdout_split` (the per-user random holdout of
+:func:`bayes_persona.random_holdout`, as two frames) and
 :func:`tune` (a grid search that fits each candidate on the training part and scores it
 with :func:`~bayes_persona.evaluation.evaluate` on the validation part, never on test).
 """
@@ -12,7 +13,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from bayes_persona.evaluation.protocol import _LOWER_IS_BETTER, _ratings, evaluate
@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 def holdout_split(
     data: Any, fraction: float = 0.2, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-user random holdout: about ``fraction`` of each user's rows go to the second part.
+    """Per-user random holdout as two DataFrames: :func:`bayes_persona.random_holdout`.
 
-    Users with a single interaction keep it in the first part; every other user keeps at
-    least one row in each part.
+    A user with ``n`` rows gives ``round(n * fraction)`` of them (half rounded up, at most
+    ``n - 1``) to the second part; users with one row keep it in the first.
 
     Parameters
     ----------
@@ -45,20 +45,11 @@ def holdout_split(
     (DataFrame, DataFrame)
         ``(kept, held_out)`` with the original columns.
     """
-    df = _ratings(data, "data")
-    if not 0.0 < fraction < 1.0:
-        raise DataValidationError(f"fraction must lie in (0, 1); got {fraction!r}")
-    rng = np.random.default_rng(seed)
-    r = rng.random(len(df))
-    codes = pd.factorize(df["user_id"])[0]
-    order = np.lexsort((r, codes))
-    counts = np.bincount(codes)
-    pos = np.empty(len(df), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos[order] = np.arange(len(df)) - np.repeat(starts, counts)
-    n_out = np.where(counts >= 2, np.clip(np.rint(counts * fraction), 1, counts - 1), 0)
-    held = pos < n_out[codes]
-    return df[~held].reset_index(drop=True), df[held].reset_index(drop=True)
+    from bayes_persona.data._validation import check_fraction
+    from bayes_persona.data.splits import random_holdout
+
+    split = random_holdout(_ratings(data, "data"), check_fraction("fraction", fraction), seed)
+    return split.train.reset_index(drop=True), split.test.reset_index(drop=True)
 
 
 def _grid(param_grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[dict]:
