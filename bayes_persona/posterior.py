@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["ACTIVE_PREVALENCE", "summarise", "hdi", "best_permutation"]
+__all__ = ["ACTIVE_PREVALENCE", "summarise", "hdi", "best_permutation", "logsumexp", "logmeanexp"]
 
 #: A persona whose posterior median prevalence is at most this is "unused": the ``active``
 #: column of ``personas``, the CLI, the demo, ``summary`` and the persona count of
@@ -103,3 +103,15 @@ def best_permutation(cost: np.ndarray) -> tuple[int, ...]:
         out[r] = int(c)
     return tuple(out)
 
+
+def logsumexp(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``log sum exp(x)`` along ``axis``, stable, and ``-inf`` where every entry is ``-inf``."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+
+def logmeanexp(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``log mean exp(x)`` along ``axis``: the log of a Monte Carlo mean of densities given
+    their logs (e.g. the log posterior predictive density from per-draw log-likelihoods)."""
+    return logsumexp(x, axis) - math.log(x.shape[axis])

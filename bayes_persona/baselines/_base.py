@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from bayes_persona.data import Vocabulary
-from bayes_persona.data._validation import check_min_int, interactions_frame
+from bayes_persona.data._validation import check_min_int, id_frame
 from bayes_persona.exceptions import (
     DataTypeError,
     DataValidationError,
@@ -55,15 +55,7 @@ def as_ratings(data: Any, name: str = "train") -> pd.DataFrame:
     DataValidationError
         ``user_id`` or ``item_id`` is missing or holds missing values, or the frame is empty.
     """
-    df = interactions_frame(data, name)
-    if len(df) == 0:
-        raise DataValidationError(f"{name} must hold at least one interaction; got an empty frame")
-    for c in ("user_id", "item_id"):
-        if df[c].isna().any():
-            raise DataValidationError(
-                f"{name}[{c!r}] must not contain missing values; got {int(df[c].isna().sum())}"
-            )
-    return df
+    return id_frame(data, name, non_empty=True)
 
 
 def _id_array(ids: Any, name: str) -> np.ndarray:

@@ -129,6 +129,33 @@ def interactions_frame(data: Any, name: str) -> pd.DataFrame:
     return df
 
 
+def id_frame(data: Any, name: str, *, non_empty: bool = False) -> pd.DataFrame:
+    """:func:`interactions_frame` whose ``user_id`` and ``item_id`` hold no missing value
+    (and, with ``non_empty``, at least one row); the light check of the evaluation and the
+    baselines, which take ids of any kind."""
+    df = interactions_frame(data, name)
+    if non_empty and len(df) == 0:
+        raise DataValidationError(f"{name} must hold at least one interaction; got an empty frame")
+    for c in (USER_COL, ITEM_COL):
+        if df[c].isna().any():
+            raise DataValidationError(
+                f"{name}[{c!r}] must not contain missing values; got {int(df[c].isna().sum())}"
+            )
+    return df
+
+
+def dataset_ratings(data: Any, func: str) -> pd.DataFrame:
+    """The ratings of a Dataset (already valid) or of a ratings DataFrame (validated now),
+    for the splits and filters, whose errors name the function ``func``."""
+    from bayes_persona.data.dataset import Dataset
+
+    if isinstance(data, Dataset):
+        return data.ratings
+    if isinstance(data, pd.DataFrame):
+        return validate_ratings(data, "ratings")
+    raise DataTypeError(f"{func}: data must be a Dataset or a ratings DataFrame; got {type(data).__name__}")
+
+
 def ratings_of(data: Any, name: str) -> pd.DataFrame:
     """The checked interactions of ``data``, a ratings DataFrame or a Dataset
     (:func:`interactions_frame` then :func:`validate_ratings`; errors name ``name``)."""

@@ -16,8 +16,8 @@ from bayes_persona.data._validation import (
     IdKind,
     check_int,
     check_real,
+    dataset_ratings,
     id_kind_of_values,
-    validate_ratings,
 )
 from bayes_persona.data.dataset import Dataset, row_subset
 from bayes_persona.exceptions import DataTypeError, DataValidationError, UnknownIdError
@@ -306,16 +306,6 @@ class Vocabulary:
 # ------------------------------------------------------------------ preprocessing
 
 
-def _ratings_of(data: Any, func: str) -> pd.DataFrame:
-    if isinstance(data, Dataset):
-        return data.ratings
-    if isinstance(data, pd.DataFrame):
-        return validate_ratings(data, "ratings")
-    raise DataTypeError(
-        f"{func}: data must be a Dataset or a ratings DataFrame; got {type(data).__name__}"
-    )
-
-
 def _rewrap(data: DataT, ratings: pd.DataFrame, func: str, what: str) -> DataT:
     if len(ratings) == 0:
         raise DataValidationError(f"{func}({what}) removed every interaction; nothing is left")
@@ -348,7 +338,7 @@ def binarize(data: DataT, threshold: float = 4.0) -> DataT:
     DataValidationError
         ``data`` has no ``rating`` column, or no row reaches the threshold.
     """
-    ratings = _ratings_of(data, "binarize")
+    ratings = dataset_ratings(data, "binarize")
     threshold = check_real("threshold", threshold)
     if RATING_COL not in ratings.columns:
         raise DataValidationError(
@@ -390,7 +380,7 @@ def k_core(data: DataT, user_k: int = 5, item_k: int = 5) -> DataT:
     .. [1] Batagelj, V. and Zaversnik, M. "An O(m) Algorithm for Cores Decomposition
        of Networks", 2003 (k-cores of a bipartite interaction graph).
     """
-    ratings = _ratings_of(data, "k_core")
+    ratings = dataset_ratings(data, "k_core")
     user_k = check_int("user_k", user_k, minimum=1)
     item_k = check_int("item_k", item_k, minimum=1)
     current = ratings

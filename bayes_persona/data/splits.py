@@ -32,10 +32,10 @@ from bayes_persona.data._validation import (
     check_choice,
     check_fraction,
     check_int,
-    validate_ratings,
+    dataset_ratings,
 )
 from bayes_persona.data.dataset import Dataset, row_subset
-from bayes_persona.exceptions import DataTypeError, DataValidationError
+from bayes_persona.exceptions import DataValidationError
 
 __all__ = [
     "Split",
@@ -92,16 +92,6 @@ def _size(data: Dataset | pd.DataFrame) -> int:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _ratings_of(data: Any, func: str) -> pd.DataFrame:
-    if isinstance(data, Dataset):
-        return data.ratings
-    if isinstance(data, pd.DataFrame):
-        return validate_ratings(data, "ratings")
-    raise DataTypeError(
-        f"{func}: data must be a Dataset or a ratings DataFrame; got {type(data).__name__}"
-    )
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -219,7 +209,7 @@ def random_holdout(data: DataT, test_fraction: float = 0.2, seed: int = 0) -> Sp
     DataValidationError
         ``test_fraction`` is outside (0, 1), or a Dataset would get an empty test side.
     """
-    ratings = _ratings_of(data, "random_holdout")
+    ratings = dataset_ratings(data, "random_holdout")
     frac = check_fraction("test_fraction", test_fraction)
     order = _rng(seed).permutation(len(ratings))
     users = ratings[USER_COL]
@@ -259,7 +249,7 @@ def leave_one_out(
     .. [1] He, X. et al. "Neural Collaborative Filtering", WWW 2017 (leave-one-out
        evaluation with the latest interaction held out).
     """
-    ratings = _ratings_of(data, "leave_one_out")
+    ratings = dataset_ratings(data, "leave_one_out")
     check_choice("by", by, ("random", "time"))
     if by == "time":
         ts = _time_key(ratings, "leave_one_out(by='time')")
@@ -300,7 +290,7 @@ def temporal_split(data: DataT, test_fraction: float = 0.2) -> Split[DataT]:
         No ``timestamp`` column, ``test_fraction`` outside (0, 1), or a Dataset would
         get an empty test side.
     """
-    ratings = _ratings_of(data, "temporal_split")
+    ratings = dataset_ratings(data, "temporal_split")
     frac = check_fraction("test_fraction", test_fraction)
     ts = _time_key(ratings, "temporal_split")
     position = int(np.floor((len(ts) - 1) * (1.0 - frac)))

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_persona.exceptions import DataTypeError, DataValidationError
+from bayes_persona.posterior import logmeanexp
 
 __all__ = [
     "pointwise_heldout_elpd",
@@ -90,11 +91,6 @@ def _heldout_var(idata: Any, name: str) -> str:
     return var
 
 
-def _logmeanexp(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    return np.squeeze(m, axis) + np.log(np.mean(np.exp(x - m), axis=axis))
-
-
 def pointwise_heldout_elpd(idata: Any) -> pd.Series:
     """Held-out ``log (1/S) sum_s p(y_j | theta_s)`` of every held-out interaction.
 
@@ -118,7 +114,7 @@ def pointwise_heldout_elpd(idata: Any) -> pd.Series:
         ],
         names=["user_id", "item_id"],
     )
-    return pd.Series(_logmeanexp(ll, 0), index=index, name="elpd")
+    return pd.Series(logmeanexp(ll, 0), index=index, name="elpd")
 
 
 def heldout_elpd(idata: Any) -> dict[str, float]:

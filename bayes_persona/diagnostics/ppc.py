@@ -87,6 +87,7 @@ from bayes_persona.diagnostics._ppc_base import (
 )
 from bayes_persona.evaluation import taste_distance
 from bayes_persona.exceptions import DataValidationError
+from bayes_persona.posterior import logmeanexp
 
 __all__ = [
     "CHECK_COLUMNS",
@@ -410,7 +411,7 @@ def heldout_lpd_check(idata: Any, *, per_user: bool = False) -> pd.DataFrame:
             "idata has no held-out log-likelihood: build it with to_inference_data(model, test=...)"
         )
     ll = _draws(ll_group[var])  # (S, n)
-    lpd = _logmeanexp0(ll)  # (n,)
+    lpd = logmeanexp(ll, 0)  # (n,)
     rep = _draws(pp["heldout_log_density"])  # (S, n)
     group = "posterior_predictive"
     rows = []
@@ -434,11 +435,6 @@ def heldout_lpd_check(idata: Any, *, per_user: bool = False) -> pd.DataFrame:
     else:
         rows.append(_row("heldout_lpd", group, "mean_lpd", lpd.mean(), rep.mean(1), ll.shape[1]))
     return _frame(rows, per_user)
-
-
-def _logmeanexp0(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=0)
-    return m + np.log(np.mean(np.exp(x - m), axis=0))
 
 
 # --------------------------------------------------------------------------- ratings

@@ -24,15 +24,12 @@ import torch
 from bayes_persona.data._validation import interactions_frame
 from bayes_persona.exceptions import DataValidationError
 from bayes_persona.persona.model import persona_shares
+from bayes_persona.posterior import logmeanexp, logsumexp
 
 logger = logging.getLogger(__name__)
 
 # Stream tags for the per-user seeds of replicated data.
 _TAG_TRAIN, _TAG_HELDOUT, _TAG_PRIOR = 11, 13, 17
-
-
-def _ratings_frame(data: Any, name: str) -> pd.DataFrame:
-    return interactions_frame(data, name)
 
 
 # --------------------------------------------------------------------------- draws
@@ -154,7 +151,7 @@ def _training_pairs(model: Any, users: np.ndarray) -> _Pairs:
 
 
 def _heldout_pairs(model: Any, test: Any, users: np.ndarray) -> _Pairs:
-    frame = _ratings_frame(test, "test")
+    frame = interactions_frame(test, "test")
     if model.feedback == "explicit" and "rating" not in frame.columns:
         raise DataValidationError(
             "test needs a 'rating' column for a model with feedback='explicit'"
@@ -314,7 +311,7 @@ def _draw_groups(
                         rep_held[:, hrows] = choice
                         # log posterior predictive density of each replicated choice: the
                         # mixture over all draws, log mean_s' p(choice | theta_s')
-                        rep_held_ll[:, hrows] = _logmeanexp(lp[:, choice], axis=0)
+                        rep_held_ll[:, hrows] = logmeanexp(lp[:, choice], axis=0)
                 else:
                     _explicit_user(
                         model, q, b, p[:, jj], pi[:, jj], b_u[:, jj], train, rows, rng,
@@ -428,7 +425,7 @@ def _replicate_heldout_chunk(
     top = np.argpartition(-keys, h - 1, axis=2)[..., :h]  # (S, M, h)
     if M == 1 or len(seen) == 0:
         return cand_items[top[:, 0]]
-    p = np.exp(log_p - _logsumexp(log_p, axis=1)[:, None])  # normalised, (S, N)
+    p = np.exp(log_p - logsumexp(log_p, axis=1)[:, None])  # normalised, (S, N)
     p_T = p[:, seen]  # (S, n)
     p_H = np.take_along_axis(
         np.broadcast_to(p[:, cand_items][:, None, :], keys.shape), top, axis=2
@@ -456,7 +453,7 @@ def _replicate_heldout_chunk(
         + log_arrived(p_H[..., None], t[:, None, None, :]).sum(axis=2)
         + log_t[:, None, :]
     )  # (S, M, G), with the log-t measure
-    log_w = _logsumexp(log_f + log_g_T[:, None, :], axis=2) - _logsumexp(log_f, axis=2)  # (S, M)
+    log_w = logsumexp(log_f + log_g_T[:, None, :], axis=2) - logsumexp(log_f, axis=2)  # (S, M)
     log_w -= log_w.max(axis=1, keepdims=True)
     w = np.exp(log_w)
     cdf = np.cumsum(w, axis=1)
@@ -475,7 +472,7 @@ def _explicit_user(
     sigma = float(sigma)
     r = pairs.rating[rows][None, None, :]
     log_obs = -0.5 * ((r - expected) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
-    ll_out[:, rows] = _logsumexp(log_att + log_obs, axis=1)
+    ll_out[:, rows] = logsumexp(log_att + log_obs, axis=1)
     # replicate: z ~ attention, r ~ N(expected_z, sigma)
     att = np.exp(log_att)
     cum = np.cumsum(att, axis=1)
@@ -489,14 +486,4 @@ def _explicit_user(
         # s' of p(rep_s | theta_s'), shape (S', S, n) -> (S, n)
         z = (rep[None, :, None, :] - expected[:, None]) / sigma  # (S', S, K, n)
         log_rep = -0.5 * z**2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
-        rep_ll_out[:, rows] = _logmeanexp(_logsumexp(log_att[:, None] + log_rep, axis=2), axis=0)
-
-
-def _logmeanexp(x: np.ndarray, axis: int) -> np.ndarray:
-    return _logsumexp(x, axis) - math.log(x.shape[axis])
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+        rep_ll_out[:, rows] = logmeanexp(logsumexp(log_att[:, None] + log_rep, axis=2), axis=0)

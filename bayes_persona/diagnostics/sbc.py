@@ -69,6 +69,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 from bayes_persona.data._validation import check_int_range as _check_range
 from bayes_persona.data._validation import check_min_int as _check_int
+from bayes_persona.data._validation import check_positive_float
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -100,17 +101,6 @@ DEFAULT_FIT_KWARGS: dict[str, Any] = {
     "learning_rate": 0.05,
     "patience": 0,
 }
-
-
-def _check_pos(name: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.floating))
-        or not np.isfinite(value)
-        or value <= 0
-    ):
-        raise DataValidationError(f"{name} must be a positive finite float; got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- simulator
@@ -231,14 +221,14 @@ def simulate_prior_world(
             f"interactions_per_user: at most n_items // 2 = {N // 2}; got {interactions_per_user!r}"
         )
     s_p, s_q, s_b = (
-        _check_pos(n, v)
+        check_positive_float(n, v)
         for n, v in (
             ("persona_scale", persona_scale),
             ("item_scale", item_scale),
             ("bias_scale", bias_scale),
         )
     )
-    alpha = _check_pos("prevalence_concentration", prevalence_concentration)
+    alpha = check_positive_float("prevalence_concentration", prevalence_concentration)
     if likelihood not in ("joint", "mixture"):
         raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {likelihood!r}")
     seed = _check_int("seed", seed, 0)

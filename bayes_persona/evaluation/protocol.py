@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_persona.data._validation import interactions_frame
+from bayes_persona.data._validation import id_frame
 from bayes_persona.evaluation.beyond_accuracy import (
     coverage,
     intra_list_diversity,
@@ -97,11 +97,7 @@ _PAIR_CHUNK = 200_000
 
 # --------------------------------------------------------------------------- input helpers
 def _ratings(x: Any, name: str) -> pd.DataFrame:
-    df = interactions_frame(x, name)
-    for c in ("user_id", "item_id"):
-        if df[c].isna().any():
-            raise DataValidationError(f"{name}[{c!r}] must not contain missing values")
-    return df
+    return id_frame(x, name)
 
 
 def _ks(k: Any) -> tuple[int, ...]:
