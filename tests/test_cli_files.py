@@ -31,7 +31,7 @@ def test_new_folder_is_complete_with_plain_modes(tmp_path) -> None:
     assert {cli.MODEL_FILE, cli.CONFIG_FILE, cli.ELBO_FILE} <= names
     assert not list(tmp_path.glob(".run.tmp-*"))  # the staging folder is gone
     config = json.loads((out / cli.CONFIG_FILE).read_text())
-    assert config["model_sha256"] == cli._sha256_file(out / cli.MODEL_FILE)
+    assert config["model_sha256"] == cli.sha256_file(out / cli.MODEL_FILE)
     umask = os.umask(0)
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == 0o777 & ~umask

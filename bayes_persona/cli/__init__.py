@@ -33,11 +33,11 @@ from bayes_persona.cli.commands import (
     evaluation_display,
 )
 from bayes_persona.cli.helpers import (
-    _sha256_file,
     explanation_display,
     parse_id,
     personas_display,
     recommendations_display,
+    sha256_file,
 )
 from bayes_persona.cli.options import (
     CONFIG_FILE,

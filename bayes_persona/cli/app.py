@@ -26,16 +26,16 @@ from bayes_persona.cli.options import (
     MODEL_CHOICES,
     PROG,
     UsageError,
-    _common_options,
-    _configure_logging,
-    _data_options,
-    _fmt_help,
-    _int_list,
-    _model_list,
-    _model_options,
-    _positive_int,
-    _probability,
-    _version,
+    common_options,
+    configure_logging,
+    data_options,
+    fmt_help,
+    int_list_arg,
+    model_list_arg,
+    model_options,
+    positive_int_arg,
+    probability_arg,
+    version_string,
 )
 from bayes_persona.cli.report import cmd_report
 
@@ -44,17 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``bayes-persona``."""
     top = argparse.ArgumentParser(
         prog=PROG,
-        parents=[_common_options(suppress=False)],
+        parents=[common_options(suppress=False)],
         description="Explainable recommendation with a Bayesian attentive multi-persona model.",
         epilog="Run 'bayes-persona COMMAND --help' for a command's options. Exit codes: 0 ok, "
         "1 runtime error, 2 usage error or bad input.",
     )
-    top.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    top.add_argument("--version", action="version", version=f"%(prog)s {version_string()}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    common = [_common_options(suppress=True)]
+    common = [common_options(suppress=True)]
 
     def add(name: str, help_: str, desc: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, parents=common, **_fmt_help(desc))
+        return sub.add_parser(name, help=help_, parents=common, **fmt_help(desc))
 
     p = add(
         "demo",
@@ -64,20 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         "explaining persona and its interval, and the persona-recovery figures.",
     )
     p.add_argument("--smoke", action="store_true", help="a tiny version that runs in seconds")
-    p.add_argument("--n-users", type=_positive_int, default=None, help="users (default: 500)")
-    p.add_argument("--n-items", type=_positive_int, default=None, help="items (default: 800)")
-    p.add_argument("--n-tastes", type=_positive_int, default=None, help="tastes (default: 6)")
+    p.add_argument("--n-users", type=positive_int_arg, default=None, help="users (default: 500)")
+    p.add_argument("--n-items", type=positive_int_arg, default=None, help="items (default: 800)")
+    p.add_argument("--n-tastes", type=positive_int_arg, default=None, help="tastes (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="data and model seed (default: 0)")
     p.add_argument(
         "--show",
-        type=_positive_int,
+        type=positive_int_arg,
         default=None,
         metavar="N",
         help="users to show (default: 3; 1 with --smoke)",
     )
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int_arg,
         default=None,
         help="maximum SVI epochs (default: the demo's setting)",
     )
@@ -98,13 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  bayes-persona fit --movielens 100k --binarize 4 --out runs/ml100k\n"
         "  bayes-persona fit --data ratings.csv --user-col user --item-col movie --out runs/mine",
     )
-    _data_options(p)
-    _model_options(p)
+    data_options(p)
+    model_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     ck = p.add_argument_group("checkpoints")
     ck.add_argument("--checkpoint-dir", metavar="DIR", default=None, help="save resumable fit state here")
     ck.add_argument(
-        "--checkpoint-every", type=_positive_int, default=100, metavar="STEPS",
+        "--checkpoint-every", type=positive_int_arg, default=100, metavar="STEPS",
         help="steps between checkpoints (default: 100)",
     )  # fmt: skip
     ck.add_argument(
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--hdi-prob",
-            type=_probability,
+            type=probability_arg,
             default=None,
             metavar="P",
             help="mass of the credible intervals (default: the model's)",
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "posterior median of P(persona | user, item) and its highest-density interval.",
     )
     model_user(p)
-    p.add_argument("--n", type=_positive_int, default=10, help="items (default: 10)")
+    p.add_argument("--n", type=positive_int_arg, default=10, help="items (default: 10)")
     p.add_argument("--include-seen", action="store_true", help="do not exclude training items")
     output(p)
     p.set_defaults(func=cmd_recommend)
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_user(p)
     p.add_argument(
-        "--n-items", type=_positive_int, default=5, help="top items per persona (default: 5)"
+        "--n-items", type=positive_int_arg, default=5, help="top items per persona (default: 5)"
     )
     output(p)
     p.set_defaults(func=cmd_personas)
@@ -189,17 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n"
         "  bayes-persona evaluate --movielens 100k --binarize 4 --models ours,popular,ease",
     )
-    _data_options(p)
-    _model_options(p)
+    data_options(p)
+    model_options(p)
     p.add_argument(
         "--models",
-        type=_model_list,
+        type=model_list_arg,
         default=["ours", "popular", "ease"],
         help=f"comma-separated, from {','.join(MODEL_CHOICES)} (default: ours,popular,ease)",
     )
     p.add_argument(
         "--k",
-        type=_int_list,
+        type=int_list_arg,
         default=[10, 20],
         metavar="K[,K...]",
         help="cut-offs (default: 10,20)",
@@ -212,14 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--test-fraction",
-        type=_probability,
+        type=probability_arg,
         default=0.2,
         help="share of interactions held out (default: 0.2)",
     )
     p.add_argument("--split-seed", type=int, default=0, help="split seed (default: 0)")
     p.add_argument(
         "--n-boot",
-        type=_positive_int,
+        type=positive_int_arg,
         default=None,
         help="bootstrap resamples (default: evaluate's)",
     )
@@ -243,10 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="users",
         help="users to show (default: the first --n-users users)",
     )
-    p.add_argument("--n-users", type=_positive_int, default=3, help="users to show (default: 3)")
+    p.add_argument("--n-users", type=positive_int_arg, default=3, help="users to show (default: 3)")
     p.add_argument(
         "--n-items",
-        type=_positive_int,
+        type=positive_int_arg,
         default=5,
         help="recommended items per explanation forest (default: 5)",
     )
@@ -287,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors (argparse printed them)
         return exc.code if isinstance(exc.code, int) else 2
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(args.threads)

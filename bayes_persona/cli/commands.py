@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from bayes_persona.cli.helpers import (
-    _emit,
-    _load_data,
-    _load_model,
-    _model_kwargs,
-    _progress,
-    _sha256_file,
+    emit_table,
     explanation_display,
+    load_data,
+    load_model,
+    model_kwargs,
     parse_id,
     personas_display,
     recommendations_display,
+    sha256_file,
+    show_progress,
 )
 from bayes_persona.cli.options import (
     CONFIG_FILE,
@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             kw[name] = getattr(args, name)
     if args.show is not None:
         kw["n_show"] = args.show
-    run_demo(seed=args.seed, progress=_progress(args), **kw)
+    run_demo(seed=args.seed, progress=show_progress(args), **kw)
     return 0
 
 
@@ -62,8 +62,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: {out} exists and is not a folder")
     if args.resume and args.checkpoint_dir is None:
         raise UsageError("--resume needs --checkpoint-dir (where the checkpoint lies)")
-    data, desc, truth = _load_data(args)
-    model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args), n_threads=args.threads)
+    data, desc, truth = load_data(args)
+    model = bp.PersonaRecommender(**model_kwargs(args), progress=show_progress(args), n_threads=args.threads)
     start = time.perf_counter()
     model.fit(
         data, checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume
@@ -102,7 +102,7 @@ def _write_fit_folder(stage: Path, model: Any, data: Any, desc: dict, truth: Any
     config = {
         "library_version": bp.__version__,
         "model": params,
-        "model_sha256": _sha256_file(stage / MODEL_FILE),
+        "model_sha256": sha256_file(stage / MODEL_FILE),
         "data": desc,
         "fit": {
             "n_steps": int(model.n_steps_),
@@ -129,7 +129,7 @@ def _move_into_place(stage: Path, out: Path, names: list[str]) -> None:
     """A new ``out`` is the staged folder renamed (one atomic step). Into an existing
     ``out`` each file is renamed over its old version, model.pt last; a kill in between
     leaves a config.json whose ``model_sha256`` does not match model.pt, which
-    :func:`_load_model` refuses (never a silently mixed folder)."""
+    :func:`load_model` refuses (never a silently mixed folder)."""
     if not out.exists():
         os.replace(stage, out)
         return
@@ -146,34 +146,34 @@ def _move_into_place(stage: Path, out: Path, names: list[str]) -> None:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
+    model = load_model(args.model)
     if args.hdi_prob is not None:
         model.set_params(hdi_prob=args.hdi_prob)
     user = parse_id(args.user, model.user_vocab_, "user")
     recs = model.recommend([user], n=args.n, exclude_seen=not args.include_seen)
     title = f"top {len(recs)} items for user {user} (persona 0 = the user's most prevalent):"
-    _emit(recs, args.format, recommendations_display(recs, model.hdi_prob), title)
+    emit_table(recs, args.format, recommendations_display(recs, model.hdi_prob), title)
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
+    model = load_model(args.model)
     user = parse_id(args.user, model.user_vocab_, "user")
     items = [parse_id(i, model.item_vocab_, "item") for i in args.item]
     hdi_prob = args.hdi_prob if args.hdi_prob is not None else model.hdi_prob
     frame = model.explain(user, items, hdi_prob=hdi_prob)
     title = f"which persona explains each item for user {user}:"
-    _emit(frame, args.format, explanation_display(frame, hdi_prob), title)
+    emit_table(frame, args.format, explanation_display(frame, hdi_prob), title)
     return 0
 
 
 def cmd_personas(args: argparse.Namespace) -> int:
-    model = _load_model(args.model)
+    model = load_model(args.model)
     user = parse_id(args.user, model.user_vocab_, "user")
     hdi_prob = args.hdi_prob if args.hdi_prob is not None else model.hdi_prob
     frame = model.personas(user, n_items=args.n_items, hdi_prob=hdi_prob)
     title = f"personas of user {user} (0 = most prevalent):"
-    _emit(frame, args.format, personas_display(frame, hdi_prob), title)
+    emit_table(frame, args.format, personas_display(frame, hdi_prob), title)
     return 0
 
 
@@ -202,7 +202,7 @@ def evaluation_display(table: Any):
     when lower) and one column per model, each cell ``value [low, high]``."""
     import pandas as pd
 
-    from bayes_persona.evaluation.protocol import _LOWER_IS_BETTER
+    from bayes_persona.evaluation.protocol import LOWER_IS_BETTER
 
     def cell(r) -> str:
         ci = "" if pd.isna(r["low"]) else f" [{r['low']:.3f}, {r['high']:.3f}]"
@@ -212,7 +212,7 @@ def evaluation_display(table: Any):
     if "protocol" in t and t["protocol"].nunique() > 1:
         t["metric"] = t["protocol"] + " " + t["metric"]
     t["column"] = [
-        f"{m}@{int(k)} {'v' if m.split(' ')[-1] in _LOWER_IS_BETTER else '^'}"
+        f"{m}@{int(k)} {'v' if m.split(' ')[-1] in LOWER_IS_BETTER else '^'}"
         for m, k in zip(t["metric"], t["k"], strict=True)
     ]
     t["cell"] = t.apply(cell, axis=1)
@@ -227,18 +227,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     import bayes_persona as bp
 
-    data, desc, _ = _load_data(args)
+    data, desc, _ = load_data(args)
     split = bp.random_holdout(data, test_fraction=args.test_fraction, seed=args.split_seed)
     items = getattr(data, "items", None)
     extra: dict[str, Any] = {}
     if args.n_boot is not None:
         extra["n_boot"] = args.n_boot
     results, settings = [], {}
-    bar = tqdm(args.models, desc="models", disable=not _progress(args), leave=False)
+    bar = tqdm(args.models, desc="models", disable=not show_progress(args), leave=False)
     for name in bar:
         bar.set_postfix_str(name)
         if name == "ours":
-            model = bp.PersonaRecommender(**_model_kwargs(args), progress=_progress(args), n_threads=args.threads)
+            model = bp.PersonaRecommender(**model_kwargs(args), progress=show_progress(args), n_threads=args.threads)
         else:
             model = _make_baseline(name, args)
         start = time.perf_counter()

@@ -1,10 +1,10 @@
 """Helpers shared by the command-line commands and the HTML report.
 
 This module holds what several commands need: reading the chosen data source
-(:func:`_load_data`), the model options as estimator arguments, finding and loading a
+(:func:`load_data`), the model options as estimator arguments, finding and loading a
 saved model (checked against the sha256 its fit folder records), parsing a typed id in
 the model's id kind (:func:`parse_id`), and the display forms of the ``recommend``,
-``explain`` and ``personas`` frames with the printer :func:`_emit`. Heavy imports happen
+``explain`` and ``personas`` frames with the printer :func:`emit_table`. Heavy imports happen
 inside the functions.
 """
 
@@ -22,11 +22,11 @@ from bayes_persona.cli.options import CONFIG_FILE, MODEL_FILE, UsageError, logge
 
 
 # --------------------------------------------------------------------------- helpers
-def _progress(args: argparse.Namespace) -> bool:
+def show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet
 
 
-def _load_data(args: argparse.Namespace):
+def load_data(args: argparse.Namespace):
     """The Dataset chosen by the data options, a description for config.json, and the
     synthetic truth (None for real data)."""
     import bayes_persona as bp
@@ -84,7 +84,7 @@ def _load_data(args: argparse.Namespace):
     return data, desc, truth
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = {
         "personas": "n_personas",
         "factors": "n_factors",
@@ -98,7 +98,7 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {v: getattr(args, k) for k, v in names.items() if getattr(args, k) is not None}
 
 
-def _model_path(path: str) -> Path:
+def resolve_model_path(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / MODEL_FILE
@@ -109,17 +109,17 @@ def _model_path(path: str) -> Path:
     return p
 
 
-def _load_model(path: str):
+def load_model(path: str):
     import bayes_persona as bp
 
-    model_path = _model_path(path)
+    model_path = resolve_model_path(path)
     config_path = model_path.parent / CONFIG_FILE
     if config_path.exists():  # a fit folder: its config.json must describe this model.pt
         try:
             recorded = json.loads(config_path.read_text()).get("model_sha256")
         except (ValueError, AttributeError) as exc:
             raise UsageError(f"--model: {config_path} is not valid JSON ({exc}); refit the folder") from None
-        if recorded is not None and recorded != _sha256_file(model_path):
+        if recorded is not None and recorded != sha256_file(model_path):
             raise UsageError(
                 f"--model: {config_path} does not describe {model_path} (its model_sha256 "
                 "differs): the folder was edited, or a fit was interrupted while moving its "
@@ -192,7 +192,7 @@ def personas_display(frame: Any, hdi_prob: float):
     return table
 
 
-def _emit(frame: Any, fmt: str, table: Any, title: str) -> None:
+def emit_table(frame: Any, fmt: str, table: Any, title: str) -> None:
     """Print ``frame`` as csv/json, or ``table`` (its display form) under ``title``."""
     if fmt == "csv":
         frame.to_csv(sys.stdout, index=False)
@@ -204,7 +204,7 @@ def _emit(frame: Any, fmt: str, table: Any, title: str) -> None:
 
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

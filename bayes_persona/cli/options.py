@@ -49,7 +49,7 @@ _HANDLER = _StderrHandler()
 _HANDLER.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
 
 
-def _configure_logging(verbose: int) -> None:
+def configure_logging(verbose: int) -> None:
     root = logging.getLogger("bayes_persona")
     if _HANDLER not in root.handlers:
         root.addHandler(_HANDLER)
@@ -74,11 +74,11 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
+positive_int_arg = _int_at_least(1, "a positive integer")
 _non_negative_int = _int_at_least(0, "a non-negative integer")
 
 
-def _probability(text: str) -> float:
+def probability_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -88,11 +88,11 @@ def _probability(text: str) -> float:
     return value
 
 
-def _int_list(text: str) -> list[int]:
-    return [_positive_int(t) for t in text.replace(",", " ").split()]
+def int_list_arg(text: str) -> list[int]:
+    return [positive_int_arg(t) for t in text.replace(",", " ").split()]
 
 
-def _model_list(text: str) -> list[str]:
+def model_list_arg(text: str) -> list[str]:
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in MODEL_CHOICES]
     if bad or not names:
@@ -102,14 +102,14 @@ def _model_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _common_options(suppress: bool) -> argparse.ArgumentParser:
+def common_options(suppress: bool) -> argparse.ArgumentParser:
     """Options accepted both before and after the command name."""
     default = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general options")
     g.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int_arg,
         default=default(1),
         metavar="N",
         help="torch CPU threads (default: 1)",
@@ -133,7 +133,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
-def _data_options(p: argparse.ArgumentParser) -> None:
+def data_options(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (choose one source)")
     one = src.add_mutually_exclusive_group(required=True)
     one.add_argument(
@@ -190,9 +190,9 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     )
     src.add_argument("--title-col", default=None, help="--items: title column")
     syn = p.add_argument_group("synthetic data (--synthetic)")
-    syn.add_argument("--n-users", type=_positive_int, default=500, help="users (default: 500)")
-    syn.add_argument("--n-items", type=_positive_int, default=800, help="items (default: 800)")
-    syn.add_argument("--n-tastes", type=_positive_int, default=6, help="tastes (default: 6)")
+    syn.add_argument("--n-users", type=positive_int_arg, default=500, help="users (default: 500)")
+    syn.add_argument("--n-items", type=positive_int_arg, default=800, help="items (default: 800)")
+    syn.add_argument("--n-tastes", type=positive_int_arg, default=6, help="tastes (default: 6)")
     syn.add_argument("--data-seed", type=int, default=0, help="generator seed (default: 0)")
     pre = p.add_argument_group("preprocessing")
     pre.add_argument(
@@ -212,13 +212,13 @@ MODEL_DEFAULTS = {
 }  # fmt: skip
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def model_options(p: argparse.ArgumentParser) -> None:
     d = MODEL_DEFAULTS
     g = p.add_argument_group("model (defaults: PersonaRecommender's)")
-    g.add_argument("--personas", type=_positive_int, help=f"personas per user (default: {d['n_personas']})")
-    g.add_argument("--factors", type=_positive_int, help=f"latent dimension (default: {d['n_factors']})")
-    g.add_argument("--epochs", type=_positive_int, help=f"maximum SVI epochs (default: {d['max_epochs']})")
-    g.add_argument("--batch-size", type=_positive_int, help=f"users per SVI step (default: {d['batch_size']})")
+    g.add_argument("--personas", type=positive_int_arg, help=f"personas per user (default: {d['n_personas']})")
+    g.add_argument("--factors", type=positive_int_arg, help=f"latent dimension (default: {d['n_factors']})")
+    g.add_argument("--epochs", type=positive_int_arg, help=f"maximum SVI epochs (default: {d['max_epochs']})")
+    g.add_argument("--batch-size", type=positive_int_arg, help=f"users per SVI step (default: {d['batch_size']})")
     g.add_argument("--feedback", choices=("implicit", "explicit"), help=f"likelihood (default: {d['feedback']})")
     g.add_argument("--guide", choices=("meanfield", "lowrank"), help=f"variational family (default: {d['guide']})")
     g.add_argument(
@@ -228,11 +228,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help=f"random_state (default: {d['random_state']})")
 
 
-def _fmt_help(desc: str) -> dict[str, Any]:
+def fmt_help(desc: str) -> dict[str, Any]:
     return {"description": desc, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-def _version() -> str:
+def version_string() -> str:
     try:
         from bayes_persona._version import __version__
     except Exception:  # pragma: no cover

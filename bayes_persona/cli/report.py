@@ -19,22 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from bayes_persona.cli.helpers import (
-    _load_model,
-    _model_path,
-    _progress,
+    load_model,
     parse_id,
     personas_display,
     recommendations_display,
+    resolve_model_path,
+    show_progress,
 )
-from bayes_persona.cli.options import _version, logger
+from bayes_persona.cli.options import logger, version_string
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
-    model_path = _model_path(args.model)
-    model = _load_model(args.model)
+    model_path = resolve_model_path(args.model)
+    model = load_model(args.model)
     users = None
     if args.users:
         users = [parse_id(u, model.user_vocab_, "user") for u in args.users]
@@ -45,7 +45,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         n_users=args.n_users,
         n_items=args.n_items,
         title=f"bayes_persona report: {model_path.parent.name or model_path.name}",
-        progress=_progress(args),
+        progress=show_progress(args),
     )
     note = f" (omitted: {', '.join(omitted)})" if omitted else ""
     print(f"wrote {args.out}{note}")
@@ -226,7 +226,7 @@ def write_report(
         title=html.escape(title),
         summary=summary,
         body="\n".join(sections),
-        version=html.escape(_version()),
+        version=html.escape(version_string()),
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from bayes_persona.evaluation.ranking import _check_k, _frame, _topk
+from bayes_persona.evaluation.ranking import check_k, checked_frame, top_k_items
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = [
@@ -76,7 +76,7 @@ def coverage(recs: Any, n_catalog: int, k: int) -> float:
         raise DataTypeError(f"n_catalog must be a positive int; got {type(n_catalog).__name__}")
     if n_catalog <= 0:
         raise DataValidationError(f"n_catalog must be a positive int; got {n_catalog}")
-    top = _topk(recs, k)
+    top = top_k_items(recs, k)
     return float(top["item_id"].nunique() / n_catalog)
 
 
@@ -85,7 +85,7 @@ def _category_sets(item_categories: Any) -> pd.Series:
     if isinstance(item_categories, Mapping):
         s = pd.Series(dict(item_categories), dtype=object)
     else:
-        df = _frame(item_categories, "item_categories", ("item_id", "categories"))
+        df = checked_frame(item_categories, "item_categories", ("item_id", "categories"))
         s = pd.Series(df["categories"].to_numpy(), index=df["item_id"].to_numpy(), dtype=object)
         s = s[~s.index.duplicated(keep="first")]
 
@@ -131,8 +131,8 @@ def intra_list_diversity(
     .. [1] Ziegler, McNee, Konstan and Lausen (2005). Improving recommendation lists
        through topic diversification. WWW 2005.
     """
-    k = _check_k(k)
-    top = _topk(recs, k)
+    k = check_k(k)
+    top = top_k_items(recs, k)
     cats = _category_sets(item_categories)
     all_cats = sorted({c for cs in cats for c in cs}, key=str)
     cat_idx = {c: j for j, c in enumerate(all_cats)}
@@ -202,8 +202,8 @@ def novelty(recs: Any, train: Any, k: int, *, per_user: bool = False) -> float |
     .. [1] Zhou, T. et al. (2010). Solving the apparent diversity-accuracy dilemma of
        recommender systems. PNAS 107(10).
     """
-    top = _topk(recs, k)
-    tr = _frame(train, "train", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
+    top = top_k_items(recs, k)
+    tr = checked_frame(train, "train", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
     n_users = tr["user_id"].nunique()
     if n_users == 0:
         raise DataValidationError("train must hold at least one interaction; got an empty frame")
@@ -261,7 +261,7 @@ def _as_tastes(tastes: Any) -> pd.DataFrame:
     ):
         t = category_tastes(tastes)
     else:
-        t = _frame(tastes, "tastes", ("item_id", "taste", "weight"))
+        t = checked_frame(tastes, "tastes", ("item_id", "taste", "weight"))
         cols = ["item_id", "taste", "weight"] + (["user_id"] if "user_id" in t.columns else [])
         t = t[cols].copy()
         w = pd.to_numeric(t["weight"], errors="coerce")
@@ -383,11 +383,11 @@ def taste_distribution_distance(
        Attentive Multi-Persona Collaborative Filtering. RecSys 2020 (TDD).
     .. [2] Steck, H. (2018). Calibrated Recommendations. RecSys 2018 (C_KL, alpha=0.01).
     """
-    k = _check_k(k)
+    k = check_k(k)
     if distance not in ("kl", "js", "tv"):
         raise DataValidationError(f"distance must be one of 'kl', 'js', 'tv'; got {distance!r}")
-    top = _topk(recs, k)
-    tr = _frame(train, "train", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
+    top = top_k_items(recs, k)
+    tr = checked_frame(train, "train", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
     t = _as_tastes(tastes)
     user_specific = "user_id" in t.columns
     name = f"tdd_{distance}"

@@ -90,16 +90,12 @@ BEYOND_ACCURACY_METRICS = ("coverage", "novelty", "ild", "tdd", "tdd_js", "tdd_t
 DEFAULT_METRICS = ("hit_rate", "recall", "ndcg", "mrr", "map", "coverage", "novelty", "ild", "tdd")
 _SAMPLED_METRICS = ("hit_rate", "ndcg", "mrr")
 _NEEDS_TASTES = ("ild", "tdd", "tdd_js", "tdd_tv")
-_LOWER_IS_BETTER = ("tdd", "tdd_js", "tdd_tv")
+LOWER_IS_BETTER = ("tdd", "tdd_js", "tdd_tv")
 _USER_CHUNK = 4096
 _PAIR_CHUNK = 200_000
 
 
 # --------------------------------------------------------------------------- input helpers
-def _ratings(x: Any, name: str) -> pd.DataFrame:
-    return id_frame(x, name)
-
-
 def _ks(k: Any) -> tuple[int, ...]:
     ks = [k] if isinstance(k, numbers.Integral) and not isinstance(k, bool) else k
     if not isinstance(ks, Iterable) or isinstance(ks, str):
@@ -455,8 +451,8 @@ def evaluate(
         raise DataValidationError(f"seed must be a non-negative int; got {seed!r}")
     _check_model(model, protocol)
     ks = _ks(k)
-    tr = _ratings(train, "train")
-    te_raw = _ratings(test, "test")
+    tr = id_frame(train, "train")
+    te_raw = id_frame(test, "test")
     if items is None:
         cand_items = getattr(train, "items", None)
         items = cand_items if isinstance(cand_items, pd.DataFrame) else None

@@ -38,7 +38,7 @@ __all__ = ["hit_rate", "recall", "precision", "ndcg", "mrr", "map_at_k"]
 
 
 # --------------------------------------------------------------------------- helpers
-def _frame(x: Any, name: str, required: Iterable[str]) -> pd.DataFrame:
+def checked_frame(x: Any, name: str, required: Iterable[str]) -> pd.DataFrame:
     """Return ``x`` (or ``x.ratings``) as a DataFrame holding the ``required`` columns."""
     df = getattr(x, "ratings", x)
     if not isinstance(df, pd.DataFrame):
@@ -58,7 +58,7 @@ def _frame(x: Any, name: str, required: Iterable[str]) -> pd.DataFrame:
     return df
 
 
-def _check_k(k: Any) -> int:
+def check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise DataTypeError(f"k must be a positive int; got {type(k).__name__} {k!r}")
     if k <= 0:
@@ -66,13 +66,13 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-def _topk(recs: Any, k: int) -> pd.DataFrame:
+def top_k_items(recs: Any, k: int) -> pd.DataFrame:
     """First ``k`` recommendations of each user, with 1-based ``pos``.
 
     Returns a frame with columns ``user_id``, ``item_id``, ``pos``.
     """
-    df = _frame(recs, "recs", ("user_id", "rank", "item_id"))
-    k = _check_k(k)
+    df = checked_frame(recs, "recs", ("user_id", "rank", "item_id"))
+    k = check_k(k)
     if df["rank"].isna().any():
         raise DataValidationError("recs['rank'] must not contain missing values")
     df = df[["user_id", "rank", "item_id"]]
@@ -91,8 +91,8 @@ def _topk(recs: Any, k: int) -> pd.DataFrame:
 
 def _relevance(recs: Any, test: Any, k: int) -> tuple[pd.DataFrame, pd.Series, pd.Index]:
     """Top-k with a boolean ``hit`` column, |test_u| per user, and the test users."""
-    top = _topk(recs, k)
-    t = _frame(test, "test", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
+    top = top_k_items(recs, k)
+    t = checked_frame(test, "test", ("user_id", "item_id"))[["user_id", "item_id"]].drop_duplicates()
     n_rel = t.groupby("user_id", sort=True).size()
     users = pd.Index(n_rel.index, name="user_id")
     top = top[top["user_id"].isin(users)]
@@ -170,7 +170,7 @@ def recall(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | p
     """
     top, n_rel, users = _relevance(recs, test, k)
     hits = top.groupby("user_id")["hit"].sum().reindex(users, fill_value=0)
-    denom = np.minimum(n_rel.reindex(users).to_numpy(), _check_k(k))
+    denom = np.minimum(n_rel.reindex(users).to_numpy(), check_k(k))
     v = pd.Series(hits.to_numpy() / denom, index=users)
     return _finish(v, users, "recall", per_user)
 
@@ -188,7 +188,7 @@ def precision(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float 
     float or Series
     """
     top, _, users = _relevance(recs, test, k)
-    v = top.groupby("user_id")["hit"].sum() / _check_k(k)
+    v = top.groupby("user_id")["hit"].sum() / check_k(k)
     return _finish(v, users, "precision", per_user)
 
 
@@ -213,7 +213,7 @@ def ndcg(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float | pd.
     .. [1] Järvelin and Kekäläinen (2002), Cumulated gain-based evaluation of IR
        techniques, ACM TOIS 20(4).
     """
-    k = _check_k(k)
+    k = check_k(k)
     top, n_rel, users = _relevance(recs, test, k)
     gain = np.where(top["hit"].to_numpy(), 1.0 / np.log2(top["pos"].to_numpy() + 1.0), 0.0)
     dcg = pd.Series(gain, index=top["user_id"].to_numpy()).groupby(level=0).sum()
@@ -256,7 +256,7 @@ def map_at_k(recs: Any, test: Any, k: int, *, per_user: bool = False) -> float |
     -------
     float or Series
     """
-    k = _check_k(k)
+    k = check_k(k)
     top, n_rel, users = _relevance(recs, test, k)
     hit = top["hit"].to_numpy().astype(float)
     cum_hits = pd.Series(hit).groupby(top["user_id"].to_numpy()).cumsum().to_numpy()

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from bayes_persona.evaluation.protocol import _LOWER_IS_BETTER, _ratings, evaluate
+from bayes_persona.data._validation import id_frame
+from bayes_persona.evaluation.protocol import LOWER_IS_BETTER, evaluate
 from bayes_persona.exceptions import DataTypeError, DataValidationError
 
 __all__ = ["tune", "holdout_split"]
@@ -48,7 +49,7 @@ def holdout_split(
     from bayes_persona.data._validation import check_fraction
     from bayes_persona.data.splits import random_holdout
 
-    split = random_holdout(_ratings(data, "data"), check_fraction("fraction", fraction), seed)
+    split = random_holdout(id_frame(data, "data"), check_fraction("fraction", fraction), seed)
     return split.train.reset_index(drop=True), split.test.reset_index(drop=True)
 
 
@@ -136,7 +137,7 @@ def tune(
     else:
         fit_data = train
     if higher_is_better is None:
-        higher_is_better = metric not in _LOWER_IS_BETTER
+        higher_is_better = metric not in LOWER_IS_BETTER
     rows, order = [], []
     for j, params in enumerate(candidates):
         model = make_model(**params)
