@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 TUNING_GRIDS = {
     "EASE": {"l2": [100.0, 300.0, 500.0, 1000.0]},
     "iALS": {"factors": [128, 256, 512], "regularization": [10.0, 30.0, 100.0, 300.0], "alpha": [5.0, 10.0, 20.0, 40.0], "iterations": [15]},
-    "BPR-MF": {"factors": [128, 256, 512], "lr": [0.02, 0.05, 0.1], "reg": [3e-3, 1e-2, 3e-2], "epochs": [50]},
+    "BPR-MF": {"factors": [256, 512, 1024], "lr": [0.005, 0.01, 0.02, 0.05], "reg": [3e-3, 1e-2, 3e-2], "epochs": [50]},
     # AMP-CF: step size, attention sharpness a, the weight lambda of both entropy terms
     # (0.005 in the authors' notebook) and dimension d; 20 epochs per configuration, then the epoch count
     # is found by early stopping on the validation split.
