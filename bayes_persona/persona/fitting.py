@@ -1,9 +1,11 @@
 """Fitting a :class:`~bayes_persona.PersonaRecommender`: what ``fit`` does between checking
 its settings and storing its fitted state.
 
-:func:`fit_state` checks the training data, builds the vocabularies, the model
-(:func:`build_model`) and its guide, initialises the guide (spectral item factors, persona
-seeds at the taste clusters of each user's items: :func:`initial_personas`), and runs SVI
+:func:`check_settings` checks the constructor arguments; :func:`training_data` checks and
+encodes the data (vocabularies, training matrix, item tables) without touching the
+estimator; :func:`fit_state` builds the model (:func:`build_model`) and its guide,
+initialises the guide (spectral item factors, persona seeds at the taste clusters of each
+user's items: :func:`initial_personas`) and runs SVI
 (:func:`~bayes_persona.svi.engine.run_svi`). It returns a :class:`FitState`; the estimator
 stores it. ``load`` and ``fold_in`` build their models with the same :func:`build_model`,
 and ``fold_in`` seeds new users with the same :func:`initial_personas`.
@@ -53,9 +55,21 @@ from bayes_persona.persona.model import (
     persona_shares,
 )
 from bayes_persona.persona.posterior import CHUNK_FLOATS
+from bayes_persona.svi.distributed import UserShard, is_distributed
 from bayes_persona.svi.engine import SVIConfig, SVIResult, run_svi
 
-__all__ = ["check_settings", "convergence_message", "TrainingData", "training_data", "FitState", "fit_state", "build_model", "initial_personas", "point_log_likelihood", "item_tables"]
+__all__ = [
+    "check_settings",
+    "convergence_message",
+    "TrainingData",
+    "training_data",
+    "FitState",
+    "fit_state",
+    "build_model",
+    "initial_personas",
+    "point_log_likelihood",
+    "item_tables",
+]
 
 # Documented upper bounds of numeric parameters (beyond them a fit overflows or stalls).
 MAX_DRAWS = 100_000
@@ -208,7 +222,7 @@ def fingerprint(est: Any, ratings: pd.DataFrame, item_vocab: Vocabulary) -> str:
     return h.hexdigest()
 
 
-def _check_training_data(est: Any, ratings: pd.DataFrame, n_items: int) -> None:
+def _check_training_data(est: Any, ratings: pd.DataFrame) -> None:
     K = est.n_personas
     if est.feedback == "explicit" and "rating" not in ratings.columns:
         raise DataValidationError("feedback='explicit' needs a 'rating' column in train; it has none")
@@ -238,12 +252,6 @@ def _check_training_data(est: Any, ratings: pd.DataFrame, n_items: int) -> None:
                 f"float32, whose range ends at 3.4e38 and whose squares overflow long "
                 f"before); got {int(big.sum())} rows beyond, e.g. {ratings['rating'][big].iloc[0]!r}"
             )
-
-
-def _distributed() -> bool:
-    """A torch.distributed process group with several workers is up: fit data-parallel."""
-    dist = torch.distributed
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 @dataclass
@@ -285,7 +293,7 @@ def training_data(est: Any, train: Any, items: pd.DataFrame | None = None, valid
         items = getattr(train, "items", None)
     if items is not None:
         items = validate_items(items, frame="items")
-    _check_training_data(est, ratings, int(ratings["item_id"].nunique()))
+    _check_training_data(est, ratings)
 
     user_vocab = Vocabulary.from_ids(ratings["user_id"].to_numpy(), name="user_id")
     item_vocab = Vocabulary.from_ids(item_ids, name="item_id")
@@ -338,9 +346,7 @@ def fit_state(est: Any, data: TrainingData, checkpoint_dir: str | os.PathLike | 
         if built is not None:
             built(model, guide)
         shard = None
-        if _distributed():  # data-parallel: this rank samples its own users only
-            from bayes_persona.svi.distributed import UserShard
-
+        if is_distributed():  # data-parallel: this rank samples its own users only
             shard = UserShard(seen, device, est.random_state, gen)
         steps_per_epoch = max(1, math.ceil((U if shard is None else shard.max_users) / est.batch_size))
         config = SVIConfig(
