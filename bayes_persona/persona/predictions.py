@@ -36,11 +36,6 @@ _REC_COLUMNS = (
 )  # fmt: skip
 
 
-def scores_of(model: Any, users: np.ndarray) -> np.ndarray:
-    """Posterior mean scores (B, N) of a chunk of users (indices) over the catalogue."""
-    return score_terms(model, users)[0].cpu().numpy()
-
-
 def score(model: Any, user_ids: Any, item_ids: Any) -> np.ndarray:
     """``PersonaRecommender.score``: posterior mean score of each pair (shape (n,))."""
     post = model.posterior_  # checks that the model is fitted
@@ -58,7 +53,7 @@ def score(model: Any, user_ids: Any, item_ids: Any) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(uniq), step):
             chunk = uniq[s : s + step]
-            full = scores_of(model, chunk)  # (B, N)
+            full = score_terms(model, chunk)[0].cpu().numpy()  # (B, N)
             sel = (inv >= s) & (inv < s + len(chunk))
             out[sel] = full[inv[sel] - s, i[sel]]
     return out
