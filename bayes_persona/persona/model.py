@@ -412,6 +412,18 @@ class _Guide(nn.Module):
             self.user_bias_loc = nn.Parameter(torch.zeros(U))
             self.user_bias_raw_scale = nn.Parameter(torch.full((U,), raw))
 
+    def forward(self, batch: Batch) -> None:
+        subsample, _, _ = batch.item_subsample(self.n_items)
+        self._items(subsample)
+        u = batch.users
+        with pyro.plate("users", self.n_users, subsample=u, dim=-2):
+            self._user_scalars(u)
+            pyro.sample("persona_factors", self._persona_dist(u))  # (B, 1, K, D)
+
+    def _persona_dist(self, u: torch.Tensor) -> dist.Distribution:
+        """``q(p_u)`` of the users ``u``, batch shape (B, 1), event (K, D); each guide's own."""
+        raise NotImplementedError
+
     def initialise(self, item_loc: torch.Tensor, persona_loc: torch.Tensor, prevalence: torch.Tensor) -> None:
         """Set the locations of item factors (N, D), persona factors (U, K, D) and the
         prevalences' Dirichlet factors to a vague ``alpha + prevalence`` (U, K; rows on the
@@ -533,15 +545,10 @@ class MeanFieldGuide(_Guide):
         self.persona_loc = nn.Parameter(0.1 * torch.randn(U, K, D, generator=generator))
         self.persona_raw_scale = nn.Parameter(torch.full((U, K, D), _softplus_inv(init_scale)))
 
-    def forward(self, batch: Batch) -> None:
-        subsample, _, _ = batch.item_subsample(self.n_items)
-        self._items(subsample)
-        u = batch.users
-        with pyro.plate("users", self.n_users, subsample=u, dim=-2):
-            self._user_scalars(u)
-            loc = self._user_rows(self.persona_loc, u)[:, None]
-            scale = self._pos(self._user_rows(self.persona_raw_scale, u))[:, None]
-            pyro.sample("persona_factors", dist.Normal(loc, scale).to_event(2))  # (B, 1, K, D)
+    def _persona_dist(self, u: torch.Tensor) -> dist.Distribution:
+        loc = self._user_rows(self.persona_loc, u)[:, None]
+        scale = self._pos(self._user_rows(self.persona_raw_scale, u))[:, None]
+        return dist.Normal(loc, scale).to_event(2)
 
     def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Persona factors (S, B, K, D) from noise (S, B, K * D)."""
@@ -583,14 +590,6 @@ class LowRankGuide(_Guide):
         )
         shape = (self.n_personas, self.n_factors)
         return dist.TransformedDistribution(mvn, torch.distributions.transforms.ReshapeTransform((shape[0] * shape[1],), shape))
-
-    def forward(self, batch: Batch) -> None:
-        subsample, _, _ = batch.item_subsample(self.n_items)
-        self._items(subsample)
-        u = batch.users
-        with pyro.plate("users", self.n_users, subsample=u, dim=-2):
-            self._user_scalars(u)
-            pyro.sample("persona_factors", self._persona_dist(u))  # (B, 1, K, D)
 
     def draw_personas(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Persona factors (S, B, K, D) from noise (S, B, K * D + rank)."""
