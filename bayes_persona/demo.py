@@ -26,8 +26,11 @@ __all__ = ["run_demo", "DemoResult", "DEMO_MODEL", "DEMO_EPOCHS", "SMOKE"]
 #: Model settings of the demo and of the planted recovery (the rest are PersonaRecommender's
 #: defaults): four personas for users with at most three planted tastes show unused personas
 #: fading to near-zero prevalence; a planted world has a few hundred users, so minibatches of
-#: 64 at learning rate 0.01 (more, smaller steps per epoch than the ML-100K defaults).
-DEMO_MODEL: dict[str, Any] = {"n_personas": 4, "batch_size": 64, "learning_rate": 0.01}
+#: 64 at learning rate 0.01 (more, smaller steps per epoch than the ML-100K defaults), and
+#: the sparser prevalence prior (0.1) that prunes the unused personas of a planted world.
+DEMO_MODEL: dict[str, Any] = {
+    "n_personas": 4, "batch_size": 64, "learning_rate": 0.01, "prevalence_concentration": 0.1,
+}  # fmt: skip
 #: SVI epochs of the demo (the default budget).
 DEMO_EPOCHS = 300
 #: Arguments of :func:`run_demo` for a run of a few seconds (``bayes-persona demo --smoke``).

@@ -553,7 +553,8 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- accounts
 ACCOUNTS_COMMAND = "python -m bayes_persona.bench accounts --out paper/results/accounts"
 ACCOUNTS_LABELS = {
-    "ours": "Ours (K={k}, defaults)", "ours_soft": "Ours, soft persona map (diagnostic)", "ampcf": "AMP-CF attention", "kmeans": "2-means in iALS space",
+    "ours": "Ours (K={k}, defaults)", "ours_plugin": "Ours, persona map at the posterior mean (diagnostic)",
+    "ours_soft": "Ours, soft persona map (diagnostic)", "ampcf": "AMP-CF attention", "kmeans": "2-means in iALS space",
     "share": "Share of items", "ceiling": "Labelled nearest centroid (ceiling, not a peer)",
 }  # fmt: skip
 

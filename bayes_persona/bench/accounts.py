@@ -26,22 +26,28 @@ Methods
 ours
     :class:`bayes_persona.PersonaRecommender` (default constructor parameters, or the
     model ``make_ours()`` builds). For each account, :meth:`explain_draws` gives draws of
-    ``P(z = k | account, i)``, shape ``(S, K, n)``. Persona ``k`` goes to the person whose
-    training items it explains more of *per item*: the mean over A's training items of the
-    posterior mean ``P(z = k | i)`` against the same mean over B's (the mean, not the sum,
-    so that a heavier person does not win personas by count; with ``balanced`` the two are
-    the same), ties half to each. ``P(A | i)`` per draw is the sum over A's personas; ``p_a``
-    is its posterior mean and the interval its equal-tailed 90% interval (the 5% and 95%
-    quantiles of the draws). The mapping is fixed at the posterior mean, so the interval
-    does not include the uncertainty of the mapping itself.
+    ``P(z = k | account, i)``, shape ``(S, K, n)``. In each draw, persona ``k`` goes to the
+    person whose training items it explains more of *per item*: the mean over A's training
+    items of that draw's ``P(z = k | i)`` against the same mean over B's (the mean, not the
+    sum, so that a heavier person does not win personas by count; with ``balanced`` the two
+    are the same), ties half to each
+    (:func:`~bayes_persona.persona.explanations.persona_owners`, the rule of
+    :meth:`~bayes_persona.PersonaRecommender.attribute`). ``P(A | i)`` in that draw is the
+    sum over A's personas; ``p_a`` is its posterior mean and the interval its equal-tailed
+    90% interval (the 5% and 95% quantiles of the draws). The owner of a persona is a
+    function of the parameters, like the attention, so its uncertainty is in the interval.
+ours_plugin
+    Not a separate fit: the same draws with the owners fixed once, from the posterior-mean
+    responsibilities (the headline rule before per-draw owners). Reported as a diagnostic: it
+    leaves out the uncertainty of which person a persona belongs to.
 ours_soft
     Not a separate fit: the same draws with a *soft* map from personas to people,
     ``P(A | i) = sum_k P(z = k | i) P(A | k)``, where ``P(A | k)`` is the mean of persona
-    ``k``'s responsibility over A's training items divided by that mean over A's plus over
-    B's. Reported beside ``ours`` (always, when ``ours`` runs) as a diagnostic: where a
-    persona explains items of both people, the hard map gives all of them to one person
-    and the soft map keeps the persona's mix, so the gap between the two rows measures how
-    far the personas are from being one person's each.
+    ``k``'s posterior-mean responsibility over A's training items divided by that mean
+    over A's plus over B's. Reported as a diagnostic: where a persona explains items of
+    both people, a hard map gives all of them to one person and the soft map keeps the
+    persona's mix, so the gap between the rows measures how far the personas are from
+    being one person's each.
 ampcf
     :class:`bayes_persona.baselines.AMPCF` with its defaults (``n_personas=4``, 50
     epochs, no early stopping: there is no validation split here); the attention
@@ -138,6 +144,7 @@ METRICS = (
 
 LABELS = {
     "ours": "ours (PersonaRecommender)",
+    "ours_plugin": "ours, persona map at the posterior mean (diagnostic)",
     "ours_soft": "ours, soft map (diagnostic)",
     "ampcf": "AMP-CF (K=4)",
     "kmeans": "2-means in iALS space",
@@ -435,15 +442,15 @@ def run_accounts(
             model = (make_ours or _default_ours(smoke))()
             params[name] = _params_of(model)
             model.fit(train)
-            both = persona_method(model, train_truth, test, ours_draws)
-            preds[name], preds["ours_soft"] = both["hard"], both["soft"]
+            maps = persona_method(model, train_truth, test, ours_draws)
+            preds[name], preds["ours_plugin"], preds["ours_soft"] = maps["draw"], maps["plugin"], maps["soft"]
         elif name == "ampcf":
             from bayes_persona.baselines import AMPCF
 
             model = AMPCF(n_personas=4, **({"max_epochs": 3} if smoke else {}))
             params[name] = _params_of(model)
             model.fit(train)
-            preds[name] = persona_method(model, train_truth, test, ampcf_draws)["hard"]
+            preds[name] = persona_method(model, train_truth, test, ampcf_draws)["draw"]
         elif name in ("kmeans", "ceiling"):
             if ials is None:
                 from bayes_persona.baselines import IALS
@@ -461,7 +468,7 @@ def run_accounts(
         logger.info("accounts: %s done in %.1f s", name, seconds[name])
 
     rows, frames = [], []
-    for name in [m for m in (*models, "ours_soft") if m in preds]:
+    for name in [m for m in (*models, "ours_plugin", "ours_soft") if m in preds]:
         pr = preds[name]
         low, high = pr.get("low"), pr.get("high")
         rep = attribution_report(pr["p_a"], low, high, test["is_a"], test[ACCOUNT_COL])

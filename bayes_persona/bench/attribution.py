@@ -6,8 +6,9 @@ posterior draws). Any mapping from a method's parts (personas, clusters) to peop
 account's *training* items and their truth only:
 
 - :func:`persona_method`: a persona model's explanation draws (ours: ``explain_draws``;
-  AMP-CF: its attention, one "draw"), personas mapped to people by :func:`_sides` (hard)
-  or :func:`_soft_sides` (soft);
+  AMP-CF: its attention, one "draw"), personas mapped to people in each draw
+  (:func:`~bayes_persona.persona.explanations.persona_owners`), or once at the posterior
+  mean (:func:`_sides`, hard; :func:`_soft_sides`, soft);
 - :func:`kmeans_method`: 2-means of the account's training items in iALS factor space;
 - :func:`ceiling_method`: nearest labelled centroid (given the training truth: a ceiling);
 - :func:`share_method`: the share of the account's training items that are A's.
@@ -22,6 +23,7 @@ import pandas as pd
 
 from bayes_persona.data._validation import ITEM_COL
 from bayes_persona.data.accounts import ACCOUNT_COL
+from bayes_persona.persona.explanations import persona_owners
 
 __all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method"]
 
@@ -41,12 +43,12 @@ def _sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
     -------
     ndarray, shape ``(K,)``
         1 where the mean over A's items exceeds the mean over B's, 0 where it is lower,
-        0.5 on ties (and when one person has no training item).
+        0.5 on ties (and when one person has no training item): the rule of
+        :func:`~bayes_persona.persona.explanations.persona_owners`, on one draw.
     """
     if is_a.all() or not is_a.any():
         return np.full(resp.shape[0], 0.5)
-    ma, mb = resp[:, is_a].mean(1), resp[:, ~is_a].mean(1)
-    return np.where(ma > mb, 1.0, np.where(ma < mb, 0.0, 0.5))
+    return persona_owners(resp[None], is_a.astype(np.int64), 2)[0, :, 1]
 
 
 def _by_account(train_truth: pd.DataFrame, test: pd.DataFrame):
@@ -68,18 +70,30 @@ def _soft_sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
 
 
 def persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, dict[str, np.ndarray]]:
-    """``{"hard": ..., "soft": ...}``, each ``{"p_a", "low", "high"}``: the two mappings of
-    personas to people (:func:`_sides`, :func:`_soft_sides`) on the same draws."""
+    """``{"draw": ..., "plugin": ..., "soft": ...}``, each ``{"p_a", "low", "high"}``: three
+    maps of personas to people on the same draws. ``draw``: each draw's personas go to the
+    person whose training items they explain more of in that draw
+    (:func:`~bayes_persona.persona.explanations.persona_owners`, as
+    :meth:`~bayes_persona.PersonaRecommender.attribute` does); ``plugin``: the same rule once,
+    on the posterior-mean responsibilities (:func:`_sides`); ``soft``: :func:`_soft_sides`."""
     out = {m: {"p_a": np.empty(len(test)), "low": np.full(len(test), np.nan), "high": np.full(len(test), np.nan)}
-           for m in ("hard", "soft")}  # fmt: skip
+           for m in ("draw", "plugin", "soft")}  # fmt: skip
     for acct, tr, te, pos in _by_account(train_truth, test):
         items = np.concatenate([tr[ITEM_COL].to_numpy(), te[ITEM_COL].to_numpy()])
         draws = draws_fn(model, acct, items)  # (S, K, n)
         n_tr = len(tr)
+        is_a = tr["is_a"].to_numpy()
         resp = draws[:, :, :n_tr].mean(0)
-        for mapping, sides in (("hard", _sides), ("soft", _soft_sides)):
-            w = sides(resp, tr["is_a"].to_numpy())
-            pa = np.einsum("k,skn->sn", w, draws[:, :, n_tr:])
+        pa_of = {
+            "plugin": np.einsum("k,skn->sn", _sides(resp, is_a), draws[:, :, n_tr:]),
+            "soft": np.einsum("k,skn->sn", _soft_sides(resp, is_a), draws[:, :, n_tr:]),
+        }
+        if is_a.all() or not is_a.any():
+            pa_of["draw"] = pa_of["plugin"]
+        else:
+            owners = persona_owners(draws[:, :, :n_tr], is_a.astype(np.int64), 2)[..., 1]  # (S, K)
+            pa_of["draw"] = np.einsum("sk,skn->sn", owners, draws[:, :, n_tr:])
+        for mapping, pa in pa_of.items():
             o = out[mapping]
             o["p_a"][pos] = np.clip(pa.mean(0), 0.0, 1.0)
             if pa.shape[0] > 1:

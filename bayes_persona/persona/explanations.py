@@ -16,10 +16,13 @@ import pandas as pd
 import torch
 
 from bayes_persona.data._validation import as_id_list, check_min_int
-from bayes_persona.exceptions import DataValidationError
+from bayes_persona.exceptions import DataTypeError, DataValidationError
 from bayes_persona.posterior import ACTIVE_PREVALENCE, summarise
 
-__all__ = ["explain", "explain_draws", "persona_probabilities", "personas", "top_n", "with_titles", "titles_of"]
+__all__ = [
+    "explain", "explain_draws", "persona_probabilities", "personas", "attribute", "attribution_draws",
+    "persona_owners", "top_n", "with_titles", "titles_of",
+]  # fmt: skip
 
 #: Pareto k below which importance-reweighted draws are reliable (Vehtari et al. 2024).
 PSIS_K_THRESHOLD = 0.7
@@ -90,11 +93,116 @@ def explain(model: Any, user_id: Any, item_ids: Any, hdi_prob: float | None = No
 def explain_draws(model: Any, user_id: Any, item_ids: Any, n_draws: int | None = None) -> np.ndarray:
     """:meth:`PersonaRecommender.explain_draws <bayes_persona.PersonaRecommender.explain_draws>`."""
     _, u = _one_user(model, user_id)
-    n_draws = model.n_draws if n_draws is None else check_min_int("n_draws", n_draws, 2)
     i = model.item_vocab_.encode(as_id_list(item_ids, "item_ids"))
+    return _draws_at(model, u, i, n_draws)
+
+
+def _draws_at(model: Any, u: np.ndarray, i: np.ndarray, n_draws: int | None) -> np.ndarray:
+    """Explanation draws (S, K, n) of user index ``u`` at item indices ``i``, explain's order."""
+    n_draws = model.n_draws if n_draws is None else check_min_int("n_draws", n_draws, 2)
     with torch.no_grad():
         draws, order, _ = model.posterior_.explanation_draws(u, i, n_draws)
     return draws[:, 0][:, order[0]].cpu().numpy()
+
+
+def persona_owners(resp: np.ndarray, codes: np.ndarray, n_labels: int) -> np.ndarray:
+    """Which label owns each persona, in every draw: the label whose items it explains most.
+
+    Parameters
+    ----------
+    resp : ndarray, shape (S, K, m)
+        Draws of ``P(z = k | u, j)`` for the ``m`` labelled items.
+    codes : ndarray of int, shape (m,)
+        Each labelled item's label, ``0 .. n_labels - 1``.
+    n_labels : int
+
+    Returns
+    -------
+    ndarray, shape (S, K, L)
+        Weight of label ``l`` for persona ``k`` in draw ``s``: 1 for the label with the
+        largest mean ``P(z = k | u, j)`` over its items, split equally on ties; a label
+        without items owns nothing.
+    """
+    counts = np.bincount(codes, minlength=n_labels).astype(float)
+    onehot = np.eye(n_labels)[codes]  # (m, L)
+    mean = np.einsum("skm,ml->skl", resp, onehot) / np.maximum(counts, 1.0)
+    mean[..., counts == 0] = -np.inf
+    top = mean == mean.max(-1, keepdims=True)
+    return top / top.sum(-1, keepdims=True)
+
+
+def attribution_draws(
+    model: Any, user_id: Any, labels: Any, item_ids: Any, n_draws: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Posterior draws of ``P(label | u, i)``: who, of the people behind an account, chose each item.
+
+    In every posterior draw each persona goes to the label whose known items it explains
+    most (the largest mean :math:`P(z = k \mid u, j)` over that label's items), and an item's
+    probability for a label is the attention of the personas it owns,
+    :math:`\sum_{k \to l} P(z = k \mid u, i)`. The owner of a persona is a function of the
+    parameters like the attention itself, so it is taken draw by draw: a persona that
+    explains both people's items changes hands across draws, and the interval says so.
+
+    Parameters
+    ----------
+    model : fitted PersonaRecommender
+    user_id : id
+        The account.
+    labels : mapping or Series, item id -> label
+        Items of the account whose chooser is known (at least one), and who chose them.
+    item_ids : id or sequence of ids, length n (known items)
+    n_draws : int, optional
+        Default the model's ``n_draws``.
+
+    Returns
+    -------
+    label_values : ndarray, shape (L,)
+        The distinct labels, sorted.
+    draws : ndarray, shape (n_draws, L, n)
+        Each column sums to one over the labels.
+
+    References
+    ----------
+    .. [1] A. Zhang, N. Fawaz, S. Ioannidis, A. Montanari. "Guess who rated this movie:
+       identifying users through subspace clustering". UAI 2012.
+    """
+    if isinstance(labels, pd.Series):
+        known = labels
+    elif isinstance(labels, dict):
+        known = pd.Series(list(labels.values()), index=list(labels.keys()), dtype=object)
+    else:
+        raise DataTypeError(f"labels must be a dict or a pandas Series (item id -> label); got {type(labels).__name__}")
+    if len(known) == 0 or known.isna().any():
+        raise DataValidationError("labels must map at least one item id to a label, and no label may be missing")
+    codes, values = pd.factorize(known.to_numpy(), sort=True)
+    _, u = _one_user(model, user_id)
+    labelled = model.item_vocab_.encode(as_id_list(known.index.to_numpy(), "labels' item ids"))
+    items = model.item_vocab_.encode(as_id_list(item_ids, "item_ids"))
+    draws = _draws_at(model, u, np.concatenate([labelled, items]), n_draws)  # (S, K, m + n)
+    m = len(labelled)
+    owners = persona_owners(draws[:, :, :m], codes, len(values))
+    return np.asarray(values), np.einsum("skl,skn->sln", owners, draws[:, :, m:])
+
+
+def attribute(model: Any, user_id: Any, labels: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
+    """:meth:`PersonaRecommender.attribute <bayes_persona.PersonaRecommender.attribute>`."""
+    hdi_prob = model.posterior_.interval_prob(hdi_prob)
+    values, draws = attribution_draws(model, user_id, labels, item_ids)
+    items = as_id_list(item_ids, "item_ids")
+    L, n = draws.shape[1], draws.shape[2]
+    point, low, high = summarise(draws, hdi_prob, axis=0)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(np.asarray([user_id], dtype=object), L * n),
+            "item_id": np.repeat(items, L),
+            "label": np.tile(values, n),
+            "prob_mean": draws.mean(0).T.reshape(-1),
+            "prob": point.T.reshape(-1),
+            "prob_low": low.T.reshape(-1),
+            "prob_high": high.T.reshape(-1),
+        }
+    ).astype({"user_id": model.user_vocab_.ids.dtype, "item_id": model.item_vocab_.ids.dtype})
+    return with_titles(model, frame, np.repeat(model.item_vocab_.encode(items), L))
 
 
 def persona_probabilities(model: Any, user_ids: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
