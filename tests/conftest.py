@@ -29,21 +29,21 @@ def ml100k_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def data():
+def small_world():
     """A small planted world (60 users, 120 items, 4 tastes) shared by the contract tests."""
     import bayes_persona as bp
 
-    data, _ = bp.make_synthetic(
+    small_world, _ = bp.make_synthetic(
         n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
     )
-    return data
+    return small_world
 
 
 @pytest.fixture(scope="module")
-def fitted(data):
-    """A small PersonaRecommender fitted on ``data`` (seconds)."""
+def small_fit(small_world):
+    """A small PersonaRecommender fitted on ``small_world`` (seconds)."""
     import bayes_persona as bp
 
     return bp.PersonaRecommender(
         n_personas=3, n_factors=8, max_epochs=5, batch_size=32, n_draws=20, progress=False
-    ).fit(data)
+    ).fit(small_world)

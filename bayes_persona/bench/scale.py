@@ -40,6 +40,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from bayes_persona.data import synthetic
+
 __all__ = ["planted_interactions", "run_size", "run_movielens", "main"]
 
 logger = logging.getLogger(__name__)
@@ -51,65 +53,11 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def planted_interactions(
-    n_interactions: int,
-    n_items: int | None = None,
-    n_tastes: int = 8,
-    per_user: tuple[int, int] = (5, 15),
-    seed: int = 0,
-    n_dims: int = 16,
-    user_scale: float = 3.0,
-    item_scale: float = 2.5,
-    noise: float = 0.3,
-) -> pd.DataFrame:
-    """Planted-taste implicit feedback with about ``n_interactions`` rows, vectorised.
-
-    The story of :func:`bayes_persona.make_synthetic` simplified for speed: items belong to
-    one of ``n_tastes`` tastes (factor ``item_scale * c_t + noise``, bias ~ N(0, 0.5)), a
-    user has 1-3 tastes with Dirichlet(5) weights and ``per_user`` interactions (uniform),
-    each drawn as a taste ``z`` from the user's weights, then an item from
-    ``softmax_j(user_scale * c_z . q_j + b_j)``. Repeated (user, item) pairs are dropped, so
-    the count is slightly below the target. Cost ``O(n_interactions + n_tastes x n_items)``:
-    no per-user Python loop and no users x items matrix (``make_synthetic`` has both).
-
-    Returns
-    -------
-    DataFrame
-        ``user_id`` (1..), ``item_id`` (10001..), sorted by user.
-    """
-    rng = np.random.default_rng(seed)
-    lo, hi = per_user
-    n_users = max(1, round(n_interactions / ((lo + hi) / 2)))
-    if n_items is None:
-        n_items = default_items(n_interactions)
-    centers = rng.normal(size=(n_tastes, n_dims))
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    taste_of_item = rng.integers(n_tastes, size=n_items)
-    q = item_scale * centers[taste_of_item] + noise * rng.normal(size=(n_items, n_dims))
-    b = 0.5 * rng.normal(size=n_items)
-    logits = user_scale * centers @ q.T + b  # (T, N)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    cum = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
-    cum[:, -1] = 1.0
-
-    # Users: 1-3 distinct tastes and their weights.
-    m = rng.integers(1, min(3, n_tastes) + 1, size=n_users)
-    tastes = np.argsort(rng.random((n_users, n_tastes)), axis=1)[:, :3]
-    w = rng.gamma(5.0, size=(n_users, 3)) * (np.arange(3)[None, :] < m[:, None])
-    w /= w.sum(1, keepdims=True)
-    counts = rng.integers(lo, hi + 1, size=n_users)
-    user = np.repeat(np.arange(n_users), counts)
-    slot = (rng.random(len(user))[:, None] > np.cumsum(w, 1)[user]).sum(1)
-    slot = np.minimum(slot, m[user] - 1)
-    z = tastes[user, slot]
-    # Item given taste: inverse CDF on the taste's row, all rows in one searchsorted.
-    offset = np.arange(n_tastes, dtype=np.float64)[:, None]
-    item = (
-        np.searchsorted((cum + offset).ravel(), z + rng.random(len(z)), side="right") - z * n_items
-    )
-    item = np.clip(item, 0, n_items - 1)
-    key = np.unique(user.astype(np.int64) * n_items + item)
-    return pd.DataFrame({"user_id": key // n_items + 1, "item_id": key % n_items + 10001})
+def planted_interactions(n_interactions: int, n_items: int | None = None, seed: int = 0, **kwargs) -> pd.DataFrame:
+    """:func:`bayes_persona.data.synthetic.planted_interactions` with the benchmark's
+    catalogue size (:func:`default_items`) when ``n_items`` is not given."""
+    n_items = default_items(n_interactions) if n_items is None else n_items
+    return synthetic.planted_interactions(n_interactions, n_items, seed=seed, **kwargs)
 
 
 def default_items(n_interactions: float) -> int:

@@ -37,7 +37,7 @@ from bayes_persona.data._validation import check_min_int
 from bayes_persona.data.dataset import Dataset
 from bayes_persona.exceptions import DataValidationError
 
-__all__ = ["make_synthetic", "SyntheticData", "SyntheticTruth", "TASTE_NAMES"]
+__all__ = ["make_synthetic", "planted_interactions", "planted_items", "SyntheticData", "SyntheticTruth", "TASTE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,98 @@ def _positions(all_ids: np.ndarray, ids: Sequence, name: str) -> np.ndarray:
     return pos
 
 
+def planted_items(
+    rng: np.random.Generator,
+    n_tastes: int,
+    n_items: int,
+    n_dims: int,
+    item_scale: float,
+    noise: float,
+    bias_scale: float,
+    multi_taste_prob: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-2 of the story: taste directions and the items around them.
+
+    Returns
+    -------
+    centers : ndarray, shape (n_tastes, n_dims)
+        Unit taste directions ``c_t``.
+    primary, second : ndarray of int, shape (n_items,)
+        Each item's taste, and its second taste where ``has_second``.
+    has_second : ndarray of bool, shape (n_items,)
+    item_factors : ndarray, shape (n_items, n_dims)
+    item_bias : ndarray, shape (n_items,)
+    """
+    centers = rng.normal(size=(n_tastes, n_dims))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    # Items: one taste, or two with probability multi_taste_prob.
+    primary = rng.integers(n_tastes, size=n_items)
+    has_second = (rng.random(n_items) < multi_taste_prob) & (n_tastes > 1)
+    second = (primary + rng.integers(1, max(n_tastes, 2), size=n_items)) % n_tastes
+    direction = centers[primary].copy()
+    direction[has_second] += centers[second[has_second]]
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    item_factors = item_scale * direction + noise * rng.normal(size=(n_items, n_dims))
+    item_bias = bias_scale * rng.normal(size=n_items)
+    return centers, primary, second, has_second, item_factors, item_bias
+
+
+def planted_interactions(
+    n_interactions: int,
+    n_items: int,
+    n_tastes: int = 8,
+    per_user: tuple[int, int] = (5, 15),
+    seed: int = 0,
+    n_dims: int = 16,
+    user_scale: float = 3.0,
+    item_scale: float = 2.5,
+    noise: float = 0.3,
+    bias_scale: float = 0.5,
+) -> pd.DataFrame:
+    """The story of :func:`make_synthetic` at any size: about ``n_interactions`` rows, vectorised.
+
+    Items as in :func:`make_synthetic` (one taste each); a user has 1-3 tastes with
+    Dirichlet(5) weights and ``per_user`` interactions (uniform). Its personas sit *at* their
+    taste directions (``user_scale * c_t``, no per-user noise) and picks may repeat before
+    the repeated pairs are dropped, so every pick is a draw from one of ``n_tastes``
+    softmaxes, made for all users at once by inverse CDF: cost
+    ``O(n_interactions + n_tastes x n_items)``, no per-user loop and no users x items
+    matrix. For worlds of millions of rows (the scale benchmark); :func:`make_synthetic`
+    returns the truth and is the one to recover.
+
+    Returns
+    -------
+    DataFrame
+        ``user_id`` (1..), ``item_id`` (10001..), sorted by user; slightly fewer than
+        ``n_interactions`` rows (repeats dropped).
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = per_user
+    n_users = max(1, round(n_interactions / ((lo + hi) / 2)))
+    centers, _, _, _, q, b = planted_items(rng, n_tastes, n_items, n_dims, item_scale, noise, bias_scale, 0.0)
+    logits = user_scale * centers @ q.T + b  # (T, N)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    cum = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
+    cum[:, -1] = 1.0
+
+    # Users: 1-3 distinct tastes and their weights.
+    m = rng.integers(1, min(3, n_tastes) + 1, size=n_users)
+    tastes = np.argsort(rng.random((n_users, n_tastes)), axis=1)[:, :3]
+    w = rng.gamma(5.0, size=(n_users, 3)) * (np.arange(3)[None, :] < m[:, None])
+    w /= w.sum(1, keepdims=True)
+    counts = rng.integers(lo, hi + 1, size=n_users)
+    user = np.repeat(np.arange(n_users), counts)
+    slot = (rng.random(len(user))[:, None] > np.cumsum(w, 1)[user]).sum(1)
+    slot = np.minimum(slot, m[user] - 1)
+    z = tastes[user, slot]
+    # Item given taste: inverse CDF on the taste's row, all rows in one searchsorted.
+    offset = np.arange(n_tastes, dtype=np.float64)[:, None]
+    item = np.searchsorted((cum + offset).ravel(), z + rng.random(len(z)), side="right") - z * n_items
+    item = np.clip(item, 0, n_items - 1)
+    key = np.unique(user.astype(np.int64) * n_items + item)
+    return pd.DataFrame({"user_id": key // n_items + 1, "item_id": key % n_items + 10001})
+
+
 def make_synthetic(
     n_users: int = 500,
     n_items: int = 800,
@@ -231,18 +323,9 @@ def make_synthetic(
     d = n_dims if n_dims is not None else max(8, 2 * n_tastes)
     names = [TASTE_NAMES[t] if t < len(TASTE_NAMES) else f"Taste-{t + 1}" for t in range(n_tastes)]
 
-    centers = rng.normal(size=(n_tastes, d))
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-
-    # Items: one taste, or two with probability multi_taste_prob.
-    primary = rng.integers(n_tastes, size=n_items)
-    has_second = (rng.random(n_items) < multi_taste_prob) & (n_tastes > 1)
-    second = (primary + rng.integers(1, max(n_tastes, 2), size=n_items)) % n_tastes
-    direction = centers[primary].copy()
-    direction[has_second] += centers[second[has_second]]
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    item_factors = item_scale * direction + noise * rng.normal(size=(n_items, d))
-    item_bias = bias_scale * rng.normal(size=n_items)
+    centers, primary, second, has_second, item_factors, item_bias = planted_items(
+        rng, n_tastes, n_items, d, item_scale, noise, bias_scale, multi_taste_prob
+    )
     item_ids = np.arange(10001, 10001 + n_items)
     categories = [
         [names[primary[i]]] + ([names[second[i]]] if has_second[i] else []) for i in range(n_items)

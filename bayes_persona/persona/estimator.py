@@ -78,9 +78,9 @@ class PersonaRecommender:
         ``P(z=k | u, i) = softmax_k(log pi_uk + p_uk . q_i)`` is AMP-CF's attention with the
         prevalence as its prior. ``"mixture"``: a mixture of per-persona softmaxes with the
         prevalence on the personas' shares (see :mod:`bayes_persona.persona.model`).
-    prevalence_concentration : float, default 0.5
+    prevalence_concentration : float in (0, 1e6], default 0.5
         Dirichlet concentration of persona prevalences (< 1 is sparse); chosen on validation
-        data (shared accounts seed 1 and the ranking split; paper section 5.4).
+        data (shared accounts seed 1 and the ranking split; paper sections 4 and 5.0).
     n_prototypes : int, default 8
         Taste prototypes of the persona prior (a Gaussian mixture fitted by empirical
         Bayes); 0 gives an isotropic Normal prior.

@@ -141,7 +141,9 @@ def attribution_draws(
     probability for a label is the attention of the personas it owns,
     :math:`\sum_{k \to l} P(z = k \mid u, i)`. The owner of a persona is a function of the
     parameters like the attention itself, so it is taken draw by draw: a persona that
-    explains both people's items changes hands across draws, and the interval says so.
+    explains both people's items changes hands across draws, and the interval says so. The
+    setting is the shared account of [1]_: several people behind one user id, some of whose
+    choices are labelled.
 
     Parameters
     ----------

@@ -75,6 +75,8 @@ __all__ = [
 MAX_DRAWS = 100_000
 MAX_SEED = 2**63 - 1
 MAX_INIT_SCALE = 10.0
+# Beyond it the prior pins the prevalences at uniform, and around 1e13 the float32 guide overflows.
+MAX_PREVALENCE_CONCENTRATION = 1e6
 MIN_FACTOR_CAP = 64  # n_factors may reach max(n_items, this)
 
 # Settings that change how a fitted model is used, not what the fit computes: a checkpoint
@@ -112,8 +114,8 @@ def check_settings(est: Any) -> None:
         raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {est.likelihood!r}")
     if est.guide not in ("meanfield", "lowrank"):
         raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {est.guide!r}")
-    for name in ("prevalence_concentration", "learning_rate"):
-        check_positive_float(name, getattr(est, name))
+    check_positive_float("prevalence_concentration", est.prevalence_concentration, MAX_PREVALENCE_CONCENTRATION)
+    check_positive_float("learning_rate", est.learning_rate)
     check_positive_float("init_scale", est.init_scale, MAX_INIT_SCALE)
     check_prob("hdi_prob", est.hdi_prob)
     if est.device != "cpu" and not str(est.device).startswith("cuda"):

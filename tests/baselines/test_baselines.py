@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from mixins import RecommenderContract, planted
+from contract import RecommenderContract
+from worlds import planted
 
 from bayes_persona import evaluation as M
 from bayes_persona.baselines import AMPCF, BPRMF, EASE, IALS, MostPopular

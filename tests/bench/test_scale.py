@@ -71,7 +71,7 @@ def test_gather_rows_gradient_matches_indexing() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_fit():
+def lazy_fit():
     ratings = planted_interactions(3000, n_items=120, seed=1)
     model = bp.PersonaRecommender(
         n_personas=3, n_factors=8, batch_size=16, n_negatives=10, max_epochs=2, n_draws=10,
@@ -81,8 +81,8 @@ def small_fit():
     return ratings, model.fit(ratings)
 
 
-def test_large_user_tables_get_lazy_updates(small_fit) -> None:
-    ratings, model = small_fit
+def test_large_user_tables_get_lazy_updates(lazy_fit) -> None:
+    ratings, model = lazy_fit
     U, N = len(model.user_vocab_), len(model.item_vocab_)
     assert U > 8 * model.batch_size and model.guide_.sparse_users
     assert N > 8 * model.n_negatives_ and model.guide_.sparse_items
@@ -97,10 +97,10 @@ def test_large_user_tables_get_lazy_updates(small_fit) -> None:
     assert not default.guide_.sparse_users
 
 
-def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> None:
+def test_posterior_computations_are_chunked_by_user(lazy_fit, monkeypatch) -> None:
     """No U x N array: recommend/score/log_predictive see bounded chunks of users, and
     the results do not depend on the chunk size."""
-    ratings, model = small_fit
+    ratings, model = lazy_fit
     users = model.user_vocab_.ids
     pairs = ratings.iloc[::7]
     ref = (
@@ -133,8 +133,8 @@ def test_posterior_computations_are_chunked_by_user(small_fit, monkeypatch) -> N
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-5)
 
 
-def test_csr_rows_of_matches_items_of(small_fit) -> None:
-    _, model = small_fit
+def test_csr_rows_of_matches_items_of(lazy_fit) -> None:
+    _, model = lazy_fit
     users = np.array([5, 0, 17, 5])
     r, c = model.seen_.rows_of(users)
     for j, u in enumerate(users):

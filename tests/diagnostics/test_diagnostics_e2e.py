@@ -60,7 +60,7 @@ def pin_to_truth(model: bp.PersonaRecommender, truth: bp.SyntheticTruth) -> bp.P
 
 
 @pytest.fixture(scope="module")
-def world():
+def ppc_world():
     data, truth = bp.make_synthetic(
         n_users=120, n_items=200, n_tastes=4, tastes_per_user=(3, 3),
         interactions_per_user=(15, 60), seed=0,
@@ -69,21 +69,21 @@ def world():
 
 
 @pytest.fixture(scope="module")
-def oracle(world):
-    data, truth, split = world
+def oracle(ppc_world):
+    data, truth, split = ppc_world
     assert truth.persona_factors.shape[2] == FIT["n_factors"]
     model = bp.PersonaRecommender(n_personas=3, **{**FIT, "max_epochs": 1}).fit(split.train)
     return pin_to_truth(model, truth)
 
 
 @pytest.fixture(scope="module")
-def one_persona(world):
-    return bp.PersonaRecommender(n_personas=1, **FIT).fit(world[2].train)
+def one_persona(ppc_world):
+    return bp.PersonaRecommender(n_personas=1, **FIT).fit(ppc_world[2].train)
 
 
 @pytest.fixture(scope="module")
-def oracle_idata(world, oracle, tmp_path_factory):
-    idata = to_inference_data(oracle, 100, test=world[2].test, prior=True)
+def oracle_idata(ppc_world, oracle, tmp_path_factory):
+    idata = to_inference_data(oracle, 100, test=ppc_world[2].test, prior=True)
     path = tmp_path_factory.mktemp("idata") / "oracle.nc"
     idata.to_netcdf(str(path))
     return idata, az.from_netcdf(str(path))
@@ -125,8 +125,8 @@ def test_prior_predictive_checks_run_on_the_reloaded_idata(oracle_idata):
     assert frame["ppp"].between(0, 1).all()
 
 
-def test_taste_check_rejects_one_persona_for_three_taste_users(world, one_persona, oracle_idata):
-    idata = to_inference_data(one_persona, 60, test=world[2].test)
+def test_taste_check_rejects_one_persona_for_three_taste_users(ppc_world, one_persona, oracle_idata):
+    idata = to_inference_data(one_persona, 60, test=ppc_world[2].test)
     k1 = checks.taste_distribution_check(idata)
     truth = checks.taste_distribution_check(oracle_idata[1])
     assert k1["ppp"].iloc[0] < 0.01
@@ -136,8 +136,8 @@ def test_taste_check_rejects_one_persona_for_three_taste_users(world, one_person
     assert table.index[0] == "truth"
 
 
-def test_every_plot_draws_a_png(world, oracle, one_persona, oracle_idata, tmp_path):
-    data, _, split = world
+def test_every_plot_draws_a_png(ppc_world, oracle, one_persona, oracle_idata, tmp_path):
+    data, _, split = ppc_world
     recs = oracle.recommend([1, 2], n=6)
     frame = checks.posterior_predictive_checks(oracle_idata[1])
     sbc = calibration.simulation_based_calibration(
@@ -178,8 +178,8 @@ def test_every_plot_draws_a_png(world, oracle, one_persona, oracle_idata, tmp_pa
     "replicated users still differ from the observed ones: category count, long-tail share and "
     "held-out lpd get ppp 0 or 1 (measured 2026-11-27 with the prototype prior)",
 )
-def test_fitted_three_persona_model_reproduces_planted_data(world):
+def test_fitted_three_persona_model_reproduces_planted_data(ppc_world):
     epochs = 40 if os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke" else 200
-    model = bp.PersonaRecommender(n_personas=3, **{**FIT, "max_epochs": epochs}).fit(world[2].train)
-    frame = checks.posterior_predictive_checks(to_inference_data(model, 100, test=world[2].test))
+    model = bp.PersonaRecommender(n_personas=3, **{**FIT, "max_epochs": epochs}).fit(ppc_world[2].train)
+    frame = checks.posterior_predictive_checks(to_inference_data(model, 100, test=ppc_world[2].test))
     assert frame["ppp"].between(0.01, 0.99).all(), frame[["check", "statistic", "ppp"]]

@@ -15,12 +15,12 @@ N_THREADS = 8
 CALLS_PER_THREAD = 4
 
 
-# `data` and `fitted` (a small planted world and a model fitted on it) come from conftest.py
+# `small_world` and `small_fit` (a small planted world and a model fitted on it) come from conftest.py
 
 
-def _jobs(fitted: bp.PersonaRecommender) -> list[tuple]:
-    users = fitted.user_vocab_.ids
-    items = fitted.item_vocab_.ids
+def _jobs(small_fit: bp.PersonaRecommender) -> list[tuple]:
+    users = small_fit.user_vocab_.ids
+    items = small_fit.item_vocab_.ids
     jobs = []
     for t in range(N_THREADS * CALLS_PER_THREAD):
         u = users[(7 * t) % len(users)]
@@ -67,12 +67,12 @@ def _run_threaded(model, jobs):
     return out
 
 
-def test_threads_match_single_threaded(fitted) -> None:
-    jobs = _jobs(fitted)
-    fitted._cache.clear()  # threads race to fill the lazy draw cache
-    threaded = _run_threaded(fitted, jobs)
-    fitted._cache.clear()
-    expected = [_call(fitted, job) for job in jobs]
+def test_threads_match_single_threaded(small_fit) -> None:
+    jobs = _jobs(small_fit)
+    small_fit._cache.clear()  # threads race to fill the lazy draw cache
+    threaded = _run_threaded(small_fit, jobs)
+    small_fit._cache.clear()
+    expected = [_call(small_fit, job) for job in jobs]
     for job, got, want in zip(jobs, threaded, expected, strict=True):
         try:
             _same(got, want)
@@ -80,23 +80,23 @@ def test_threads_match_single_threaded(fitted) -> None:
             raise AssertionError(f"threaded result differs for {job[0]}{job[1]}") from err
 
 
-def test_cold_cache_race_fills_once(fitted, monkeypatch) -> None:
+def test_cold_cache_race_fills_once(small_fit, monkeypatch) -> None:
     """Many threads hitting an empty cache compute the item draws once and share them."""
-    fitted._cache.clear()
+    small_fit._cache.clear()
     calls = []
-    real = fitted.guide_.draw_items
+    real = small_fit.guide_.draw_items
 
     def counting(*args, **kwargs):
         calls.append(threading.get_ident())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fitted.guide_, "draw_items", counting)
-    u = fitted.user_vocab_.ids[0]
+    monkeypatch.setattr(small_fit.guide_, "draw_items", counting)
+    u = small_fit.user_vocab_.ids[0]
     barrier = threading.Barrier(N_THREADS)
 
     def worker(_):
         barrier.wait(timeout=30)
-        return fitted.recommend(u, n=5)
+        return small_fit.recommend(u, n=5)
 
     with ThreadPoolExecutor(max_workers=N_THREADS) as pool:
         results = list(pool.map(worker, range(N_THREADS), timeout=120))
@@ -105,10 +105,10 @@ def test_cold_cache_race_fills_once(fitted, monkeypatch) -> None:
     assert len(calls) == 1
 
 
-def test_loaded_model_is_thread_safe(fitted, tmp_path) -> None:
-    fitted.save(tmp_path / "m.pt")
+def test_loaded_model_is_thread_safe(small_fit, tmp_path) -> None:
+    small_fit.save(tmp_path / "m.pt")
     loaded = bp.PersonaRecommender.load(tmp_path / "m.pt")
-    jobs = _jobs(fitted)[: N_THREADS * 2]
+    jobs = _jobs(small_fit)[: N_THREADS * 2]
     threaded = _run_threaded(loaded, jobs)
     for job, got in zip(jobs, threaded, strict=True):
-        _same(got, _call(fitted, job))
+        _same(got, _call(small_fit, job))

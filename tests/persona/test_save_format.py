@@ -15,13 +15,13 @@ import bayes_persona as bp
 from bayes_persona.exceptions import BayesPersonaError, SaveFormatError
 from bayes_persona.persona import persistence
 
-# `data` and `fitted` (a small planted world and a model fitted on it) come from conftest.py
+# `small_world` and `small_fit` (a small planted world and a model fitted on it) come from conftest.py
 
 
 @pytest.fixture(scope="module")
-def saved(fitted, tmp_path_factory) -> Path:
+def saved(small_fit, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("saved") / "model.pt"
-    fitted.save(path)
+    small_fit.save(path)
     return path
 
 
@@ -39,25 +39,25 @@ def _load_error(path: Path) -> SaveFormatError:
 # ---------------------------------------------------------------------- round trip
 
 
-def test_round_trip_identical_outputs(fitted, saved, data) -> None:
+def test_round_trip_identical_outputs(small_fit, saved, small_world) -> None:
     loaded = bp.PersonaRecommender.load(saved)
-    users = data.ratings["user_id"].unique()[:5]
-    pd.testing.assert_frame_equal(loaded.recommend(users, n=8), fitted.recommend(users, n=8))
-    items = fitted.item_vocab_.ids[:4]
-    pd.testing.assert_frame_equal(loaded.explain(users[0], items), fitted.explain(users[0], items))
-    pd.testing.assert_frame_equal(loaded.personas(users[1]), fitted.personas(users[1]))
-    pairs = data.ratings.head(10)
+    users = small_world.ratings["user_id"].unique()[:5]
+    pd.testing.assert_frame_equal(loaded.recommend(users, n=8), small_fit.recommend(users, n=8))
+    items = small_fit.item_vocab_.ids[:4]
+    pd.testing.assert_frame_equal(loaded.explain(users[0], items), small_fit.explain(users[0], items))
+    pd.testing.assert_frame_equal(loaded.personas(users[1]), small_fit.personas(users[1]))
+    pairs = small_world.ratings.head(10)
     np.testing.assert_array_equal(
         loaded.score(pairs["user_id"], pairs["item_id"]),
-        fitted.score(pairs["user_id"], pairs["item_id"]),
+        small_fit.score(pairs["user_id"], pairs["item_id"]),
     )
     for a, b in zip(
-        loaded.guide_.state_dict().values(), fitted.guide_.state_dict().values(), strict=True
+        loaded.guide_.state_dict().values(), small_fit.guide_.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
-    assert loaded.get_params() == {**fitted.get_params(), "progress": False}
-    np.testing.assert_array_equal(loaded.elbo_, fitted.elbo_)
-    assert loaded.n_steps_ == fitted.n_steps_
+    assert loaded.get_params() == {**small_fit.get_params(), "progress": False}
+    np.testing.assert_array_equal(loaded.elbo_, small_fit.elbo_)
+    assert loaded.n_steps_ == small_fit.n_steps_
 
 
 def test_payload_is_versioned(saved) -> None:
@@ -70,10 +70,10 @@ def test_payload_is_versioned(saved) -> None:
     assert payload["sha256"] == persistence.digest(payload["meta"], payload["tensors"])
 
 
-def test_save_overwrites_atomically(fitted, tmp_path) -> None:
+def test_save_overwrites_atomically(small_fit, tmp_path) -> None:
     path = tmp_path / "m.pt"
-    fitted.save(path)
-    fitted.save(path)  # replacing an existing file works
+    small_fit.save(path)
+    small_fit.save(path)  # replacing an existing file works
     bp.PersonaRecommender.load(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
@@ -217,7 +217,7 @@ def test_save_before_fit(tmp_path) -> None:
 # ---------------------------------------------------------------------- atomicity
 
 
-def test_failed_save_keeps_old_file(fitted, saved, tmp_path, monkeypatch) -> None:
+def test_failed_save_keeps_old_file(small_fit, saved, tmp_path, monkeypatch) -> None:
     path = tmp_path / "model.pt"
     path.write_bytes(saved.read_bytes())
     before = path.read_bytes()
@@ -229,21 +229,21 @@ def test_failed_save_keeps_old_file(fitted, saved, tmp_path, monkeypatch) -> Non
 
     monkeypatch.setattr(torch, "save", exploding_save)
     with pytest.raises(OSError, match="disk full"):
-        fitted.save(path)
+        small_fit.save(path)
     monkeypatch.setattr(torch, "save", real_save)
     assert path.read_bytes() == before  # the old model is intact ...
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # ... and no temp file
     bp.PersonaRecommender.load(path)
 
 
-def test_interrupted_save_leaves_no_file(fitted, tmp_path, monkeypatch) -> None:
+def test_interrupted_save_leaves_no_file(small_fit, tmp_path, monkeypatch) -> None:
     def interrupted_save(obj, f, *args, **kwargs):
         f.write(b"x" * 10)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        fitted.save(tmp_path / "new.pt")
+        small_fit.save(tmp_path / "new.pt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -289,18 +289,18 @@ def test_out_of_range_training_items_are_refused(saved, tmp_path) -> None:
 # ---------------------------------------------------------------------- keyed digest
 
 
-def test_keyed_round_trip(fitted, tmp_path) -> None:
+def test_keyed_round_trip(small_fit, tmp_path) -> None:
     path = tmp_path / "signed.pt"
-    fitted.save(path, key="s3cret")
+    small_fit.save(path, key="s3cret")
     loaded = bp.PersonaRecommender.load(path, key=b"s3cret")
-    np.testing.assert_array_equal(loaded.elbo_, fitted.elbo_)
+    np.testing.assert_array_equal(loaded.elbo_, small_fit.elbo_)
     bp.PersonaRecommender.load(path)  # without a key: integrity only, still loads
 
 
-def test_edited_file_with_recomputed_sha256_fails_the_hmac(fitted, tmp_path) -> None:
+def test_edited_file_with_recomputed_sha256_fails_the_hmac(small_fit, tmp_path) -> None:
     """The unkeyed sha256 can be recomputed by whoever edits the file; the HMAC cannot."""
     path = tmp_path / "signed.pt"
-    fitted.save(path, key="k1")
+    small_fit.save(path, key="k1")
     payload = _payload(path)
     meta = json.loads(payload["meta"])
     meta["n_steps_"] = meta["n_steps_"] + 1
@@ -312,14 +312,14 @@ def test_edited_file_with_recomputed_sha256_fails_the_hmac(fitted, tmp_path) -> 
         bp.PersonaRecommender.load(path, key="k1")
 
 
-def test_swapped_model_file_refused_under_key(fitted, data, tmp_path) -> None:
+def test_swapped_model_file_refused_under_key(small_fit, small_world, tmp_path) -> None:
     """A model.pt from another run (signed with another key, or unsigned) is refused."""
     other = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, n_draws=4, progress=False)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bp.ConvergenceWarning)
-        other.fit(data)
+        other.fit(small_world)
     signed_elsewhere, unsigned = tmp_path / "a.pt", tmp_path / "b.pt"
     other.save(signed_elsewhere, key="their key")
     other.save(unsigned)
@@ -330,7 +330,7 @@ def test_swapped_model_file_refused_under_key(fitted, data, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("key", [b"", "", 123, ["k"]])
-def test_bad_key_named(fitted, tmp_path, key) -> None:
+def test_bad_key_named(small_fit, tmp_path, key) -> None:
     with pytest.raises(bp.DataTypeError, match="key must be non-empty bytes or str"):
-        fitted.save(tmp_path / "x.pt", key=key)
+        small_fit.save(tmp_path / "x.pt", key=key)
     assert not (tmp_path / "x.pt").exists()

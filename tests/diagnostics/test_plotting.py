@@ -26,7 +26,7 @@ def assert_png(fig, path):
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def plot_fit():
     data, _ = bp.make_synthetic(
         n_users=30, n_items=60, n_tastes=3, interactions_per_user=(8, 20), seed=6
     )
@@ -55,8 +55,8 @@ def coverage_frame() -> pd.DataFrame:
     )  # fmt: skip
 
 
-def test_elbo(fitted, tmp_path):
-    _, model = fitted
+def test_elbo(plot_fit, tmp_path):
+    _, model = plot_fit
     ax = plotting.plot_elbo(model)
     assert ax.get_ylabel() == "ELBO"
     assert_png(ax.figure, tmp_path / "elbo.png")
@@ -65,8 +65,8 @@ def test_elbo(fitted, tmp_path):
         plotting.plot_elbo([])
 
 
-def test_persona_map(fitted, tmp_path):
-    data, model = fitted
+def test_persona_map(plot_fit, tmp_path):
+    data, model = plot_fit
     ax = plotting.plot_persona_map(model, 3)
     assert len(ax.get_yticklabels()) == 2
     assert_png(ax.figure, tmp_path / "map.png")
@@ -79,8 +79,8 @@ def test_persona_map(fitted, tmp_path):
         plotting.plot_persona_map(model, 10**6)
 
 
-def test_explanations(fitted, tmp_path):
-    _, model = fitted
+def test_explanations(plot_fit, tmp_path):
+    _, model = plot_fit
     recs = model.recommend([1, 2], n=5)
     ax = plotting.plot_explanations(recs, user_id=2)
     assert len(ax.get_yticklabels()) == 5
@@ -103,8 +103,8 @@ def test_ppc(tmp_path):
         plotting.plot_ppc(check_frame().iloc[:0])
 
 
-def test_tdd_by_rank(fitted, tmp_path):
-    data, model = fitted
+def test_tdd_by_rank(plot_fit, tmp_path):
+    data, model = plot_fit
     recs = model.recommend(list(range(1, 11)), n=6)
     worst = recs.assign(
         rank=recs.groupby("user_id")["rank"].transform(lambda r: r.to_numpy()[::-1])

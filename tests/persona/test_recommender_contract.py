@@ -1,8 +1,8 @@
-"""PersonaRecommender passes the shared recommender contract (tests/mixins.py)."""
+"""PersonaRecommender passes the shared recommender contract (tests/contract.py)."""
 
 from __future__ import annotations
 
-from mixins import RecommenderContract
+from contract import RecommenderContract
 
 import bayes_persona as bp
 

@@ -16,7 +16,7 @@ from bayes_persona.persona.model import Batch, PersonaModel, make_guide
 
 
 @pytest.fixture(scope="module")
-def planted():
+def synthetic_world():
     return bp.make_synthetic(n_users=80, n_items=150, n_tastes=4, interactions_per_user=(15, 40), seed=3)
 
 
@@ -27,9 +27,9 @@ def small(**kw):
 
 
 @pytest.fixture(scope="module")
-def fitted(planted):
-    data, _ = planted
-    return small().fit(data)
+def model_fit(synthetic_world):
+    small_world, _ = synthetic_world
+    return small().fit(small_world)
 
 
 def test_minibatch_elbo_is_unbiased():
@@ -67,43 +67,43 @@ def test_minibatch_elbo_is_unbiased():
     assert np.mean(parts) == pytest.approx(full, rel=0.05)
 
 
-def test_fit_returns_self_and_fitted_state(planted):
-    data, _ = planted
+def test_fit_returns_self_and_fitted_state(synthetic_world):
+    small_world, _ = synthetic_world
     m = small(max_epochs=3)
-    assert m.fit(data) is m
+    assert m.fit(small_world) is m
     assert m.elbo_.shape == (m.n_steps_,)
     assert np.isfinite(m.elbo_).all()
-    assert len(m.user_vocab_) == data.n_users and len(m.item_vocab_) == data.n_items
+    assert len(m.user_vocab_) == small_world.n_users and len(m.item_vocab_) == small_world.n_items
 
 
-def test_elbo_improves(fitted):
-    e = fitted.elbo_
+def test_elbo_improves(model_fit):
+    e = model_fit.elbo_
     assert e[-5:].mean() > e[:5].mean()
 
 
-def test_random_state_reproducible(planted):
-    data, _ = planted
-    a = small(max_epochs=3, random_state=7).fit(data)
-    b = small(max_epochs=3, random_state=7).fit(data)
-    c = small(max_epochs=3, random_state=8).fit(data)
+def test_random_state_reproducible(synthetic_world):
+    small_world, _ = synthetic_world
+    a = small(max_epochs=3, random_state=7).fit(small_world)
+    b = small(max_epochs=3, random_state=7).fit(small_world)
+    c = small(max_epochs=3, random_state=8).fit(small_world)
     for (ka, va), (_, vb) in zip(a.guide_.state_dict().items(), b.guide_.state_dict().items(), strict=True):
         assert torch.equal(va, vb), ka
     assert not torch.equal(a.guide_.persona_loc, c.guide_.persona_loc)
 
 
-def test_two_models_do_not_share_param_store(planted):
-    data, _ = planted
-    a = small(max_epochs=2, random_state=1).fit(data)
+def test_two_models_do_not_share_param_store(synthetic_world):
+    small_world, _ = synthetic_world
+    a = small(max_epochs=2, random_state=1).fit(small_world)
     before = {k: v.clone() for k, v in a.guide_.state_dict().items()}
-    small(max_epochs=2, random_state=2).fit(data)
+    small(max_epochs=2, random_state=2).fit(small_world)
     for k, v in a.guide_.state_dict().items():
         assert torch.equal(v, before[k])
     assert len(pyro.get_param_store()) == 0
 
 
-def test_recommend_columns_and_persona_probabilities(fitted, planted):
-    recs = fitted.recommend([1, 2, 3], n=7)
-    assert fitted.item_titles_  # the planted world's items table has titles
+def test_recommend_columns_and_persona_probabilities(model_fit, synthetic_world):
+    recs = model_fit.recommend([1, 2, 3], n=7)
+    assert model_fit.item_titles_  # the planted world's items table has titles
     assert list(recs.columns) == [
         "user_id", "rank", "item_id", "title", "score", "persona", "persona_prob",
         "persona_prob_low", "persona_prob_high",
@@ -116,23 +116,23 @@ def test_recommend_columns_and_persona_probabilities(fitted, planted):
         assert (np.diff(g.score.to_numpy()) <= 1e-12).all()
 
 
-def test_batch_equals_single(fitted):
-    batch = fitted.recommend([1, 2, 3, 4], n=5)
-    single = pd.concat([fitted.recommend([u], n=5) for u in [1, 2, 3, 4]], ignore_index=True)
+def test_batch_equals_single(model_fit):
+    batch = model_fit.recommend([1, 2, 3, 4], n=5)
+    single = pd.concat([model_fit.recommend([u], n=5) for u in [1, 2, 3, 4]], ignore_index=True)
     pd.testing.assert_frame_equal(batch, single)
 
 
-def test_score_matches_recommend(fitted):
-    recs = fitted.recommend([5], n=4)
-    s = fitted.score(recs.user_id.to_numpy(), recs.item_id.to_numpy())
+def test_score_matches_recommend(model_fit):
+    recs = model_fit.recommend([5], n=4)
+    s = model_fit.score(recs.user_id.to_numpy(), recs.item_id.to_numpy())
     np.testing.assert_allclose(s, recs.score.to_numpy(), rtol=1e-6)
 
 
-def test_explain_probabilities_sum_to_one(fitted):
-    ex = fitted.explain(1, [10001, 10002, 10003], hdi_prob=0.8)
+def test_explain_probabilities_sum_to_one(model_fit):
+    ex = model_fit.explain(1, [10001, 10002, 10003], hdi_prob=0.8)
     assert len(ex) == 3 * 3
     # the draws behind the medians sum to one over personas, draw by draw
-    draws = fitted.explain_draws(1, [10001, 10002, 10003])
+    draws = model_fit.explain_draws(1, [10001, 10002, 10003])
     np.testing.assert_allclose(draws.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(
         ex.persona_prob.to_numpy().reshape(3, 3), np.median(draws, axis=0).T, rtol=1e-5, atol=1e-7
@@ -144,17 +144,17 @@ def test_explain_probabilities_sum_to_one(fitted):
     assert (np.diff(prev) <= 1e-9).all()
 
 
-def test_explain_consistent_with_recommend(fitted):
-    recs = fitted.recommend([2], n=3)
-    ex = fitted.explain(2, recs.item_id.to_numpy(), hdi_prob=fitted.hdi_prob)
+def test_explain_consistent_with_recommend(model_fit):
+    recs = model_fit.recommend([2], n=3)
+    ex = model_fit.explain(2, recs.item_id.to_numpy(), hdi_prob=model_fit.hdi_prob)
     for row in recs.itertuples():
         e = ex[(ex.item_id == row.item_id) & (ex.persona == row.persona)].iloc[0]
         assert e.persona_prob == pytest.approx(row.persona_prob, rel=1e-5)
         assert e.persona_prob_low == pytest.approx(row.persona_prob_low, rel=1e-5)
 
 
-def test_personas_frame(fitted):
-    p = fitted.personas(1, n_items=4)
+def test_personas_frame(model_fit):
+    p = model_fit.personas(1, n_items=4)
     assert list(p.persona) == [0, 1, 2]
     assert ((p.prevalence_low <= p.prevalence) & (p.prevalence <= p.prevalence_high)).all()
     assert (np.diff(p.prevalence.to_numpy()) <= 1e-9).all()  # persona 0 = largest median
@@ -163,42 +163,42 @@ def test_personas_frame(fitted):
     assert len(p.top_categories[0]) >= 1  # planted items carry categories
 
 
-def test_sample_posterior_shapes(fitted):
-    s = fitted.sample_posterior(num_samples=6, users=[1, 2])
-    assert s["item_factors"].shape == (6, len(fitted.item_vocab_), 8)
+def test_sample_posterior_shapes(model_fit):
+    s = model_fit.sample_posterior(num_samples=6, users=[1, 2])
+    assert s["item_factors"].shape == (6, len(model_fit.item_vocab_), 8)
     assert s["persona_factors"].shape == (6, 2, 3, 8)
     np.testing.assert_allclose(s["prevalence"].sum(-1), 1.0, atol=1e-5)
     assert (np.diff(s["prevalence"].mean(0), axis=-1) <= 1e-6).all()
 
 
-def test_log_predictive_matches_probability(fitted, planted):
-    data, _ = planted
-    rows = data.ratings.head(20)
-    lp = fitted.log_predictive(rows)
+def test_log_predictive_matches_probability(model_fit, synthetic_world):
+    small_world, _ = synthetic_world
+    rows = small_world.ratings.head(20)
+    lp = model_fit.log_predictive(rows)
     assert lp.shape == (20,) and np.isfinite(lp).all() and (lp < 0).all()
-    np.testing.assert_allclose(np.exp(lp), fitted.score(rows.user_id, rows.item_id), rtol=1e-5)
+    np.testing.assert_allclose(np.exp(lp), model_fit.score(rows.user_id, rows.item_id), rtol=1e-5)
 
 
-def test_single_persona_is_matrix_factorisation(planted):
-    data, _ = planted
-    m = small(n_personas=1, max_epochs=3).fit(data)
+def test_single_persona_is_matrix_factorisation(synthetic_world):
+    small_world, _ = synthetic_world
+    m = small(n_personas=1, max_epochs=3).fit(small_world)
     recs = m.recommend([1], n=3)
     assert (recs.persona == 0).all()
     np.testing.assert_allclose(recs.persona_prob, 1.0)
 
 
-def test_lowrank_guide_and_sampled_softmax(planted):
-    data, _ = planted
-    m = small(guide="lowrank", n_negatives=40, max_epochs=3).fit(data)
+def test_lowrank_guide_and_sampled_softmax(synthetic_world):
+    small_world, _ = synthetic_world
+    m = small(guide="lowrank", n_negatives=40, max_epochs=3).fit(small_world)
     assert m.n_negatives_ == 40
     recs = m.recommend([1], n=3)
     assert len(recs) == 3 and np.isfinite(recs.score).all()
 
 
 def test_explicit_feedback():
-    data, _ = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, interactions_per_user=(10, 30), seed=1)
+    small_world, _ = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, interactions_per_user=(10, 30), seed=1)
     rng = np.random.default_rng(0)
-    ratings = data.ratings.assign(rating=rng.integers(1, 6, size=len(data.ratings)).astype(float))
+    ratings = small_world.ratings.assign(rating=rng.integers(1, 6, size=len(small_world.ratings)).astype(float))
     m = small(feedback="explicit", max_epochs=3).fit(ratings)
     s = m.score([1, 2], [10001, 10002])
     assert np.isfinite(s).all() and (s > -5).all() and (s < 10).all()
@@ -206,144 +206,144 @@ def test_explicit_feedback():
     assert np.isfinite(lp).all()
 
 
-def test_explicit_needs_rating(planted):
-    data, _ = planted
+def test_explicit_needs_rating(synthetic_world):
+    small_world, _ = synthetic_world
     with pytest.raises(bp.DataValidationError, match="rating"):
-        small(feedback="explicit").fit(data)
+        small(feedback="explicit").fit(small_world)
 
 
-def test_save_load_identical(tmp_path, fitted):
+def test_save_load_identical(tmp_path, model_fit):
     path = tmp_path / "m.pt"
-    fitted.save(path)
+    model_fit.save(path)
     loaded = bp.PersonaRecommender.load(path)
-    pd.testing.assert_frame_equal(fitted.recommend([1, 2], n=5), loaded.recommend([1, 2], n=5))
-    pd.testing.assert_frame_equal(fitted.explain(3, [10001]), loaded.explain(3, [10001]))
+    pd.testing.assert_frame_equal(model_fit.recommend([1, 2], n=5), loaded.recommend([1, 2], n=5))
+    pd.testing.assert_frame_equal(model_fit.explain(3, [10001]), loaded.explain(3, [10001]))
 
 
-def test_repr_says_whether_the_model_is_fitted(fitted):
+def test_repr_says_whether_the_model_is_fitted(model_fit):
     assert repr(bp.PersonaRecommender()).endswith("; not fitted)")
-    assert repr(fitted).endswith("; fitted)")
+    assert repr(model_fit).endswith("; fitted)")
 
 
-def test_a_short_fit_warns_that_it_has_not_converged_and_says_so(data):
+def test_a_short_fit_warns_that_it_has_not_converged_and_says_so(small_world):
     with pytest.warns(bp.ConvergenceWarning, match="still rising"):
-        model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=20, progress=False).fit(data)
+        model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=20, progress=False).fit(small_world)
     assert model.converged_ is False
 
 
-def test_implicit_fit_on_rated_data_warns_that_ratings_are_ignored(data):
-    rated = data.ratings.assign(rating=np.resize([1.0, 5.0], len(data.ratings)))
+def test_implicit_fit_on_rated_data_warns_that_ratings_are_ignored(small_world):
+    rated = small_world.ratings.assign(rating=np.resize([1.0, 5.0], len(small_world.ratings)))
     with pytest.warns(UserWarning, match="binarize"):
         bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False).fit(rated)
 
 
-def test_fit_uses_its_own_thread_count_and_restores_torch_s(data, monkeypatch):
+def test_fit_uses_its_own_thread_count_and_restores_torch_s(small_world, monkeypatch):
     seen = []
     real = bp.fitting.run_svi  # fit runs SVI through bayes_persona.persona.fitting
     monkeypatch.setattr(bp.fitting, "run_svi", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False, n_threads=1).fit(data)
+        bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False, n_threads=1).fit(small_world)
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
-def test_a_model_with_non_finite_parameters_refuses_to_answer(data):
-    model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False).fit(data)
+def test_a_model_with_non_finite_parameters_refuses_to_answer(small_world):
+    model = bp.PersonaRecommender(n_personas=2, n_factors=4, max_epochs=1, progress=False).fit(small_world)
     with torch.no_grad():
         model.guide_.item_loc[0, 0] = float("nan")
     model._cache = {}
-    user = data.ratings["user_id"].iloc[0]
-    for call in (lambda: model.recommend([user]), lambda: model.score([user], [data.ratings["item_id"].iloc[0]])):
+    user = small_world.ratings["user_id"].iloc[0]
+    for call in (lambda: model.recommend([user]), lambda: model.score([user], [small_world.ratings["item_id"].iloc[0]])):
         with pytest.raises(bp.ModelFitError, match="not all finite"):
             call()
 
 
-def test_ratings_beyond_float32_range_are_refused_before_fitting(data):
-    rated = data.ratings.assign(rating=1.0)
+def test_ratings_beyond_float32_range_are_refused_before_fitting(small_world):
+    rated = small_world.ratings.assign(rating=1.0)
     rated.loc[rated.index[0], "rating"] = 1e300
     with pytest.raises(bp.DataValidationError, match="rating"):
         bp.PersonaRecommender(feedback="explicit", max_epochs=1, progress=False).fit(rated)
 
 
-def test_hdi_prob_travels(fitted):
+def test_hdi_prob_travels(model_fit):
     """explain, personas and recommend use the model's hdi_prob unless told otherwise."""
     user, items = 2, [10001, 10002, 10003]
-    old = fitted.hdi_prob
+    old = model_fit.hdi_prob
     try:
-        fitted.set_params(hdi_prob=0.5)
-        narrow = fitted.explain(user, items)
-        np.testing.assert_allclose(narrow.persona_prob_low, fitted.explain(user, items, hdi_prob=0.5).persona_prob_low)
-        p_narrow = fitted.personas(user)
-        fitted.set_params(hdi_prob=0.95)
-        wide = fitted.explain(user, items)
-        p_wide = fitted.personas(user)
+        model_fit.set_params(hdi_prob=0.5)
+        narrow = model_fit.explain(user, items)
+        np.testing.assert_allclose(narrow.persona_prob_low, model_fit.explain(user, items, hdi_prob=0.5).persona_prob_low)
+        p_narrow = model_fit.personas(user)
+        model_fit.set_params(hdi_prob=0.95)
+        wide = model_fit.explain(user, items)
+        p_wide = model_fit.personas(user)
     finally:
-        fitted.set_params(hdi_prob=old)
+        model_fit.set_params(hdi_prob=old)
     width = lambda f, c: (f[f"{c}_high"] - f[f"{c}_low"]).to_numpy()  # noqa: E731
     assert (width(narrow, "persona_prob") <= width(wide, "persona_prob") + 1e-12).all()
     assert width(narrow, "persona_prob").sum() < width(wide, "persona_prob").sum()
     assert width(p_narrow, "prevalence").sum() < width(p_wide, "prevalence").sum()
 
 
-def test_titles_travel_with_the_model(fitted, planted, tmp_path):
+def test_titles_travel_with_the_model(model_fit, synthetic_world, tmp_path):
     """Titles of the items table are stored in the model (and its file) and shown by
     recommend, explain and personas."""
-    data, _ = planted
-    title = dict(zip(data.items["item_id"], data.items["title"], strict=True))
-    recs = fitted.recommend([1], n=3)
+    small_world, _ = synthetic_world
+    title = dict(zip(small_world.items["item_id"], small_world.items["title"], strict=True))
+    recs = model_fit.recommend([1], n=3)
     assert recs["title"].tolist() == [title[i] for i in recs["item_id"]]
-    ex = fitted.explain(1, recs["item_id"].tolist())
+    ex = model_fit.explain(1, recs["item_id"].tolist())
     assert ex["title"].tolist() == [title[i] for i in ex["item_id"]]
-    p = fitted.personas([1, 2], n_items=2)
+    p = model_fit.personas([1, 2], n_items=2)
     assert p["top_titles"].tolist() == [[title[i] for i in t] for t in p["top_items"]]
-    fitted.save(tmp_path / "m.pt")
+    model_fit.save(tmp_path / "m.pt")
     assert bp.PersonaRecommender.load(tmp_path / "m.pt").titles(recs["item_id"]) == recs["title"].tolist()
 
 
-def test_personas_of_several_users(fitted):
-    both = fitted.personas([1, 2], n_items=2)
+def test_personas_of_several_users(model_fit):
+    both = model_fit.personas([1, 2], n_items=2)
     assert both["user_id"].tolist() == [1] * 3 + [2] * 3
-    pd.testing.assert_frame_equal(both.iloc[3:].reset_index(drop=True), fitted.personas(2, n_items=2))
+    pd.testing.assert_frame_equal(both.iloc[3:].reset_index(drop=True), model_fit.personas(2, n_items=2))
     assert both["active"].tolist() == (both["prevalence"] > bp.posterior.ACTIVE_PREVALENCE).tolist()
 
 
-def test_summary_reports_fit_state_and_personas(fitted):
-    s = fitted.summary()
+def test_summary_reports_fit_state_and_personas(model_fit):
+    s = model_fit.summary()
     assert isinstance(s, bp.ModelSummary)
-    assert s.fit["n_steps"] == fitted.n_steps_ and s.fit["n_personas"] == 3
-    assert s.fit["converged"] == fitted.converged_
-    assert s.fit["final_elbo"] == pytest.approx(fitted.elbo_[-3:].mean())  # 80 users / 32 = 3 steps
-    assert len(s.personas) == len(fitted.user_vocab_)
+    assert s.fit["n_steps"] == model_fit.n_steps_ and s.fit["n_personas"] == 3
+    assert s.fit["converged"] == model_fit.converged_
+    assert s.fit["final_elbo"] == pytest.approx(model_fit.elbo_[-3:].mean())  # 80 users / 32 = 3 steps
+    assert len(s.personas) == len(model_fit.user_vocab_)
     prev = s.personas[["prevalence_0", "prevalence_1", "prevalence_2"]].to_numpy()
     assert (np.diff(prev, axis=1) <= 1e-12).all()
     # the same medians and the same "active" rule as personas()
-    p = fitted.personas(2)
+    p = model_fit.personas(2)
     row = s.personas[s.personas.user_id == 2].iloc[0]
     np.testing.assert_allclose(prev[s.personas.user_id == 2][0], p.prevalence.to_numpy(), rtol=1e-6)
     assert row.n_active == int(p.active.sum())
     text = repr(s)
     assert "NOT converged" in text or "converged" in text
     assert "users by number of active personas" in text and "<table" in s._repr_html_()
-    assert len(fitted.summary(users=[1, 2]).personas) == 2
+    assert len(model_fit.summary(users=[1, 2]).personas) == 2
 
 
-def test_posterior_object_is_the_public_home_of_the_draws(fitted):
+def test_posterior_object_is_the_public_home_of_the_draws(model_fit):
     """model.posterior_ gives the draws behind every output; before fit it raises."""
     with pytest.raises(bp.NotFittedError):
         bp.PersonaRecommender().posterior_  # noqa: B018
-    post = fitted.posterior_
+    post = model_fit.posterior_
     ids, u = post.encode_users([2])
-    items = fitted.item_vocab_.encode(np.asarray([10001, 10002], dtype=object))
+    items = model_fit.item_vocab_.encode(np.asarray([10001, 10002], dtype=object))
     draws, order, prevalence = post.explanation_draws(u, items)
-    assert draws.shape == (fitted.n_draws, 1, 3, 2) and prevalence.shape == (fitted.n_draws, 1, 3)
+    assert draws.shape == (model_fit.n_draws, 1, 3, 2) and prevalence.shape == (model_fit.n_draws, 1, 3)
     np.testing.assert_allclose(
-        draws[:, 0][:, order[0]].numpy(), fitted.explain_draws(2, [10001, 10002]), rtol=1e-6
+        draws[:, 0][:, order[0]].numpy(), model_fit.explain_draws(2, [10001, 10002]), rtol=1e-6
     )
-    assert post.interval_prob(None) == fitted.hdi_prob and post.interval_prob(0.5) == 0.5
-    assert post.chunk_size(fitted.n_draws) >= 1
+    assert post.interval_prob(None) == model_fit.hdi_prob and post.interval_prob(0.5) == 0.5
+    assert post.chunk_size(model_fit.n_draws) >= 1
 
 
 def test_importance_diagnostics_tell_a_reweightable_guide_from_a_broken_one() -> None:
@@ -353,12 +353,12 @@ def test_importance_diagnostics_tell_a_reweightable_guide_from_a_broken_one() ->
     tell these apart)."""
     import torch
 
-    data, _ = bp.make_synthetic(n_users=60, n_items=80, n_tastes=3, seed=0)
+    small_world, _ = bp.make_synthetic(n_users=60, n_items=80, n_tastes=3, seed=0)
     model = bp.PersonaRecommender(n_personas=1, n_factors=2, max_epochs=300, n_draws=400, progress=False)
-    model.fit(data)
+    model.fit(small_world)
     diag = model.importance_diagnostics()
     assert list(diag.columns) == ["user_id", "k_hat", "ess", "reliable"]
-    assert len(diag) == 60 and diag["user_id"].tolist() == sorted(data.ratings["user_id"].unique().tolist())
+    assert len(diag) == 60 and diag["user_id"].tolist() == sorted(small_world.ratings["user_id"].unique().tolist())
     assert diag["reliable"].mean() >= 0.8 and diag["k_hat"].median() < 0.6
     assert (diag["ess"] > 1).all() and (diag["ess"] <= 400).all()
     one = model.importance_diagnostics([diag["user_id"].iloc[3]])

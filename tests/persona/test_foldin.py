@@ -21,7 +21,7 @@ PARAMS = dict(
 
 
 @pytest.fixture(scope="module")
-def world():
+def foldin_world():
     """A model fitted with the held-out users and one fitted without them."""
     data, _ = bp.make_synthetic(n_users=150, n_items=200, n_tastes=4, seed=3)
     ratings = data.ratings
@@ -34,8 +34,8 @@ def world():
     return ratings, held, full, without, folded
 
 
-def test_folded_recommendations_match_a_model_trained_with_the_user(world) -> None:
-    ratings, held, full, _, folded = world
+def test_folded_recommendations_match_a_model_trained_with_the_user(foldin_world) -> None:
+    ratings, held, full, _, folded = foldin_world
     a = full.recommend(held, n=10)
     b = folded.recommend(held, n=10)
     popular = ratings.groupby("item_id").size().sort_values(ascending=False, kind="stable").index
@@ -57,8 +57,8 @@ def test_folded_recommendations_match_a_model_trained_with_the_user(world) -> No
     assert min(rho) > 0.8, rho
 
 
-def test_folded_model_keeps_external_ids_and_explains(world) -> None:
-    _, held, _, without, folded = world
+def test_folded_model_keeps_external_ids_and_explains(foldin_world) -> None:
+    _, held, _, without, folded = foldin_world
     assert list(folded.user_vocab_.ids) == sorted(held)
     assert folded.item_vocab_ is without.item_vocab_
     recs = folded.recommend(held[0], n=5)
@@ -70,8 +70,8 @@ def test_folded_model_keeps_external_ids_and_explains(world) -> None:
     assert len(folded.personas(held[0])) == folded.n_personas
 
 
-def test_fold_in_shares_items_and_leaves_the_model_unchanged(world) -> None:
-    ratings, held, _, without, folded = world
+def test_fold_in_shares_items_and_leaves_the_model_unchanged(foldin_world) -> None:
+    ratings, held, _, without, folded = foldin_world
     assert folded.guide_.item_loc is without.guide_.item_loc  # shared, not copied
     q_fold, _ = folded.posterior_.item_draws(folded.n_draws)
     q_orig, _ = without.posterior_.item_draws(without.n_draws)
@@ -83,22 +83,22 @@ def test_fold_in_shares_items_and_leaves_the_model_unchanged(world) -> None:
     pd.testing.assert_frame_equal(without.recommend(other, n=5), before)
 
 
-def test_unknown_items_are_named(world) -> None:
-    _, _, _, without, _ = world
+def test_unknown_items_are_named(foldin_world) -> None:
+    _, _, _, without, _ = foldin_world
     history = pd.DataFrame({"user_id": [9999, 9999, 9999], "item_id": [10001, 777777, 888888]})
     with pytest.raises(bp.UnknownIdError, match=r"777777.*888888"):
         without.fold_in(history, n_steps=2)
 
 
-def test_known_user_is_refused(world) -> None:
-    ratings, _, _, without, _ = world
+def test_known_user_is_refused(foldin_world) -> None:
+    ratings, _, _, without, _ = foldin_world
     known = int(without.user_vocab_.ids[0])
     with pytest.raises(bp.DataValidationError, match=f"already in the model.*{known}"):
         without.fold_in(ratings[ratings["user_id"] == known], n_steps=2)
 
 
-def test_fold_in_save_load_round_trip(world, tmp_path) -> None:
-    _, held, _, _, folded = world
+def test_fold_in_save_load_round_trip(foldin_world, tmp_path) -> None:
+    _, held, _, _, folded = foldin_world
     folded.save(tmp_path / "folded.pt")
     back = bp.PersonaRecommender.load(tmp_path / "folded.pt")
     pd.testing.assert_frame_equal(back.recommend(held, n=5), folded.recommend(held, n=5))

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def planted():
+def recovery_world():
     size = pick(
         dict(n_users=300, n_items=600, n_tastes=6),
         dict(n_users=500, n_items=800, n_tastes=6),
@@ -33,8 +33,8 @@ def planted():
 
 
 @pytest.fixture(scope="module")
-def recovered(planted):
-    data, truth = planted
+def recovered(recovery_world):
+    data, truth = recovery_world
     # The demo's settings (bayes_persona.demo.DEMO_MODEL: four personas, minibatches of 64
     # at learning rate 0.01, persona prototypes, item scale 2, 300 epochs); half the budget
     # at smoke size.
@@ -87,10 +87,10 @@ def test_multi_taste_users_get_several_personas(recovered):
     assert found.loc[1] < found.loc[2] < found.loc[3]
 
 
-def test_k4_beats_k1_held_out(planted):
+def test_k4_beats_k1_held_out(recovery_world):
     """Each K is fitted with early stopping on a validation split cut from train (the fit
     keeps its best parameters); then both are scored on the same test pairs."""
-    data, _ = planted
+    data, _ = recovery_world
     split = bp.random_holdout(data, 0.2, seed=1)
     inner = bp.random_holdout(split.train, 0.1, seed=2)
     test = split.test.ratings

@@ -21,7 +21,7 @@ from bayes_persona.cli import main
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ["demo", "fit", "recommend", "explain", "personas", "evaluate", "report"]
 TINY = [
     "--synthetic",
@@ -46,7 +46,7 @@ def _error_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> Path:
+def fit_run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fit") / "run"
     assert main(["fit", *TINY, "--out", str(out)]) == 0
     return out
@@ -80,15 +80,15 @@ def test_no_command_is_a_usage_error(capsys):
 
 
 # --------------------------------------------------------------------------- fit and use
-def test_fit_writes_model_config_and_elbo(fitted):
-    assert {p.name for p in fitted.iterdir()} >= {"model.pt", "config.json", "elbo.csv"}
-    config = json.loads((fitted / "config.json").read_text())
+def test_fit_writes_model_config_and_elbo(fit_run_dir):
+    assert {p.name for p in fit_run_dir.iterdir()} >= {"model.pt", "config.json", "elbo.csv"}
+    config = json.loads((fit_run_dir / "config.json").read_text())
     assert config["model"]["max_epochs"] == 3 and config["model"]["n_factors"] == 4
     assert config["data"]["source"] == "synthetic" and config["data"]["n_users"] == 30
-    elbo = pd.read_csv(fitted / "elbo.csv")
+    elbo = pd.read_csv(fit_run_dir / "elbo.csv")
     assert list(elbo.columns) == ["step", "elbo"]
     assert len(elbo) == config["fit"]["n_steps"] > 0
-    model = bp.PersonaRecommender.load(fitted / "model.pt")
+    model = bp.PersonaRecommender.load(fit_run_dir / "model.pt")
     assert len(model.elbo_) == len(elbo)
 
 
@@ -101,16 +101,16 @@ def test_fit_passes_the_prior_options(tmp_path, capsys):
     assert "non-negative integer" in capsys.readouterr().err
 
 
-def test_recommend_table(fitted, capsys):
-    assert main(["recommend", "--model", str(fitted), "--user", "1", "--n", "4"]) == 0
+def test_recommend_table(fit_run_dir, capsys):
+    assert main(["recommend", "--model", str(fit_run_dir), "--user", "1", "--n", "4"]) == 0
     out = capsys.readouterr().out
     assert "persona" in out and "90% interval" in out
     assert len([ln for ln in out.splitlines() if ln.strip()]) == 1 + 1 + 4  # title, header, rows
 
 
-def test_recommend_json_and_csv_agree(fitted, capsys):
+def test_recommend_json_and_csv_agree(fit_run_dir, capsys):
     assert (
-        main(["recommend", "--model", str(fitted), "--user", "2", "--n", "3", "--format", "json"])
+        main(["recommend", "--model", str(fit_run_dir), "--user", "2", "--n", "3", "--format", "json"])
         == 0
     )
     records = json.loads(capsys.readouterr().out)
@@ -134,7 +134,7 @@ def test_recommend_json_and_csv_agree(fitted, capsys):
             [
                 "recommend",
                 "--model",
-                str(fitted / "model.pt"),
+                str(fit_run_dir / "model.pt"),
                 "--user",
                 "2",
                 "--n",
@@ -149,15 +149,15 @@ def test_recommend_json_and_csv_agree(fitted, capsys):
     assert frame["item_id"].tolist() == [r["item_id"] for r in records]
 
 
-def test_explain(fitted, capsys):
-    model = bp.PersonaRecommender.load(fitted / "model.pt")
+def test_explain(fit_run_dir, capsys):
+    model = bp.PersonaRecommender.load(fit_run_dir / "model.pt")
     items = [str(i) for i in model.item_vocab_.ids[:2]]
     assert (
         main(
             [
                 "explain",
                 "--model",
-                str(fitted),
+                str(fit_run_dir),
                 "--user",
                 "1",
                 "--item",
@@ -174,19 +174,19 @@ def test_explain(fitted, capsys):
     assert len(rows) == 2 * model.n_personas
     assert rows["persona_prob"].between(rows["persona_prob_low"], rows["persona_prob_high"]).all()
     assert rows.groupby("item_id")["persona_prob"].sum().between(0.0, 1.0 + 1e-6).all()
-    assert main(["explain", "--model", str(fitted), "--user", "1", "--item", *items]) == 0
+    assert main(["explain", "--model", str(fit_run_dir), "--user", "1", "--item", *items]) == 0
     assert "P(persona | user, item)" in capsys.readouterr().out
 
 
-def test_personas(fitted, capsys):
-    assert main(["personas", "--model", str(fitted), "--user", "3", "--format", "csv"]) == 0
+def test_personas(fit_run_dir, capsys):
+    assert main(["personas", "--model", str(fit_run_dir), "--user", "3", "--format", "csv"]) == 0
     frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
     assert {"persona", "prevalence", "prevalence_low", "prevalence_high"} <= set(frame.columns)
 
 
-def test_report_is_self_contained(fitted, tmp_path, capsys):
+def test_report_is_self_contained(fit_run_dir, tmp_path, capsys):
     out = tmp_path / "report.html"
-    assert main(["report", "--model", str(fitted), "--out", str(out), "--n-users", "2", "-q"]) == 0
+    assert main(["report", "--model", str(fit_run_dir), "--out", str(out), "--n-users", "2", "-q"]) == 0
     assert "omitted" not in capsys.readouterr().out
     text = out.read_text()
     assert text.startswith("<!DOCTYPE html>")
@@ -206,7 +206,7 @@ def _fake_plotting(monkeypatch, **functions):
     monkeypatch.setattr(bayes_persona.diagnostics, "plotting", module, raising=False)
 
 
-def test_report_accepts_alternative_plot_names(fitted, tmp_path, monkeypatch):
+def test_report_accepts_alternative_plot_names(fit_run_dir, tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +229,7 @@ def test_report_accepts_alternative_plot_names(fitted, tmp_path, monkeypatch):
         persona_map=figure("persona_map"),
         explanation_forest=figure("explanation_forest"),
     )
-    model = bp.PersonaRecommender.load(fitted / "model.pt")
+    model = bp.PersonaRecommender.load(fit_run_dir / "model.pt")
     out = tmp_path / "r.html"
     omitted = cli.write_report(model, out, users=[1, 2])
     assert omitted == []
@@ -238,12 +238,12 @@ def test_report_accepts_alternative_plot_names(fitted, tmp_path, monkeypatch):
     assert out.read_text().count("data:image/png;base64,") == 1 + 2 * 2
 
 
-def test_report_omits_missing_or_failing_plots(fitted, tmp_path, monkeypatch, caplog):
+def test_report_omits_missing_or_failing_plots(fit_run_dir, tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise ValueError("cannot draw")
 
     _fake_plotting(monkeypatch, explanation_forest=broken)
-    model = bp.PersonaRecommender.load(fitted / "model.pt")
+    model = bp.PersonaRecommender.load(fit_run_dir / "model.pt")
     out = tmp_path / "r.html"
     with caplog.at_level("WARNING", logger="bayes_persona.cli"):
         omitted = cli.write_report(model, out, users=[1])
@@ -332,45 +332,45 @@ def test_missing_model_exits_2(tmp_path, capsys):
     assert err.startswith("bayes-persona: error: --model: no saved model") and err.count("\n") == 1
 
 
-def test_unknown_user_exits_2(fitted, capsys):
-    assert main(["recommend", "--model", str(fitted), "--user", "987654"]) == 2
+def test_unknown_user_exits_2(fit_run_dir, capsys):
+    assert main(["recommend", "--model", str(fit_run_dir), "--user", "987654"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "987654" in _error_line(err) and "Traceback" not in err
 
 
-def test_non_integer_id_for_int_model_exits_2(fitted, capsys):
-    assert main(["explain", "--model", str(fitted), "--user", "1", "--item", "abc"]) == 2
+def test_non_integer_id_for_int_model_exits_2(fit_run_dir, capsys):
+    assert main(["explain", "--model", str(fit_run_dir), "--user", "1", "--item", "abc"]) == 2
     assert "not an integer" in _error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("text", ["1_0", "\u0661", " 1", "+1", "1.0"])
-def test_integer_ids_are_ascii_digits_only(fitted, capsys, text):
+def test_integer_ids_are_ascii_digits_only(fit_run_dir, capsys, text):
     """int() would read '1_0' as 10 and an Arabic-Indic one as 1: another user than typed."""
-    assert main(["recommend", "--model", str(fitted), "--user", text]) == 2
+    assert main(["recommend", "--model", str(fit_run_dir), "--user", text]) == 2
     assert "not an integer" in _error_line(capsys.readouterr().err)
 
 
-def test_debug_shows_traceback(fitted, capsys):
-    assert main(["recommend", "--model", str(fitted), "--user", "987654", "--debug"]) == 2
+def test_debug_shows_traceback(fit_run_dir, capsys):
+    assert main(["recommend", "--model", str(fit_run_dir), "--user", "987654", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
     assert _error_line(err).startswith("bayes-persona: error: ")
 
 
-def test_runtime_error_exits_1(fitted, capsys, monkeypatch):
+def test_runtime_error_exits_1(fit_run_dir, capsys, monkeypatch):
     def boom(self, *args, **kwargs):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(bp.PersonaRecommender, "recommend", boom)
-    assert main(["recommend", "--model", str(fitted), "--user", "1"]) == 1
+    assert main(["recommend", "--model", str(fit_run_dir), "--user", "1"]) == 1
     err = capsys.readouterr().err
     assert err == "bayes-persona: error: RuntimeError: simulated failure\n"
 
 
-def test_threads_option_sets_torch_threads(fitted, capsys):
+def test_threads_option_sets_torch_threads(fit_run_dir, capsys):
     before = torch.get_num_threads()
     try:
-        assert main(["recommend", "--model", str(fitted), "--user", "1", "--threads", "2"]) == 0
+        assert main(["recommend", "--model", str(fit_run_dir), "--user", "1", "--threads", "2"]) == 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -78,15 +78,15 @@ def child(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data() -> bp.Dataset:
-    data, _ = bp.make_synthetic(**DATA_KW)
-    return data
+def checkpoint_world() -> bp.Dataset:
+    checkpoint_world, _ = bp.make_synthetic(**DATA_KW)
+    return checkpoint_world
 
 
 @pytest.fixture(scope="module")
-def reference(data) -> bp.PersonaRecommender:
+def reference(checkpoint_world) -> bp.PersonaRecommender:
     """The uninterrupted fit, no checkpoints."""
-    return bp.PersonaRecommender(**KW).fit(data)
+    return bp.PersonaRecommender(**KW).fit(checkpoint_world)
 
 
 def _assert_same_fit(a: bp.PersonaRecommender, b: bp.PersonaRecommender) -> None:
@@ -104,7 +104,7 @@ def _checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["state"]["step"])
 
 
-def _interrupted_fit(data, ckpt_dir: Path, stop_after: int, monkeypatch, **fit_kw) -> None:
+def _interrupted_fit(checkpoint_world, ckpt_dir: Path, stop_after: int, monkeypatch, **fit_kw) -> None:
     """Fit until the ``stop_after``-th checkpoint is written, then interrupt (in-process)."""
     real = inference.atomic_torch_save
     written = {"n": 0}
@@ -119,37 +119,37 @@ def _interrupted_fit(data, ckpt_dir: Path, stop_after: int, monkeypatch, **fit_k
     model = bp.PersonaRecommender(**KW)
     with pytest.raises(KeyboardInterrupt):
         model.fit(
-            data, checkpoint_dir=ckpt_dir, checkpoint_every=fit_kw.pop("every", EVERY), **fit_kw
+            checkpoint_world, checkpoint_dir=ckpt_dir, checkpoint_every=fit_kw.pop("every", EVERY), **fit_kw
         )
     monkeypatch.setattr(inference, "atomic_torch_save", real)
     with pytest.raises(bp.NotFittedError):  # an interrupted fit leaves no half-fitted model
-        model.recommend(data.ratings["user_id"].iloc[0])
+        model.recommend(checkpoint_world.ratings["user_id"].iloc[0])
 
 
-def test_resume_mid_epoch(data, reference, tmp_path, monkeypatch) -> None:
+def test_resume_mid_epoch(checkpoint_world, reference, tmp_path, monkeypatch) -> None:
     """checkpoint_every=5 is not a multiple of the 2-step epoch."""
-    _interrupted_fit(data, tmp_path, stop_after=3, monkeypatch=monkeypatch, every=5)
+    _interrupted_fit(checkpoint_world, tmp_path, stop_after=3, monkeypatch=monkeypatch, every=5)
     assert _checkpoint_step(tmp_path / inference.CHECKPOINT_NAME) == 15
     resumed = bp.PersonaRecommender(**KW).fit(
-        data, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True
+        checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=5, resume=True
     )
     _assert_same_fit(resumed, reference)
 
 
-def test_resume_after_finished_run_does_not_train_more(data, reference, tmp_path) -> None:
+def test_resume_after_finished_run_does_not_train_more(checkpoint_world, reference, tmp_path) -> None:
     """The final (early-stop) checkpoint is the end of the run: resuming from it (e.g. after
     a kill between that write and fit's return) gives the same model, no extra steps."""
-    first = bp.PersonaRecommender(**KW).fit(data, checkpoint_dir=tmp_path, checkpoint_every=EVERY)
+    first = bp.PersonaRecommender(**KW).fit(checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=EVERY)
     _assert_same_fit(first, reference)
     assert reference.stopped_early_, "KW should make this fit stop early"
     again = bp.PersonaRecommender(**KW).fit(
-        data, checkpoint_dir=tmp_path, checkpoint_every=EVERY, resume=True
+        checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=EVERY, resume=True
     )
     _assert_same_fit(again, reference)
 
 
-def test_resume_with_validation_keeps_best_state(data, tmp_path, monkeypatch) -> None:
-    split = bp.random_holdout(data, seed=0)
+def test_resume_with_validation_keeps_best_state(checkpoint_world, tmp_path, monkeypatch) -> None:
+    split = bp.random_holdout(checkpoint_world, seed=0)
     kw = {**KW, "max_epochs": 8}
     ref = bp.PersonaRecommender(**kw).fit(split.train, validation=split.test)
     real = inference.atomic_torch_save
@@ -174,16 +174,16 @@ def test_resume_with_validation_keeps_best_state(data, tmp_path, monkeypatch) ->
     assert resumed.validation_ == ref.validation_
 
 
-def test_resume_without_checkpoint_starts_fresh(data, reference, tmp_path) -> None:
+def test_resume_without_checkpoint_starts_fresh(checkpoint_world, reference, tmp_path) -> None:
     model = bp.PersonaRecommender(**KW).fit(
-        data, checkpoint_dir=tmp_path / "empty", checkpoint_every=EVERY, resume=True
+        checkpoint_world, checkpoint_dir=tmp_path / "empty", checkpoint_every=EVERY, resume=True
     )
     _assert_same_fit(model, reference)
 
 
-def test_resume_false_ignores_old_checkpoint(data, reference, tmp_path, monkeypatch) -> None:
-    _interrupted_fit(data, tmp_path, stop_after=2, monkeypatch=monkeypatch)
-    model = bp.PersonaRecommender(**KW).fit(data, checkpoint_dir=tmp_path, checkpoint_every=EVERY)
+def test_resume_false_ignores_old_checkpoint(checkpoint_world, reference, tmp_path, monkeypatch) -> None:
+    _interrupted_fit(checkpoint_world, tmp_path, stop_after=2, monkeypatch=monkeypatch)
+    model = bp.PersonaRecommender(**KW).fit(checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=EVERY)
     _assert_same_fit(model, reference)
 
 
@@ -191,49 +191,49 @@ def test_resume_false_ignores_old_checkpoint(data, reference, tmp_path, monkeypa
 
 
 @pytest.fixture()
-def small_checkpoint(data, tmp_path) -> Path:
+def small_checkpoint(checkpoint_world, tmp_path) -> Path:
     bp.PersonaRecommender(**{**KW, "max_epochs": 1}).fit(
-        data, checkpoint_dir=tmp_path, checkpoint_every=1
+        checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=1
     )
     return tmp_path
 
 
-def _refused(data, ckpt_dir: Path, **kw) -> SaveFormatError:
+def _refused(checkpoint_world, ckpt_dir: Path, **kw) -> SaveFormatError:
     model = bp.PersonaRecommender(**{**KW, "max_epochs": 1, **kw})
     with pytest.raises(SaveFormatError) as info:
-        model.fit(data, checkpoint_dir=ckpt_dir, checkpoint_every=1, resume=True)
+        model.fit(checkpoint_world, checkpoint_dir=ckpt_dir, checkpoint_every=1, resume=True)
     assert isinstance(info.value, BayesPersonaError)
     with pytest.raises(bp.NotFittedError):
-        model.recommend(data.ratings["user_id"].iloc[0])
+        model.recommend(checkpoint_world.ratings["user_id"].iloc[0])
     return info.value
 
 
 @pytest.mark.parametrize(
     "change", [{"n_factors": 4}, {"learning_rate": 0.123}, {"random_state": 9}]
 )
-def test_other_config_refused(data, small_checkpoint, change) -> None:
-    msg = str(_refused(data, small_checkpoint, **change))
+def test_other_config_refused(checkpoint_world, small_checkpoint, change) -> None:
+    msg = str(_refused(checkpoint_world, small_checkpoint, **change))
     assert "another model or data set" in msg
 
 
-def test_other_data_refused(data, small_checkpoint) -> None:
-    other = data.ratings.iloc[1:]  # one interaction fewer
+def test_other_data_refused(checkpoint_world, small_checkpoint) -> None:
+    other = checkpoint_world.ratings.iloc[1:]  # one interaction fewer
     model = bp.PersonaRecommender(**{**KW, "max_epochs": 1})
     with pytest.raises(SaveFormatError, match="another model or data set"):
         model.fit(other, checkpoint_dir=small_checkpoint, checkpoint_every=1, resume=True)
 
 
-def test_other_catalogue_refused(data, small_checkpoint) -> None:
+def test_other_catalogue_refused(checkpoint_world, small_checkpoint) -> None:
     """``fit(catalogue=...)`` changes the items the softmax runs over: part of the fingerprint."""
-    extra = np.concatenate([data.ratings["item_id"].unique(), [10**9]])
+    extra = np.concatenate([checkpoint_world.ratings["item_id"].unique(), [10**9]])
     model = bp.PersonaRecommender(**{**KW, "max_epochs": 1})
     with pytest.raises(SaveFormatError, match="another model or data set"):
-        model.fit(data, checkpoint_dir=small_checkpoint, checkpoint_every=1, resume=True, catalogue=extra)
+        model.fit(checkpoint_world, checkpoint_dir=small_checkpoint, checkpoint_every=1, resume=True, catalogue=extra)
 
 
-def test_other_ratings_refused_for_explicit_feedback(data, tmp_path) -> None:
+def test_other_ratings_refused_for_explicit_feedback(checkpoint_world, tmp_path) -> None:
     """Explicit feedback fits the rating values, so they are part of the fingerprint."""
-    rated = data.ratings.assign(rating=(np.arange(len(data.ratings)) % 5 + 1).astype(float))
+    rated = checkpoint_world.ratings.assign(rating=(np.arange(len(checkpoint_world.ratings)) % 5 + 1).astype(float))
     kw = {**KW, "max_epochs": 1, "feedback": "explicit"}
     bp.PersonaRecommender(**kw).fit(rated, checkpoint_dir=tmp_path, checkpoint_every=1)
     changed = rated.assign(rating=rated["rating"].where(rated.index != 0, 0.5))
@@ -245,38 +245,38 @@ def test_other_ratings_refused_for_explicit_feedback(data, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("frac", [0.0, 0.3, 0.9])
-def test_truncated_checkpoint_refused(data, small_checkpoint, frac) -> None:
+def test_truncated_checkpoint_refused(checkpoint_world, small_checkpoint, frac) -> None:
     path = small_checkpoint / inference.CHECKPOINT_NAME
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * frac)])
-    _refused(data, small_checkpoint)
+    _refused(checkpoint_world, small_checkpoint)
 
 
-def test_unknown_checkpoint_version_refused(data, small_checkpoint) -> None:
+def test_unknown_checkpoint_version_refused(checkpoint_world, small_checkpoint) -> None:
     path = small_checkpoint / inference.CHECKPOINT_NAME
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["version"] = inference.CHECKPOINT_VERSION + 1
     torch.save(state, path)
-    assert "unknown format" in str(_refused(data, small_checkpoint))
+    assert "unknown format" in str(_refused(checkpoint_world, small_checkpoint))
 
 
-def test_non_checkpoint_file_refused(data, tmp_path) -> None:
+def test_non_checkpoint_file_refused(checkpoint_world, tmp_path) -> None:
     torch.save([1, 2, 3], tmp_path / inference.CHECKPOINT_NAME)
-    _refused(data, tmp_path)
+    _refused(checkpoint_world, tmp_path)
 
 
-def test_checkpoint_every_validated(data, tmp_path) -> None:
+def test_checkpoint_every_validated(checkpoint_world, tmp_path) -> None:
     for bad, exc in (
         (0, bp.DataValidationError),
         (1.5, bp.DataTypeError),
         (True, bp.DataTypeError),
     ):
         with pytest.raises(exc, match="checkpoint_every"):
-            bp.PersonaRecommender(**KW).fit(data, checkpoint_dir=tmp_path, checkpoint_every=bad)
+            bp.PersonaRecommender(**KW).fit(checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=bad)
 
 
 # Last in the module, so that the child has warmed up while the tests above ran.
-def test_sigkill_then_resume_is_identical(child, data, reference, caplog) -> None:
+def test_sigkill_then_resume_is_identical(child, checkpoint_world, reference, caplog) -> None:
     proc, ckpt_dir = child
     ckpt = ckpt_dir / inference.CHECKPOINT_NAME
     ready = proc.stdout.readline()
@@ -305,7 +305,7 @@ def test_sigkill_then_resume_is_identical(child, data, reference, caplog) -> Non
 
     caplog.set_level(logging.INFO, logger="bayes_persona.svi.engine")
     resumed = bp.PersonaRecommender(**KW).fit(
-        data, checkpoint_dir=ckpt_dir, checkpoint_every=EVERY, resume=True
+        checkpoint_world, checkpoint_dir=ckpt_dir, checkpoint_every=EVERY, resume=True
     )
     assert f"at step {step}" in caplog.text  # it did resume, not restart
     _assert_same_fit(resumed, reference)
@@ -315,7 +315,7 @@ def test_sigkill_then_resume_is_identical(child, data, reference, caplog) -> Non
     )
 
 
-def test_bit_flipped_checkpoint_refused(data, small_checkpoint) -> None:
+def test_bit_flipped_checkpoint_refused(checkpoint_world, small_checkpoint) -> None:
     """A checkpoint carries a sha256 of its state: an edited value is refused, not resumed
     into another model (issue 18: 2 of 2 bit flips used to resume silently)."""
     path = small_checkpoint / inference.CHECKPOINT_NAME
@@ -324,10 +324,10 @@ def test_bit_flipped_checkpoint_refused(data, small_checkpoint) -> None:
     name = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
     sd[name].view(-1)[0] += 1e-3  # one value changed, digest left as it was
     torch.save(box, path)
-    assert "checksum mismatch" in str(_refused(data, small_checkpoint))
+    assert "checksum mismatch" in str(_refused(checkpoint_world, small_checkpoint))
 
 
-def test_nan_checkpoint_refused_with_its_own_message(data, small_checkpoint) -> None:
+def test_nan_checkpoint_refused_with_its_own_message(checkpoint_world, small_checkpoint) -> None:
     """A NaN-corrupted checkpoint (digest recomputed) is refused as a damaged file, not
     blamed on the learning rate."""
     path = small_checkpoint / inference.CHECKPOINT_NAME
@@ -336,16 +336,16 @@ def test_nan_checkpoint_refused_with_its_own_message(data, small_checkpoint) -> 
     name = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
     sd[name].view(-1)[0] = float("nan")
     inference.save_checkpoint(box["state"], path)
-    msg = str(_refused(data, small_checkpoint))
+    msg = str(_refused(checkpoint_world, small_checkpoint))
     assert "non-finite parameters" in msg and "learning_rate" not in msg
 
 
-def test_orphan_temporaries_removed_on_start(data, tmp_path) -> None:
+def test_orphan_temporaries_removed_on_start(checkpoint_world, tmp_path) -> None:
     """A kill during a checkpoint save leaves .checkpoint.pt.*.tmp; the next fit removes it."""
     orphan = tmp_path / f".{inference.CHECKPOINT_NAME}.abc123.tmp"
     orphan.write_bytes(b"half a checkpoint")
     other = tmp_path / "notes.tmp"  # not ours: left alone
     other.write_bytes(b"x")
-    bp.PersonaRecommender(**{**KW, "max_epochs": 1}).fit(data, checkpoint_dir=tmp_path, checkpoint_every=1)
+    bp.PersonaRecommender(**{**KW, "max_epochs": 1}).fit(checkpoint_world, checkpoint_dir=tmp_path, checkpoint_every=1)
     assert not orphan.exists() and other.exists()
     assert (tmp_path / inference.CHECKPOINT_NAME).exists()

@@ -17,13 +17,7 @@ from bayes_persona.exceptions import BayesPersonaError, ModelFitError
 from bayes_persona.persona.interactions import InteractionMatrix
 from bayes_persona.svi.engine import SVIConfig, run_svi
 
-
-@pytest.fixture(scope="module")
-def data() -> bp.Dataset:
-    data, _ = bp.make_synthetic(
-        n_users=60, n_items=120, n_tastes=4, interactions_per_user=(10, 40), seed=0
-    )
-    return data
+# `small_world` (60 users, 120 items, 4 tastes) comes from conftest.py.
 
 
 def _model(**kw) -> bp.PersonaRecommender:
@@ -47,25 +41,25 @@ def _step_of(msg: str) -> int:
 # ------------------------------------------------------------------- real model
 
 
-def test_huge_learning_rate_raises_model_fit_error(data) -> None:
+def test_huge_learning_rate_raises_model_fit_error(small_world) -> None:
     model = _model(learning_rate=1e30)
     with pytest.raises(ModelFitError) as info:
-        model.fit(data)
+        model.fit(small_world)
     assert isinstance(info.value, BayesPersonaError)
     _step_of(str(info.value))
     assert "learning_rate" in str(info.value)
     assert _all_finite(model)
     # The model is usable at its last good state: no raw errors, finite outputs.
-    recs = model.recommend(data.ratings["user_id"].iloc[:3], n=5)
+    recs = model.recommend(small_world.ratings["user_id"].iloc[:3], n=5)
     assert recs["score"].notna().all()
     assert (
-        model.explain(data.ratings["user_id"].iloc[0], model.item_vocab_.ids[:2])["persona_prob"]
+        model.explain(small_world.ratings["user_id"].iloc[0], model.item_vocab_.ids[:2])["persona_prob"]
         .notna()
         .all()
     )
 
 
-def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
+def test_poisoned_batch_stops_at_that_step(small_world, monkeypatch) -> None:
     """Batch weights turn NaN at step 5 (steps_per_epoch = 2): the error names step 5 and
     the parameters are exactly those after step 4, the last completed epoch."""
     model = _model(max_epochs=5, patience=0)
@@ -83,7 +77,7 @@ def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
 
     monkeypatch.setattr(InteractionMatrix, "sample_batch", poisoned)
     with pytest.raises(ModelFitError) as info:
-        model.fit(data)
+        model.fit(small_world)
     assert _step_of(str(info.value)) == 5
     assert "before step 4" in str(info.value)
     assert _all_finite(model)
@@ -93,11 +87,11 @@ def test_poisoned_batch_stops_at_that_step(data, monkeypatch) -> None:
     assert len(model.elbo_) == 5  # the history up to the failure is kept
 
 
-def test_refit_after_failure_works(data) -> None:
+def test_refit_after_failure_works(small_world) -> None:
     model = _model(learning_rate=1e30)
     with pytest.raises(ModelFitError):
-        model.fit(data)
-    model.set_params(learning_rate=0.05).fit(data)
+        model.fit(small_world)
+    model.set_params(learning_rate=0.05).fit(small_world)
     assert _all_finite(model)
     assert model.n_steps_ == 10
 
@@ -191,14 +185,14 @@ def test_engine_unrelated_value_error_is_not_masked() -> None:
     assert not isinstance(info.value, ModelFitError)
 
 
-def test_failed_fit_can_be_saved_and_loaded(data, tmp_path) -> None:
+def test_failed_fit_can_be_saved_and_loaded(small_world, tmp_path) -> None:
     model = _model(learning_rate=1e30)
     with pytest.raises(ModelFitError):
-        model.fit(data)
+        model.fit(small_world)
     assert len(model.elbo_) == model.n_steps_  # the steps run before the failure
     model.save(tmp_path / "m.pt")
     loaded = bp.PersonaRecommender.load(tmp_path / "m.pt")
-    u = data.ratings["user_id"].iloc[0]
+    u = small_world.ratings["user_id"].iloc[0]
     pd.testing.assert_frame_equal(loaded.recommend(u, n=3), model.recommend(u, n=3))
 
 
@@ -242,17 +236,17 @@ def test_engine_healthy_run_is_not_called_divergent() -> None:
     assert result.final_epoch_elbo >= result.best_epoch_elbo - 1e-3
 
 
-def test_too_large_learning_rate_warns_and_is_not_converged(data) -> None:
+def test_too_large_learning_rate_warns_and_is_not_converged(small_world) -> None:
     """learning_rate=1 keeps every value finite but leaves the ELBO far below its best: the
     fit warns (ConvergenceWarning naming the learning rate) and converged_ is False."""
     model = _model(learning_rate=1.0, max_epochs=15)
     with pytest.warns(bp.ConvergenceWarning, match="learning_rate=1 is likely too large"):
-        model.fit(data)
+        model.fit(small_world)
     assert model.converged_ is False
     ok = _model(learning_rate=0.01, max_epochs=15)
     import warnings
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        ok.fit(data)
+        ok.fit(small_world)
     assert not any("drifted" in str(w.message) for w in seen)

@@ -225,12 +225,12 @@ class _StubPersonas:
 
 
 def test_run_accounts_on_planted_data(tmp_path) -> None:
-    data, _ = bp.make_synthetic(
+    small_world, _ = bp.make_synthetic(
         n_users=60, n_items=120, n_tastes=4, interactions_per_user=(15, 40), seed=0
     )
     stub = _StubPersonas()
     res = run_accounts(
-        ["ours", "kmeans", "share", "ceiling"], data=data, n_pairs=6, min_items=15, smoke=True,
+        ["ours", "kmeans", "share", "ceiling"], data=small_world, n_pairs=6, min_items=15, smoke=True,
         make_ours=lambda: stub, out=tmp_path, argv=["--smoke"],
     )  # fmt: skip
     t = res.table
@@ -250,7 +250,7 @@ def test_run_accounts_on_planted_data(tmp_path) -> None:
     preds = res.predictions
     assert len(preds) == 6 * prov["n_test_rows"] and preds.p_a.between(0, 1).all()
     with pytest.raises(DataValidationError, match="models"):
-        run_accounts(["nope"], data=data)
+        run_accounts(["nope"], data=small_world)
 
 
 def test_bench_accounts_subcommand_dispatches(capsys) -> None:
@@ -340,7 +340,7 @@ def _planted_shared_accounts(n_accounts: int = 6):
     """Planted users of one cluster each, merged in pairs with different clusters into
     accounts 9000.. (each person's last two items held out); returns the training frame,
     the labelled training items and the held-out items of each account."""
-    from mixins import make_planted
+    from worlds import make_planted
 
     p = make_planted(n_users=80, n_clusters=3, items_per_cluster=20, per_user=10, seed=3)
     single = {u: c[0] for u, c in p.user_clusters.items() if len(c) == 1}
@@ -390,8 +390,8 @@ def test_attribute_tells_the_people_of_planted_shared_accounts_apart() -> None:
     ("labels", "match"),
     [({}, "at least one"), ([1, 2], "dict or a pandas Series"), ({"nope": "A"}, "nope")],
 )
-def test_attribute_refuses_bad_labels(fitted, labels, match) -> None:
+def test_attribute_refuses_bad_labels(small_fit, labels, match) -> None:
     from bayes_persona.exceptions import UnknownIdError
 
     with pytest.raises((DataValidationError, DataTypeError, UnknownIdError), match=match):
-        fitted.attribute(1, labels, [10001])
+        small_fit.attribute(1, labels, [10001])

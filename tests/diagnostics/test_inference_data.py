@@ -22,7 +22,7 @@ S = 20
 
 
 @pytest.fixture(scope="module")
-def planted():
+def idata_fit():
     data, truth = bp.make_synthetic(
         n_users=50, n_items=90, n_tastes=4, interactions_per_user=(10, 30), seed=3
     )
@@ -34,13 +34,13 @@ def planted():
 
 
 @pytest.fixture(scope="module")
-def idata_test(planted):
-    model, split = planted
+def idata_test(idata_fit):
+    model, split = idata_fit
     return to_inference_data(model, S, test=split.test, prior=True)
 
 
-def test_groups_dims_and_id_coordinates(planted, idata_test):
-    model, split = planted
+def test_groups_dims_and_id_coordinates(idata_fit, idata_test):
+    model, split = idata_fit
     idata = idata_test
     assert set(idata.groups()) == {
         "posterior", "posterior_predictive", "log_likelihood", "observed_data", "constant_data",
@@ -96,8 +96,8 @@ def test_log_normaliser_rebuilds_a_proper_softmax(idata_test):
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-4)
 
 
-def test_log_likelihood_agrees_with_model_score(planted):
-    model, split = planted
+def test_log_likelihood_agrees_with_model_score(idata_fit):
+    model, split = idata_fit
     idata = to_inference_data(model, model.n_draws)
     ll = idata.log_likelihood["choice"].values[0]  # (S, n)
     od = idata.observed_data
@@ -106,8 +106,8 @@ def test_log_likelihood_agrees_with_model_score(planted):
     np.testing.assert_allclose(lpd, np.log(score), rtol=1e-4, atol=1e-5)
 
 
-def test_subsets_reuse_the_same_draws(planted, idata_test):
-    model, split = planted
+def test_subsets_reuse_the_same_draws(idata_fit, idata_test):
+    model, split = idata_fit
     users = list(model.user_vocab_.ids[[7, 2]])
     items = list(model.item_vocab_.ids[[5, 0, 9]])
     sub = to_inference_data(model, S, users=users, items=items, test=split.test)
@@ -135,8 +135,8 @@ def test_subsets_reuse_the_same_draws(planted, idata_test):
     assert set(sub.observed_data["user_id"].values) == set(users)
 
 
-def test_replicated_choices_respect_the_design(planted, idata_test):
-    model, _ = planted
+def test_replicated_choices_respect_the_design(idata_fit, idata_test):
+    model, _ = idata_fit
     od = idata_test.observed_data
     rep = idata_test.posterior_predictive["choice"].values[0]
     rep_h = idata_test.posterior_predictive["heldout_choice"].values[0]
@@ -153,8 +153,8 @@ def test_replicated_choices_respect_the_design(planted, idata_test):
     assert iid.posterior_predictive["choice"].shape[-1] == od.sizes["obs"]
 
 
-def test_test_rows_are_filtered_and_logged(planted, caplog):
-    model, split = planted
+def test_test_rows_are_filtered_and_logged(idata_fit, caplog):
+    model, split = idata_fit
     test = split.test.ratings
     extra = pd.DataFrame(
         {"user_id": [test.user_id.iloc[0], 10**6, test.user_id.iloc[0]],
@@ -203,8 +203,8 @@ def test_netcdf_safe_ids():
     assert netcdf_safe_ids(np.array(["a", "bb"], dtype=object)).dtype.kind == "U"
 
 
-def test_loo_runs_on_the_training_log_likelihood(planted):
-    model, _ = planted
+def test_loo_runs_on_the_training_log_likelihood(idata_fit):
+    model, _ = idata_fit
     idata = to_inference_data(model, S, users=list(model.user_vocab_.ids[:8]))
     with pytest.warns(UserWarning):
         loo = az.loo(idata, pointwise=True)
@@ -243,8 +243,8 @@ def test_explicit_feedback_layout():
         ({"test": [1, 2]}, bp.DataTypeError, "test must be"),
     ],
 )
-def test_bad_arguments_name_themselves(planted, kwargs, error, match):
-    model, _ = planted
+def test_bad_arguments_name_themselves(idata_fit, kwargs, error, match):
+    model, _ = idata_fit
     with pytest.raises(error, match=match):
         to_inference_data(model, **{"num_samples": 2, **kwargs})
 

@@ -12,7 +12,7 @@ from bayes_persona.exceptions import DataValidationError
 
 
 @pytest.fixture(scope="module")
-def small() -> bp.Dataset:
+def ranges_world() -> bp.Dataset:
     data, _ = bp.make_synthetic(n_users=20, n_items=30, n_tastes=3, interactions_per_user=(4, 8), seed=0)
     return data
 
@@ -70,25 +70,25 @@ def test_float32_max_rating_is_accepted() -> None:
         ("n_draws", 10**7, r"n_draws must be an int in \[2, 100000\]"),
     ],
 )
-def test_parameter_upper_bounds(small, param, value, pattern) -> None:
+def test_parameter_upper_bounds(ranges_world, param, value, pattern) -> None:
     model = bp.PersonaRecommender(**{param: value}, max_epochs=1, progress=False)
     with pytest.raises(DataValidationError, match=pattern):
-        model.fit(small)
+        model.fit(ranges_world)
     assert not hasattr(model, "guide_")
 
 
-def test_n_factors_beyond_the_data_is_refused_fast(small) -> None:
+def test_n_factors_beyond_the_data_is_refused_fast(ranges_world) -> None:
     """n_factors=10**6 on a few rows used to run for minutes; now fit refuses it at once."""
     model = bp.PersonaRecommender(n_factors=10**6, max_epochs=1, progress=False)
     with pytest.raises(DataValidationError, match=r"n_factors=1000000 exceeds what train supports.*has \d+ items"):
-        model.fit(small)
+        model.fit(ranges_world)
 
 
-def test_n_factors_up_to_the_floor_is_allowed_on_tiny_data(small) -> None:
+def test_n_factors_up_to_the_floor_is_allowed_on_tiny_data(ranges_world) -> None:
     model = bp.PersonaRecommender(n_personas=2, n_factors=64, max_epochs=1, n_draws=4, progress=False)
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bp.ConvergenceWarning)
-        model.fit(small)
+        model.fit(ranges_world)
     assert model.guide_.item_loc.shape[1] == 64

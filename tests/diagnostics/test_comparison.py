@@ -79,7 +79,7 @@ def test_pareto_k_threshold():
 
 
 @pytest.fixture(scope="module")
-def fitted():
+def comparison_fit():
     data, _ = bp.make_synthetic(
         n_users=40,
         n_items=80,
@@ -94,8 +94,8 @@ def fitted():
     return split, models
 
 
-def test_loo_table_carries_pareto_diagnostics(fitted):
-    _, models = fitted
+def test_loo_table_carries_pareto_diagnostics(comparison_fit):
+    _, models = comparison_fit
     idatas = {f"K={k}": to_inference_data(m, 30) for k, m in models.items()}
     table = comparison.compare_loo(idatas)
     assert {"elpd_loo", "dse", "pareto_k_max", "n_bad_k", "k_threshold", "loo_valid"} <= set(
@@ -111,8 +111,8 @@ def test_loo_table_carries_pareto_diagnostics(fitted):
     assert (out["criterion"] == "loo").all()
 
 
-def test_compare_models_prefers_heldout_and_rejects_mixing(fitted):
-    split, models = fitted
+def test_compare_models_prefers_heldout_and_rejects_mixing(comparison_fit):
+    split, models = comparison_fit
     held = {f"K={k}": to_inference_data(m, 20, test=split.test) for k, m in models.items()}
     out = comparison.compare_models(held)
     assert (out["criterion"] == "heldout").all() and len(out) == 2
@@ -124,8 +124,8 @@ def test_compare_models_prefers_heldout_and_rejects_mixing(fitted):
         comparison.compare_heldout([1, 2])
 
 
-def test_choose_n_personas(fitted):
-    split, _ = fitted
+def test_choose_n_personas(comparison_fit):
+    split, _ = comparison_fit
     kw = dict(n_factors=4, max_epochs=15, batch_size=64, num_samples=20)
     k, table, models = comparison.choose_n_personas(
         split.train, split.test, (1, 2), return_models=True, **kw
