@@ -60,7 +60,7 @@ TUNING_GRIDS = {
                "factors": [32, 64, 128], "max_epochs": [20]},
     # Ours: the step size and the budget (the model's other settings are its defaults).
     "Ours K=1": {"learning_rate": [0.01, 0.02, 0.05], "max_epochs": [500, 800, 1200]},
-    "Ours K=8": {"learning_rate": [0.01, 0.02, 0.03], "max_epochs": [100, 150, 200, 300]},
+    "Ours K=8": {"learning_rate": [0.005, 0.01, 0.02], "max_epochs": [200, 300, 450]},
 }
 
 MODELS = ("MostPopular", "EASE", "iALS", "BPR-MF", "AMP-CF", "Ours K=1", "Ours K=8")
