@@ -565,7 +565,8 @@ def load_accounts(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any
     if not (path / "accounts.csv").is_file():
         raise MissingResultsError(f"{path / 'accounts.csv'} is missing: run `{ACCOUNTS_COMMAND}`")
     prov = json.loads((path / "provenance.json").read_text()) if (path / "provenance.json").is_file() else {}
-    return {"table": pd.read_csv(path / "accounts.csv"), "provenance": prov}
+    items = pd.read_csv(path / "accounts_items.csv") if (path / "accounts_items.csv").is_file() else None
+    return {"table": pd.read_csv(path / "accounts.csv"), "provenance": prov, "items": items}
 
 
 def _accounts_label(acc: Mapping[str, Any], method: str) -> str:
@@ -583,6 +584,22 @@ def _accounts_table(acc: Mapping[str, Any]) -> str:
     for m in [m for m in ACCOUNTS_LABELS if m in t.index]:
         rows.append([_accounts_label(acc, m)] + [f(t.loc[m, c]) if c in t.columns and not pd.isna(t.loc[m, c]) else "–" for c, _, f in cols])
     return _markdown_table(["Method"] + [h for _, h, _ in cols], rows)
+
+
+def _accounts_uncertain(acc: Mapping[str, Any]) -> str:
+    """Where ours' errors fall: the items whose 90% interval spans 0.5, from ``accounts_items.csv``."""
+    items = acc.get("items")
+    if items is None or "ours" not in set(items["method"]):
+        return "(per-item attributions not in the results: `accounts_items.csv` is missing)"
+    g = items[items["method"] == "ours"]
+    wrong = (g["p_a"] > 0.5).to_numpy() != g["is_a"].to_numpy().astype(bool)
+    spans = ((g["low"] < 0.5) & (g["high"] > 0.5)).to_numpy()
+    sure = ~spans
+    return (
+        f"The 90% interval of {_pct(spans.mean())} of the held-out items spans 0.5; those uncertain calls hold "
+        f"{_pct((spans & wrong).sum() / max(wrong.sum(), 1))} of the wrong calls, and the {_pct(sure.mean())} of items "
+        f"whose interval lies on one side of 0.5 are called right {_pct(1 - wrong[sure].mean()) if sure.any() else '–'} of the time."
+    )
 
 
 def _accounts_text(acc: Mapping[str, Any]) -> str:
@@ -776,7 +793,7 @@ RECOVERY_BLOCKS = (
     "value:recovery-seeds", "value:recovery-world", "value:recovery-model", "value:assignment-accuracy",
     "value:count-accuracy", "value:coverage90",
 )  # fmt: skip
-ACCOUNTS_BLOCKS = ("table:accounts", "value:accounts-setup")
+ACCOUNTS_BLOCKS = ("table:accounts", "value:accounts-setup", "text:accounts-uncertain")
 SBC_BLOCKS = ("table:sbc", "text:sbc")
 NUTS_BLOCKS = ("table:nuts", "text:nuts")
 SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": ACCOUNTS_BLOCKS, "sbc": SBC_BLOCKS,
@@ -792,7 +809,8 @@ def render_sbc(sbc: Mapping[str, Any]) -> dict[str, str]:
 
 
 def render_accounts(acc: Mapping[str, Any]) -> dict[str, str]:
-    return {"table:accounts": _accounts_table(acc), "value:accounts-setup": _accounts_text(acc)}
+    return {"table:accounts": _accounts_table(acc), "value:accounts-setup": _accounts_text(acc),
+            "text:accounts-uncertain": _accounts_uncertain(acc)}  # fmt: skip
 
 
 def render_benchmark(bench: Benchmark) -> dict[str, str]:
