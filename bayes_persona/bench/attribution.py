@@ -30,25 +30,32 @@ __all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceil
 INTERVAL_PROB = 0.9  # equal-tailed: the 5% and 95% quantiles of the draws
 
 
-def _sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
-    """Weight of each part for person A from its responsibilities on the training items.
+def _owners_a(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """Weight of each part for person A in each draw from its responsibilities on the
+    training items.
 
     Parameters
     ----------
-    resp : ndarray, shape ``(K, n_train)``
-        How much part ``k`` explains training item ``j`` (a probability or an indicator).
+    resp : ndarray, shape ``(S, K, n_train)``
+        How much part ``k`` explains training item ``j`` in draw ``s`` (a probability or an
+        indicator).
     is_a : ndarray of bool, shape ``(n_train,)``
 
     Returns
     -------
-    ndarray, shape ``(K,)``
+    ndarray, shape ``(S, K)``
         1 where the mean over A's items exceeds the mean over B's, 0 where it is lower,
         0.5 on ties (and when one person has no training item): the rule of
-        :func:`~bayes_persona.persona.explanations.persona_owners`, on one draw.
+        :func:`~bayes_persona.persona.explanations.persona_owners`.
     """
     if is_a.all() or not is_a.any():
-        return np.full(resp.shape[0], 0.5)
-    return persona_owners(resp[None], is_a.astype(np.int64), 2)[0, :, 1]
+        return np.full(resp.shape[:2], 0.5)
+    return persona_owners(resp, is_a.astype(np.int64), 2)[..., 1]
+
+
+def _sides(resp: np.ndarray, is_a: np.ndarray) -> np.ndarray:
+    """:func:`_owners_a` of one draw: ``resp`` ``(K, n_train)``, result ``(K,)``."""
+    return _owners_a(resp[None], is_a)[0]
 
 
 def _by_account(train_truth: pd.DataFrame, test: pd.DataFrame):
@@ -85,14 +92,10 @@ def persona_method(model: Any, train_truth, test, draws_fn) -> dict[str, dict[st
         is_a = tr["is_a"].to_numpy()
         resp = draws[:, :, :n_tr].mean(0)
         pa_of = {
+            "draw": np.einsum("sk,skn->sn", _owners_a(draws[:, :, :n_tr], is_a), draws[:, :, n_tr:]),
             "plugin": np.einsum("k,skn->sn", _sides(resp, is_a), draws[:, :, n_tr:]),
             "soft": np.einsum("k,skn->sn", _soft_sides(resp, is_a), draws[:, :, n_tr:]),
         }
-        if is_a.all() or not is_a.any():
-            pa_of["draw"] = pa_of["plugin"]
-        else:
-            owners = persona_owners(draws[:, :, :n_tr], is_a.astype(np.int64), 2)[..., 1]  # (S, K)
-            pa_of["draw"] = np.einsum("sk,skn->sn", owners, draws[:, :, n_tr:])
         for mapping, pa in pa_of.items():
             o = out[mapping]
             o["p_a"][pos] = np.clip(pa.mean(0), 0.0, 1.0)

@@ -37,7 +37,7 @@ from bayes_persona.data._validation import check_min_int
 from bayes_persona.data.dataset import Dataset
 from bayes_persona.exceptions import DataValidationError
 
-__all__ = ["make_synthetic", "planted_interactions", "planted_items", "SyntheticData", "SyntheticTruth", "TASTE_NAMES"]
+__all__ = ["make_synthetic", "planted_interactions", "SyntheticData", "SyntheticTruth", "TASTE_NAMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _positions(all_ids: np.ndarray, ids: Sequence, name: str) -> np.ndarray:
     return pos
 
 
-def planted_items(
+def _planted_items(
     rng: np.random.Generator,
     n_tastes: int,
     n_items: int,
@@ -223,7 +223,7 @@ def planted_interactions(
     rng = np.random.default_rng(seed)
     lo, hi = per_user
     n_users = max(1, round(n_interactions / ((lo + hi) / 2)))
-    centers, _, _, _, q, b = planted_items(rng, n_tastes, n_items, n_dims, item_scale, noise, bias_scale, 0.0)
+    centers, _, _, _, q, b = _planted_items(rng, n_tastes, n_items, n_dims, item_scale, noise, bias_scale, 0.0)
     logits = user_scale * centers @ q.T + b  # (T, N)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     cum = np.cumsum(probs / probs.sum(1, keepdims=True), axis=1)
@@ -323,7 +323,7 @@ def make_synthetic(
     d = n_dims if n_dims is not None else max(8, 2 * n_tastes)
     names = [TASTE_NAMES[t] if t < len(TASTE_NAMES) else f"Taste-{t + 1}" for t in range(n_tastes)]
 
-    centers, primary, second, has_second, item_factors, item_bias = planted_items(
+    centers, primary, second, has_second, item_factors, item_bias = _planted_items(
         rng, n_tastes, n_items, d, item_scale, noise, bias_scale, multi_taste_prob
     )
     item_ids = np.arange(10001, 10001 + n_items)

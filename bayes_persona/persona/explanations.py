@@ -168,6 +168,15 @@ def attribution_draws(
     .. [1] A. Zhang, N. Fawaz, S. Ioannidis, A. Montanari. "Guess who rated this movie:
        identifying users through subspace clustering". UAI 2012.
     """
+    _, u = _one_user(model, user_id)
+    items = model.item_vocab_.encode(as_id_list(item_ids, "item_ids"))
+    return _attribution_at(model, u, labels, items, n_draws)
+
+
+def _attribution_at(
+    model: Any, u: np.ndarray, labels: Any, items: np.ndarray, n_draws: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`attribution_draws` at user index ``u`` and item indices ``items``."""
     if isinstance(labels, pd.Series):
         known = labels
     elif isinstance(labels, dict):
@@ -177,9 +186,7 @@ def attribution_draws(
     if len(known) == 0 or known.isna().any():
         raise DataValidationError("labels must map at least one item id to a label, and no label may be missing")
     codes, values = pd.factorize(known.to_numpy(), sort=True)
-    _, u = _one_user(model, user_id)
     labelled = model.item_vocab_.encode(as_id_list(known.index.to_numpy(), "labels' item ids"))
-    items = model.item_vocab_.encode(as_id_list(item_ids, "item_ids"))
     draws = _draws_at(model, u, np.concatenate([labelled, items]), n_draws)  # (S, K, m + n)
     m = len(labelled)
     owners = persona_owners(draws[:, :, :m], codes, len(values))
@@ -189,13 +196,15 @@ def attribution_draws(
 def attribute(model: Any, user_id: Any, labels: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
     """:meth:`PersonaRecommender.attribute <bayes_persona.PersonaRecommender.attribute>`."""
     hdi_prob = model.posterior_.interval_prob(hdi_prob)
-    values, draws = attribution_draws(model, user_id, labels, item_ids)
+    ids, u = _one_user(model, user_id)
     items = as_id_list(item_ids, "item_ids")
+    i = model.item_vocab_.encode(items)
+    values, draws = _attribution_at(model, u, labels, i, None)
     L, n = draws.shape[1], draws.shape[2]
     point, low, high = summarise(draws, hdi_prob, axis=0)
     frame = pd.DataFrame(
         {
-            "user_id": np.repeat(np.asarray([user_id], dtype=object), L * n),
+            "user_id": np.repeat(ids, L * n),
             "item_id": np.repeat(items, L),
             "label": np.tile(values, n),
             "prob_mean": draws.mean(0).T.reshape(-1),
@@ -204,7 +213,7 @@ def attribute(model: Any, user_id: Any, labels: Any, item_ids: Any, hdi_prob: fl
             "prob_high": high.T.reshape(-1),
         }
     ).astype({"user_id": model.user_vocab_.ids.dtype, "item_id": model.item_vocab_.ids.dtype})
-    return with_titles(model, frame, np.repeat(model.item_vocab_.encode(items), L))
+    return with_titles(model, frame, np.repeat(i, L))
 
 
 def persona_probabilities(model: Any, user_ids: Any, item_ids: Any, hdi_prob: float | None = None) -> pd.DataFrame:
