@@ -375,8 +375,11 @@ def test_bench_all_runs_its_jobs_in_parallel_and_stops_on_a_failure(tmp_path, mo
     marks = [tmp_path / f"m{j}" for j in range(3)]
     ok = [[sys.executable, "-c", f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(m)!r}).touch()"] for m in marks]
     monkeypatch.setattr(bench, "all_jobs", lambda *a: ok)
+    last = tmp_path / "last"  # the serial job runs after every parallel one has finished
+    check = f"import pathlib; assert all(pathlib.Path(m).is_file() for m in {[str(m) for m in marks]!r}); pathlib.Path({str(last)!r}).touch()"
+    monkeypatch.setattr(bench, "serial_jobs", lambda *a: [[sys.executable, "-c", check]])
     assert bench.run_all(["--out", str(tmp_path), "--jobs", "2"]) == 0
-    assert all(m.is_file() for m in marks)
+    assert all(m.is_file() for m in marks) and last.is_file()
     monkeypatch.setattr(bench, "all_jobs", lambda *a: [[sys.executable, "-c", "raise SystemExit(3)"], *ok])
     with pytest.raises(subprocess.CalledProcessError):
         bench.run_all(["--out", str(tmp_path), "--jobs", "2"])

@@ -23,8 +23,11 @@ benchmark (:mod:`bayes_persona.bench.accounts`).
 calibration of the guides (:mod:`bayes_persona.bench.sbc`); ``python -m bayes_persona.bench
 nuts`` compares their intervals with NUTS's on small worlds (:mod:`bayes_persona.bench.nuts`).
 
+``python -m bayes_persona.bench costs [...]`` times the tuned models alone on an idle
+machine with two threads (:mod:`bayes_persona.bench.costs`).
+
 ``python -m bayes_persona.bench all [--out paper/results]`` runs every result file of the
-paper, one after the other (:func:`run_all`).
+paper, one after the other (:func:`run_all`), the costs last and alone.
 
 ``python -m bayes_persona.bench fuzz [--cases 500]`` runs the robustness fuzz
 (:mod:`bayes_persona.bench.fuzz`: raw exceptions, hangs and silent wrong results).
@@ -95,7 +98,7 @@ def _make(name: str, params: dict, smoke: bool):
     if name.startswith("Ours"):
         k = int(name.split("K=")[1])
         budget = {"max_epochs": 5} if smoke else {}  # otherwise the defaults (early stopping)
-        return PersonaRecommender(n_personas=k, progress=False, **budget, **params)
+        return PersonaRecommender(n_personas=k, progress=False, **{**params, **budget})
     if name not in BASELINE_NAMES:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     p = dict(params)
@@ -108,7 +111,7 @@ def _make(name: str, params: dict, smoke: bool):
     return BASELINES[BASELINE_NAMES[name]](**p)
 
 
-def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) -> None:
+def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue, tuned: dict | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -118,7 +121,9 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
     params: dict = {}
     table = None
     t_tune = time.perf_counter()
-    if name in TUNING_GRIDS and not smoke:
+    if tuned is not None:  # hyperparameters tuned on validation by an earlier run
+        params = dict(tuned)
+    elif name in TUNING_GRIDS and not smoke:
         params, table = tune(lambda **p: _make(name, p, smoke), TUNING_GRIDS[name], inner.train, inner.test, metric="ndcg", k=10)
     tune_s = time.perf_counter() - t_tune
     if name == "AMP-CF":
@@ -164,15 +169,21 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue) 
     queue.put((rows.to_dict("records"), extra, per_user.to_dict("records")))
 
 
-def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "results", smoke: bool = False, n_boot: int = 1000) -> pd.DataFrame:
-    """Run the benchmark; returns the tidy results and writes results.csv / results.md."""
+def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "results", smoke: bool = False, n_boot: int = 1000, tuned: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Run the benchmark; returns the tidy results and writes results.csv / results.md.
+
+    ``tuned``: an earlier run's ``costs.csv``, whose ``params`` (tuned on the validation
+    split) are reused instead of tuning again."""
+    reuse = {} if tuned is None else pd.read_csv(tuned, index_col="model")["params"].map(json.loads).to_dict()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     rows, extras, per_user = [], {}, []
     for name in models:
         q = ctx.Queue()
-        p = ctx.Process(target=_run_one, args=(name, data_home, smoke, n_boot, q))
+        if tuned is not None and name not in reuse:
+            raise ValueError(f"--tuned {tuned}: no tuned parameters for {name!r}")
+        p = ctx.Process(target=_run_one, args=(name, data_home, smoke, n_boot, q, reuse.get(name)))
         p.start()
         result = None
         while result is None:
@@ -191,7 +202,8 @@ def run(models=MODELS, data_home: str | None = None, out: str | os.PathLike = "r
     provenance = {
         "benchmark": "ML-100K ranking (bayes_persona.bench)", "models": list(models), "smoke": bool(smoke),
         "seeds": {"split": 0, "validation_split": 1}, "n_boot": n_boot,
-        "tuning_grids": {m: TUNING_GRIDS[m] for m in models if m in TUNING_GRIDS}, **stamp(),
+        "tuning_grids": {m: TUNING_GRIDS[m] for m in models if m in TUNING_GRIDS},
+        "tuned_from": None if tuned is None else str(tuned), **stamp(),
     }  # fmt: skip
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     res.to_csv(out / "results.csv", index=False)
@@ -278,6 +290,15 @@ def all_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
     return jobs
 
 
+def serial_jobs(out: Path, data_home: str | None, smoke: bool) -> list[list[str]]:
+    """The commands ``bench all`` runs after :func:`all_jobs`, one at a time with nothing
+    beside them: the costs on an idle machine, from the hyperparameters tuned by the
+    ranking benchmark (:mod:`bayes_persona.bench.costs`)."""
+    home = ["--data-home", str(data_home)] if data_home else []
+    return [[sys.executable, "-m", "bayes_persona.bench", "costs", "--tuned", str(out / "costs.csv"),
+             "--out", str(out / "costs"), *home, *(["--smoke"] if smoke else [])]]  # fmt: skip
+
+
 def run_all(argv: list[str]) -> int:
     """``bench all``: every result file of the paper, from one commit.
 
@@ -323,6 +344,9 @@ def run_all(argv: list[str]) -> int:
                 for _, other in running:
                     other.terminate()
                 raise subprocess.CalledProcessError(proc.returncode, cmd)
+    for cmd in serial_jobs(Path(args.out), args.data_home, args.smoke):  # last, and alone
+        logger.info("bench all: %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
     logger.info("bench all: done at commit %s; now run: python paper/make_paper.py build", commit)
     return 0
 
@@ -348,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.bench.sbc import main as sbc_main
 
         return sbc_main(argv[1:])
+    if argv[:1] == ["costs"]:  # python -m bayes_persona.bench costs ...: timings on an idle machine
+        from bayes_persona.bench.costs import main as costs_main
+
+        return costs_main(argv[1:])
     if argv[:1] == ["accounts"]:  # python -m bayes_persona.bench accounts ...: attribution
         from bayes_persona.bench.accounts import main as accounts_main
 
@@ -358,13 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     ap.add_argument("--smoke", action="store_true", help="tiny training budgets, no tuning (seconds; for tests)")
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--tuned", default=None, help="an earlier run's costs.csv: reuse its tuned hyperparameters instead of tuning")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         ap.error(f"--models: unknown {unknown}; choose from {', '.join(MODELS)}")
-    run(models, args.data_home, args.out, args.smoke, args.n_boot)
+    run(models, args.data_home, args.out, args.smoke, args.n_boot, args.tuned)
     sys.stdout.write((Path(args.out) / "results.md").read_text())
     return 0
 

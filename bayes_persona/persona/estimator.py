@@ -55,8 +55,8 @@ class PersonaRecommender:
     Each user has ``n_personas`` latent persona vectors and a Dirichlet-distributed
     prevalence over them; which persona explains an interaction is a latent assignment
     whose posterior is the candidate-dependent attention of AMP-CF [1]_. The posterior is
-    approximated by stochastic variational inference [2]_ (see :mod:`bayes_persona.persona.model`
-    for the generative story).
+    approximated by stochastic variational inference [2]_ (the generative story:
+    :mod:`bayes_persona.persona.model`).
 
     Parameters
     ----------
@@ -93,22 +93,18 @@ class PersonaRecommender:
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
         has at most 20,000 items, else 2,048 samples.
-    batch_size : int, default 128
-        Users per SVI step.
+    batch_size : int, default 128 (users per SVI step)
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
     learning_rate : float, default 0.02
     max_epochs : int, default 150
         An epoch is ``ceil(n_users / batch_size)`` steps.
     patience : int, default 0
-        Epochs without improvement before stopping; 0 (the default) runs ``max_epochs``.
-        Without ``validation`` an epoch improves when the ELBO of the last 5 epochs beats
-        the 5 before by more than two standard errors (minibatch noise does not drive the
-        rule); with it, when the held-out log-likelihood rises. A fit that reaches
-        ``max_epochs`` with its ELBO still rising by that test warns
-        (:class:`~bayes_persona.exceptions.ConvergenceWarning`) and sets
-        ``converged_ = False``. (On ML-100K ranking on validation still improves after the
-        ELBO levels off, so the default is a fixed budget.)
+        Epochs without improvement before stopping; 0 (the default) runs ``max_epochs``
+        (on ML-100K, ranking on validation improves after the ELBO levels off). An epoch
+        improves when the ELBO of the last 5 epochs beats the 5 before by two standard
+        errors (with ``validation``: when the held-out log-likelihood rises). A fit ending
+        with its ELBO still rising warns (``ConvergenceWarning``; ``converged_ = False``).
     init_scale : float in (0, 10], default 0.05
         Initial standard deviation of the guide.
     n_draws : int in [2, 100000], default 100
@@ -122,8 +118,7 @@ class PersonaRecommender:
     device : str, default "cpu"
     n_threads : int or None, default 1
         Torch CPU threads while fitting, restored afterwards; ``None`` keeps torch's
-        setting. One thread is the fastest for this model's small kernels on a shared
-        machine, and makes CPU results reproducible.
+        setting. One thread makes CPU results reproducible.
 
     Attributes
     ----------
@@ -317,6 +312,8 @@ class PersonaRecommender:
         if message is not None:  # converged_ is False
             warnings.warn(message, ConvergenceWarning, stacklevel=3)
         logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-state.steps_per_epoch :].mean())
+        if self.feedback == "implicit" and self.posterior_.closed_form:  # users' persona orders, once
+            self.posterior_.persona_orders(np.arange(len(self.user_vocab_)), self.n_draws)
         return self
 
     persona_init_length = 3.0
@@ -358,8 +355,11 @@ class PersonaRecommender:
     def score(self, user_ids: Any, item_ids: Any) -> np.ndarray:
         """Posterior mean score of each pair ``(user_ids[j], item_ids[j])``.
 
-        Implicit feedback: the posterior predictive probability that the user's next choice
-        is the item, ``E[sum_k pi_uk softmax_k(i)]``. Explicit: the expected rating.
+        Implicit feedback: the probability that the user's next choice is the item. The
+        default model gives ``E[W_ui] / sum_j E[W_uj]``, the ratio of the posterior means of
+        the choice weights in closed form (:meth:`PersonaPosterior.log_expected_weight`,
+        what ``recommend`` ranks by); other forms, like :meth:`log_predictive`, the mean of
+        ``P(i | u)`` over draws. Explicit: the expected rating.
 
         Parameters
         ----------

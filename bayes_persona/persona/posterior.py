@@ -86,7 +86,9 @@ class PersonaPosterior:
                 cache.setdefault(key, q.transpose(1, 2).contiguous())
         return cache[key]
 
-    def user_draws(self, users: np.ndarray, n_draws: int, with_softmax: bool = False) -> dict[str, torch.Tensor]:
+    def user_draws(
+        self, users: np.ndarray, n_draws: int, with_softmax: bool = False, shares: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Persona factors (S,B,K,D), prevalences (S,B,K), user biases (S,B) with per-user seeds.
 
         For implicit feedback ``prevalence`` is each persona's share of the user's choices,
@@ -96,7 +98,9 @@ class PersonaPosterior:
         (S, B, K), each persona's log softmax normaliser over the catalogue. With
         ``with_softmax`` (implicit feedback only) the result also holds ``scores`` (B, N),
         the posterior mean of ``P(i | u)``, from the same per-user products that give the
-        shares (one pass over the catalogue, no (S, B, K, N) array kept).
+        shares (one pass over the catalogue, no (S, B, K, N) array kept). ``shares=False``
+        skips that pass (``prevalence`` is then the drawn ``pi`` itself, and no ``log_norm``):
+        what :meth:`attention_at` needs.
         """
         est = self.model
         g = est.guide_
@@ -111,7 +115,7 @@ class PersonaPosterior:
         K = est.n_personas
         p = g.draw_personas(uu, eps_t[..., :-1])
         pi = pi_prior = g.draw_prevalence(uu, rngs, n_draws)
-        joint = est.feedback == "implicit" and est.likelihood == "joint" and K > 1
+        joint = est.feedback == "implicit" and est.likelihood == "joint" and K > 1 and shares
         out: dict[str, torch.Tensor] = {}
         if joint or with_softmax:
             if est.feedback != "implicit":
@@ -160,6 +164,101 @@ class PersonaPosterior:
         """Per-draw ``P(z = k | u, i)`` (S, B, K, n) at item indices ``items`` (B, n), slot
         order (the softmax over personas of :meth:`log_joint_at`)."""
         return torch.softmax(self.log_joint_at(draws, items, n_draws), dim=2)
+
+    def attention_at(self, draws: dict[str, torch.Tensor], items: torch.Tensor, n_draws: int) -> torch.Tensor:
+        """Per-draw ``P(z = k | u, i)`` (S, B, K, n) of the joint form at item indices ``items``
+        (B, n), slot order: ``softmax_k(log pi_uk + p_uk . q_i)``, AMP-CF's attention with the
+        prevalence as its prior. The catalogue normalisers cancel, so ``draws`` may come from
+        :meth:`user_draws` with ``shares=False``; equal to :meth:`choice_at` for the joint form."""
+        q, _ = self.item_draws(n_draws)
+        logits = torch.einsum("sbkd,sbnd->sbkn", draws["persona_factors"], q[:, items])
+        return torch.softmax(torch.log(draws["prior_prevalence"])[..., None] + logits, dim=2)
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the ranking statistic has its closed form (:meth:`log_expected_weight`):
+        implicit feedback, the joint likelihood and the mean-field guide (the default)."""
+        est = self.model
+        return est.feedback == "implicit" and est.likelihood == "joint" and est.guide == "meanfield"
+
+    def log_expected_weight(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Log posterior mean of each item's choice weight, exactly, for a chunk of users.
+
+        In the joint form ``P(i | u) = W_ui / sum_j W_uj`` with the choice weight
+        :math:`W_{ui} = \sum_k \pi_{uk} \exp(p_{uk} \cdot q_i + b_i)`. Under the mean-field
+        guide :math:`\pi_u`, :math:`p_{uk}`, :math:`q_i` and :math:`b_i` are independent and
+        Normal (Dirichlet for :math:`\pi_u`), so the expectation factorises over the factor
+        dimensions: for :math:`x \sim N(a, s^2)`, :math:`y \sim N(c, t^2)`,
+
+        .. math::
+
+            E[e^{xy}] = (1 - s^2 t^2)^{-1/2}
+            \exp\left(\frac{ac + s^2 c^2 / 2 + a^2 t^2 / 2}{1 - s^2 t^2}\right),
+            \qquad s^2 t^2 < 1,
+
+        and :math:`E[W_{ui}] = \sum_k E[\pi_{uk}] \prod_d E[e^{p_{ukd} q_{id}}]
+        \, e^{\mu_{b_i} + \sigma_{b_i}^2 / 2}`. No draws, so no Monte Carlo noise: the
+        ranking is exact, and costs one pass of (B, K, N) planes per factor dimension.
+
+        Parameters
+        ----------
+        users : ndarray of int, shape (B,)
+
+        Returns
+        -------
+        log_w : Tensor, shape (B, N)
+            ``log E[W_ui]``; ``+inf`` where the expectation diverges.
+        finite : Tensor of bool, shape (B,)
+            Users whose every expectation is finite (:math:`s^2 t^2 < 1` in every
+            dimension). The others have a persona so uncertain that the expected weight of
+            some item is infinite; callers rank them by draws instead.
+        """
+        g = self.model.guide_
+        u = torch.as_tensor(users, device=self.device)
+        with torch.no_grad():
+            a = g.persona_loc[u]  # (B, K, D)
+            s2 = g._pos(g.persona_raw_scale[u]) ** 2
+            c = g.item_loc.T.contiguous()  # (D, N)
+            t2 = (g._pos(g.item_raw_scale) ** 2).T.contiguous()
+            c2h, a2h = c * c / 2, a * a / 2
+            B, K, D = a.shape
+            # Users whose largest s^2 t^2 reaches 1 (in float32, a margin below it).
+            finite = (s2.amax(1) * t2.amax(1)).amax(-1) < 0.999  # (B,)
+            acc = torch.zeros(B, K, c.shape[1], dtype=a.dtype, device=a.device)
+            den, num = torch.empty_like(acc), torch.empty_like(acc)
+            for d in range(D):  # (B, K, N) planes: no (B, K, N, D) array
+                torch.mul(s2[..., d, None], t2[d], out=den)
+                den.neg_().add_(1.0).clamp_(min=1e-3)  # 1 - s^2 t^2 (clamped where it diverges)
+                torch.mul(a[..., d, None], c[d], out=num)
+                num.addcmul_(s2[..., d, None], c2h[d]).addcmul_(a2h[..., d, None], t2[d])
+                acc.addcdiv_(num, den).sub_(den.log_(), alpha=0.5)
+            log_pi = torch.log(g.prevalence_mean(u)).to(acc.dtype)  # E[pi_uk] (Dirichlet mean)
+            bias = g.bias_loc + g._pos(g.bias_raw_scale) ** 2 / 2  # log E[exp(b_i)]
+            log_w = torch.logsumexp(acc.add_(log_pi[..., None]), dim=1) + bias
+            log_w[~finite] = float("inf")
+        return log_w, finite
+
+    def persona_orders(self, users: np.ndarray, n_draws: int) -> torch.Tensor:
+        """:meth:`persona_order` of each user's share draws (B, K), cached per user.
+
+        The order needs each draw's catalogue normalisers (one (S, K, N) pass per user);
+        it is kept in the model's cache, so that serving the same user again skips that pass.
+        """
+        est = self.model
+        key = f"orders{n_draws}"
+        U, K = len(est.user_vocab_), est.n_personas
+        with _CACHE_LOCK:
+            table = self.cache.get(key)
+            if table is None or table.shape != (U, K):
+                table = self.cache[key] = np.full((U, K), -1, dtype=np.int64)
+            missing = np.unique(users[table[users, 0] < 0])
+        if len(missing):
+            step = self.chunk_size(n_draws, items_per_user=1)
+            for s in range(0, len(missing), step):
+                chunk = missing[s : s + step]
+                prev = self.user_draws(chunk, n_draws)["prevalence"]
+                table[chunk] = self.persona_order(prev).cpu().numpy()  # same rows whoever writes
+        return torch.as_tensor(table[users], device=self.device)
 
     def importance_weights(self, users: np.ndarray, n_draws: int | None = None):
         """Pareto-smoothed importance weights of each user's guide draws (implicit feedback).
@@ -242,13 +341,15 @@ class PersonaPosterior:
         With ``items_per_user=n`` the caller keeps per user only (N,) scores and draws at
         ``n`` items (``recommend`` for implicit feedback, whose catalogue pass goes one user
         at a time through one (S, K, N) buffer): then the chunk's (S, B, K, n) explanation
-        draws and their copies stay within the budget, and chunks hold more users."""
+        draws and their copies (and the (B, K, N) planes of :meth:`log_expected_weight`) stay
+        within the budget, and chunks hold more users."""
         est = self.model
         N = max(est.guide_.n_items, 1)
         if items_per_user is None:
             per_user = n_draws * est.n_personas * N
         else:
-            per_user = 4 * N + 4 * n_draws * est.n_personas * min(items_per_user, N)
+            # (B, N) scores, the draws at n items, and the closed form's three (B, K, N) planes
+            per_user = 4 * N + 4 * n_draws * est.n_personas * min(items_per_user, N) + 3 * est.n_personas * N
         return int(max(1, min(1024, CHUNK_FLOATS // per_user)))
 
     def log_joint(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):

@@ -94,16 +94,30 @@ def log_predictive(model: Any, data: Any) -> np.ndarray:
 def score_terms(model: Any, users: np.ndarray):
     """``(scores (B, N), explain_at, order)`` for a chunk of users (indices).
 
-    ``scores`` is the posterior mean of ``P(i | u)`` (implicit feedback) or of the rating
-    (explicit); ``explain_at(idx)`` gives the per-draw ``P(z = k | u, i)`` (S, B, K, n) at
-    item indices ``idx`` (B, n); ``order`` sorts each user's personas (B, K).
+    ``scores`` is ``P(i | u)`` for implicit feedback and the posterior mean rating for
+    explicit; ``explain_at(idx)`` gives the per-draw ``P(z = k | u, i)`` (S, B, K, n) at item
+    indices ``idx`` (B, n); ``order`` sorts each user's personas (B, K).
 
-    Implicit feedback scores from one pass of per-user products over the catalogue
-    (:meth:`PersonaPosterior.user_draws` with ``with_softmax``: ``P(i | u) = sum_k w_k
-    softmax_k(i)``, averaged over draws), and explains only the items asked for
+    The default model (implicit feedback, joint form, mean-field guide) scores in closed
+    form: ``P(i | u)`` is estimated by the ratio of posterior means ``E[W_ui] / sum_j
+    E[W_uj]`` of the choice weights (:meth:`PersonaPosterior.log_expected_weight`), exact
+    and free of Monte Carlo noise, and the explanations need no pass over the catalogue
+    (:meth:`PersonaPosterior.attention_at`); the persona order comes from the model's cache
+    (:meth:`PersonaPosterior.persona_orders`). Users whose expected weights diverge, and
+    the other forms, average ``P(i | u) = sum_k w_k softmax_k(i)`` over the posterior draws
+    (:meth:`PersonaPosterior.user_draws` with ``with_softmax``), one pass of per-user
+    products over the catalogue, and explain only the items asked for
     (:meth:`PersonaPosterior.choice_at`): no (S, B, K, N) array is kept.
     """
     post, S = model.posterior_, model.n_draws
+    if model.feedback == "implicit" and post.closed_form:
+        log_w, finite = post.log_expected_weight(users)
+        scores = torch.softmax(log_w, dim=-1)
+        if not bool(finite.all()):  # rank these users by draws (their E[W] diverges)
+            bad = torch.nonzero(~finite)[:, 0]
+            scores[bad] = post.user_draws(users[bad.cpu().numpy()], S, with_softmax=True)["scores"]
+        d = post.user_draws(users, S, shares=False)
+        return scores, lambda idx: post.attention_at(d, idx, S), post.persona_orders(users, S)
     if model.feedback == "implicit":
         d = post.user_draws(users, S, with_softmax=True)
         return d["scores"], lambda idx: post.choice_at(d, idx, S), post.persona_order(d["prevalence"])

@@ -113,15 +113,15 @@ def test_posterior_computations_are_chunked_by_user(lazy_fit, monkeypatch) -> No
 
     inner = pp.PersonaPosterior.user_draws
 
-    def spy(self, u, n_draws, with_softmax=False):
+    def spy(self, u, n_draws, with_softmax=False, shares=True):
         seen_sizes.append(len(u))
-        return inner(self, u, n_draws, with_softmax)
+        return inner(self, u, n_draws, with_softmax, shares)
 
     monkeypatch.setattr(pp.PersonaPosterior, "user_draws", spy)
     N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
-    # recommend (implicit) keeps (B, N) scores per chunk and one (S, K, N) buffer per user;
-    # score and log_predictive build (S, B, K, N) arrays. Both in chunks of 37 users here:
-    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * 4 * (N + S * K * 5))
+    # recommend (implicit) keeps (B, N) scores and (B, K, N) planes per chunk and draws at n
+    # items; score and log_predictive build (S, B, K, N) arrays. Both in chunks of 37 users here:
+    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * (4 * N + 4 * S * K * 5 + 3 * K * N))
     got_rec = model.recommend(users, n=5)
     assert max(seen_sizes) == 37 and len(seen_sizes) == -(-len(users) // 37)
     seen_sizes.clear()

@@ -96,14 +96,14 @@ def test_log_normaliser_rebuilds_a_proper_softmax(idata_test):
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-4)
 
 
-def test_log_likelihood_agrees_with_model_score(idata_fit):
+def test_log_likelihood_agrees_with_model_log_predictive(idata_fit):
     model, split = idata_fit
     idata = to_inference_data(model, model.n_draws)
     ll = idata.log_likelihood["choice"].values[0]  # (S, n)
     od = idata.observed_data
     lpd = np.log(np.exp(ll).mean(0))
-    score = model.score(od["user_id"].values, od["item_id"].values)
-    np.testing.assert_allclose(lpd, np.log(score), rtol=1e-4, atol=1e-5)
+    rows = pd.DataFrame({"user_id": od["user_id"].values, "item_id": od["item_id"].values})
+    np.testing.assert_allclose(lpd, model.log_predictive(rows), rtol=1e-4, atol=1e-5)
 
 
 def test_subsets_reuse_the_same_draws(idata_fit, idata_test):

@@ -3,6 +3,7 @@ contract lives in test_recommender_contract.py)."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -171,12 +172,112 @@ def test_sample_posterior_shapes(model_fit):
     assert (np.diff(s["prevalence"].mean(0), axis=-1) <= 1e-6).all()
 
 
-def test_log_predictive_matches_probability(model_fit, synthetic_world):
+def test_log_predictive_is_the_posterior_mean_probability(model_fit, synthetic_world):
+    """``log_predictive`` is the log of ``E[P(i | u)]`` over the model's posterior draws."""
     small_world, _ = synthetic_world
     rows = small_world.ratings.head(20)
     lp = model_fit.log_predictive(rows)
     assert lp.shape == (20,) and np.isfinite(lp).all() and (lp < 0).all()
-    np.testing.assert_allclose(np.exp(lp), model_fit.score(rows.user_id, rows.item_id), rtol=1e-5)
+    post = model_fit.posterior_
+    u = model_fit.user_vocab_.encode(rows.user_id.to_numpy())
+    i = model_fit.item_vocab_.encode(rows.item_id.to_numpy())
+    with torch.no_grad():
+        mean_p = post.user_draws(u, model_fit.n_draws, with_softmax=True)["scores"].numpy()  # (20, N)
+    np.testing.assert_allclose(np.exp(lp), mean_p[np.arange(20), i], rtol=1e-5)
+
+
+def _monte_carlo_log_weight(model, users, n_draws=40_000, seed=0):
+    """log E[W_ui] by brute force from the guide, W = sum_k pi_k exp(p_k . q_i + b_i), and
+    the standard error of that log (B, N) each."""
+    g, gen = model.guide_, torch.Generator().manual_seed(seed)
+    u = torch.as_tensor(users)
+    conc = g.prevalence_concentration(u).double()
+    a, s = g.persona_loc[u].double(), g._pos(g.persona_raw_scale[u]).double()
+    c, t = g.item_loc.double(), g._pos(g.item_raw_scale).double()
+    bl, bs = g.bias_loc.double(), g._pos(g.bias_raw_scale).double()
+    total = torch.zeros(len(users), c.shape[0], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    chunk = 2_000
+    for _ in range(n_draws // chunk):
+        pi = torch.distributions.Dirichlet(conc).sample((chunk,))  # (S, B, K)
+        p = a + s * torch.randn((chunk, *a.shape), generator=gen, dtype=torch.float64)
+        q = c + t * torch.randn((chunk, *c.shape), generator=gen, dtype=torch.float64)
+        b = bl + bs * torch.randn((chunk, *bl.shape), generator=gen, dtype=torch.float64)
+        w = (pi[..., None] * torch.exp(torch.einsum("sbkd,snd->sbkn", p, q) + b[:, None, None, :])).sum(2)
+        total += w.sum(0)
+        squares += (w * w).sum(0)
+    n = n_draws // chunk * chunk
+    mean = total / n
+    se = torch.sqrt((squares / n - mean**2).clamp_min(0) / n)
+    return torch.log(mean).numpy(), (se / mean).numpy()
+
+
+def test_expected_weight_matches_quadrature():
+    """One factor dimension, one persona: ``log E[exp(p q + b)]`` against numerical
+    integration, with uncertainties wide enough (s^2 t^2 = 0.09 to 0.36) that dropping the
+    ``1 - s^2 t^2`` terms would be off by far more than the tolerance."""
+    from types import SimpleNamespace
+
+    from scipy import integrate
+
+    from bayes_persona.persona.posterior import PersonaPosterior
+
+    model = PersonaModel(2, 3, 1, 1)
+    g = make_guide("meanfield", model, 0.1, torch.Generator().manual_seed(0))
+    inv = lambda x: math.log(math.expm1(x))  # noqa: E731
+    a, s, c, t, bl, bs = [1.5, -0.7], [0.3, 0.6], [0.8, -0.5, 1.2], [1.0, 0.5, 1.0], [0.2, 0.0, -0.3], [0.1, 0.4, 0.2]
+    with torch.no_grad():
+        g.persona_loc.copy_(torch.tensor(a).reshape(2, 1, 1))
+        g.persona_raw_scale.copy_(torch.tensor([inv(x) for x in s]).reshape(2, 1, 1))
+        g.item_loc.copy_(torch.tensor(c)[:, None])
+        g.item_raw_scale.copy_(torch.tensor([inv(x) for x in t])[:, None])
+        g.bias_loc.copy_(torch.tensor(bl))
+        g.bias_raw_scale.copy_(torch.tensor([inv(x) for x in bs]))
+    log_w, finite = PersonaPosterior(SimpleNamespace(guide_=g)).log_expected_weight(np.array([0, 1]))
+    assert bool(finite.all())
+    sd = lambda raw: torch.nn.functional.softplus(raw).item() + 1e-5  # noqa: E731  (the guide's _pos)
+    for u in range(2):
+        for i in range(3):
+            su, ti = sd(g.persona_raw_scale[u, 0, 0]), sd(g.item_raw_scale[i, 0])
+            # E over x ~ N(a, su^2) in closed form, then over y ~ N(c, ti^2) by quadrature.
+            def f(y, au=a[u], su=su, ci=c[i], ti=ti):
+                return math.exp(au * y + su * su * y * y / 2 - (y - ci) ** 2 / (2 * ti * ti)) / math.sqrt(2 * math.pi * ti * ti)
+
+            inner = integrate.quad(f, -60, 60, limit=200)[0]
+            expected = math.log(inner) + bl[i] + sd(g.bias_raw_scale[i]) ** 2 / 2
+            assert abs(log_w[u, i].item() - expected) < 1e-4
+
+
+def test_score_is_the_ratio_of_expected_choice_weights(model_fit):
+    """The default model scores ``E[W_ui] / sum_j E[W_uj]`` with ``E[W]`` in closed form:
+    brute-force draws from the guide agree, and a formula that dropped the item factors'
+    uncertainty (or the persona factors') would not."""
+    # A short fit leaves the guide's scales near their start; widen them (s^2 t^2 = 0.0056) so
+    # that the uncertainty terms matter.
+    model = copy.deepcopy(model_fit)
+    g = model.guide_
+    with torch.no_grad():
+        g.persona_raw_scale.fill_(math.log(math.expm1(0.15)))
+        g.item_raw_scale.fill_(math.log(math.expm1(0.5)))
+    users = np.array([0, 5])
+    log_w, finite = model.posterior_.log_expected_weight(users)
+    assert bool(finite.all())
+    mc, se = _monte_carlo_log_weight(model, users)
+    assert se.max() < 0.1
+    assert (np.abs(log_w.numpy() - mc) < 4 * se + 1e-3).mean() > 0.99
+    u = torch.as_tensor(users)
+    a, s2 = g.persona_loc[u], g._pos(g.persona_raw_scale[u]) ** 2
+    log_pi, c = torch.log(g.prevalence_mean(u))[..., None], g.item_loc
+    bias = g.bias_loc + g._pos(g.bias_raw_scale) ** 2 / 2
+    items_at_mean = torch.logsumexp(log_pi + torch.einsum("bkd,nd->bkn", torch.cat([a, s2 / 2], -1), torch.cat([c, c * c], -1)), 1)
+    assert np.abs((items_at_mean + bias).detach().numpy() - mc).max() > 0.3  # the test tells these apart
+    ids = model_fit.user_vocab_.decode(users)
+    log_w, _ = model_fit.posterior_.log_expected_weight(users)
+    items = model_fit.item_vocab_.ids
+    for j, uid in enumerate(ids):
+        s = model_fit.score([uid] * len(items), items)
+        np.testing.assert_allclose(s.sum(), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(np.log(s), log_w[j].numpy() - torch.logsumexp(log_w[j], 0).item(), atol=1e-5)
 
 
 def test_single_persona_is_matrix_factorisation(synthetic_world):
