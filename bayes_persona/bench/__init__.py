@@ -111,6 +111,17 @@ def _make(name: str, params: dict, smoke: bool):
     return BASELINES[BASELINE_NAMES[name]](**p)
 
 
+def timed_fit_and_serve(model, split) -> tuple[float, float]:
+    """Seconds to fit ``model`` on ``split.train``, then to give top-10 lists with their
+    intervals to every test user (the costs tables' "recommend-all")."""
+    t0 = time.perf_counter()
+    model.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.recommend(split.test.ratings["user_id"].unique(), n=10)
+    return fit_s, time.perf_counter() - t0
+
+
 def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue, tuned: dict | None = None) -> None:
     import torch
 
@@ -133,13 +144,7 @@ def _run_one(name: str, data_home: str | None, smoke: bool, n_boot: int, queue, 
         probe = _make(name, probe_params, smoke).fit(inner.train, validation=inner.test)
         params = {**params, "max_epochs": max(1, probe.best_epoch_)}
     model = _make(name, params, smoke)
-    t0 = time.perf_counter()
-    model.fit(split.train)
-    fit_s = time.perf_counter() - t0
-    users = split.test.ratings["user_id"].unique()
-    t0 = time.perf_counter()
-    model.recommend(users, n=10)  # the costs table: top-10 lists with their intervals
-    rec_s = time.perf_counter() - t0
+    fit_s, rec_s = timed_fit_and_serve(model, split)
     full, per_user = evaluate(model, split.train, split.test, k=(10, 20), items=items, fit=False, model_name=name,
                               metrics=["ndcg", "recall", "hit_rate", "tdd", "coverage"], n_boot=n_boot,
                               return_per_user=True)  # fmt: skip

@@ -18,7 +18,6 @@ import logging
 import multiprocessing as mp
 import os
 import resource
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -33,23 +32,16 @@ COST_MODELS = ("EASE", "iALS", "Ours K=1", "Ours K=8")
 def _time_one(name: str, params: dict, data_home: str | None, threads: int, smoke: bool, queue) -> None:
     import torch
 
-    from bayes_persona.bench import _data, _make
+    from bayes_persona.bench import _data, _make, timed_fit_and_serve
 
     torch.set_num_threads(threads)
     items, split, _ = _data(data_home)
     if name.startswith("Ours"):
         params = {**params, "n_threads": threads}
-    model = _make(name, params, smoke)
-    t0 = time.perf_counter()
-    model.fit(split.train)
-    fit_s = time.perf_counter() - t0
-    users = split.test.ratings["user_id"].unique()
-    t0 = time.perf_counter()
-    model.recommend(users, n=10)
-    rec_s = time.perf_counter() - t0
+    fit_s, rec_s = timed_fit_and_serve(_make(name, params, smoke), split)
     queue.put({
         "model": name, "threads": threads, "fit_seconds": fit_s, "recommend_all_seconds": rec_s,
-        "users": len(users), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "users": split.test.ratings["user_id"].nunique(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "params": json.dumps(params),
     })  # fmt: skip
 
