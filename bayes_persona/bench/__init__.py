@@ -62,8 +62,9 @@ TUNING_GRIDS = {
     "AMP-CF": {"lr": [3e-4, 1e-3, 3e-3], "a": [0.1, 0.25, 0.5], "lambda": [0.001, 0.005, 0.1],
                "factors": [32, 64, 128], "max_epochs": [20]},
     # Ours: the step size and the budget (the model's other settings are its defaults).
-    "Ours K=1": {"learning_rate": [0.01, 0.02, 0.05], "max_epochs": [500, 800, 1200]},
-    "Ours K=8": {"learning_rate": [0.005, 0.01, 0.02], "max_epochs": [200, 300, 450]},
+    # (batch_size 512, the default: 2 steps per epoch on ML-100K)
+    "Ours K=1": {"learning_rate": [0.02, 0.05, 0.1], "max_epochs": [300, 600, 1200]},
+    "Ours K=8": {"learning_rate": [0.01, 0.02, 0.04], "max_epochs": [100, 150, 225]},
 }
 
 MODELS = ("MostPopular", "EASE", "iALS", "BPR-MF", "AMP-CF", "Ours K=1", "Ours K=8")

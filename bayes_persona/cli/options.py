@@ -207,7 +207,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
 # PersonaRecommender's defaults, written out so that --help shows them without importing
 # torch (tests/cli/test_cli.py checks them against the estimator's signature).
 MODEL_DEFAULTS = {
-    "n_personas": 8, "n_factors": 16, "max_epochs": 150, "batch_size": 128, "feedback": "implicit",
+    "n_personas": 8, "n_factors": 16, "max_epochs": 150, "batch_size": 512, "feedback": "implicit",
     "guide": "meanfield", "n_prototypes": 8, "random_state": 0,
 }  # fmt: skip
 

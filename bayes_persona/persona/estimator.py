@@ -93,7 +93,7 @@ class PersonaRecommender:
     n_negatives : int or None, default None
         Items sampled for the softmax normaliser; ``None`` uses the whole catalogue when it
         has at most 20,000 items, else 2,048 samples.
-    batch_size : int, default 128 (users per SVI step)
+    batch_size : int, default 512 (users per SVI step; chosen on validation data)
     max_items_per_user : int, default 128
         Interactions of a user per step (subsampled and reweighted beyond this).
     learning_rate : float, default 0.02
@@ -164,7 +164,7 @@ class PersonaRecommender:
         persona_prior_scale: float | None = None,
         bias_prior_scale: float | None = None,
         n_negatives: int | None = None,
-        batch_size: int = 128,
+        batch_size: int = 512,
         max_items_per_user: int = 128,
         learning_rate: float = 0.02,
         max_epochs: int = 150,
