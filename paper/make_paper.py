@@ -800,64 +800,28 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
            "nuts": NUTS_BLOCKS}  # fmt: skip
 
 
-CLOSED_FORM_COMMAND = ("python -m bayes_persona.bench --models 'Ours K=1,Ours K=8' --tuned <costs.csv of the main run> "
-                       "--out paper/results/closed_form && python -m bayes_persona.bench costs --tuned "
-                       "<the same costs.csv> --out paper/results/closed_form/costs")
-#: Sources whose absence leaves their blocks as they are, also in a full build: runs added
-#: after the main one (``bench all`` does not write them).
-OPTIONAL_SOURCES = ("closed_form",)
-CLOSED_FORM_BLOCKS = ("table:closed-form", "table:closed-form-costs", "text:closed-form")
+COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
+#: Sources whose absence leaves their blocks as they are, also in a full build (result
+#: folders that older runs of ``bench all`` did not write).
+OPTIONAL_SOURCES = ("costs_alone",)
+COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
-def load_closed_form(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
-    """Read ``closed_form/`` (the ranking of our models with the closed-form statistic, at the
-    hyperparameters the main run tuned) and ``closed_form/costs/`` (timings alone, 2 threads)."""
-    out = _load_folder(results_dir, "closed_form", ("results", "paired"), CLOSED_FORM_COMMAND)
-    costs = _load_folder(Path(results_dir) / "closed_form", "costs", ("costs",), CLOSED_FORM_COMMAND)
-    out["costs"], out["costs_provenance"] = costs["costs"], costs["provenance"]
-    main = Path(results_dir) / "results.csv"
-    out["main"] = pd.read_csv(main) if main.is_file() else None
-    return out
+def load_costs_alone(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``costs/costs.csv`` and ``costs/provenance.json``: the tuned models timed alone
+    on the machine (:mod:`bayes_persona.bench.costs`, the last job of ``bench all``)."""
+    return _load_folder(results_dir, "costs", ("costs",), COSTS_ALONE_COMMAND)
 
 
-def _closed_form_table(cf: Mapping[str, Any]) -> str:
-    def cell(res: pd.DataFrame | None, model: str, protocol: str, metric: str) -> str:
-        if res is None:
-            return "–"
-        r = res[(res["model"] == model) & (res["protocol"] == protocol) & (res["metric"] == metric) & (res["k"] == 10)]
-        if not len(r):
-            return "–"
-        r = r.iloc[0]
-        return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" if protocol == "full" else f"{r['value']:.3f}"
-
-    rows = []
-    for model in ("Ours K=1", "Ours K=8"):
-        for label, res in (("closed form", cf["results"]), ("mean of 100 draws", cf["main"])):
-            rows.append([model, label] + [cell(res, model, pr, m) for pr, m in (("full", "ndcg"), ("temporal", "ndcg"), ("full", "tdd"))])
-    rows.append(["EASE", "–"] + [cell(cf["main"], "EASE", pr, m) for pr, m in (("full", "ndcg"), ("temporal", "ndcg"), ("full", "tdd"))])
-    return _markdown_table(["Model", "Ranked by", "NDCG@10", "NDCG@10 (temporal)", "TDD@10"], rows)
-
-
-def _closed_form_costs(cf: Mapping[str, Any]) -> str:
-    c = cf["costs"]
+def _costs_alone_table(ca: Mapping[str, Any]) -> str:
     rows = [[r["model"], str(int(r["threads"])), f"{r['fit_seconds']:.1f}", _num(r["fit_vs_iALS"], 1) + "×",
              f"{r['recommend_all_seconds']:.2f}", _num(r["recommend_all_vs_iALS"], 1) + "×", f"{r['peak_rss_mb']:.0f}"]
-            for _, r in c.iterrows()]  # fmt: skip
+            for _, r in ca["costs"].iterrows()]  # fmt: skip
     return _markdown_table(["Model", "Threads", "Fit (s)", "Fit / iALS", "Recommend-all (s)", "Recommend-all / iALS", "Peak RSS (MB)"], rows)
 
 
-def _closed_form_text(cf: Mapping[str, Any]) -> str:
-    pr = cf["paired"]
-    r = pr[(pr["a"] == "Ours K=8") & (pr["b"] == "Ours K=1") & (pr["metric"] == "ndcg") & (pr["k"] == 10)].iloc[0]
-    commit = str(cf["provenance"].get("git_commit", "?"))[:8]
-    return (f"Paired over {int(r['n_users'])} test users, Ours K=8 minus K=1 in NDCG@10 is {r['mean_diff']:+.3f} "
-            f"[{r['low']:+.3f}, {r['high']:+.3f}] (p = {r['p_value']:.3f}). Closed-form rows and timings: commit {commit}, "
-            f"hyperparameters as tuned on validation by the main run; the other rows: the main run.")  # fmt: skip
-
-
-def render_closed_form(cf: Mapping[str, Any]) -> dict[str, str]:
-    return {"table:closed-form": _closed_form_table(cf), "table:closed-form-costs": _closed_form_costs(cf),
-            "text:closed-form": _closed_form_text(cf)}  # fmt: skip
+def render_costs_alone(ca: Mapping[str, Any]) -> dict[str, str]:
+    return {"table:costs-alone": _costs_alone_table(ca)}
 
 
 def render_nuts(nuts: Mapping[str, Any]) -> dict[str, str]:
@@ -913,7 +877,7 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 
 README = PAPER_DIR.parent / "README.md"
 README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
-                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:closed-form": "closed_form"}  # fmt: skip
+                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -936,18 +900,14 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
             return txt
         parts = [f"{_accounts_label(inputs['accounts'], m)}: {row(m)}" for m in ACCOUNTS_LABELS if m in t.index and m != "share"]
         out["readme:accounts"] = "; ".join(parts) + f" ({_accounts_text(inputs['accounts'])})."
-    if "closed_form" in inputs:
-        cf = inputs["closed_form"]
-        res, c = cf["results"], cf["costs"].set_index("model")
-        nd = {m: _lookup(res, m, "full", "ndcg", 10) for m in ("Ours K=8", "Ours K=1")}
+    if "costs_alone" in inputs:
+        c = inputs["costs_alone"]["costs"].set_index("model")
         k8 = c.loc["Ours K=8"]
-        out["readme:closed-form"] = (
-            "Ranked by the closed-form statistic (paper section 5.2a, commit "
-            f"{str(cf['provenance'].get('git_commit', '?'))[:8]}): NDCG@10 Ours K=8 {_cell(nd['Ours K=8'])}, Ours K=1 "
-            f"{_cell(nd['Ours K=1'])}. {_closed_form_text(cf).split('. Closed-form rows')[0]}. Alone on the machine with "
-            f"{int(k8['threads'])} threads, Ours K=8 fits in {k8['fit_seconds']:.1f} s ({k8['fit_vs_iALS']:.0f}× iALS) and serves "
-            f"top-10 lists with intervals to all {int(k8['users'])} test users in {k8['recommend_all_seconds']:.2f} s "
-            f"({k8['recommend_all_vs_iALS']:.0f}× iALS; peak RSS {k8['peak_rss_mb']:.0f} MB)."
+        out["readme:costs-alone"] = (
+            f"Alone on the machine with {int(k8['threads'])} threads, Ours K=8 fits ML-100K in {k8['fit_seconds']:.1f} s "
+            f"({k8['fit_vs_iALS']:.0f}× iALS) and gives top-10 lists with their intervals to all {int(k8['users'])} test "
+            f"users in {k8['recommend_all_seconds']:.2f} s ({k8['recommend_all_vs_iALS']:.0f}× iALS; peak RSS "
+            f"{k8['peak_rss_mb']:.0f} MB)."
         )
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
@@ -993,7 +953,7 @@ def render(
         ("accounts", load_accounts, render_accounts),
         ("sbc", load_sbc, render_sbc),
         ("nuts", load_nuts, render_nuts),
-        ("closed_form", load_closed_form, render_closed_form),
+        ("costs_alone", load_costs_alone, render_costs_alone),
     ):
         try:
             data = loader(results_dir)
@@ -1021,7 +981,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(CLOSED_FORM_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -71,13 +71,12 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.CLOSED_FORM_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS)
 
 
-def test_paper_closed_form_blocks_match_results():
-    cf = _skip_unless(mp.load_closed_form)
-    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_closed_form(cf).items()})
-    assert cf["provenance"]["git_commit"] == cf["costs_provenance"]["git_commit"]
+def test_paper_costs_alone_blocks_match_results():
+    ca = _skip_unless(mp.load_costs_alone)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_costs_alone(ca).items()})
 
 
 def test_paper_accounts_blocks_match_results():
