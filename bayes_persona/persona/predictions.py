@@ -110,7 +110,7 @@ def score_terms(model: Any, users: np.ndarray):
     (:meth:`PersonaPosterior.choice_at`): no (S, B, K, N) array is kept.
     """
     post, S = model.posterior_, model.n_draws
-    if model.feedback == "implicit" and post.closed_form:
+    if post.closed_form:  # the default: implicit feedback, joint form, mean-field guide
         log_w, finite = post.log_expected_weight(users)
         scores = torch.softmax(log_w, dim=-1)
         if not bool(finite.all()):  # rank these users by draws (their E[W] diverges)

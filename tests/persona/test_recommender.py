@@ -280,6 +280,28 @@ def test_score_is_the_ratio_of_expected_choice_weights(model_fit):
         np.testing.assert_allclose(np.log(s), log_w[j].numpy() - torch.logsumexp(log_w[j], 0).item(), atol=1e-5)
 
 
+def test_users_whose_expected_weight_diverges_are_ranked_by_draws(model_fit):
+    """Where s^2 t^2 reaches 1 the closed form is infinite: that user gets the draw-based
+    mean of P(i | u) instead (finite, summing to 1), and the other users keep the closed form."""
+    model = copy.deepcopy(model_fit)
+    g = model.guide_
+    with torch.no_grad():
+        g.persona_raw_scale[3].fill_(math.log(math.expm1(2.0)))  # s = 2 against t >= 0.5: s^2 t^2 >= 1
+        g.item_raw_scale.fill_(math.log(math.expm1(0.5)))
+    post = model.posterior_
+    log_w, finite = post.log_expected_weight(np.array([2, 3]))
+    assert finite.tolist() == [True, False] and torch.isinf(log_w[1]).all()
+    items = model.item_vocab_.ids
+    uid = model.user_vocab_.decode(np.array([3]))[0]
+    s = model.score([uid] * len(items), items)
+    with torch.no_grad():
+        by_draws = post.user_draws(np.array([3]), model.n_draws, with_softmax=True)["scores"][0].numpy()
+    np.testing.assert_allclose(s, by_draws, rtol=1e-5)
+    np.testing.assert_allclose(s.sum(), 1.0, rtol=1e-4)
+    recs = model.recommend([uid], n=3)
+    assert len(recs) == 3 and np.isfinite(recs["score"]).all()
+
+
 def test_single_persona_is_matrix_factorisation(synthetic_world):
     small_world, _ = synthetic_world
     m = small(n_personas=1, max_epochs=3).fit(small_world)
