@@ -53,7 +53,7 @@ def score(model: Any, user_ids: Any, item_ids: Any) -> np.ndarray:
     with torch.no_grad():
         for s in range(0, len(uniq), step):
             chunk = uniq[s : s + step]
-            full = score_terms(model, chunk)[0].cpu().numpy()  # (B, N)
+            full = catalogue_scores(model, chunk).cpu().numpy()  # (B, N)
             sel = (inv >= s) & (inv < s + len(chunk))
             out[sel] = full[inv[sel] - s, i[sel]]
     return out
@@ -111,13 +111,8 @@ def score_terms(model: Any, users: np.ndarray):
     """
     post, S = model.posterior_, model.n_draws
     if post.closed_form:  # the default: implicit feedback, joint form, mean-field guide
-        log_w, finite = post.log_expected_weight(users)
-        scores = torch.softmax(log_w, dim=-1)
-        if not bool(finite.all()):  # rank these users by draws (their E[W] diverges)
-            bad = torch.nonzero(~finite)[:, 0]
-            scores[bad] = post.user_draws(users[bad.cpu().numpy()], S, with_softmax=True)["scores"]
         d = post.user_draws(users, S, shares=False)
-        return scores, lambda idx: post.attention_at(d, idx, S), post.persona_orders(users, S)
+        return _closed_form_scores(post, users, S), lambda idx: post.attention_at(d, idx, S), post.persona_orders(users, S)
     if model.feedback == "implicit":
         d = post.user_draws(users, S, with_softmax=True)
         return d["scores"], lambda idx: post.choice_at(d, idx, S), post.persona_order(d["prevalence"])
@@ -129,6 +124,26 @@ def score_terms(model: Any, users: np.ndarray):
         return torch.gather(log_att, 3, idx[None, :, None, :].expand(S, B, log_att.shape[2], n)).exp()
 
     return scores, explain_at, order
+
+
+def _closed_form_scores(post: Any, users: np.ndarray, n_draws: int) -> torch.Tensor:
+    """``E[W_ui] / sum_j E[W_uj]`` (B, N); users whose ``E[W]`` diverges get the mean of
+    ``P(i | u)`` over ``n_draws`` draws instead."""
+    log_w, finite = post.log_expected_weight(users)
+    scores = torch.softmax(log_w, dim=-1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite)[:, 0]
+        scores[bad] = post.user_draws(users[bad.cpu().numpy()], n_draws, with_softmax=True)["scores"]
+    return scores
+
+
+def catalogue_scores(model: Any, users: np.ndarray) -> torch.Tensor:
+    """The scores of :func:`score_terms` (B, N) alone: without the draws and persona orders
+    that only ``recommend``'s explanations need."""
+    post = model.posterior_
+    if post.closed_form:
+        return _closed_form_scores(post, users, model.n_draws)
+    return score_terms(model, users)[0]
 
 
 def recommend(model: Any, user_ids: Any, n: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
