@@ -33,6 +33,40 @@ def test_prototype_prior_is_the_gaussian_mixture():
     torch.testing.assert_close(m.persona_prior().log_prob(x), expected)
 
 
+def test_prototype_prior_gradients_batch_shape_and_draws_match_the_mixture():
+    """The matmul form of the prototype prior has MixtureSameFamily's gradients, keeps a
+    plate's batch shape, and its draws land on the prototypes in their weights."""
+    from bayes_persona.persona.priors import PrototypeMixture
+
+    g = torch.Generator().manual_seed(3)
+    K, D, T = 3, 4, 5
+    logits = torch.randn(T, generator=g, dtype=torch.float64, requires_grad=True)
+    loc = torch.randn(T, D, generator=g, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(6, 1, K, D, generator=g, dtype=torch.float64, requires_grad=True)
+    prior = PrototypeMixture(logits, loc, scale, K).expand((6, 1))
+    ref = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=logits.expand(K, T)),
+        torch.distributions.Independent(torch.distributions.Normal(loc.expand(K, T, D), scale), 1),
+    )
+    got, want = prior.log_prob(x), ref.log_prob(x).sum(-1)
+    assert got.shape == (6, 1) and prior.batch_shape == (6, 1) and prior.event_shape == (K, D)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got.sum(), (logits, loc, scale, x)),
+                    torch.autograd.grad(want.sum(), (logits, loc, scale, x)), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+    # draws: far-apart prototypes, so each persona is within a few s of the one it came from
+    centres = 40.0 * torch.arange(T, dtype=torch.float64)[:, None] * torch.ones(T, D, dtype=torch.float64)
+    weights = torch.softmax(torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5], dtype=torch.float64), 0)
+    torch.manual_seed(0)
+    draws = PrototypeMixture(torch.log(weights), centres, torch.tensor(1.0, dtype=torch.float64), K).sample((4000,))
+    assert draws.shape == (4000, K, D)
+    which = torch.round(draws.mean(-1) / 40.0).long().clamp(0, T - 1)  # (4000, K)
+    assert ((draws - centres[which]).abs() < 5.0).all()
+    share = torch.bincount(which.reshape(-1), minlength=T).double() / which.numel()
+    torch.testing.assert_close(share, weights, atol=0.02, rtol=0.0)  # 12,000 draws: sd <= 0.005
+
+
 def test_zero_prototypes_is_the_isotropic_prior():
     m = PersonaModel(10, 20, 3, 4, n_prototypes=0)
     x = torch.randn(5, 3, 4)
@@ -103,9 +137,10 @@ def test_joint_likelihood_is_amp_cf_attention_with_the_prevalence_as_prior():
     p, q, b = torch.randn(1, K, D), torch.randn(N, D), torch.randn(N)
     pi = torch.softmax(torch.randn(K), 0)
     pos = torch.tensor([[3, 7, 21]])
-    aff = torch.einsum("bkd,bld->blk", p, q[pos])
     full = torch.arange(N)
-    got = implicit_log_likelihood(pi[None, None], p, aff, q, b, pos, full, N, joint=True)
+    got = implicit_log_likelihood(pi[None, None], p, q, b, pos, None, N, joint=True)
+    # the sampled-softmax path, given every item as its sample, agrees with the exact one
+    torch.testing.assert_close(implicit_log_likelihood(pi[None, None], p, q, b, pos, full, N, joint=True), got)
     joint = torch.log(pi)[:, None] + p[0] @ q.T + b  # (K, N): log of the unnormalised joint
     expected = torch.logsumexp(joint, 0) - torch.logsumexp(joint.reshape(-1), 0)
     torch.testing.assert_close(got[0], expected[pos[0]])
@@ -117,7 +152,7 @@ def test_joint_likelihood_is_amp_cf_attention_with_the_prevalence_as_prior():
     posterior = torch.softmax(log_w[:, None] + torch.log_softmax(p[0] @ q.T + b, 1), 0)
     torch.testing.assert_close(posterior, attention)
     # the mixture form puts the prevalence on the shares themselves
-    mix = implicit_log_likelihood(pi[None, None], p, aff, q, b, pos, full, N, joint=False)
+    mix = implicit_log_likelihood(pi[None, None], p, q, b, pos, None, N, joint=False)
     torch.testing.assert_close(
         mix[0], torch.logsumexp(torch.log(pi)[:, None] + torch.log_softmax(p[0] @ q.T + b, 1), 0)[pos[0]]
     )

@@ -516,3 +516,31 @@ def test_log_normaliser_matches_autograd_logsumexp() -> None:
     again.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         again.backward()
+
+
+def test_positives_logits_read_off_the_catalogue_pass_have_autograd_gradients() -> None:
+    """log_normaliser_and_logits returns the exact normaliser and the positives' logits
+    p_uk . q_i + b_i, with the gradients of the unfused computation (gather of q[pos])."""
+    from bayes_persona.persona.model import log_normaliser_and_logits
+
+    g = torch.Generator().manual_seed(1)
+    B, K, D, N, L = 3, 4, 5, 9, 6
+    p = torch.randn(B, K, D, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(N, D, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(N, generator=g, dtype=torch.float64, requires_grad=True)
+    pos = torch.randint(0, N, (B, L), generator=g)
+    w, v = torch.randn(B, K, generator=g, dtype=torch.float64), torch.randn(B, L, K, generator=g, dtype=torch.float64)
+    log_norm, logit = log_normaliser_and_logits(p, q, b, pos)
+    ref_norm = torch.logsumexp(torch.einsum("ukd,sd->uks", p, q) + b, -1)
+    ref_logit = torch.einsum("bkd,bld->blk", p, q[pos]) + b[pos][..., None]
+    torch.testing.assert_close(log_norm, ref_norm)
+    torch.testing.assert_close(logit, ref_logit)
+    got = torch.autograd.grad((log_norm * w).sum() + (logit * v).sum(), (p, q, b))
+    want = torch.autograd.grad((ref_norm * w).sum() + (ref_logit * v).sum(), (p, q, b))
+    for a, r in zip(got, want, strict=True):
+        torch.testing.assert_close(a, r)
+    # only the normaliser in the loss: the logits' gradient is absent, not an error
+    got = torch.autograd.grad(log_normaliser_and_logits(p, q, b, pos)[0].sum(), (p, q, b))
+    want = torch.autograd.grad(torch.logsumexp(torch.einsum("ukd,sd->uks", p, q) + b, -1).sum(), (p, q, b))
+    for a, r in zip(got, want, strict=True):
+        torch.testing.assert_close(a, r)
