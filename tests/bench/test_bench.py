@@ -28,3 +28,20 @@ def test_ranking_bench_writes_both_protocols_and_its_grids(ml100k_dir, tmp_path)
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["tuning_grids"] == {"Ours K=1": TUNING_GRIDS["Ours K=1"]}
     assert (out / "paired.csv").is_file()
+
+
+def test_tuning_records_keep_every_configuration_best_first():
+    """tuning.csv's rows: one per configuration tried, its grid parameters as JSON, the
+    first (best) marked chosen."""
+    import numpy as np
+
+    from bayes_persona.bench import tuning_records
+
+    grid = {"learning_rate": [0.01, 0.02], "max_epochs": [100, 150]}
+    table = pd.DataFrame({"learning_rate": [0.02, 0.01, 0.02, 0.01], "max_epochs": np.array([150, 150, 100, 100]),
+                          "metric": "ndcg", "k": 10, "value": [0.22, 0.21, 0.2, 0.19]})  # fmt: skip
+    rows = tuning_records("Ours K=8", table, grid)
+    assert [r["chosen"] for r in rows] == [True, False, False, False]
+    assert json.loads(rows[0]["params"]) == {"learning_rate": 0.02, "max_epochs": 150}
+    assert [r["value"] for r in rows] == [0.22, 0.21, 0.2, 0.19]
+    assert {r["model"] for r in rows} == {"Ours K=8"}
