@@ -1,0 +1,46 @@
+"""Minibatch users: a uniform sample without replacement, at a cost that does not grow with
+the number of users."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from bayes_persona.persona import interactions
+from bayes_persona.persona.interactions import sample_without_replacement
+
+
+@pytest.mark.parametrize("ratio", [interactions.PERMUTATION_RATIO, 1])
+def test_users_are_a_uniform_ordered_sample_without_replacement(monkeypatch, ratio):
+    """Every ordered triple of 6 users is equally likely, by the permutation path and (ratio
+    1) by the draw-and-drop-repeats path; a sample with replacement would repeat users."""
+    monkeypatch.setattr(interactions, "PERMUTATION_RATIO", ratio)
+    g = torch.Generator().manual_seed(0)
+    n, k, reps = 6, 3, 24000
+    counts = dict.fromkeys(itertools.permutations(range(n), k), 0)
+    for _ in range(reps):
+        draw = tuple(sample_without_replacement(n, k, g).tolist())
+        assert len(set(draw)) == k  # no repeats
+        counts[draw] += 1
+    observed = np.array(list(counts.values()))
+    assert stats.chisquare(observed).pvalue > 1e-3  # 120 cells of about 200 each
+
+
+def test_large_populations_take_the_cheap_path_and_small_keep_randperm(monkeypatch):
+    """Above PERMUTATION_RATIO users per slot no permutation of all users is drawn; below it
+    the result is torch.randperm's (so small fits keep their random stream)."""
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(sample_without_replacement(100, 10, g1), torch.randperm(100, generator=g2)[:10])
+    assert len(sample_without_replacement(5, 10, g1)) == 5  # min(k, n)
+    n = 10**7
+    calls = []
+    real = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    users = sample_without_replacement(n, 512, g1)
+    assert not calls
+    assert len(users) == 512 and len(torch.unique(users)) == 512
+    assert int(users.min()) >= 0 and int(users.max()) < n
