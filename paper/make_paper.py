@@ -803,7 +803,7 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
 COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
-OPTIONAL_SOURCES = ("costs_alone",)
+OPTIONAL_SOURCES = ("costs_alone", "scale")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -822,6 +822,49 @@ def _costs_alone_table(ca: Mapping[str, Any]) -> str:
 
 def render_costs_alone(ca: Mapping[str, Any]) -> dict[str, str]:
     return {"table:costs-alone": _costs_alone_table(ca)}
+
+
+SCALE_COMMAND = "python -m bayes_persona.bench scale --sizes 1e5 1e6 1e7 --out paper/results/scale/scale.csv"
+SCALE_BLOCKS = ("table:scale",)
+
+
+def load_scale(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``scale/scale.csv`` and its provenance ``scale/scale.json`` (the scale benchmark,
+    :mod:`bayes_persona.bench.scale`, run on its own: ``bench all`` does not run it)."""
+    path = Path(results_dir) / "scale"
+    if not (path / "scale.csv").is_file():
+        raise MissingResultsError(f"{path / 'scale.csv'} is missing: run `{SCALE_COMMAND}`")
+    return {"scale": pd.read_csv(path / "scale.csv"), "provenance": json.loads((path / "scale.json").read_text())}
+
+
+def _scale_ratio(sc: Mapping[str, Any]) -> tuple[str, str, float] | None:
+    """(smallest, largest planted size, ratio of their cost per interaction), if two sizes."""
+    planted = sc["scale"][sc["scale"]["dataset"].str.startswith("planted")].sort_values("interactions")
+    if len(planted) < 2:
+        return None
+    lo, hi = planted.iloc[0], planted.iloc[-1]
+    return f"{lo['interactions']:,}", f"{hi['interactions']:,}", hi["us_per_interaction"] / lo["us_per_interaction"]
+
+
+def _scale_table(sc: Mapping[str, Any]) -> str:
+    rows = [[r["dataset"], f"{int(r['interactions']):,}", f"{int(r['users']):,}", f"{int(r['items']):,}",
+             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", f"{r['us_per_interaction']:.2f}",
+             "" if pd.isna(r["recommend_sec"]) else f"{r['recommend_sec']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+            for _, r in sc["scale"].iterrows()]  # fmt: skip
+    table = _markdown_table(["Data", "Interactions", "Users", "Items", "s / epoch", "Steps/s", "µs / interaction",
+                             "Recommend-all (s)", "Peak RSS (MB)"], rows)  # fmt: skip
+    ratio = _scale_ratio(sc)
+    st = sc["provenance"].get("settings", {})
+    text = (f"\n\nK = {st.get('personas', '?')}, D = {st.get('factors', '?')}, batches of {st.get('batch_size', '?')} users, "
+            f"a sampled softmax of {st.get('negatives', '?')} items on the planted data, {st.get('threads', '?')} thread(s); "
+            f"commit {str(sc['provenance'].get('git_commit', '?'))[:7]}.")
+    if ratio is not None:
+        text += f" The cost per interaction at {ratio[1]} interactions is {ratio[2]:.2f}× its value at {ratio[0]}."
+    return table + text
+
+
+def render_scale(sc: Mapping[str, Any]) -> dict[str, str]:
+    return {"table:scale": _scale_table(sc)}
 
 
 def render_nuts(nuts: Mapping[str, Any]) -> dict[str, str]:
@@ -877,7 +920,7 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 
 README = PAPER_DIR.parent / "README.md"
 README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
-                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone"}  # fmt: skip
+                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone", "readme:scale": "scale"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -909,6 +952,10 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
             f"users in {k8['recommend_all_seconds']:.2f} s ({k8['recommend_all_vs_iALS']:.0f}× iALS; peak RSS "
             f"{k8['peak_rss_mb']:.0f} MB)."
         )
+    if "scale" in inputs and _scale_ratio(inputs["scale"]) is not None:
+        lo, hi, ratio = _scale_ratio(inputs["scale"])
+        out["readme:scale"] = (f"On planted data the SVI cost per interaction at {hi} interactions is {ratio:.2f}× its "
+                               f"value at {lo} (`paper/results/scale/`).")  # fmt: skip
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
     for source in ("sbc", "nuts"):
@@ -954,6 +1001,7 @@ def render(
         ("sbc", load_sbc, render_sbc),
         ("nuts", load_nuts, render_nuts),
         ("costs_alone", load_costs_alone, render_costs_alone),
+        ("scale", load_scale, render_scale),
     ):
         try:
             data = loader(results_dir)
@@ -981,7 +1029,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

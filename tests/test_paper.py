@@ -71,12 +71,33 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
     ca = _skip_unless(mp.load_costs_alone)
     _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_costs_alone(ca).items()})
+
+
+def test_paper_scale_blocks_match_results():
+    sc = _skip_unless(mp.load_scale)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_scale(sc).items()})
+
+
+def test_scale_table_reports_the_largest_size_against_the_smallest():
+    """The ratio the scale target is judged by: cost per interaction at the largest planted
+    size over the smallest's (ML-100K's row is not a planted size)."""
+    frame = pd.DataFrame({"dataset": ["planted 1e+05", "planted 1e+07", "ML-100K (>=4)"],
+                          "interactions": [100000, 10000000, 55375], "users": [10000, 1000000, 942],
+                          "items": [632, 6325, 1447], "sec_per_epoch": [0.5, 60.0, 0.1], "steps_per_sec": [80, 70, 10],
+                          "us_per_interaction": [5.0, 6.0, 2.0], "recommend_sec": [1.0, float("nan"), 0.5],
+                          "peak_rss_mb": [400, 3000, 450]})  # fmt: skip
+    sc = {"scale": frame, "provenance": {"settings": {"personas": 4, "factors": 32, "batch_size": 256,
+                                                      "negatives": 256, "threads": 1}, "git_commit": "abcdef123"}}  # fmt: skip
+    text = mp.render_scale(sc)["table:scale"]
+    assert "10,000,000 interactions is 1.20× its value at 100,000" in text
+    assert "commit abcdef1" in text
+    assert mp._scale_ratio({"scale": frame.iloc[[0, 2]]}) is None  # one planted size: no ratio
 
 
 def test_paper_accounts_blocks_match_results():

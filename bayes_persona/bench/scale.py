@@ -14,7 +14,8 @@ per interaction, the time to recommend ``--top`` items for every user (posterior
 for the returned items only) and the peak resident memory (``resource.getrusage``). Each
 size runs in a fresh Python process so that its peak memory is its own. With
 ``--movielens DIR`` it also fits ML-100K (binarised at 4) briefly and times recommending for
-all of its users. It prints a Markdown table and writes a CSV.
+all of its users. It prints a Markdown table and writes a CSV (``--out``), with its
+provenance (commit, machine, settings) beside it under the same name ending ``.json``.
 
 Why the cost per interaction is flat: an SVI step costs ``O(B L K D + B K S D)`` (``B``
 users, up to ``L`` interactions each, ``S`` sampled negatives) whatever the number of
@@ -36,6 +37,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -260,9 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %.2f s/epoch, %.1f steps/s, %.0f MB peak", row["dataset"], row["sec_per_epoch"],
                     row["steps_per_sec"], row["peak_rss_mb"])  # fmt: skip
     frame = pd.DataFrame(rows)[COLUMNS]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
+    # Beside the CSV (same name, .json): which commit, machine and settings wrote it.
+    from bayes_persona.provenance import stamp
+
+    settings = {k: v for k, v in vars(args).items() if k not in {"passthrough", "child", "inline"}}
+    prov = {"benchmark": "scale (bayes_persona.bench.scale)", "settings": settings, "cpu_count": os.cpu_count(), **stamp()}
+    Path(args.out).with_suffix(".json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     print(_markdown(frame))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {args.out} and its provenance {Path(args.out).with_suffix('.json')}")
     return 0
 
 

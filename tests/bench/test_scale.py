@@ -3,6 +3,8 @@ vectorised planted generator and the scale benchmark's plumbing."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -167,6 +169,9 @@ def test_scale_bench_writes_table_and_csv(tmp_path, capsys, monkeypatch) -> None
     assert row["sec_per_epoch"] > 0 and row["steps_per_sec"] > 0 and row["peak_rss_mb"] > 0
     text = capsys.readouterr().out
     assert "| dataset |" in text and "planted 3e+03" in text
+    prov = json.loads((tmp_path / "scale.json").read_text())
+    assert prov["settings"]["sizes"] == [3000.0] and prov["settings"]["negatives"] == 20
+    assert "git_commit" in prov and "versions" in prov
 
 
 def test_bench_scale_subcommand_dispatches(capsys) -> None:
