@@ -312,8 +312,8 @@ class PersonaRecommender:
         if message is not None:  # converged_ is False
             warnings.warn(message, ConvergenceWarning, stacklevel=3)
         logger.info("fit %d steps; final epoch ELBO %.4g", result.steps, self.elbo_[-state.steps_per_epoch :].mean())
-        if self.feedback == "implicit" and self.posterior_.closed_form:  # users' persona orders, once
-            self.posterior_.persona_orders(np.arange(len(self.user_vocab_)), self.n_draws)
+        if self.feedback == "implicit" and self.posterior_.closed_form:  # users' persona orders, once, if cheap
+            self.posterior_.orders_at_fit(self.n_draws)
         return self
 
     persona_init_length = 3.0

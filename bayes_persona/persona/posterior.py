@@ -13,6 +13,7 @@ positions); :meth:`PersonaPosterior.encode_users` turns ids into them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -25,8 +26,13 @@ from bayes_persona.persona.model import persona_shares
 
 __all__ = ["PersonaPosterior", "CHUNK_FLOATS"]
 
+logger = logging.getLogger(__name__)
+
 #: Floats of the largest transient (S, B, K, N) array a chunk of users may allocate.
 CHUNK_FLOATS = 2**22
+#: ``fit`` computes every user's persona order when users x draws x personas x items is at
+#: most this (4e9: about three times ML-100K's); above it, an order is computed when served.
+ORDERS_AT_FIT = 4 * 10**9
 _CACHE_LOCK = threading.Lock()  # guards filling the estimator's draw cache (module-level: picklable models)
 
 
@@ -259,6 +265,17 @@ class PersonaPosterior:
                 prev = self.user_draws(chunk, n_draws)["prevalence"]
                 table[chunk] = self.persona_order(prev).cpu().numpy()  # same rows whoever writes
         return torch.as_tensor(table[users], device=self.device)
+
+    def orders_at_fit(self, n_draws: int) -> bool:
+        """Fill every user's :meth:`persona_orders` now if that costs at most
+        :data:`ORDERS_AT_FIT` logits (one catalogue pass per draw and user); whether it did."""
+        est = self.model
+        U, N = len(est.user_vocab_), len(est.item_vocab_)
+        if U * n_draws * est.n_personas * N > ORDERS_AT_FIT:
+            logger.info("persona orders: computed when each user is first served (%d users x %d items)", U, N)
+            return False
+        self.persona_orders(np.arange(U), n_draws)
+        return True
 
     def importance_weights(self, users: np.ndarray, n_draws: int | None = None):
         """Pareto-smoothed importance weights of each user's guide draws (implicit feedback).

@@ -544,3 +544,26 @@ def test_positives_logits_read_off_the_catalogue_pass_have_autograd_gradients() 
     want = torch.autograd.grad(torch.logsumexp(torch.einsum("ukd,sd->uks", p, q) + b, -1).sum(), (p, q, b))
     for a, r in zip(got, want, strict=True):
         torch.testing.assert_close(a, r)
+
+
+def test_persona_orders_are_filled_at_fit_only_where_cheap(model_fit, monkeypatch):
+    """fit fills every user's persona order when users x draws x K x N is within
+    ORDERS_AT_FIT; above it nothing is computed up front, and serving computes the order of
+    each user it serves (the same order)."""
+    import bayes_persona.persona.posterior as posterior_module
+
+    post = model_fit.posterior_
+    users = np.arange(len(model_fit.user_vocab_))
+    full = post.persona_orders(users, model_fit.n_draws).numpy()
+    post.cache.clear()
+    monkeypatch.setattr(posterior_module, "ORDERS_AT_FIT", 10)
+    assert post.orders_at_fit(model_fit.n_draws) is False
+    assert f"orders{model_fit.n_draws}" not in post.cache
+    recs = model_fit.recommend(model_fit.user_vocab_.ids[:3], n=2)
+    table = post.cache[f"orders{model_fit.n_draws}"]
+    assert (table[:3] >= 0).all() and (table[3:] < 0).all()  # only the served users
+    np.testing.assert_array_equal(table[:3], full[:3])
+    assert len(recs) == 6
+    monkeypatch.setattr(posterior_module, "ORDERS_AT_FIT", 10**12)
+    assert post.orders_at_fit(model_fit.n_draws) is True
+    np.testing.assert_array_equal(post.cache[f"orders{model_fit.n_draws}"], full)
