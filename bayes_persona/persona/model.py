@@ -359,8 +359,7 @@ def log_normaliser_and_logits(p, q, b, pos) -> tuple[torch.Tensor, torch.Tensor]
     pass over the (B, K, N) logits.
 
     Reading the positives' logits off that pass, instead of gathering their factors
-    ``q[pos]`` (B, L, D), saves the gather's scatter-add backward and two batched products:
-    about a fifth of an SVI step on ML-100K.
+    ``q[pos]`` (B, L, D), saves the gather's scatter-add backward and two batched products.
     """
     log_norm, logit = _LogNormaliser.apply(p, q, b, pos)
     return log_norm, logit.transpose(-1, -2)
