@@ -280,13 +280,16 @@ def test_score_is_the_ratio_of_expected_choice_weights(model_fit):
         np.testing.assert_allclose(np.log(s), log_w[j].numpy() - torch.logsumexp(log_w[j], 0).item(), atol=1e-5)
 
 
-def test_users_whose_expected_weight_diverges_are_ranked_by_draws(model_fit):
-    """Where s^2 t^2 reaches 1 the closed form is infinite: that user gets the draw-based
-    mean of P(i | u) instead (finite, summing to 1), and the other users keep the closed form."""
+@pytest.mark.parametrize("persona_sd", [2.0, 1.55])
+def test_users_whose_expected_weight_diverges_are_ranked_by_draws(model_fit, persona_sd):
+    """Where s^2 t^2 reaches 1 the closed form is infinite, and from CLOSED_FORM_MAX_S2T2
+    (0.4) on it is ruled by the items' variances: that user gets the draw-based mean of
+    P(i | u) instead (finite, summing to 1), and the other users keep the closed form."""
     model = copy.deepcopy(model_fit)
     g = model.guide_
     with torch.no_grad():
-        g.persona_raw_scale[3].fill_(math.log(math.expm1(2.0)))  # s = 2 against t >= 0.5: s^2 t^2 >= 1
+        # t = 0.5: s = 2 gives s^2 t^2 = 1 (divergent), s = 1.55 gives 0.60 (finite, above the bound)
+        g.persona_raw_scale[3].fill_(math.log(math.expm1(persona_sd)))
         g.item_raw_scale.fill_(math.log(math.expm1(0.5)))
     post = model.posterior_
     log_w, finite = post.log_expected_weight(np.array([2, 3]))
