@@ -619,13 +619,15 @@ SBC_LABELS = {
 }  # fmt: skip
 
 
-def _load_folder(results_dir: str | os.PathLike, name: str, tables: tuple[str, ...], command: str) -> dict[str, Any]:
+def _load_folder(
+    results_dir: str | os.PathLike, name: str, tables: tuple[str, ...], command: str, provenance: str = "provenance.json"
+) -> dict[str, Any]:
     """``{table: DataFrame, ..., "provenance": dict}`` from ``results_dir/name/``."""
     path = Path(results_dir) / name
     if not (path / f"{tables[0]}.csv").is_file():
         raise MissingResultsError(f"{path / (tables[0] + '.csv')} is missing: run `{command}`")
     out: dict[str, Any] = {t: pd.read_csv(path / f"{t}.csv") for t in tables}
-    out["provenance"] = json.loads((path / "provenance.json").read_text())
+    out["provenance"] = json.loads((path / provenance).read_text())
     return out
 
 
@@ -831,10 +833,7 @@ SCALE_BLOCKS = ("table:scale",)
 def load_scale(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
     """Read ``scale/scale.csv`` and its provenance ``scale/scale.json`` (the scale benchmark,
     :mod:`bayes_persona.bench.scale`, run on its own: ``bench all`` does not run it)."""
-    path = Path(results_dir) / "scale"
-    if not (path / "scale.csv").is_file():
-        raise MissingResultsError(f"{path / 'scale.csv'} is missing: run `{SCALE_COMMAND}`")
-    return {"scale": pd.read_csv(path / "scale.csv"), "provenance": json.loads((path / "scale.json").read_text())}
+    return _load_folder(results_dir, "scale", ("scale",), SCALE_COMMAND, provenance="scale.json")
 
 
 def _scale_ratio(sc: Mapping[str, Any]) -> tuple[str, str, float] | None:
