@@ -365,6 +365,11 @@ def log_normaliser_and_logits(p, q, b, pos) -> tuple[torch.Tensor, torch.Tensor]
     return log_norm, logit.transpose(-1, -2)
 
 
+# exp(-80) = 1.8e-35: above float32's smallest normal number (1.2e-38), and far below its
+# resolution (6e-8) of a sum that holds the peak's term, 1.
+_EXP_FLOOR = -80.0
+
+
 class _LogNormaliser(torch.autograd.Function):
     """``logsumexp_j(p . q_j + b_j)`` with one pass over the (..., K, S) logits each way.
 
@@ -385,7 +390,10 @@ class _LogNormaliser(torch.autograd.Function):
         index = None if pos is None else pos[:, None, :].expand(-1, lead[-1], -1)
         logit = None if pos is None else e.view(*lead, -1).gather(-1, index)
         peak = e.amax(-1, keepdim=True)
-        z = e.sub_(peak).exp_().sum(-1, keepdim=True)  # e is now exp(logits - peak)
+        # e becomes exp(logits - peak). Shifted logits are floored at _EXP_FLOOR first: below
+        # it exp underflows float32's normal range, which MKL's exp handles on a slow path
+        # (about 15x the cost), and such a term is below float32's resolution of z >= 1.
+        z = e.sub_(peak).clamp_(min=_EXP_FLOOR).exp_().sum(-1, keepdim=True)
         ctx.save_for_backward(e, z, flat, q, index)
         ctx.lead = lead
         log_norm = (peak + torch.log(z)).reshape(lead)

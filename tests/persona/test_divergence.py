@@ -250,3 +250,53 @@ def test_too_large_learning_rate_warns_and_is_not_converged(small_world) -> None
         warnings.simplefilter("always")
         ok.fit(small_world)
     assert not any("drifted" in str(w.message) for w in seen)
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        ([1.0, -2.0, 3.0], True),
+        ([3e38, 3e38, 3e38], True),  # the sum overflows; every value is finite
+        ([-3e38, -3e38], True),
+        ([1.0, float("nan"), 2.0], False),
+        ([1.0, float("inf")], False),
+        ([float("inf"), float("-inf")], False),  # the sum is NaN
+        ([-float("inf"), 0.0], False),
+    ],
+)
+def test_engine_finiteness_check_reads_every_value(values, finite):
+    from bayes_persona.svi.engine import _all_finite as engine_all_finite
+
+    module = nn.Module()
+    module.ok = nn.Parameter(torch.ones(3, 2))
+    module.table = nn.Parameter(torch.tensor(values, dtype=torch.float32))
+    assert engine_all_finite([module]) is finite
+
+
+class _Decline(nn.Module):
+    """Log-density ``-(w - 1)^2 - 1``, lowered by ``step - 8`` halves from step 9 on: ``w``
+    keeps moving while every epoch after the one ending at step 9 is worse, until the fall
+    passes the divergence threshold. ``seen[n]`` is ``w`` after ``n`` steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.seen: list[float] = []
+
+    def forward(self, batch) -> None:
+        n = len(self.seen)
+        self.seen.append(float(self.w.detach()))
+        pyro.factor("f", -((self.w - 1.0) ** 2).sum() - 1.0 - 0.5 * max(n - 8, 0))
+
+
+def test_engine_restores_best_epoch_exactly_after_worse_epochs() -> None:
+    """The per-epoch snapshots reuse their buffers: after many worse epochs (each written over
+    the last good state's buffers), a divergence restores the best epoch's values exactly."""
+    model = _Decline()
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=300, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
+    with pytest.raises(ModelFitError, match=r"diverged.*best \(step 9\)") as info:
+        run_svi(model, _toy_guide(), lambda g: None, gen, cfg)
+    assert len(info.value.result.elbo) > 20  # several worse epochs came between
+    assert float(model.w.detach()) == model.seen[9]
+    assert model.seen[9] != model.seen[-1]

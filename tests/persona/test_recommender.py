@@ -521,6 +521,27 @@ def test_log_normaliser_matches_autograd_logsumexp() -> None:
         again.backward()
 
 
+def test_log_normaliser_with_far_spread_logits_matches_float64() -> None:
+    """Logits spread over hundreds of nats (where float32 exp underflows and the fused pass
+    floors the shifted logits) give the float64 normaliser and gradients to float32 accuracy."""
+    from bayes_persona.persona.model import log_softmax_normaliser
+
+    g = torch.Generator().manual_seed(2)
+    p = (20 * torch.randn(6, 3, 8, generator=g)).requires_grad_(True)
+    q = torch.randn(50, 8, generator=g).requires_grad_(True)
+    b = (50 * torch.randn(50, generator=g)).requires_grad_(True)
+    got = log_softmax_normaliser(p, q, b, 50)
+    p64, q64, b64 = (t.detach().double().requires_grad_(True) for t in (p, q, b))
+    ref = torch.logsumexp(torch.einsum("ukd,sd->uks", p64, q64) + b64, -1)
+    logits = torch.einsum("ukd,sd->uks", p64, q64) + b64
+    assert float((logits - logits.amax(-1, keepdim=True)).min()) < -200  # far below the floor
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-4)
+    grads = torch.autograd.grad(got.sum(), (p, q, b))
+    want = torch.autograd.grad(ref.sum(), (p64, q64, b64))
+    for a, r in zip(grads, want, strict=True):
+        torch.testing.assert_close(a.double(), r, rtol=1e-4, atol=1e-4)
+
+
 def test_positives_logits_read_off_the_catalogue_pass_have_autograd_gradients() -> None:
     """log_normaliser_and_logits returns the exact normaliser and the positives' logits
     p_uk . q_i + b_i, with the gradients of the unfused computation (gather of q[pos])."""
