@@ -367,7 +367,20 @@ def log_normaliser_and_logits(p, q, b, pos) -> tuple[torch.Tensor, torch.Tensor]
 
 # exp(-80) = 1.8e-35: above float32's smallest normal number (1.2e-38), and far below its
 # resolution (6e-8) of a sum that holds the peak's term, 1.
-_EXP_FLOOR = -80.0
+EXP_FLOOR = -80.0
+
+
+def shifted_exp_(e: torch.Tensor) -> torch.Tensor:
+    """Write ``exp(e - max(e))`` (max over the last dim) over ``e``; return the max (..., 1).
+
+    Shifted values are floored at :data:`EXP_FLOOR` first: below it ``exp`` underflows
+    float32's normal range, which MKL's ``exp`` handles on a slow path (about 15x the cost;
+    most of the normaliser's time on planted data with a million users), and such a term is
+    below float32's resolution of a sum that holds the peak's 1.
+    """
+    peak = e.amax(-1, keepdim=True)
+    e.sub_(peak).clamp_(min=EXP_FLOOR).exp_()
+    return peak
 
 
 class _LogNormaliser(torch.autograd.Function):
@@ -389,11 +402,8 @@ class _LogNormaliser(torch.autograd.Function):
         # returned: a gather from this array before it is exponentiated.
         index = None if pos is None else pos[:, None, :].expand(-1, lead[-1], -1)
         logit = None if pos is None else e.view(*lead, -1).gather(-1, index)
-        peak = e.amax(-1, keepdim=True)
-        # e becomes exp(logits - peak). Shifted logits are floored at _EXP_FLOOR first: below
-        # it exp underflows float32's normal range, which MKL's exp handles on a slow path
-        # (about 15x the cost), and such a term is below float32's resolution of z >= 1.
-        z = e.sub_(peak).clamp_(min=_EXP_FLOOR).exp_().sum(-1, keepdim=True)
+        peak = shifted_exp_(e)  # e is now exp(logits - peak)
+        z = e.sum(-1, keepdim=True)
         ctx.save_for_backward(e, z, flat, q, index)
         ctx.lead = lead
         log_norm = (peak + torch.log(z)).reshape(lead)

@@ -22,7 +22,7 @@ import torch
 
 from bayes_persona.data._validation import as_id_list, check_prob
 from bayes_persona.exceptions import DataValidationError
-from bayes_persona.persona.model import persona_shares
+from bayes_persona.persona.model import persona_shares, shifted_exp_
 
 __all__ = ["PersonaPosterior", "CHUNK_FLOATS"]
 
@@ -146,8 +146,8 @@ class PersonaPosterior:
                 # One pass over the logits: the GEMM adds the biases, and the shifted
                 # exponentials give both the normaliser and the softmax.
                 torch.baddbmm(bias, p[:, j], qt, out=e)  # logits (S, K, N)
-                peak = e.amax(-1, keepdim=True)
-                z = e.sub_(peak).exp_().sum(-1)  # e now holds exp(logit - peak)
+                peak = shifted_exp_(e)  # e now holds exp(logit - peak), floored
+                z = e.sum(-1)
                 lse = peak[..., 0] + torch.log(z)  # (S, K)
                 norms.append(lse)
                 if with_softmax:  # P(i | u) = mean_s sum_k w_sk softmax_k(i): one GEMV per user
