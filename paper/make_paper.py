@@ -845,9 +845,18 @@ def _scale_ratio(sc: Mapping[str, Any]) -> tuple[str, str, float] | None:
     return f"{lo['interactions']:,}", f"{hi['interactions']:,}", hi["us_per_interaction"] / lo["us_per_interaction"]
 
 
+def _cost_cell(r: Mapping[str, Any]) -> str:
+    """The cost per interaction, with its range where the size was fitted more than once."""
+    runs = r.get("runs")
+    if runs is None or pd.isna(runs) or int(runs) < 2:
+        return f"{r['us_per_interaction']:.2f}"
+    return (f"{r['us_per_interaction']:.2f} (median of {int(runs)}: "
+            f"{r['us_per_interaction_min']:.2f}–{r['us_per_interaction_max']:.2f})")
+
+
 def _scale_table(sc: Mapping[str, Any]) -> str:
     rows = [[r["dataset"], f"{int(r['interactions']):,}", f"{int(r['users']):,}", f"{int(r['items']):,}",
-             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", f"{r['us_per_interaction']:.2f}",
+             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", _cost_cell(r),
              "" if pd.isna(r["recommend_sec"]) else f"{r['recommend_sec']:.1f}", f"{r['peak_rss_mb']:.0f}"]
             for _, r in sc["scale"].iterrows()]  # fmt: skip
     table = _markdown_table(["Data", "Interactions", "Users", "Items", "s / epoch", "Steps/s", "µs / interaction",

@@ -336,8 +336,12 @@ def run_svi(
                     )
                 # The last good state's buffers are written over unless they hold the best
                 # epoch's; a best epoch's buffers freed by a better one are kept for reuse.
-                reuse = good_state if good_state is not best_epoch[2] else spare
-                good_state, spare = snapshot_state(modules, reuse), None
+                # After the last step no state is restored from here: no snapshot.
+                if result.steps < config.max_steps:
+                    reuse = good_state if good_state is not best_epoch[2] else spare
+                    good_state, spare = snapshot_state(modules, reuse), None
+                else:
+                    good_state = spare = None
                 if epoch_elbo > best_epoch[0]:
                     spare = best_epoch[2]
                     best_epoch = (epoch_elbo, result.steps, good_state)

@@ -161,10 +161,12 @@ def test_scale_bench_writes_table_and_csv(tmp_path, capsys, monkeypatch) -> None
     out = tmp_path / "scale.csv"
     bench_main(["--sizes", "3000", "--epochs", "1", "--factors", "4", "--personas", "2",
                 "--batch-size", "64", "--negatives", "20", "--rec-draws", "5", "--inline",
-                "--out", str(out)])  # fmt: skip
+                "--repeats", "2", "--out", str(out)])  # fmt: skip
     frame = pd.read_csv(out)
     assert len(frame) == 1
     row = frame.iloc[0]
+    assert row["runs"] == 2
+    assert row["us_per_interaction_min"] <= row["us_per_interaction"] <= row["us_per_interaction_max"]
     assert row["users"] == 300 and row["recommend_users"] == 300
     assert row["sec_per_epoch"] > 0 and row["steps_per_sec"] > 0 and row["peak_rss_mb"] > 0
     text = capsys.readouterr().out
@@ -181,3 +183,14 @@ def test_bench_scale_subcommand_dispatches(capsys) -> None:
         bench_main_all(["scale", "--help"])
     assert exc.value.code == 0
     assert "--sizes" in capsys.readouterr().out
+
+
+def test_median_run_keeps_the_middle_run_and_the_range() -> None:
+    from bayes_persona.bench.scale import median_run
+
+    runs = [{"us_per_interaction": v, "tag": i} for i, v in enumerate([5.0, 3.0, 9.0, 4.0])]
+    row = median_run(runs)
+    assert row["tag"] == 3  # 4.0: the lower middle of 3, 4, 5, 9
+    assert (row["runs"], row["us_per_interaction_min"], row["us_per_interaction_max"]) == (4, 3.0, 9.0)
+    assert median_run(runs[:3])["tag"] == 0  # 5.0, the middle of 3, 5, 9
+    assert "runs" not in runs[3]  # the input rows are left alone
