@@ -826,7 +826,7 @@ def render_costs_alone(ca: Mapping[str, Any]) -> dict[str, str]:
     return {"table:costs-alone": _costs_alone_table(ca)}
 
 
-SCALE_COMMAND = "python -m bayes_persona.bench scale --sizes 1e5 1e6 1e7 --threads 2 --no-recommend --out paper/results/scale/scale.csv"
+SCALE_COMMAND = "python -m bayes_persona.bench scale --sizes 1e5 1e6 1e7 --threads 2 --recommend-max 1e6 --out paper/results/scale/scale.csv"
 SCALE_BLOCKS = ("table:scale",)
 
 

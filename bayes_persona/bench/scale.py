@@ -151,7 +151,7 @@ def run_size(n_interactions: int, args: argparse.Namespace) -> dict:
     logger.info("planted %d interactions in %.1f s", len(ratings), gen_sec)
     row = _fit_and_time(
         f"planted {n_interactions:.0e}", ratings, _model_params(args, args.negatives),
-        args.rec_draws, args.top, not args.no_recommend,
+        args.rec_draws, args.top, not args.no_recommend and n_interactions <= args.recommend_max,
     )  # fmt: skip
     row["generate_sec"] = gen_sec
     return row
@@ -241,6 +241,13 @@ def _parser() -> argparse.ArgumentParser:
         "--rec-draws", type=int, default=20, help="posterior draws for the planted recommendation"
     )
     p.add_argument("--no-recommend", action="store_true", help="skip recommending for all users")
+    p.add_argument(
+        "--recommend-max",
+        type=float,
+        default=math.inf,
+        help="recommend for all users only at planted sizes up to this many interactions "
+        "(default: every size)",
+    )
     p.add_argument(
         "--movielens",
         metavar="DIR",

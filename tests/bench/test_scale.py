@@ -194,3 +194,15 @@ def test_median_run_keeps_the_middle_run_and_the_range() -> None:
     assert (row["runs"], row["us_per_interaction_min"], row["us_per_interaction_max"]) == (4, 3.0, 9.0)
     assert median_run(runs[:3])["tag"] == 0  # 5.0, the middle of 3, 5, 9
     assert "runs" not in runs[3]  # the input rows are left alone
+
+
+def test_scale_bench_recommends_only_up_to_recommend_max(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("BAYES_PERSONA_DATA", raising=False)
+    out = tmp_path / "scale.csv"
+    bench_main(["--sizes", "1000", "3000", "--epochs", "1", "--factors", "4", "--personas", "2",
+                "--batch-size", "64", "--negatives", "20", "--rec-draws", "5", "--inline",
+                "--repeats", "1", "--recommend-max", "2000", "--out", str(out)])  # fmt: skip
+    frame = pd.read_csv(out).set_index("interactions")
+    small, large = frame.iloc[0], frame.iloc[1]
+    assert small["recommend_users"] == small["users"] and small["recommend_sec"] > 0
+    assert large["recommend_users"] == 0 and pd.isna(large["recommend_sec"])
