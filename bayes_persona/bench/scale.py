@@ -12,16 +12,21 @@ fits :class:`~bayes_persona.PersonaRecommender` for ``--epochs`` epochs with a s
 softmax (``--negatives``), and reports seconds per epoch, SVI steps per second, the cost
 per interaction, the time to recommend ``--top`` items for every user (posterior intervals
 for the returned items only) and the peak resident memory (``resource.getrusage``). Each
-size runs in a fresh Python process so that its peak memory is its own. With
+size runs in a fresh Python process so that its peak memory is its own; sizes up to
+``--repeat-max`` run ``--repeats`` times and the run of median cost is kept, with the range
+of all runs. ``--recommend-max`` limits serving to the sizes up to it. With
 ``--movielens DIR`` it also fits ML-100K (binarised at 4) briefly and times recommending for
 all of its users. It prints a Markdown table and writes a CSV (``--out``), with its
 provenance (commit, machine, settings) beside it under the same name ending ``.json``.
 
-Why the cost per interaction is flat: an SVI step costs ``O(B L K D + B K S D)`` (``B``
+Why the arithmetic per interaction is flat: an SVI step costs ``O(B L K D + B K S D)`` (``B``
 users, up to ``L`` interactions each, ``S`` sampled negatives) whatever the number of
 users ``U`` and items ``N`` -- the guide's user and item tables get row-sparse gradients
 and lazy Adam updates (:mod:`bayes_persona.svi.optim`) once ``U > 8 B`` -- and an epoch has
-``U / B`` steps, so it costs ``O(interactions)``. Memory is ``O((U K + N) D)`` for the
+``U / B`` steps, so it costs ``O(interactions)``. The time per interaction still grows with
+size: at a million users the optimiser's moments and the per-epoch snapshots are gigabytes
+of fresh memory that a two-epoch fit touches once, and (we think) a minibatch's rows lie
+far apart in tables that outgrow the caches. Memory is ``O((U K + N) D)`` for the
 parameters plus the interactions; nothing allocates a dense ``U x N`` matrix
 (recommendation works on chunks of users, each ``O(chunk x draws x K x N)``).
 """
