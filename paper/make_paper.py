@@ -805,7 +805,7 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
 COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
-OPTIONAL_SOURCES = ("costs_alone", "scale")
+OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_serve")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -873,6 +873,32 @@ def _scale_table(sc: Mapping[str, Any]) -> str:
 
 def render_scale(sc: Mapping[str, Any]) -> dict[str, str]:
     return {"table:scale": _scale_table(sc)}
+
+
+SCALE_SERVE_BLOCKS = ("text:scale-serve",)
+SCALE_SERVE_COMMAND = "python -m bayes_persona.bench scale --sizes 1e7 --threads 2 --repeats 1 --out paper/results/scale_serve/scale.csv"
+
+
+def load_scale_serve(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``scale_serve/scale.csv`` and ``scale_serve/scale.json``: the largest planted size
+    fitted and served to every user, in a run of its own (it takes about 40 minutes)."""
+    return _load_folder(results_dir, "scale_serve", ("scale",), SCALE_SERVE_COMMAND, provenance="scale.json")
+
+
+def render_scale_serve(sv: Mapping[str, Any]) -> dict[str, str]:
+    served = sv["scale"][sv["scale"]["recommend_users"] > 0]
+    if served.empty:
+        return {}
+    r = served.sort_values("interactions").iloc[-1]
+    prov = sv["provenance"]
+    text = (f"In a run of its own (`paper/results/scale_serve/`, commit {str(prov.get('git_commit', '?'))[:7]}), "
+            f"serving every user of {int(r['interactions']):,} planted interactions ({int(r['users']):,} users × "
+            f"{int(r['items']):,} items; top {prov.get('settings', {}).get('top', '?')} with intervals, "
+            f"{int(r['recommend_draws'])} draws) took {r['recommend_sec']:,.0f} s, "
+            f"{1e3 * r['recommend_sec'] / r['recommend_users']:.1f} ms per user. Its fit cost "
+            f"{r['us_per_interaction']:.2f} µs per interaction: beside the table's run of the same size, a measure "
+            f"of how much one run of the largest size varies on this machine.")
+    return {"text:scale-serve": text}
 
 
 def render_nuts(nuts: Mapping[str, Any]) -> dict[str, str]:
@@ -1010,6 +1036,7 @@ def render(
         ("nuts", load_nuts, render_nuts),
         ("costs_alone", load_costs_alone, render_costs_alone),
         ("scale", load_scale, render_scale),
+        ("scale_serve", load_scale_serve, render_scale_serve),
     ):
         try:
             data = loader(results_dir)
@@ -1037,7 +1064,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_SERVE_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -82,6 +82,23 @@ def test_paper_costs_alone_blocks_match_results():
 def test_paper_scale_blocks_match_results():
     sc = _skip_unless(mp.load_scale)
     _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_scale(sc).items()})
+
+
+def test_paper_scale_serve_blocks_match_results():
+    sv = _skip_unless(mp.load_scale_serve)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_scale_serve(sv).items()})
+
+
+def test_scale_serve_text_reports_the_served_size_and_nothing_when_none_was_served():
+    frame = pd.DataFrame({"dataset": ["planted 1e+07"], "interactions": [9851904], "users": [1000000],
+                          "items": [6325], "us_per_interaction": [5.0], "recommend_users": [1000000],
+                          "recommend_draws": [20], "recommend_sec": [2000.0]})  # fmt: skip
+    sv = {"scale": frame, "provenance": {"settings": {"top": 10}, "git_commit": "abcdef123"}}
+    text = mp.render_scale_serve(sv)["text:scale-serve"]
+    assert "took 2,000 s, 2.0 ms per user" in text and "1,000,000 users × 6,325 items" in text
+    assert "commit abcdef1" in text and "5.00 µs per interaction" in text
+    unserved = {"scale": frame.assign(recommend_users=0, recommend_sec=float("nan")), "provenance": sv["provenance"]}
+    assert mp.render_scale_serve(unserved) == {}
 
 
 def test_scale_table_reports_the_largest_size_against_the_smallest():
