@@ -356,10 +356,11 @@ class PersonaRecommender:
         """Posterior mean score of each pair ``(user_ids[j], item_ids[j])``.
 
         Implicit feedback: the probability that the user's next choice is the item. The
-        default model gives ``E[W_ui] / sum_j E[W_uj]``, the ratio of the posterior means of
-        the choice weights in closed form (:meth:`PersonaPosterior.log_expected_weight`,
-        what ``recommend`` ranks by); other forms, like :meth:`log_predictive`, the mean of
-        ``P(i | u)`` over draws. Explicit: the expected rating.
+        default model gives ``W_ui / sum_j W_uj``, with the choice weights ``W`` averaged in
+        closed form over the user's posterior at the items' posterior means
+        (:meth:`PersonaPosterior.log_expected_weight`, what ``recommend`` ranks by); other
+        forms, like :meth:`log_predictive`, the mean of ``P(i | u)`` over draws. Explicit:
+        the expected rating.
 
         Parameters
         ----------

@@ -33,13 +33,6 @@ CHUNK_FLOATS = 2**22
 #: ``fit`` computes every user's persona order when users x draws x personas x items is at
 #: most this (4e9: about three times ML-100K's); above it, an order is computed when served.
 ORDERS_AT_FIT = 4 * 10**9
-#: Users whose largest s^2 t^2 (persona and item variances, one factor dimension) reaches
-#: this are ranked by draws instead of the closed form. The expectation diverges at 1, and
-#: well before that it is ruled by the items' variance terms (amplified by 1 / (1 - s^2 t^2)),
-#: so the most uncertain items top the list. On the ML-100K validation split the tuned fit's
-#: users stay below 0.34; a fit at twice the step size (median 0.53) ranked with NDCG@10 0.001
-#: by the closed form and 0.19 by draws with this bound.
-CLOSED_FORM_MAX_S2T2 = 0.4
 _CACHE_LOCK = threading.Lock()  # guards filling the estimator's draw cache (module-level: picklable models)
 
 
@@ -194,24 +187,30 @@ class PersonaPosterior:
         est = self.model
         return est.feedback == "implicit" and est.likelihood == "joint" and est.guide == "meanfield"
 
-    def log_expected_weight(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Log posterior mean of each item's choice weight, exactly, for a chunk of users.
+    def log_expected_weight(self, users: np.ndarray) -> torch.Tensor:
+        r"""Log ranking weight of every item for a chunk of users: the posterior mean of the
+        choice weight over the user's parameters, at the items' posterior means.
 
         In the joint form ``P(i | u) = W_ui / sum_j W_uj`` with the choice weight
         :math:`W_{ui} = \sum_k \pi_{uk} \exp(p_{uk} \cdot q_i + b_i)`. Under the mean-field
-        guide :math:`\pi_u`, :math:`p_{uk}`, :math:`q_i` and :math:`b_i` are independent and
-        Normal (Dirichlet for :math:`\pi_u`), so the expectation factorises over the factor
-        dimensions: for :math:`x \sim N(a, s^2)`, :math:`y \sim N(c, t^2)`,
+        guide the user's prevalence :math:`\pi_u` (Dirichlet) and persona factors
+        :math:`p_{uk} \sim N(a_{uk}, \mathrm{diag}(s_{uk}^2))` are independent, so with the
+        item's parameters at their posterior means :math:`\bar q_i = c_i`,
+        :math:`\bar b_i = \mu_{b_i}`
 
         .. math::
 
-            E[e^{xy}] = (1 - s^2 t^2)^{-1/2}
-            \exp\left(\frac{ac + s^2 c^2 / 2 + a^2 t^2 / 2}{1 - s^2 t^2}\right),
-            \qquad s^2 t^2 < 1,
+            \bar W_{ui} = E_{\pi_u, p_u}\left[W_{ui} \mid \bar q_i, \bar b_i\right]
+            = \sum_k E[\pi_{uk}]\,
+            \exp\left(a_{uk} \cdot c_i + \tfrac12 \textstyle\sum_d s_{ukd}^2 c_{id}^2 + \mu_{b_i}\right),
 
-        and :math:`E[W_{ui}] = \sum_k E[\pi_{uk}] \prod_d E[e^{p_{ukd} q_{id}}]
-        \, e^{\mu_{b_i} + \sigma_{b_i}^2 / 2}`. No draws, so no Monte Carlo noise: the
-        ranking is exact, and costs one pass of (B, K, N) planes per factor dimension.
+        finite for every guide, and one (K, 2D) x (2D, N) product per user: no draws, no
+        Monte Carlo noise. The items' own uncertainty is left out on purpose. Averaged over it, an
+        item's weight gains :math:`\exp\big(\tfrac12 a^2 t^2 / (1 - s^2 t^2)\big)` per factor
+        dimension (:math:`t^2` the item's variance): a bonus for being uncertain, which puts
+        the least-known items on top as the guide's scales grow and is infinite from
+        :math:`s^2 t^2 = 1` on. An earlier version ranked by that full expectation and
+        failed silently on long fits (paper, section 6).
 
         Parameters
         ----------
@@ -220,37 +219,21 @@ class PersonaPosterior:
         Returns
         -------
         log_w : Tensor, shape (B, N)
-            ``log E[W_ui]``; ``+inf`` where the expectation diverges.
-        finite : Tensor of bool, shape (B,)
-            Users whose :math:`s^2 t^2` stays below :data:`CLOSED_FORM_MAX_S2T2` in every
-            dimension. The others have a persona so uncertain that the expected weight of
-            some item is infinite, or ruled by the items' variances; callers rank them by
-            draws instead.
+            :math:`\log \bar W_{ui}`.
         """
         g = self.model.guide_
         u = torch.as_tensor(users, device=self.device)
         with torch.no_grad():
-            a = g.persona_loc[u]  # (B, K, D)
-            s2 = g._pos(g.persona_raw_scale[u]) ** 2
-            c = g.item_loc.T.contiguous()  # (D, N)
-            t2 = (g._pos(g.item_raw_scale) ** 2).T.contiguous()
-            c2h, a2h = c * c / 2, a * a / 2
-            B, K, D = a.shape
-            # Users whose largest s^2 t^2 reaches the bound (divergence at 1).
-            finite = (s2.amax(1) * t2.amax(1)).amax(-1) < CLOSED_FORM_MAX_S2T2  # (B,)
-            acc = torch.zeros(B, K, c.shape[1], dtype=a.dtype, device=a.device)
-            den, num = torch.empty_like(acc), torch.empty_like(acc)
-            for d in range(D):  # (B, K, N) planes: no (B, K, N, D) array
-                torch.mul(s2[..., d, None], t2[d], out=den)
-                den.neg_().add_(1.0).clamp_(min=1e-3)  # 1 - s^2 t^2 (clamped where it diverges)
-                torch.mul(a[..., d, None], c[d], out=num)
-                num.addcmul_(s2[..., d, None], c2h[d]).addcmul_(a2h[..., d, None], t2[d])
-                acc.addcdiv_(num, den).sub_(den.log_(), alpha=0.5)
-            log_pi = torch.log(g.prevalence_mean(u)).to(acc.dtype)  # E[pi_uk] (Dirichlet mean)
-            bias = g.bias_loc + g._pos(g.bias_raw_scale) ** 2 / 2  # log E[exp(b_i)]
-            log_w = torch.logsumexp(acc.add_(log_pi[..., None]), dim=1) + bias
-            log_w[~finite] = float("inf")
-        return log_w, finite
+            # a . c_i + sum_d s^2 c_i^2 / 2 as one product of (K, 2D) and (2D, N) per user
+            x = torch.cat([g.persona_loc[u], g._pos(g.persona_raw_scale[u]) ** 2 / 2], -1)  # (B, K, 2D)
+            ct = torch.cat([g.item_loc, g.item_loc**2], -1).T.contiguous()  # (2D, N)
+            log_pi = torch.log(g.prevalence_mean(u)).to(x.dtype)  # E[pi_uk] (Dirichlet mean), (B, K)
+            out = torch.empty(len(u), ct.shape[1], dtype=x.dtype, device=x.device)
+            buf = torch.empty(x.shape[1], ct.shape[1], dtype=x.dtype, device=x.device)
+            for j in range(len(u)):  # user by user: a user's weights do not depend on the chunk
+                torch.mm(x[j], ct, out=buf).add_(log_pi[j, :, None])
+                torch.logsumexp(buf, 0, out=out[j])
+            return out.add_(g.bias_loc)
 
     def persona_orders(self, users: np.ndarray, n_draws: int) -> torch.Tensor:
         """:meth:`persona_order` of each user's share draws (B, K), cached per user.
@@ -366,15 +349,14 @@ class PersonaPosterior:
         With ``items_per_user=n`` the caller keeps per user only (N,) scores and draws at
         ``n`` items (``recommend`` for implicit feedback, whose catalogue pass goes one user
         at a time through one (S, K, N) buffer): then the chunk's (S, B, K, n) explanation
-        draws and their copies (and the (B, K, N) planes of :meth:`log_expected_weight`) stay
-        within the budget, and chunks hold more users."""
+        draws and their copies stay within the budget, and chunks hold more users."""
         est = self.model
         N = max(est.guide_.n_items, 1)
         if items_per_user is None:
             per_user = n_draws * est.n_personas * N
         else:
-            # (B, N) scores, the draws at n items, and the closed form's three (B, K, N) planes
-            per_user = 4 * N + 4 * n_draws * est.n_personas * min(items_per_user, N) + 3 * est.n_personas * N
+            # (B, N) scores and the draws at n items (the ranking weights go user by user)
+            per_user = 4 * N + 4 * n_draws * est.n_personas * min(items_per_user, N)
         return int(max(1, min(1024, CHUNK_FLOATS // per_user)))
 
     def log_joint(self, users: np.ndarray, n_draws: int, draws: dict[str, torch.Tensor] | None = None):

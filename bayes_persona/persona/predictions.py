@@ -99,12 +99,12 @@ def score_terms(model: Any, users: np.ndarray):
     indices ``idx`` (B, n); ``order`` sorts each user's personas (B, K).
 
     The default model (implicit feedback, joint form, mean-field guide) scores in closed
-    form: ``P(i | u)`` is estimated by the ratio of posterior means ``E[W_ui] / sum_j
-    E[W_uj]`` of the choice weights (:meth:`PersonaPosterior.log_expected_weight`), exact
-    and free of Monte Carlo noise, and the explanations need no pass over the catalogue
-    (:meth:`PersonaPosterior.attention_at`); the persona order comes from the model's cache
-    (:meth:`PersonaPosterior.persona_orders`). Users whose expected weights diverge, and
-    the other forms, average ``P(i | u) = sum_k w_k softmax_k(i)`` over the posterior draws
+    form: ``P(i | u)`` is estimated by ``W_ui / sum_j W_uj`` with ``W`` the choice weights
+    averaged over the user's posterior at the items' posterior means
+    (:meth:`PersonaPosterior.log_expected_weight`), free of Monte Carlo noise, and the
+    explanations need no pass over the catalogue (:meth:`PersonaPosterior.attention_at`);
+    the persona order comes from the model's cache (:meth:`PersonaPosterior.persona_orders`).
+    The other forms average ``P(i | u) = sum_k w_k softmax_k(i)`` over the posterior draws
     (:meth:`PersonaPosterior.user_draws` with ``with_softmax``), one pass of per-user
     products over the catalogue, and explain only the items asked for
     (:meth:`PersonaPosterior.choice_at`): no (S, B, K, N) array is kept.
@@ -112,7 +112,7 @@ def score_terms(model: Any, users: np.ndarray):
     post, S = model.posterior_, model.n_draws
     if post.closed_form:  # the default: implicit feedback, joint form, mean-field guide
         d = post.user_draws(users, S, shares=False)
-        return _closed_form_scores(post, users, S), lambda idx: post.attention_at(d, idx, S), post.persona_orders(users, S)
+        return _closed_form_scores(post, users), lambda idx: post.attention_at(d, idx, S), post.persona_orders(users, S)
     if model.feedback == "implicit":
         d = post.user_draws(users, S, with_softmax=True)
         return d["scores"], lambda idx: post.choice_at(d, idx, S), post.persona_order(d["prevalence"])
@@ -126,15 +126,10 @@ def score_terms(model: Any, users: np.ndarray):
     return scores, explain_at, order
 
 
-def _closed_form_scores(post: Any, users: np.ndarray, n_draws: int) -> torch.Tensor:
-    """``E[W_ui] / sum_j E[W_uj]`` (B, N); users whose ``E[W]`` diverges get the mean of
-    ``P(i | u)`` over ``n_draws`` draws instead."""
-    log_w, finite = post.log_expected_weight(users)
-    scores = torch.softmax(log_w, dim=-1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite)[:, 0]
-        scores[bad] = post.user_draws(users[bad.cpu().numpy()], n_draws, with_softmax=True)["scores"]
-    return scores
+def _closed_form_scores(post: Any, users: np.ndarray) -> torch.Tensor:
+    """``W_ui / sum_j W_uj`` (B, N) of the ranking weights of
+    :meth:`PersonaPosterior.log_expected_weight`."""
+    return torch.softmax(post.log_expected_weight(users), dim=-1)
 
 
 def catalogue_scores(model: Any, users: np.ndarray) -> torch.Tensor:
@@ -142,7 +137,7 @@ def catalogue_scores(model: Any, users: np.ndarray) -> torch.Tensor:
     that only ``recommend``'s explanations need."""
     post = model.posterior_
     if post.closed_form:
-        return _closed_form_scores(post, users, model.n_draws)
+        return _closed_form_scores(post, users)
     return score_terms(model, users)[0]
 
 

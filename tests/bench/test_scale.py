@@ -121,9 +121,9 @@ def test_posterior_computations_are_chunked_by_user(lazy_fit, monkeypatch) -> No
 
     monkeypatch.setattr(pp.PersonaPosterior, "user_draws", spy)
     N, K, S = len(model.item_vocab_), model.n_personas, model.n_draws
-    # recommend (implicit) keeps (B, N) scores and (B, K, N) planes per chunk and draws at n
-    # items; score and log_predictive build (S, B, K, N) arrays. Both in chunks of 37 users here:
-    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * (4 * N + 4 * S * K * 5 + 3 * K * N))
+    # recommend (implicit) keeps (B, N) scores per chunk and draws at n items; score and
+    # log_predictive build (S, B, K, N) arrays. Both in chunks of 37 users here:
+    monkeypatch.setattr(pp, "CHUNK_FLOATS", 37 * (4 * N + 4 * S * K * 5))
     got_rec = model.recommend(users, n=5)
     assert max(seen_sizes) == 37 and len(seen_sizes) == -(-len(users) // 37)
     seen_sizes.clear()
