@@ -470,11 +470,11 @@ def _coverage_table(rec: Mapping[str, Any]) -> str:
 
 
 def verdict(coverage: float, nominal: float) -> str:
-    """'close to' only within 5 points either way; otherwise 'above' or 'below' (by how much)."""
+    """How far above or below nominal, always with its direction (an over-coverage is not
+    "close to nominal"), and whether within the 5-point tolerance of issue 13."""
     gap = coverage - nominal
-    if abs(gap) <= 0.05:
-        return "close to"
-    return f"{abs(gap) * 100:.0f} points {'above' if gap > 0 else 'below'}"
+    side = f"{abs(gap) * 100:.1f} points {'above' if gap > 0 else 'below'} nominal"
+    return f"{side} (within 5)" if abs(gap) <= 0.05 else side
 
 
 def _recovery_by_tastes(rec: Mapping[str, Any]) -> str:
@@ -537,16 +537,16 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
         parts = []
         for lv in (float(x) for x in rec["levels"]):
             c = float(np.nanmean([_uncertain(r, lv) for r in runs]))
-            parts.append(f"{lv:.0%}: {_pct(c)}, {verdict(c, lv).replace('close to', 'close to nominal')}")
+            parts.append(f"{lv:.0%}: {_pct(c)}, {verdict(c, lv)}")
         text = (
             f"On the {_pct(share)} of (interaction, taste) pairs whose generating probability lies "
             f"between 0.05 and 0.95, where an explanation is genuinely uncertain, nominal 90% "
-            f"intervals cover the generating probability for {_pct(unc)}, {verdict(unc, 0.9)} the "
-            f"nominal level (by level: {'; '.join(parts)}), with a mean width of {width:.2f}. "
+            f"intervals cover the generating probability for {_pct(unc)}, {verdict(unc, 0.9)}. "
+            f"By level: {'; '.join(parts)}. Their mean width is {width:.2f}. "
         )
     return text + (
         f"Pooled over all pairs, most of which sit at 0 or 1, 90% intervals cover {_pct(cov)}, "
-        f"{verdict(cov, 0.9)} the nominal level ({seeds})."
+        f"{verdict(cov, 0.9)} ({seeds})."
     )
 
 

@@ -301,7 +301,7 @@ def test_build_renders_every_block_and_figure(workspace):
     )
     assert blocks["value:recovery-model"].startswith("K = 4 personas, D = 16")
     assert blocks["value:assignment-accuracy"] == "85.0% (range 80.0% to 90.0%)"
-    assert "81 points below the nominal level" in blocks["text:coverage-summary"]
+    assert "9.0%, 81.0 points below nominal (mean" in blocks["text:coverage-summary"]
     assert "| Ours (K=8, defaults) | 70.0% |" in blocks["table:accounts"]
     assert blocks["value:accounts-setup"] == "150 balanced accounts (seed 0), 1996 held-out account items; commit 01234567"
     assert "Not rendered" not in text and "not rendered" not in text
@@ -451,3 +451,12 @@ def test_result_files_do_not_make_the_checkout_dirty(tmp_path):
     assert commit and dirty is False
     (repo / "pkg" / "provenance.py").write_text((repo / "pkg" / "provenance.py").read_text() + "\n# edit\n")
     assert prov.git_commit()[1] is True
+
+
+def test_coverage_verdict_always_names_its_direction() -> None:
+    """An over-coverage is not "close to nominal": the verdict says above or below, by how
+    much, and flags the 5-point tolerance of issue 13 separately."""
+    assert mp.verdict(0.929, 0.9) == "2.9 points above nominal (within 5)"
+    assert mp.verdict(0.852, 0.9) == "4.8 points below nominal (within 5)"
+    assert mp.verdict(0.336, 0.5) == "16.4 points below nominal"
+    assert mp.verdict(0.97, 0.9) == "7.0 points above nominal"
