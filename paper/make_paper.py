@@ -881,7 +881,7 @@ SCALE_SERVE_COMMAND = "python -m bayes_persona.bench scale --sizes 1e7 --threads
 
 def load_scale_serve(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
     """Read ``scale_serve/scale.csv`` and ``scale_serve/scale.json``: the largest planted size
-    fitted and served to every user, in a run of its own (it takes about 40 minutes)."""
+    fitted and served to every user, in a run of its own (about half an hour here)."""
     return _load_folder(results_dir, "scale_serve", ("scale",), SCALE_SERVE_COMMAND, provenance="scale.json")
 
 
