@@ -115,6 +115,11 @@ def test_scale_table_reports_the_largest_size_against_the_smallest():
     assert "10,000,000 interactions is 1.20× its value at 100,000" in text
     assert "commit abcdef1" in text
     assert mp._scale_ratio({"scale": frame.iloc[[0, 2]]}) is None  # one planted size: no ratio
+    # Interleaved rounds: the median of the rounds' ratios and their range, not the rows' ratio.
+    rounds = frame.assign(cost_ratio=[1.0, 1.25, float("nan")], cost_ratio_min=[1.0, 1.1, float("nan")],
+                          cost_ratio_max=[1.0, 1.4, float("nan")], ratio_rounds=[5, 5, float("nan")])  # fmt: skip
+    text = mp.render_scale({**sc, "scale": rounds})["table:scale"]
+    assert "10,000,000 interactions is 1.25× (median of 5 interleaved rounds' ratios; 1.10–1.40×) its value" in text
 
 
 def test_paper_accounts_blocks_match_results():

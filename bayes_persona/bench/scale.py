@@ -12,9 +12,12 @@ fits :class:`~bayes_persona.PersonaRecommender` for ``--epochs`` epochs with a s
 softmax (``--negatives``), and reports seconds per epoch, SVI steps per second, the cost
 per interaction, the time to recommend ``--top`` items for every user (posterior intervals
 for the returned items only) and the peak resident memory (``resource.getrusage``). Each
-size runs in a fresh Python process so that its peak memory is its own; sizes up to
-``--repeat-max`` run ``--repeats`` times and the run of median cost is kept, with the range
-of all runs. ``--recommend-max`` limits serving to the sizes up to it. With
+size runs in a fresh Python process so that its peak memory is its own. Sizes up to
+``--repeat-max`` run ``--repeats`` times in interleaved rounds (1e5, 1e6, 1e7, 1e5, ...):
+the run of median cost is kept, with the range of all runs, and each size's cost per
+interaction over the smallest size's is taken round by round (``cost_ratio``: the median
+ratio, with its lowest and highest), so that a drift of the machine's speed during the run
+does not pass for a change of cost with size. ``--recommend-max`` limits serving to the sizes up to it. With
 ``--movielens DIR`` it also fits ML-100K (binarised at 4) briefly and times recommending for
 all of its users. It prints a Markdown table and writes a CSV (``--out``), with its
 provenance (commit, machine, settings) beside it under the same name ending ``.json``.
@@ -25,8 +28,9 @@ users ``U`` and items ``N`` -- the guide's user and item tables get row-sparse g
 and lazy Adam updates (:mod:`bayes_persona.svi.optim`) once ``U > 8 B`` -- and an epoch has
 ``U / B`` steps, so it costs ``O(interactions)``. The time per interaction still grows with
 size: at a million users the optimiser's moments and the per-epoch snapshots are gigabytes
-of fresh memory that a two-epoch fit touches once, and (we think) a minibatch's rows lie
-far apart in tables that outgrow the caches. Memory is ``O((U K + N) D)`` for the
+of fresh memory that a two-epoch fit touches once, and tables that outgrow the caches make
+every scattered row a page walk; minibatch users therefore come in blocks of consecutive
+rows at that size (:func:`~bayes_persona.persona.interactions.sample_users`). Memory is ``O((U K + N) D)`` for the
 parameters plus the interactions; nothing allocates a dense ``U x N`` matrix
 (recommendation works on chunks of users, each ``O(chunk x draws x K x N)``).
 """
@@ -58,6 +62,7 @@ COLUMNS = [
     "steps_per_sec", "us_per_interaction", "runs", "us_per_interaction_min",
     "us_per_interaction_max", "fit_setup_sec", "recommend_users",
     "recommend_draws", "recommend_sec", "peak_rss_mb", "dense_UxN_mb",
+    "cost_ratio", "cost_ratio_min", "cost_ratio_max", "ratio_rounds",
 ]  # fmt: skip
 
 
@@ -193,6 +198,17 @@ def median_run(runs: list[dict]) -> dict:
     return row
 
 
+def cost_ratios(runs: list[dict], base: list[dict]) -> dict:
+    """The cost per interaction of ``runs`` over that of ``base`` (the smallest planted size)
+    round by round, for the rounds both ran: median, lowest and highest ratio.
+
+    On a shared machine the speed drifts by tens of percent within an hour; the two runs of
+    a round are minutes apart, so their ratio is steadier than one of whole-run medians."""
+    pairs = [r["us_per_interaction"] / b["us_per_interaction"] for r, b in zip(runs, base)]
+    return {"cost_ratio": float(np.median(pairs)), "cost_ratio_min": min(pairs),
+            "cost_ratio_max": max(pairs), "ratio_rounds": len(pairs)}  # fmt: skip
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     for c in shown.columns:
@@ -228,8 +244,9 @@ def _parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=3,
-        help="fits of each planted size up to --repeat-max interactions; the row of the median "
-        "cost per interaction is kept, with the range of all runs (default 3)",
+        help="rounds: each round fits every planted size up to --repeat-max interactions once, "
+        "in order (interleaved); the row of the median cost per interaction is kept, with the "
+        "range of all runs, and each size's cost over the smallest size's, round by round (default 3)",
     )
     p.add_argument(
         "--repeat-max",
@@ -291,17 +308,25 @@ def main(argv: list[str] | None = None) -> int:
     skip = {"--inline"}
     args.passthrough = [a for a in argv if a not in skip]
     jobs = [f"{s:g}" for s in args.sizes] + (["movielens"] if args.movielens else [])
-    rows = []
-    for job in jobs:
-        logger.info("running %s ...", job)
-        repeats = 1 if job == "movielens" or float(job) > args.repeat_max else max(1, args.repeats)
-        runs = []
-        for _ in range(repeats):
+    repeated = [j for j in jobs if j != "movielens" and float(j) <= args.repeat_max]
+    runs: dict[str, list[dict]] = {job: [] for job in jobs}
+    # Interleaved rounds: every repeated size once per round, so that a drift of the
+    # machine's speed during the run reaches all sizes alike, and a round's ratio of the
+    # largest size's cost to the smallest's compares runs minutes apart.
+    for rnd in range(max(1, args.repeats)):
+        for job in jobs if rnd == 0 else repeated:
+            logger.info("round %d: running %s ...", rnd + 1, job)
             if args.inline:
-                runs.append(run_movielens(args) if job == "movielens" else run_size(int(float(job)), args))
+                runs[job].append(run_movielens(args) if job == "movielens" else run_size(int(float(job)), args))
             else:
-                runs.append(_child(args, job))
-        row = median_run(runs)
+                runs[job].append(_child(args, job))
+    rows = []
+    planted = sorted((j for j in jobs if j != "movielens"), key=float)
+    base = runs[planted[0]] if planted else []
+    for job in jobs:
+        row = median_run(runs[job])
+        if job != "movielens" and base:
+            row.update(cost_ratios(runs[job], base))
         rows.append(row)
         logger.info("%s: %.2f s/epoch, %.1f steps/s, %.0f MB peak", row["dataset"], row["sec_per_epoch"],
                     row["steps_per_sec"], row["peak_rss_mb"])  # fmt: skip

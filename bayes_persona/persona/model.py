@@ -83,7 +83,8 @@ claims no item, while the data can still revive it.
 
 Plates and minibatches
 ----------------------
-A minibatch is a uniform subsample of users (plate ``users``) and, for each, up to ``L``
+A minibatch is a subsample of users (plate ``users``), each included with the same
+probability (:func:`~bayes_persona.persona.interactions.sample_users`), and, for each, up to ``L``
 of their interactions (plate ``obs``) weighted by ``n_u / L_u``, so the ELBO estimate is
 unbiased and a step's cost is :math:`O(B L K D)` plus the normaliser, independent of the
 number of users. Items live in plate ``items``, subsampled to the positives and negatives

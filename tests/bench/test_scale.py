@@ -206,3 +206,45 @@ def test_scale_bench_recommends_only_up_to_recommend_max(tmp_path, monkeypatch) 
     small, large = frame.iloc[0], frame.iloc[1]
     assert small["recommend_users"] == small["users"] and small["recommend_sec"] > 0
     assert large["recommend_users"] == 0 and pd.isna(large["recommend_sec"])
+
+
+def test_cost_ratios_are_taken_round_by_round() -> None:
+    """A size's cost over the smallest size's, per round: a machine that slows down between
+    rounds moves both runs of a round, and not the ratio."""
+    from bayes_persona.bench.scale import cost_ratios
+
+    base = [{"us_per_interaction": v} for v in (4.0, 6.0, 5.0)]
+    runs = [{"us_per_interaction": v} for v in (5.0, 7.2, 8.0)]
+    out = cost_ratios(runs, base)
+    assert out["cost_ratio"] == pytest.approx(1.25)  # the rounds give 1.25, 1.2 and 1.6
+    assert (out["cost_ratio_min"], out["cost_ratio_max"], out["ratio_rounds"]) == (pytest.approx(1.2), 1.6, 3)
+    # Whole-run medians would give 7.2 / 5.0 = 1.44 instead.
+    assert cost_ratios(runs[:1], base) == {"cost_ratio": 1.25, "cost_ratio_min": 1.25, "cost_ratio_max": 1.25,
+                                           "ratio_rounds": 1}  # fmt: skip
+
+
+def test_scale_bench_interleaves_its_rounds(tmp_path, monkeypatch) -> None:
+    """--repeats rounds run every repeated size in turn (small, large, small, large), and
+    sizes above --repeat-max run once, in the first round."""
+    from bayes_persona.bench import scale
+
+    monkeypatch.delenv("BAYES_PERSONA_DATA", raising=False)
+    order = []
+
+    def fake(n, args):
+        order.append(n)
+        cost = {1000: 2.0, 3000: 3.0, 5000: 4.0}[n] * (1 + len(order) / 10)
+        return {c: 1.0 for c in scale.COLUMNS} | {"dataset": f"planted {n:.0e}", "interactions": n,
+                                                    "us_per_interaction": cost}  # fmt: skip
+
+    monkeypatch.setattr(scale, "run_size", fake)
+    out = tmp_path / "scale.csv"
+    scale.main(["--sizes", "1000", "3000", "5000", "--inline", "--repeats", "3", "--repeat-max", "3000",
+                "--out", str(out)])  # fmt: skip
+    assert order == [1000, 3000, 5000, 1000, 3000, 1000, 3000]
+    frame = pd.read_csv(out).set_index("interactions")
+    assert frame.loc[3000, "runs"] == 3 and frame.loc[5000, "runs"] == 1
+    assert frame.loc[1000, "cost_ratio"] == 1.0
+    # Round ratios 3.0*1.2/(2.0*1.1), 3.0*1.5/(2.0*1.4), 3.0*1.7/(2.0*1.6); their median:
+    assert frame.loc[3000, "cost_ratio"] == pytest.approx(3.0 * 1.5 / (2.0 * 1.4))
+    assert frame.loc[5000, "ratio_rounds"] == 1

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from bayes_persona.persona import interactions
-from bayes_persona.persona.interactions import sample_without_replacement
+from bayes_persona.persona.interactions import sample_users, sample_without_replacement
 
 
 @pytest.mark.parametrize("ratio", [interactions.PERMUTATION_RATIO, 1])
@@ -44,3 +44,29 @@ def test_large_populations_take_the_cheap_path_and_small_keep_randperm(monkeypat
     assert not calls
     assert len(users) == 512 and len(torch.unique(users)) == 512
     assert int(users.min()) >= 0 and int(users.max()) < n
+
+
+def test_block_sampled_users_are_each_included_with_the_same_probability(monkeypatch):
+    """Large populations draw users in blocks of consecutive indices; a uniform offset makes
+    every user's inclusion probability k / n (the minibatch ELBO's unbiasedness rests on it).
+    Aligned blocks without the offset, or a truncated last block at a fixed place, would
+    favour some positions and fail the chi-square."""
+    monkeypatch.setattr(interactions, "PERMUTATION_RATIO", 1)
+    g = torch.Generator().manual_seed(1)
+    n, k, reps = 42, 5, 20000  # blocks of 4: two blocks, the second cut to one user
+    counts = np.zeros(n)
+    for _ in range(reps):
+        users = sample_users(n, k, g, block=4)
+        assert len(users) == k and len(torch.unique(users)) == k
+        counts[users.numpy()] += 1
+    assert stats.chisquare(counts).pvalue > 1e-3
+    assert abs(counts.sum() / (reps * n) - k / n) < 1e-12
+
+
+def test_block_sampled_users_lie_in_runs_and_small_populations_keep_randperm():
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(sample_users(100, 10, g1), torch.randperm(100, generator=g2)[:10])
+    users = sample_users(10**7, 512, g1)
+    assert len(torch.unique(users)) == 512 and int(users.min()) >= 0 and int(users.max()) < 10**7
+    runs = int((torch.diff(torch.sort(users).values) != 1).sum()) + 1
+    assert runs <= 512 // interactions.USER_BLOCK + 1  # one wraps around the end at most
