@@ -905,8 +905,7 @@ def render_scale_serve(sv: Mapping[str, Any]) -> dict[str, str]:
             f"{int(r['items']):,} items; top {prov.get('settings', {}).get('top', '?')} with intervals, "
             f"{int(r['recommend_draws'])} draws) took {r['recommend_sec']:,.0f} s, "
             f"{1e3 * r['recommend_sec'] / r['recommend_users']:.1f} ms per user. Its fit cost "
-            f"{r['us_per_interaction']:.2f} µs per interaction: beside the table's run of the same size, a measure "
-            f"of how much one run of the largest size varies on this machine.")
+            f"{r['us_per_interaction']:.2f} µs per interaction, with the fitting code of that commit.")
     return {"text:scale-serve": text}
 
 
