@@ -17,7 +17,8 @@ size runs in a fresh Python process so that its peak memory is its own. Sizes up
 the run of median cost is kept, with the range of all runs, and each size's cost per
 interaction over the smallest size's is taken round by round (``cost_ratio``: the median
 ratio, with its lowest and highest), so that a drift of the machine's speed during the run
-does not pass for a change of cost with size. ``--recommend-max`` limits serving to the sizes up to it. With
+does not pass for a change of cost with size; every run is written beside the table
+(``_runs.csv``). ``--recommend-max`` limits serving to the sizes up to it. With
 ``--movielens DIR`` it also fits ML-100K (binarised at 4) briefly and times recommending for
 all of its users. It prints a Markdown table and writes a CSV (``--out``), with its
 provenance (commit, machine, settings) beside it under the same name ending ``.json``.
@@ -64,6 +65,14 @@ COLUMNS = [
     "recommend_draws", "recommend_sec", "peak_rss_mb", "dense_UxN_mb",
     "cost_ratio", "cost_ratio_min", "cost_ratio_max", "ratio_rounds",
 ]  # fmt: skip
+RATIO_COLUMNS = ("runs", "us_per_interaction_min", "us_per_interaction_max", "cost_ratio", "cost_ratio_min",
+                 "cost_ratio_max", "ratio_rounds")  # fmt: skip
+
+
+def runs_path(out: str | os.PathLike) -> Path:
+    """Where every run of a scale table ``out`` is written: ``<out>`` with ``_runs.csv``."""
+    out = Path(out)
+    return out.with_name(out.stem + "_runs.csv")
 
 
 def planted_interactions(n_interactions: int, n_items: int | None = None, seed: int = 0, **kwargs) -> pd.DataFrame:
@@ -317,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs if rnd == 0 else repeated:
             logger.info("round %d: running %s ...", rnd + 1, job)
             if args.inline:
-                runs[job].append(run_movielens(args) if job == "movielens" else run_size(int(float(job)), args))
+                run = run_movielens(args) if job == "movielens" else run_size(int(float(job)), args)
             else:
-                runs[job].append(_child(args, job))
+                run = _child(args, job)
+            runs[job].append({**run, "round": rnd + 1})
     rows = []
     planted = sorted((j for j in jobs if j != "movielens"), key=float)
     base = runs[planted[0]] if planted else []
@@ -333,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)[COLUMNS]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
+    # Every run, round by round, beside the table (same name ending _runs.csv).
+    every = pd.DataFrame([r for job in jobs for r in runs[job]])
+    every[["round", *[c for c in COLUMNS if c in every.columns and c not in RATIO_COLUMNS]]].sort_values(
+        ["round", "interactions"]).to_csv(runs_path(args.out), index=False)  # fmt: skip
     # Beside the CSV (same name, .json): which commit, machine and settings wrote it.
     from bayes_persona.provenance import stamp
 
@@ -340,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     prov = {"benchmark": "scale (bayes_persona.bench.scale)", "settings": settings, "cpu_count": os.cpu_count(), **stamp()}
     Path(args.out).with_suffix(".json").write_text(json.dumps(prov, indent=2, default=str) + "\n")
     print(_markdown(frame))
-    print(f"\nwrote {args.out} and its provenance {Path(args.out).with_suffix('.json')}")
+    print(f"\nwrote {args.out}, every run in {runs_path(args.out)} and the provenance {Path(args.out).with_suffix('.json')}")
     return 0
 
 

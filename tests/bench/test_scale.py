@@ -248,3 +248,7 @@ def test_scale_bench_interleaves_its_rounds(tmp_path, monkeypatch) -> None:
     # Round ratios 3.0*1.2/(2.0*1.1), 3.0*1.5/(2.0*1.4), 3.0*1.7/(2.0*1.6); their median:
     assert frame.loc[3000, "cost_ratio"] == pytest.approx(3.0 * 1.5 / (2.0 * 1.4))
     assert frame.loc[5000, "ratio_rounds"] == 1
+    every = pd.read_csv(tmp_path / "scale_runs.csv")
+    assert every["round"].tolist() == [1, 1, 1, 2, 2, 3, 3]
+    assert every["interactions"].tolist() == [1000, 3000, 5000, 1000, 3000, 1000, 3000]
+    assert every["us_per_interaction"].iloc[3] == pytest.approx(2.0 * 1.4)
