@@ -805,7 +805,7 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
 COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
-OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_serve")
+OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -882,6 +882,32 @@ def _scale_table(sc: Mapping[str, Any]) -> str:
 
 def render_scale(sc: Mapping[str, Any]) -> dict[str, str]:
     return {"table:scale": _scale_table(sc)}
+
+
+SCALE_CHECK_BLOCKS = ("text:scale-check",)
+SCALE_CHECK_COMMAND = ("python -m bayes_persona.bench scale --sizes 1e5 1e6 1e7 --threads 2 --repeats 5 --repeat-max 1e7 "
+                       "--no-recommend --seed 1 --out paper/results/scale_check/scale.csv")  # fmt: skip
+
+
+def load_scale_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``scale_check/scale.csv`` and ``scale_check/scale.json``: the scale table's fits
+    again on planted data of another seed, in a run of their own (the check of the ratio)."""
+    return _load_folder(results_dir, "scale_check", ("scale",), SCALE_CHECK_COMMAND, provenance="scale.json")
+
+
+def render_scale_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    ratio = _scale_ratio(ck)
+    if ratio is None:
+        return {}
+    prov = ck["provenance"]
+    seed = prov.get("settings", {}).get("seed", "?")
+    planted = ck["scale"][ck["scale"]["dataset"].str.startswith("planted")].sort_values("interactions")
+    lo, hi = planted.iloc[0], planted.iloc[-1]
+    text = (f"A second run of the same protocol on planted data of seed {seed} (`paper/results/scale_check/`, commit "
+            f"{str(prov.get('git_commit', '?'))[:7]}, without serving) measured {lo['us_per_interaction']:.2f} and "
+            f"{hi['us_per_interaction']:.2f} µs per interaction: at {ratio[1]} interactions the cost is {ratio[2]} "
+            f"its value at {ratio[0]}.")  # fmt: skip
+    return {"text:scale-check": text}
 
 
 SCALE_SERVE_BLOCKS = ("text:scale-serve",)
@@ -962,7 +988,8 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 
 README = PAPER_DIR.parent / "README.md"
 README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
-                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone", "readme:scale": "scale"}  # fmt: skip
+                 "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone", "readme:scale": "scale",
+                 "readme:scale-check": "scale_check"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -998,6 +1025,11 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
         lo, hi, ratio = _scale_ratio(inputs["scale"])
         out["readme:scale"] = (f"On planted data the SVI cost per interaction at {hi} interactions is {ratio} its "
                                f"value at {lo} (`paper/results/scale/`).")  # fmt: skip
+    if "scale_check" in inputs and _scale_ratio(inputs["scale_check"]) is not None:
+        lo, hi, ratio = _scale_ratio(inputs["scale_check"])
+        seed = inputs["scale_check"]["provenance"].get("settings", {}).get("seed", "?")
+        out["readme:scale-check"] = (f"A second run on planted data of seed {seed} measured {ratio} "
+                                     f"(`paper/results/scale_check/`).")  # fmt: skip
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
     for source in ("sbc", "nuts"):
@@ -1044,6 +1076,7 @@ def render(
         ("nuts", load_nuts, render_nuts),
         ("costs_alone", load_costs_alone, render_costs_alone),
         ("scale", load_scale, render_scale),
+        ("scale_check", load_scale_check, render_scale_check),
         ("scale_serve", load_scale_serve, render_scale_serve),
     ):
         try:
@@ -1072,7 +1105,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_SERVE_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

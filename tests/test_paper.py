@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -87,6 +87,22 @@ def test_paper_scale_blocks_match_results():
 def test_paper_scale_serve_blocks_match_results():
     sv = _skip_unless(mp.load_scale_serve)
     _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_scale_serve(sv).items()})
+
+
+def test_paper_scale_check_blocks_match_results():
+    ck = _skip_unless(mp.load_scale_check)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_scale_check(ck).items()})
+
+
+def test_scale_check_text_reports_its_seed_and_ratio():
+    frame = pd.DataFrame({"dataset": ["planted 1e+05", "planted 1e+07"], "interactions": [100000, 10000000],
+                          "us_per_interaction": [4.0, 5.6], "cost_ratio": [1.0, 1.37], "cost_ratio_min": [1.0, 1.2],
+                          "cost_ratio_max": [1.0, 1.4], "ratio_rounds": [5, 5]})  # fmt: skip
+    ck = {"scale": frame, "provenance": {"settings": {"seed": 1}, "git_commit": "abcdef123"}}
+    text = mp.render_scale_check(ck)["text:scale-check"]
+    assert "seed 1" in text and "commit abcdef1" in text and "4.00 and 5.60 µs" in text
+    assert "1.37× (median of 5 interleaved rounds' ratios; 1.20–1.40×)" in text
+    assert mp.render_scale_check({**ck, "scale": frame.iloc[:1]}) == {}
 
 
 def test_scale_serve_text_reports_the_served_size_and_nothing_when_none_was_served():
