@@ -836,12 +836,17 @@ def load_scale(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
     return _load_folder(results_dir, "scale", ("scale",), SCALE_COMMAND, provenance="scale.json")
 
 
+def _planted_rows(sc: Mapping[str, Any]) -> pd.DataFrame:
+    """The planted sizes of a scale table (not ML-100K's row), smallest first."""
+    return sc["scale"][sc["scale"]["dataset"].str.startswith("planted")].sort_values("interactions")
+
+
 def _scale_ratio(sc: Mapping[str, Any]) -> tuple[str, str, str] | None:
     """(smallest, largest planted size, ratio of their cost per interaction), if two sizes.
 
     With interleaved rounds (``cost_ratio`` in the file) the ratio is the median of the
     rounds' ratios with their range; else the ratio of the two rows."""
-    planted = sc["scale"][sc["scale"]["dataset"].str.startswith("planted")].sort_values("interactions")
+    planted = _planted_rows(sc)
     if len(planted) < 2:
         return None
     lo, hi = planted.iloc[0], planted.iloc[-1]
@@ -901,7 +906,7 @@ def render_scale_check(ck: Mapping[str, Any]) -> dict[str, str]:
         return {}
     prov = ck["provenance"]
     seed = prov.get("settings", {}).get("seed", "?")
-    planted = ck["scale"][ck["scale"]["dataset"].str.startswith("planted")].sort_values("interactions")
+    planted = _planted_rows(ck)
     lo, hi = planted.iloc[0], planted.iloc[-1]
     text = (f"A second run of the same protocol on planted data of seed {seed} (`paper/results/scale_check/`, commit "
             f"{str(prov.get('git_commit', '?'))[:7]}, without serving) measured {lo['us_per_interaction']:.2f} and "
