@@ -161,20 +161,29 @@ class Batch:
     def item_subsample(self, n_items: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Items the step touches, and the positions of positives and negatives in them.
 
+        Computed once per batch and kept: the guide and the model of a step both ask for it,
+        and with a sampled softmax it is a sort of the step's items.
+
         Returns
         -------
         subsample : LongTensor, shape (C,)
         pos_local : LongTensor, shape (B, L)
         neg_local : LongTensor, shape (S,) or (C,) when the softmax is full
         """
+        cached = self.__dict__.get("_item_subsample")
+        if cached is not None and cached[0] == n_items:
+            return cached[1]
         if self.negatives is None:
             full = torch.arange(n_items, device=self.items.device)
-            return full, self.items, full
-        subsample, inverse = torch.unique(
-            torch.cat([self.items.reshape(-1), self.negatives]), return_inverse=True
-        )
-        n_pos = self.items.numel()
-        return subsample, inverse[:n_pos].reshape(self.items.shape), inverse[n_pos:]
+            out = (full, self.items, full)
+        else:
+            subsample, inverse = torch.unique(
+                torch.cat([self.items.reshape(-1), self.negatives]), return_inverse=True
+            )
+            n_pos = self.items.numel()
+            out = (subsample, inverse[:n_pos].reshape(self.items.shape), inverse[n_pos:])
+        self.__dict__["_item_subsample"] = (n_items, out)
+        return out
 
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

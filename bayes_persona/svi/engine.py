@@ -287,14 +287,21 @@ def run_svi(
         done = len(result.elbo) // config.steps_per_epoch * config.steps_per_epoch
         means = np.asarray(result.elbo[:done]).reshape(-1, config.steps_per_epoch).mean(1)
         best_epoch = (float(means.max()), result.steps, good_state)
+    start_step = result.steps
     bar = tqdm(total=config.max_steps, initial=result.steps, disable=not config.progress, desc="SVI", leave=False)
     try:
         while result.steps < config.max_steps and not result.stopped_early:
             step = result.steps
             batch = next_batch(generator)
             optim.zero_grad()
+            # Pyro's and torch's argument checks (supports, shapes) run on the first step of
+            # every epoch; on the others they would only repeat them on new values, at about
+            # a tenth of a step's time. Non-finite values are caught below either way.
+            check = step % config.steps_per_epoch == 0 or step == start_step
             try:
-                with sync.scope() if sync is not None else contextlib.nullcontext():
+                with sync.scope() if sync is not None else contextlib.nullcontext(), pyro.validation_enabled(
+                    check and pyro.infer.util.is_validation_enabled()
+                ):
                     loss = loss_fn.differentiable_loss(model, guide, batch)
             except ValueError as exc:  # a distribution's argument check met NaN/inf: divergence
                 if not re.search(r"invalid values|\b(?:nan|inf)\b", str(exc), re.I) and _all_finite(modules):

@@ -12,6 +12,7 @@ from scipy import stats
 
 from bayes_persona.persona import interactions
 from bayes_persona.persona.interactions import sample_users, sample_without_replacement
+from bayes_persona.persona.model import Batch
 
 
 @pytest.mark.parametrize("ratio", [interactions.PERMUTATION_RATIO, 1])
@@ -70,3 +71,25 @@ def test_block_sampled_users_lie_in_runs_and_small_populations_keep_randperm():
     assert len(torch.unique(users)) == 512 and int(users.min()) >= 0 and int(users.max()) < 10**7
     runs = int((torch.diff(torch.sort(users).values) != 1).sum()) + 1
     assert runs <= 512 // interactions.USER_BLOCK + 1  # one wraps around the end at most
+
+
+def test_item_subsample_is_computed_once_per_batch(monkeypatch) -> None:
+    """The guide and the model of a step share one sort of the step's items."""
+    batch = Batch(
+        users=torch.tensor([0, 1]),
+        items=torch.tensor([[3, 5], [5, 9]]),
+        mask=torch.ones(2, 2, dtype=torch.bool),
+        weight=torch.ones(2),
+        negatives=torch.tensor([9, 1, 7]),
+    )
+    calls = []
+    unique = torch.unique
+    monkeypatch.setattr(torch, "unique", lambda *a, **k: calls.append(1) or unique(*a, **k))
+    first = batch.item_subsample(12)
+    second = batch.item_subsample(12)
+    assert len(calls) == 1 and all(a is b for a, b in zip(first, second, strict=True))
+    subsample, pos, neg = first
+    assert subsample.tolist() == [1, 3, 5, 7, 9]
+    assert torch.equal(subsample[pos], batch.items) and torch.equal(subsample[neg], batch.negatives)
+    full, pos_full, _ = Batch(batch.users, batch.items, batch.mask, batch.weight).item_subsample(12)
+    assert torch.equal(full, torch.arange(12)) and torch.equal(pos_full, batch.items)

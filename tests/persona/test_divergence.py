@@ -147,15 +147,38 @@ def test_engine_nan_elbo_names_step_and_restores_epoch_start() -> None:
     assert len(info.value.result.elbo) == 7
 
 
-def test_engine_nan_caught_by_pyro_validation_is_a_model_fit_error() -> None:
-    """With Pyro's argument validation on, a NaN log-factor raises ValueError inside Pyro;
-    the engine turns it into ModelFitError too."""
-    poisoned = _ToyModel(nan_at=4)
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+@pytest.mark.parametrize("nan_at", [3, 4])
+def test_engine_nan_caught_by_pyro_validation_is_a_model_fit_error(nan_at) -> None:
+    """With Pyro's argument validation on, a NaN log-factor raises ValueError inside Pyro
+    (step 3 starts an epoch, where the engine keeps the checks on); the engine turns it
+    into ModelFitError, as it does for the NaN ELBO of a step without the checks (4)."""
+    poisoned = _ToyModel(nan_at=nan_at)
     gen = torch.Generator().manual_seed(0)
     cfg = SVIConfig(max_steps=30, steps_per_epoch=3, patience=0, progress=False)
-    with pyro.validation_enabled(True), pytest.raises(ModelFitError, match="at step 4"):
+    with pyro.validation_enabled(True), pytest.raises(ModelFitError, match=f"at step {nan_at}"):
         run_svi(poisoned, _toy_guide(), lambda g: torch.ones(()), gen, cfg)
     assert torch.isfinite(poisoned.w).all()
+
+
+@pytest.mark.parametrize("globally", [True, False])
+def test_engine_validates_the_first_step_of_each_epoch_only(globally) -> None:
+    """Pyro's argument checks run on the first step of the run and of every epoch, and
+    never when the caller turned validation off."""
+    seen = []
+
+    class Probe(_ToyModel):
+        def forward(self, batch) -> None:
+            seen.append(pyro.infer.util.is_validation_enabled())
+            super().forward(batch)
+
+    gen = torch.Generator().manual_seed(0)
+    cfg = SVIConfig(max_steps=8, steps_per_epoch=3, patience=0, progress=False)
+    with pyro.validation_enabled(globally):
+        run_svi(Probe(), _toy_guide(), lambda g: torch.ones(()), gen, cfg)
+        assert pyro.infer.util.is_validation_enabled() is globally  # restored
+    expected = [s % 3 == 0 and globally for s in range(8)]
+    assert seen == expected
 
 
 def test_engine_infinite_parameter_with_finite_elbo() -> None:
