@@ -331,8 +331,12 @@ def implicit_log_likelihood(pi, p, q, b, pos, neg, n_items: int, joint: bool = T
     if neg is None:
         log_norm, logit = log_normaliser_and_logits(p, q, b, pos)  # (B, K), (B, L, K)
     else:
-        log_norm = log_softmax_normaliser(p, q[neg], b[neg], n_items)
-        logit = torch.einsum("bkd,bld->blk", p, q[pos]) + b[pos][..., None]  # p_uk . q_i + b_i
+        # index_select: on CPU its backward (index_add_) is a fraction of q[pos]'s.
+        log_norm = log_softmax_normaliser(p, q.index_select(0, neg), b.index_select(0, neg), n_items)
+        flat = pos.reshape(-1)
+        q_pos = q.index_select(0, flat).reshape(*pos.shape, q.shape[-1])
+        b_pos = b.index_select(0, flat).reshape(pos.shape)
+        logit = torch.einsum("bkd,bld->blk", p, q_pos) + b_pos[..., None]  # p_uk . q_i + b_i
     log_choice = logit - log_norm[:, None, :]  # log softmax_k(i)
     log_w = persona_shares(torch.log(pi).to(logit.dtype), log_norm[:, None, :], joint)
     return torch.logsumexp(log_w + log_choice, dim=-1)
