@@ -43,7 +43,7 @@ from bayes_persona.exceptions import DataTypeError, DataValidationError, ModelFi
 from bayes_persona.persona.initialization import (
     kmeans,
     prevalence_from_shares,
-    seed_personas,
+    seed_persona_rows,
     spectral_item_factors,
 )
 from bayes_persona.persona.interactions import InteractionMatrix
@@ -150,11 +150,12 @@ def initial_personas(est: Any, item_factors: np.ndarray, seen: InteractionMatrix
     taste clusters of each user's items (:func:`~bayes_persona.persona.initialization.seed_personas`),
     with the joint form's prevalences turned from shares of choices into the prior weights
     that give those shares (:func:`~bayes_persona.persona.initialization.prevalence_from_shares`)."""
-    p0, pi0 = seed_personas(
+    table, index, pi0 = seed_persona_rows(
         item_factors, seen.indptr.numpy(), seen.indices.numpy(), est.n_personas, est.persona_init_length, seed
     )
+    p0 = table[index]
     if est.feedback == "implicit" and est.likelihood == "joint":
-        pi0 = prevalence_from_shares(pi0, p0, item_factors)
+        pi0 = prevalence_from_shares(pi0, table, item_factors, index=index)
     return torch.as_tensor(p0, dtype=torch.float32), torch.as_tensor(pi0, dtype=torch.float32)
 
 
