@@ -868,18 +868,25 @@ def _cost_cell(r: Mapping[str, Any]) -> str:
             f"{r['us_per_interaction_min']:.2f}–{r['us_per_interaction_max']:.2f})")
 
 
+def _optional(r: Mapping[str, Any], key: str, fmt: str) -> str:
+    """``fmt`` of ``r[key]``, or empty where the file has no such column or value."""
+    v = r.get(key)
+    return "" if v is None or pd.isna(v) else fmt.format(v)
+
+
 def _scale_table(sc: Mapping[str, Any]) -> str:
     rows = [[r["dataset"], f"{int(r['interactions']):,}", f"{int(r['users']):,}", f"{int(r['items']):,}",
-             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", _cost_cell(r),
+             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", _cost_cell(r), _optional(r, "fit_setup_sec", "{:.1f}"),
              "" if pd.isna(r["recommend_sec"]) else f"{r['recommend_sec']:.1f}", f"{r['peak_rss_mb']:.0f}"]
             for _, r in sc["scale"].iterrows()]  # fmt: skip
     table = _markdown_table(["Data", "Interactions", "Users", "Items", "s / epoch", "Steps/s", "µs / interaction",
-                             "Recommend-all (s)", "Peak RSS (MB)"], rows)  # fmt: skip
+                             "Setup (s)", "Recommend-all (s)", "Peak RSS (MB)"], rows)  # fmt: skip
     ratio = _scale_ratio(sc)
     st = sc["provenance"].get("settings", {})
     text = (f"\n\nK = {st.get('personas', '?')}, D = {st.get('factors', '?')}, batches of {st.get('batch_size', '?')} users, "
             f"a sampled softmax of {st.get('negatives', '?')} items on the planted data, {st.get('threads', '?')} thread(s); "
-            f"commit {str(sc['provenance'].get('git_commit', '?'))[:7]}.")
+            f"commit {str(sc['provenance'].get('git_commit', '?'))[:7]}. Setup is the rest of the fit's time: "
+            "data preparation, initialisation and the posterior's summaries.")
     if ratio is not None:
         text += f" The cost per interaction at {ratio[1]} interactions is {ratio[2]} its value at {ratio[0]}."
     return table + text

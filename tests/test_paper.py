@@ -136,6 +136,10 @@ def test_scale_table_reports_the_largest_size_against_the_smallest():
                           cost_ratio_max=[1.0, 1.4, float("nan")], ratio_rounds=[5, 5, float("nan")])  # fmt: skip
     text = mp.render_scale({**sc, "scale": rounds})["table:scale"]
     assert "10,000,000 interactions is 1.25× (median of 5 interleaved rounds' ratios; 1.10–1.40×) its value" in text
+    # The setup column: the fit's time outside the optimisation, empty where a file lacks it.
+    assert "| Setup (s) |" in text and "| 70 | 6.00 |  |" in text
+    setup = frame.assign(fit_setup_sec=[8.44, 30.06, 2.0])
+    assert "| 70 | 6.00 | 30.1 |" in mp.render_scale({**sc, "scale": setup})["table:scale"]
 
 
 def test_paper_accounts_blocks_match_results():
