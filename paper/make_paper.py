@@ -886,7 +886,9 @@ def _scale_table(sc: Mapping[str, Any]) -> str:
     text = (f"\n\nK = {st.get('personas', '?')}, D = {st.get('factors', '?')}, batches of {st.get('batch_size', '?')} users, "
             f"a sampled softmax of {st.get('negatives', '?')} items on the planted data, {st.get('threads', '?')} thread(s); "
             f"commit {str(sc['provenance'].get('git_commit', '?'))[:7]}. Setup is the rest of the fit's time: "
-            "data preparation, initialisation and the posterior's summaries.")
+            "data preparation, initialisation and the posterior's summaries, which include every user's persona "
+            "order for serving where users × draws × personas × items is at most 4·10^9 (larger fits order a "
+            "user's personas when the user is first served).")
     if ratio is not None:
         text += f" The cost per interaction at {ratio[1]} interactions is {ratio[2]} its value at {ratio[0]}."
     return table + text
