@@ -187,13 +187,10 @@ def prevalence_from_shares(
         ``personas[index[u, k]]`` (:func:`seed_persona_rows`); a table with fewer rows
         than ``U K`` has each row's normaliser computed once.
     """
-    if index is not None:
-        if len(personas) < index.size:  # shared rows: each row's normaliser once
-            log_z = _log_normalisers(personas[:, None, :], items, bias)[:, 0][index]
-        else:
-            log_z = _log_normalisers(personas[index], items, bias)
+    if index is not None and len(personas) < index.size:  # shared rows: each row's normaliser once
+        log_z = _log_normalisers(personas[:, None, :], items, bias)[:, 0][index]
     else:
-        log_z = _log_normalisers(personas, items, bias)
+        log_z = _log_normalisers(personas if index is None else personas[index], items, bias)
     log_pi = np.log(np.clip(shares, floor, None)) - log_z
     pi = np.exp(log_pi - log_pi.max(-1, keepdims=True))
     return pi / pi.sum(-1, keepdims=True)
