@@ -341,16 +341,22 @@ def run_svi(
                         f"best (step {best_epoch[1]}); the model keeps its state from step "
                         f"{best_epoch[1]}. Likely cause: {cause}"
                     )
-                # The last good state's buffers are written over unless they hold the best
-                # epoch's; a best epoch's buffers freed by a better one are kept for reuse.
+                # The snapshot of the last good state is written over unless it holds the best
+                # epoch's and this epoch is no better; the best epoch's snapshot, once this
+                # epoch beats it, is written over or kept for reuse. So a fit holds two
+                # snapshots at most, and allocates the second only when an epoch is worse
+                # than the best (for a million users a snapshot is a GB of fresh memory).
                 # After the last step no state is restored from here: no snapshot.
+                new_best = epoch_elbo > best_epoch[0]
                 if result.steps < config.max_steps:
-                    reuse = good_state if good_state is not best_epoch[2] else spare
-                    good_state, spare = snapshot_state(modules, reuse), None
+                    reuse = good_state if new_best or good_state is not best_epoch[2] else spare
+                    good_state = snapshot_state(modules, reuse)
+                    spare = None if reuse is spare else spare
                 else:
                     good_state = spare = None
-                if epoch_elbo > best_epoch[0]:
-                    spare = best_epoch[2]
+                if new_best:
+                    if best_epoch[2] is not reuse and result.steps < config.max_steps:
+                        spare = best_epoch[2]
                     best_epoch = (epoch_elbo, result.steps, good_state)
                 result.best_epoch_elbo, result.final_epoch_elbo = best_epoch[0], epoch_elbo
                 bar.set_postfix(elbo=f"{epoch_elbo:.4g}")

@@ -323,3 +323,55 @@ def test_engine_restores_best_epoch_exactly_after_worse_epochs() -> None:
     assert len(info.value.result.elbo) > 20  # several worse epochs came between
     assert float(model.w.detach()) == model.seen[9]
     assert model.seen[9] != model.seen[-1]
+
+
+class _Scripted(nn.Module):
+    """Log-density ``-(w - 1)^2 + level[epoch]`` (3 steps an epoch): ``w`` moves at every
+    step while the script decides which epochs are better or worse than the best so far.
+    ``seen[n]`` is ``w`` after ``n`` steps."""
+
+    def __init__(self, levels: list[float]) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.levels, self.seen = levels, []
+
+    def forward(self, batch) -> None:
+        n = len(self.seen)
+        self.seen.append(float(self.w.detach()))
+        pyro.factor("f", -((self.w - 1.0) ** 2).sum() + self.levels[n // 3])
+
+
+@pytest.mark.parametrize(
+    "levels, best_epoch",
+    [
+        ([-10, -5, -8, -4, -6, -7, -9, -3, -5, -1e4], 7),  # better, worse, better, ... then falls
+        ([-10, -9, -8, -7, -6, -1e4], 4),  # every epoch better, then falls
+        ([-1, -2, -3, -1.5, -1e4], 0),  # the first epoch stays the best
+        ([-5, -4, -6, -3, -7, -2, -8, -1, -1e4], 7),  # alternating
+    ],
+)
+def test_engine_snapshots_restore_the_best_epoch_whatever_the_order(
+    levels, best_epoch, monkeypatch
+) -> None:
+    """Snapshots are written over as epochs come (two at most): whatever the order of better
+    and worse epochs, a divergence restores exactly the best epoch's values."""
+    from bayes_persona.svi import engine
+
+    fresh = []
+    real = engine.snapshot_state
+    monkeypatch.setattr(
+        engine,
+        "snapshot_state",
+        lambda m, into=None: (fresh.append(into is None), real(m, into))[1],
+    )
+    model = _Scripted(levels)
+    cfg = SVIConfig(
+        max_steps=3 * len(levels), steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False
+    )
+    with pytest.raises(ModelFitError, match=rf"diverged.*best \(step {3 * (best_epoch + 1)}\)"):
+        run_svi(model, _toy_guide(), lambda g: None, torch.Generator().manual_seed(0), cfg)
+    assert float(model.w.detach()) == model.seen[3 * (best_epoch + 1)]
+    assert model.seen[3 * (best_epoch + 1)] != model.seen[-1]
+    # The snapshot before the first step, and a second one only once an epoch was worse.
+    worse_seen = any(levels[e] <= max(levels[:e]) for e in range(1, len(levels) - 1))
+    assert sum(fresh) == (2 if worse_seen else 1)
