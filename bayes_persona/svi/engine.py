@@ -347,7 +347,7 @@ def run_svi(
                 # snapshots at most, and allocates the second only when an epoch is worse
                 # than the best (for a million users a snapshot is a GB of fresh memory).
                 # After the last step no state is restored from here: no snapshot.
-                new_best = epoch_elbo > best_epoch[0]
+                new_best, reuse = epoch_elbo > best_epoch[0], None
                 if result.steps < config.max_steps:
                     reuse = good_state if new_best or good_state is not best_epoch[2] else spare
                     good_state = snapshot_state(modules, reuse)
@@ -355,7 +355,7 @@ def run_svi(
                 else:
                     good_state = spare = None
                 if new_best:
-                    if best_epoch[2] is not reuse and result.steps < config.max_steps:
+                    if result.steps < config.max_steps and best_epoch[2] is not reuse:
                         spare = best_epoch[2]
                     best_epoch = (epoch_elbo, result.steps, good_state)
                 result.best_epoch_elbo, result.final_epoch_elbo = best_epoch[0], epoch_elbo

@@ -375,3 +375,13 @@ def test_engine_snapshots_restore_the_best_epoch_whatever_the_order(
     # The snapshot before the first step, and a second one only once an epoch was worse.
     worse_seen = any(levels[e] <= max(levels[:e]) for e in range(1, len(levels) - 1))
     assert sum(fresh) == (2 if worse_seen else 1)
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_engine_runs_of_one_and_two_epochs_finish(epochs) -> None:
+    """The snapshot bookkeeping at the last epoch's end (no snapshot then) holds when that
+    epoch is also the first."""
+    model = _Scripted([-3.0, -2.0])
+    cfg = SVIConfig(max_steps=3 * epochs, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
+    result = run_svi(model, _toy_guide(), lambda g: None, torch.Generator().manual_seed(0), cfg)
+    assert result.steps == 3 * epochs and len(model.seen) == 3 * epochs
