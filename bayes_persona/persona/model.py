@@ -125,8 +125,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from bayes_persona.svi.optim import gather_rows
 from bayes_persona.persona.priors import PrototypeMixture
+from bayes_persona.svi.optim import gather_rows
 
 __all__ = ["Batch", "PersonaModel", "MeanFieldGuide", "LowRankGuide", "make_guide"]
 

@@ -35,7 +35,7 @@ class PrototypeMixture(TorchDistribution):
     support = constraints.independent(constraints.real, 2)
     has_rsample = False
 
-    def __init__(self, logits, loc, scale, n_personas: int, batch_shape=torch.Size(), validate_args=None) -> None:
+    def __init__(self, logits, loc, scale, n_personas: int, batch_shape=torch.Size(), validate_args=None) -> None:  # noqa: B008 (immutable)
         self.logits, self.loc, self.scale, self.n_personas = logits, loc, scale, int(n_personas)
         event_shape = torch.Size((self.n_personas, loc.shape[-1]))
         super().__init__(torch.Size(batch_shape), event_shape, validate_args=validate_args)
@@ -54,7 +54,7 @@ class PrototypeMixture(TorchDistribution):
         per_persona = torch.logsumexp(torch.log_softmax(self.logits, -1) + log_comp, -1)
         return per_persona.reshape(value.shape[:-1]).sum(-1)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008 (immutable)
         shape = torch.Size(sample_shape) + self.batch_shape + torch.Size((self.n_personas,))
         with torch.no_grad():
             t = Categorical(logits=self.logits).sample(shape)
