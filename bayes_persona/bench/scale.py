@@ -28,7 +28,7 @@ users, up to ``L`` interactions each, ``S`` sampled negatives) whatever the numb
 users ``U`` and items ``N`` -- the guide's user and item tables get row-sparse gradients
 and lazy Adam updates (:mod:`bayes_persona.svi.optim`) once ``U > 8 B`` -- and an epoch has
 ``U / B`` steps, so it costs ``O(interactions)``. The time per interaction still grows with
-size: at a million users the optimiser's moments and the per-epoch snapshots are gigabytes
+size: at a million users the optimiser's moments and the state's snapshot are gigabytes
 of fresh memory that a two-epoch fit touches once, and tables that outgrow the caches make
 every scattered row a page walk; minibatch users therefore come in blocks of consecutive
 rows at that size (:func:`~bayes_persona.persona.interactions.sample_users`). Memory is
