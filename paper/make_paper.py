@@ -876,11 +876,13 @@ def _optional(r: Mapping[str, Any], key: str, fmt: str) -> str:
 
 def _scale_table(sc: Mapping[str, Any]) -> str:
     rows = [[r["dataset"], f"{int(r['interactions']):,}", f"{int(r['users']):,}", f"{int(r['items']):,}",
-             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", _cost_cell(r), _optional(r, "fit_setup_sec", "{:.1f}"),
+             f"{r['sec_per_epoch']:.2f}", f"{r['steps_per_sec']:.0f}", _cost_cell(r),
+             _optional(r, "us_per_interaction_last_epoch", "{:.2f}"), _optional(r, "fit_setup_sec", "{:.1f}"),
              "" if pd.isna(r["recommend_sec"]) else f"{r['recommend_sec']:.1f}", f"{r['peak_rss_mb']:.0f}"]
             for _, r in sc["scale"].iterrows()]  # fmt: skip
     table = _markdown_table(["Data", "Interactions", "Users", "Items", "s / epoch", "Steps/s", "µs / interaction",
-                             "Setup (s)", "Recommend-all (s)", "Peak RSS (MB)"], rows)  # fmt: skip
+                             "Last epoch µs / interaction", "Setup (s)", "Recommend-all (s)", "Peak RSS (MB)"],
+                            rows)  # fmt: skip
     ratio = _scale_ratio(sc)
     st = sc["provenance"].get("settings", {})
     text = (f"\n\nK = {st.get('personas', '?')}, D = {st.get('factors', '?')}, batches of {st.get('batch_size', '?')} users, "
@@ -891,6 +893,10 @@ def _scale_table(sc: Mapping[str, Any]) -> str:
             "user's personas when the user is first served).")
     if ratio is not None:
         text += f" The cost per interaction at {ratio[1]} interactions is {ratio[2]} its value at {ratio[0]}."
+        last = _planted_rows(sc).iloc[-1].get("last_epoch_ratio")
+        if last is not None and not pd.isna(last):
+            text += (f" The last epoch alone, which allocates no optimiser state and no first snapshot, costs "
+                     f"{last:.2f}× (median of the rounds' ratios).")
     return table + text
 
 

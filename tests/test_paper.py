@@ -137,9 +137,16 @@ def test_scale_table_reports_the_largest_size_against_the_smallest():
     text = mp.render_scale({**sc, "scale": rounds})["table:scale"]
     assert "10,000,000 interactions is 1.25× (median of 5 interleaved rounds' ratios; 1.10–1.40×) its value" in text
     # The setup column: the fit's time outside the optimisation, empty where a file lacks it.
-    assert "| Setup (s) |" in text and "| 70 | 6.00 |  |" in text
+    assert "| Setup (s) |" in text and "| 70 | 6.00 |  |  |" in text
     setup = frame.assign(fit_setup_sec=[8.44, 30.06, 2.0])
-    assert "| 70 | 6.00 | 30.1 |" in mp.render_scale({**sc, "scale": setup})["table:scale"]
+    assert "| 70 | 6.00 |  | 30.1 |" in mp.render_scale({**sc, "scale": setup})["table:scale"]
+    # The last epoch's cost, and the rounds' median ratio of it, where the file has them.
+    last = rounds.assign(us_per_interaction_last_epoch=[4.0, 4.6, 1.5], last_epoch_ratio=[1.0, 1.15, float("nan")])
+    text = mp.render_scale({**sc, "scale": last})["table:scale"]
+    assert "| Last epoch µs / interaction |" in text
+    assert "| 4.60 |" in text and "The last epoch alone, which allocates no optimiser state" in text
+    assert "costs 1.15× (median of the rounds' ratios)" in text
+    assert "The last epoch alone" not in mp.render_scale({**sc, "scale": rounds})["table:scale"]
 
 
 def test_paper_accounts_blocks_match_results():

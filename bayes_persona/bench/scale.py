@@ -10,8 +10,9 @@ For each size it makes planted data (:func:`planted_interactions`: users with on
 tastes, ``--per-user`` interactions each, so the number of users grows with the size),
 fits :class:`~bayes_persona.PersonaRecommender` for ``--epochs`` epochs with a sampled
 softmax (``--negatives``), and reports seconds per epoch, SVI steps per second, the cost
-per interaction, the time to recommend ``--top`` items for every user (posterior intervals
-for the returned items only) and the peak resident memory (``resource.getrusage``). Each
+per interaction (and that of the last epoch alone, which allocates no optimiser state and
+no first snapshot), the time to recommend ``--top`` items for every user (posterior
+intervals for the returned items only) and the peak resident memory (``resource.getrusage``). Each
 size runs in a fresh Python process so that its peak memory is its own. Sizes up to
 ``--repeat-max`` run ``--repeats`` times in interleaved rounds (1e5, 1e6, 1e7, 1e5, ...):
 the run of median cost is kept, with the range of all runs, and each size's cost per
@@ -61,12 +62,12 @@ logger = logging.getLogger(__name__)
 COLUMNS = [
     "dataset", "interactions", "users", "items", "epochs", "steps", "sec_per_epoch",
     "steps_per_sec", "us_per_interaction", "runs", "us_per_interaction_min",
-    "us_per_interaction_max", "fit_setup_sec", "recommend_users",
+    "us_per_interaction_max", "us_per_interaction_last_epoch", "fit_setup_sec", "recommend_users",
     "recommend_draws", "recommend_sec", "peak_rss_mb", "dense_UxN_mb",
-    "cost_ratio", "cost_ratio_min", "cost_ratio_max", "ratio_rounds",
+    "cost_ratio", "cost_ratio_min", "cost_ratio_max", "ratio_rounds", "last_epoch_ratio",
 ]  # fmt: skip
 RATIO_COLUMNS = ("runs", "us_per_interaction_min", "us_per_interaction_max", "cost_ratio", "cost_ratio_min",
-                 "cost_ratio_max", "ratio_rounds")  # fmt: skip
+                 "cost_ratio_max", "ratio_rounds", "last_epoch_ratio")  # fmt: skip
 
 
 def runs_path(out: str | os.PathLike) -> Path:
@@ -98,13 +99,15 @@ class _SviTimer:
     def __init__(self) -> None:
         import bayes_persona.persona.fitting as rec
 
-        self.rec, self.inner, self.seconds = rec, rec.run_svi, 0.0
+        self.rec, self.inner, self.seconds, self.epoch_seconds = rec, rec.run_svi, 0.0, []
 
     def __enter__(self) -> _SviTimer:
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return self.inner(*args, **kwargs)
+                result = self.inner(*args, **kwargs)
+                self.epoch_seconds += result.epoch_seconds
+                return result
             finally:
                 self.seconds += time.perf_counter() - start
 
@@ -138,6 +141,10 @@ def _fit_and_time(
         "sec_per_epoch": sec_epoch,
         "steps_per_sec": model.n_steps_ / timer.seconds,
         "us_per_interaction": 1e6 * sec_epoch / len(ratings),
+        # The last epoch alone: no optimiser state or first snapshot to allocate.
+        "us_per_interaction_last_epoch": (
+            1e6 * timer.epoch_seconds[-1] / len(ratings) if len(timer.epoch_seconds) >= 2 else float("nan")
+        ),
         "fit_setup_sec": total - timer.seconds,
         "recommend_users": 0,
         "recommend_draws": rec_draws,
@@ -195,7 +202,8 @@ def _child(args: argparse.Namespace, what: str) -> dict:
 
 def median_run(runs: list[dict]) -> dict:
     """The run of median cost per interaction (the lower middle one for an even count), with
-    ``runs`` and the ``us_per_interaction`` range over all of them added.
+    ``runs`` and the ``us_per_interaction`` range over all of them added, and the median of
+    the runs' last-epoch costs (``us_per_interaction_last_epoch``, NaN if a run lacks one).
 
     A planted 1e5 fit has a fraction of a second of SVI, so one run is at the mercy of the
     machine's moment (on a shared 2-core VM, up to +-30% between identical runs); the
@@ -204,19 +212,26 @@ def median_run(runs: list[dict]) -> dict:
     order = sorted(range(len(runs)), key=lambda i: costs[i])
     row = dict(runs[order[(len(runs) - 1) // 2]])
     row.update(runs=len(runs), us_per_interaction_min=min(costs), us_per_interaction_max=max(costs))
+    last = [r.get("us_per_interaction_last_epoch", math.nan) for r in runs]
+    row["us_per_interaction_last_epoch"] = float(np.median(last)) if not any(map(math.isnan, last)) else math.nan
     return row
 
 
 def cost_ratios(runs: list[dict], base: list[dict]) -> dict:
     """The cost per interaction of ``runs`` over that of ``base`` (the smallest planted size)
-    round by round, for the rounds both ran: median, lowest and highest ratio.
+    round by round, for the rounds both ran: median, lowest and highest ratio; and the
+    median ratio of the last epochs' costs (``last_epoch_ratio``: the fit without its one-off
+    allocations, NaN unless every run had two epochs or more).
 
     On a shared machine the speed drifts by tens of percent within an hour; the two runs of
     a round are minutes apart, so their ratio is steadier than one of whole-run medians."""
     # strict=False: a size above --repeat-max ran in the first round only.
     pairs = [r["us_per_interaction"] / b["us_per_interaction"] for r, b in zip(runs, base, strict=False)]
+    key = "us_per_interaction_last_epoch"
+    last = [r.get(key, math.nan) / b.get(key, math.nan) for r, b in zip(runs, base, strict=False)]
     return {"cost_ratio": float(np.median(pairs)), "cost_ratio_min": min(pairs),
-            "cost_ratio_max": max(pairs), "ratio_rounds": len(pairs)}  # fmt: skip
+            "cost_ratio_max": max(pairs), "ratio_rounds": len(pairs),
+            "last_epoch_ratio": float(np.median(last)) if not any(map(math.isnan, last)) else math.nan}  # fmt: skip
 
 
 def _markdown(frame: pd.DataFrame) -> str:

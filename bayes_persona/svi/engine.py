@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,10 @@ class SVIResult:
     still_improving: bool = False
     best_epoch_elbo: float = -math.inf
     final_epoch_elbo: float = -math.inf
+    # Wall-clock seconds of each epoch run here (not those a resumed run loaded), its end-of-
+    # epoch checks, snapshot and validation included; the first also holds the run's start
+    # (optimiser, first snapshot), so a later epoch shows the cost without one-off work.
+    epoch_seconds: list[float] = field(default_factory=list)
 
     @property
     def fell_from_best(self) -> bool:
@@ -253,6 +258,7 @@ def run_svi(
         the step and the likely cause (step size or parameter scale). Its ``result``
         attribute holds the :class:`SVIResult` up to the failure.
     """
+    epoch_start = time.perf_counter()
     modules = [model, guide]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     gamma = config.lr_decay ** (1.0 / max(config.max_steps, 1))
@@ -402,6 +408,10 @@ def run_svi(
                     ckpt_path,
                 )
             bar.update(1)
+            if result.steps % config.steps_per_epoch == 0 or result.steps == config.max_steps:
+                now = time.perf_counter()
+                result.epoch_seconds.append(now - epoch_start)
+                epoch_start = now
             if result.stopped_early:
                 break
     except ModelFitError as exc:

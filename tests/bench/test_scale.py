@@ -169,6 +169,7 @@ def test_scale_bench_writes_table_and_csv(tmp_path, capsys, monkeypatch) -> None
     assert row["us_per_interaction_min"] <= row["us_per_interaction"] <= row["us_per_interaction_max"]
     assert row["users"] == 300 and row["recommend_users"] == 300
     assert row["sec_per_epoch"] > 0 and row["steps_per_sec"] > 0 and row["peak_rss_mb"] > 0
+    assert np.isnan(row["us_per_interaction_last_epoch"])  # one epoch: no later epoch to show
     text = capsys.readouterr().out
     assert "| dataset |" in text and "planted 3e+03" in text
     prov = json.loads((tmp_path / "scale.json").read_text())
@@ -219,8 +220,21 @@ def test_cost_ratios_are_taken_round_by_round() -> None:
     assert out["cost_ratio"] == pytest.approx(1.25)  # the rounds give 1.25, 1.2 and 1.6
     assert (out["cost_ratio_min"], out["cost_ratio_max"], out["ratio_rounds"]) == (pytest.approx(1.2), 1.6, 3)
     # Whole-run medians would give 7.2 / 5.0 = 1.44 instead.
-    assert cost_ratios(runs[:1], base) == {"cost_ratio": 1.25, "cost_ratio_min": 1.25, "cost_ratio_max": 1.25,
-                                           "ratio_rounds": 1}  # fmt: skip
+    one = cost_ratios(runs[:1], base)
+    assert np.isnan(one.pop("last_epoch_ratio"))  # no run had a last-epoch cost
+    assert one == {"cost_ratio": 1.25, "cost_ratio_min": 1.25, "cost_ratio_max": 1.25, "ratio_rounds": 1}
+
+
+def test_last_epoch_costs_get_their_own_median_and_ratio() -> None:
+    from bayes_persona.bench.scale import cost_ratios, median_run
+
+    key = "us_per_interaction_last_epoch"
+    base = [{"us_per_interaction": 4.0, key: 3.0}, {"us_per_interaction": 6.0, key: 5.0}, {"us_per_interaction": 5.0, key: 4.0}]
+    runs = [{"us_per_interaction": 5.0, key: 3.3}, {"us_per_interaction": 7.2, key: 6.5}, {"us_per_interaction": 8.0, key: 4.4}]
+    assert cost_ratios(runs, base)["last_epoch_ratio"] == pytest.approx(1.1)  # rounds 1.1, 1.3, 1.1
+    row = median_run(runs)
+    assert row["us_per_interaction"] == 7.2 and row[key] == pytest.approx(4.4)  # medians taken apart
+    assert np.isnan(median_run([*runs, {"us_per_interaction": 1.0}])[key])  # a run without one
 
 
 def test_scale_bench_interleaves_its_rounds(tmp_path, monkeypatch) -> None:
@@ -252,3 +266,15 @@ def test_scale_bench_interleaves_its_rounds(tmp_path, monkeypatch) -> None:
     assert every["round"].tolist() == [1, 1, 1, 2, 2, 3, 3]
     assert every["interactions"].tolist() == [1000, 3000, 5000, 1000, 3000, 1000, 3000]
     assert every["us_per_interaction"].iloc[3] == pytest.approx(2.0 * 1.4)
+
+
+def test_scale_bench_reports_the_last_epoch_of_a_longer_fit(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("BAYES_PERSONA_DATA", raising=False)
+    out = tmp_path / "scale.csv"
+    bench_main(["--sizes", "3000", "--epochs", "3", "--factors", "4", "--personas", "2", "--batch-size", "64",
+                "--negatives", "20", "--inline", "--repeats", "1", "--no-recommend", "--out", str(out)])  # fmt: skip
+    row = pd.read_csv(out).iloc[0]
+    last = row["us_per_interaction_last_epoch"]
+    # One epoch of three: positive, and below the whole fit's cost per epoch times three.
+    assert 0 < last < 3 * row["us_per_interaction"]
+    assert (pd.read_csv(tmp_path / "scale_runs.csv")["us_per_interaction_last_epoch"] == last).all()

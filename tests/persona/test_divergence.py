@@ -385,3 +385,17 @@ def test_engine_runs_of_one_and_two_epochs_finish(epochs) -> None:
     cfg = SVIConfig(max_steps=3 * epochs, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
     result = run_svi(model, _toy_guide(), lambda g: None, torch.Generator().manual_seed(0), cfg)
     assert result.steps == 3 * epochs and len(model.seen) == 3 * epochs
+
+
+def test_engine_times_each_epoch_it_runs() -> None:
+    """One wall-clock time per epoch (a last, partial epoch included), adding up to the run."""
+    import time
+
+    model = _Scripted([-3.0, -2.0, -1.0])
+    cfg = SVIConfig(max_steps=7, steps_per_epoch=3, learning_rate=0.05, patience=0, progress=False)
+    start = time.perf_counter()
+    result = run_svi(model, _toy_guide(), lambda g: None, torch.Generator().manual_seed(0), cfg)
+    total = time.perf_counter() - start
+    assert len(result.epoch_seconds) == 3  # steps 1-3, 4-6, 7
+    assert all(s > 0 for s in result.epoch_seconds)
+    assert sum(result.epoch_seconds) <= total
