@@ -927,6 +927,10 @@ def render_scale_check(ck: Mapping[str, Any]) -> dict[str, str]:
             f"{str(prov.get('git_commit', '?'))[:7]}, without serving) measured {lo['us_per_interaction']:.2f} and "
             f"{hi['us_per_interaction']:.2f} µs per interaction: at {ratio[1]} interactions the cost is {ratio[2]} "
             f"its value at {ratio[0]}.")  # fmt: skip
+    last = hi.get("last_epoch_ratio")
+    if last is not None and not pd.isna(last):
+        text += (f" Its last epochs alone ({lo['us_per_interaction_last_epoch']:.2f} and "
+                 f"{hi['us_per_interaction_last_epoch']:.2f} µs) give {last:.2f}× (median of the rounds' ratios).")
     return {"text:scale-check": text}
 
 

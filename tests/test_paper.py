@@ -102,7 +102,11 @@ def test_scale_check_text_reports_its_seed_and_ratio():
     text = mp.render_scale_check(ck)["text:scale-check"]
     assert "seed 1" in text and "commit abcdef1" in text and "4.00 and 5.60 µs" in text
     assert "1.37× (median of 5 interleaved rounds' ratios; 1.20–1.40×)" in text
+    assert "last epochs" not in text  # the file has no last-epoch costs
     assert mp.render_scale_check({**ck, "scale": frame.iloc[:1]}) == {}
+    last = frame.assign(us_per_interaction_last_epoch=[3.5, 4.2], last_epoch_ratio=[1.0, 1.21])
+    text = mp.render_scale_check({**ck, "scale": last})["text:scale-check"]
+    assert "Its last epochs alone (3.50 and 4.20 µs) give 1.21× (median of the rounds' ratios)." in text
 
 
 def test_scale_serve_text_reports_the_served_size_and_nothing_when_none_was_served():
