@@ -12,8 +12,9 @@ fits :class:`~bayes_persona.PersonaRecommender` for ``--epochs`` epochs with a s
 softmax (``--negatives``), and reports seconds per epoch, SVI steps per second, the cost
 per interaction (and that of the last epoch alone, which allocates no optimiser state and
 no first snapshot), the time to recommend ``--top`` items for every user (posterior
-intervals for the returned items only) and the peak resident memory (``resource.getrusage``). Each
-size runs in a fresh Python process so that its peak memory is its own. Sizes up to
+intervals for the returned items only) and the peak resident memory
+(``resource.getrusage``). Each size runs in a fresh Python process so that its peak memory
+is its own. Sizes up to
 ``--repeat-max`` run ``--repeats`` times in interleaved rounds (1e5, 1e6, 1e7, 1e5, ...):
 the run of median cost is kept, with the range of all runs, and each size's cost per
 interaction over the smallest size's is taken round by round (``cost_ratio``: the median

@@ -100,8 +100,9 @@ class SVIResult:
     best_epoch_elbo: float = -math.inf
     final_epoch_elbo: float = -math.inf
     # Wall-clock seconds of each epoch run here (not those a resumed run loaded), its end-of-
-    # epoch checks, snapshot and validation included; the first also holds the run's start
-    # (optimiser, first snapshot), so a later epoch shows the cost without one-off work.
+    # epoch checks, snapshot, validation and checkpoint included; the first also holds the
+    # run's start (first snapshot) and the optimiser's first allocation of its state, so a
+    # later epoch shows the cost without one-off work.
     epoch_seconds: list[float] = field(default_factory=list)
 
     @property

@@ -275,6 +275,6 @@ def test_scale_bench_reports_the_last_epoch_of_a_longer_fit(tmp_path, monkeypatc
                 "--negatives", "20", "--inline", "--repeats", "1", "--no-recommend", "--out", str(out)])  # fmt: skip
     row = pd.read_csv(out).iloc[0]
     last = row["us_per_interaction_last_epoch"]
-    # One epoch of three: positive, and below the whole fit's cost per epoch times three.
+    # One epoch of three: positive, and within the whole fit's time (three epochs' mean cost).
     assert 0 < last < 3 * row["us_per_interaction"]
     assert (pd.read_csv(tmp_path / "scale_runs.csv")["us_per_interaction_last_epoch"] == last).all()

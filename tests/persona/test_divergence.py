@@ -388,7 +388,7 @@ def test_engine_runs_of_one_and_two_epochs_finish(epochs) -> None:
 
 
 def test_engine_times_each_epoch_it_runs() -> None:
-    """One wall-clock time per epoch (a last, partial epoch included), adding up to the run."""
+    """One wall-clock time per epoch (a last, partial epoch included), within the run's time."""
     import time
 
     model = _Scripted([-3.0, -2.0, -1.0])
