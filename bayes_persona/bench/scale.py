@@ -213,8 +213,8 @@ def median_run(runs: list[dict]) -> dict:
     order = sorted(range(len(runs)), key=lambda i: costs[i])
     row = dict(runs[order[(len(runs) - 1) // 2]])
     row.update(runs=len(runs), us_per_interaction_min=min(costs), us_per_interaction_max=max(costs))
-    last = [r.get("us_per_interaction_last_epoch", math.nan) for r in runs]
-    row["us_per_interaction_last_epoch"] = float(np.median(last)) if not any(map(math.isnan, last)) else math.nan
+    # np.median is NaN where any run lacks a last epoch.
+    row["us_per_interaction_last_epoch"] = float(np.median([r.get("us_per_interaction_last_epoch", math.nan) for r in runs]))
     return row
 
 
@@ -229,10 +229,11 @@ def cost_ratios(runs: list[dict], base: list[dict]) -> dict:
     # strict=False: a size above --repeat-max ran in the first round only.
     pairs = [r["us_per_interaction"] / b["us_per_interaction"] for r, b in zip(runs, base, strict=False)]
     key = "us_per_interaction_last_epoch"
+    # NaN (and so a NaN median) where a run lacks a last epoch.
     last = [r.get(key, math.nan) / b.get(key, math.nan) for r, b in zip(runs, base, strict=False)]
     return {"cost_ratio": float(np.median(pairs)), "cost_ratio_min": min(pairs),
             "cost_ratio_max": max(pairs), "ratio_rounds": len(pairs),
-            "last_epoch_ratio": float(np.median(last)) if not any(map(math.isnan, last)) else math.nan}  # fmt: skip
+            "last_epoch_ratio": float(np.median(last))}  # fmt: skip
 
 
 def _markdown(frame: pd.DataFrame) -> str:

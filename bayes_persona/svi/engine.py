@@ -354,16 +354,18 @@ def run_svi(
                 # snapshots at most, and allocates the second only when an epoch is worse
                 # than the best (for a million users a snapshot is a GB of fresh memory).
                 # After the last step no state is restored from here: no snapshot.
-                new_best, reuse = epoch_elbo > best_epoch[0], None
+                new_best = epoch_elbo > best_epoch[0]
                 if result.steps < config.max_steps:
-                    reuse = good_state if new_best or good_state is not best_epoch[2] else spare
+                    if new_best or good_state is not best_epoch[2]:
+                        reuse = good_state  # this epoch supersedes it
+                        if new_best and best_epoch[2] is not good_state:
+                            spare = best_epoch[2]  # the old best's, free for a later snapshot
+                    else:
+                        reuse, spare = spare, None
                     good_state = snapshot_state(modules, reuse)
-                    spare = None if reuse is spare else spare
                 else:
                     good_state = spare = None
                 if new_best:
-                    if result.steps < config.max_steps and best_epoch[2] is not reuse:
-                        spare = best_epoch[2]
                     best_epoch = (epoch_elbo, result.steps, good_state)
                 result.best_epoch_elbo, result.final_epoch_elbo = best_epoch[0], epoch_elbo
                 bar.set_postfix(elbo=f"{epoch_elbo:.4g}")
