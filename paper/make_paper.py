@@ -697,16 +697,19 @@ def _nuts_text(nuts: Mapping[str, Any]) -> str:
     cov = nuts["coverage"]
     ref = cov[cov["method"] == "nuts"].set_index(["quantity", "level"])["coverage"]
     svi = cov[cov["method"] != "nuts"]
-    gap = (svi.set_index(["quantity", "level"])["coverage"] - ref.reindex(svi.set_index(["quantity", "level"]).index)).abs()
-    within = int((gap <= 0.05).sum())
+    counts = []
+    for m, grp in svi.groupby("method", sort=False):
+        at = grp.set_index(["quantity", "level"])["coverage"]
+        gap = (at - ref.reindex(at.index)).abs()
+        counts.append(f"{m} {int((gap <= 0.05 + 1e-9).sum())} of {len(gap)}")
     lo, hi = pv.get("interactions_per_user", ["?", "?"])
     smoke = " (From a smoke-size run: not a result.)" if pv.get("smoke") else ""
     return (
         f"{pv.get('n_worlds', '?')} worlds of {pv.get('n_users', '?')} users, {pv.get('n_items', '?')} items, "
         f"K = {pv.get('n_personas', '?')}, D = {pv.get('n_factors', '?')} and {lo} to {hi} picks per user; NUTS "
         f"kept {pv.get('num_samples', '?')} draws after {pv.get('warmup_steps', '?')} warm-up steps "
-        f"({pv.get('divergences', '?')} divergent transitions in all). Of the {len(gap)} (guide, quantity, level) "
-        f"cells, {within} cover within 5 points of NUTS's coverage. Commit {str(pv.get('git_commit', '?'))[:8]}.{smoke}"
+        f"({pv.get('divergences', '?')} divergent transitions in all). Of the (quantity, level) cells, those whose "
+        f"coverage is within 5 points of NUTS's: {'; '.join(counts)}. Commit {str(pv.get('git_commit', '?'))[:8]}.{smoke}"
     )
 
 

@@ -312,7 +312,7 @@ def test_build_renders_every_block_and_figure(workspace):
     assert "2 cover within 5 points of nominal and 2 fall more than 5 points below" in blocks["text:sbc"]
     assert "1 of 2 rank-uniformity tests have p > 0.01" in blocks["text:sbc"]
     assert "| meanfield | two items share a persona | 80.0% | 0.70 | 0.80 |" in blocks["table:nuts"]
-    assert "Of the 2 (guide, quantity, level) cells, 1 cover within 5 points of NUTS's" in blocks["text:nuts"]
+    assert "within 5 points of NUTS's: meanfield 0 of 1; lowrank 1 of 1." in blocks["text:nuts"]
     readme = mp.render_readme({"sbc": mp.load_sbc(results), "nuts": mp.load_nuts(results)})
     assert "(100 replications): meanfield: largest persona share 90.0%, log predictive of an item 70.0%." in readme["readme:sbc"]
     assert "lowrank: two items share a persona 88.0%; nuts: two items share a persona 90.0%" in readme["readme:nuts"]

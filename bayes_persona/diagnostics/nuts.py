@@ -194,9 +194,14 @@ def compare_with_nuts(
     max_epochs: int = 1000,
     learning_rate: float = 0.05,
     levels: Sequence[float] = DEFAULT_LEVELS,
+    resample: int = 0,
     random_state: int = 0,
 ) -> NutsComparison:
     """SVI's guides against NUTS on ``n_worlds`` small worlds from the model's own prior.
+
+    With ``resample=M > 0`` each guide is also scored with its user draws resampled from
+    ``M`` guide draws given each item draw (method ``"<guide>+resampled"``;
+    :meth:`~bayes_persona.persona.posterior.PersonaPosterior.resampled_user_draws`).
 
     Returns
     -------
@@ -213,6 +218,7 @@ def compare_with_nuts(
     seed = _check_int("random_state", random_state, 0)
     if isinstance(guides, str) or not len(guides) or any(g not in ("meanfield", "lowrank") for g in guides):
         raise DataValidationError(f"guides must be a non-empty sequence of 'meanfield'/'lowrank'; got {guides!r}")
+    M = _check_int("resample", resample, 0)
     lv = tuple(float(x) for x in levels)
     if 0.9 not in lv or any(not 0 < x < 1 for x in lv):
         raise DataValidationError(f"levels must be floats in (0, 1) including 0.9; got {levels!r}")
@@ -221,7 +227,7 @@ def compare_with_nuts(
         interactions_per_user=tuple(interactions_per_user), guides=tuple(guides), num_samples=num_samples,
         warmup_steps=warmup_steps, persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, max_epochs=max_epochs, learning_rate=learning_rate,
-        levels=lv, random_state=seed,
+        levels=lv, resample=M, random_state=seed,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -246,6 +252,11 @@ def compare_with_nuts(
             draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
             seconds[g] = seconds.get(g, 0.0) + time.perf_counter() - t
             rows += _interval_rows(r, picks, draws, true, g, lv)
+            if M:
+                t = time.perf_counter()
+                draws = invariant_quantities(**posterior_draws(est, num_samples, resample=M), picks=picks)
+                seconds[f"{g}+resampled"] = seconds.get(f"{g}+resampled", 0.0) + time.perf_counter() - t
+                rows += _interval_rows(r, picks, draws, true, f"{g}+resampled", lv)
             fitted = fitted or est
         nd, info = nuts_draws(fitted, world, num_samples, warmup_steps=warmup_steps, seed=r)
         seconds["nuts"] = seconds.get("nuts", 0.0) + info["seconds"]

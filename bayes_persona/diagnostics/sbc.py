@@ -392,13 +392,19 @@ def draw_picks(world: PriorWorld, rng: np.random.Generator) -> np.ndarray:
     return np.array(rows, dtype=np.int64)
 
 
-def posterior_draws(model: Any, num_samples: int) -> dict[str, np.ndarray]:
-    """Item and persona draws of a fitted model, in the arguments of :func:`invariant_quantities`."""
+def posterior_draws(model: Any, num_samples: int, resample: int = 0) -> dict[str, np.ndarray]:
+    """Item and persona draws of a fitted model, in the arguments of :func:`invariant_quantities`.
+
+    With ``resample=M > 0`` each user's draws are resampled from ``M`` guide draws given each
+    item draw (:meth:`~bayes_persona.persona.posterior.PersonaPosterior.resampled_user_draws`).
+    """
     U = len(model.user_vocab_)
     with torch.no_grad():
         post = model.posterior_
         q, b = post.item_draws(num_samples)
-        d = post.user_draws(np.arange(U), num_samples)  # "prevalence": the shares P(z = k | u)
+        users = np.arange(U)
+        # "prevalence": the shares P(z = k | u)
+        d = post.resampled_user_draws(users, num_samples, resample) if resample else post.user_draws(users, num_samples)
     return {
         "item_factors": q.double().cpu().numpy(), "item_bias": b.double().cpu().numpy(),
         "persona_factors": d["persona_factors"].double().cpu().numpy(),

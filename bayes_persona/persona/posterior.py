@@ -337,6 +337,96 @@ class PersonaPosterior:
         ess = 1.0 / np.exp(2.0 * np.asarray(lw)).sum(-1)
         return np.asarray(lw), np.atleast_1d(np.asarray(k_hat, dtype=float)), ess
 
+    def resampled_user_draws(self, users: np.ndarray, n_draws: int, n_candidates: int) -> dict[str, torch.Tensor]:
+        """User draws resampled towards the posterior given each item draw (implicit feedback).
+
+        For item draw ``s`` (:meth:`item_draws`), ``n_candidates`` draws of the user's personas
+        and prevalence ``theta_m`` come from the guide and one is kept with probability
+        proportional to ``p(x_u | theta_m, phi_s) p(theta_m) / q(theta_m)``: the user's whole
+        training history under the exact likelihood (z summed out), the prior at the fitted
+        hyperparameters and the guide (sampling-importance-resampling [1]_). As
+        ``n_candidates`` grows the kept draw follows ``p(theta_u | x_u, phi_s)``, so a user's
+        personas move with the items of the draw, which a mean-field guide cannot express.
+        With ``n_candidates=1`` the result equals :meth:`user_draws`.
+
+        Parameters
+        ----------
+        users : ndarray of int, shape (B,)
+            User indices.
+        n_draws : int
+            ``S``, one kept draw per item draw.
+        n_candidates : int
+            ``M``, guide draws per kept draw; the cost is ``S M K N D`` per user.
+
+        Returns
+        -------
+        dict
+            As :meth:`user_draws` with shares: ``persona_factors`` (S, B, K, D),
+            ``prevalence`` (the persona shares, S, B, K), ``prior_prevalence`` (S, B, K),
+            ``log_norm`` (S, B, K), ``user_bias`` (zeros), and ``log_weights`` (S, B, M), the
+            candidates' normalised log weights.
+
+        References
+        ----------
+        .. [1] D. B. Rubin. "Using the SIR algorithm to simulate posterior distributions".
+           Bayesian Statistics 3, 1988.
+        """
+        est = self.model
+        if est.feedback != "implicit":
+            raise DataValidationError(
+                "resampled draws need feedback='implicit'; this model was fitted with feedback='explicit'"
+            )
+        S, M = int(n_draws), int(n_candidates)
+        g, m = est.guide_, est.model_
+        K, joint = est.n_personas, est.likelihood == "joint"
+        q, b = self.item_draws(S)
+        persona_prior = m.persona_prior()
+        alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
+        prevalence_prior = torch.distributions.Dirichlet(alpha)
+        keys = ("persona_factors", "prior_prevalence", "log_norm", "log_weights")
+        out: dict[str, list] = {k: [] for k in keys}
+        with torch.no_grad():
+            for u in np.asarray(users, dtype=np.int64):
+                # the stream of user_draws, with S * M draws: candidate m of draw s is s * M + m
+                rng = np.random.default_rng([est.random_state, 104729, int(u)])
+                eps = torch.from_numpy(rng.standard_normal((S * M, 1, g.noise_dim_user), dtype=np.float32)).to(self.device)
+                ut = torch.as_tensor([u], device=self.device)
+                p = g.draw_personas(ut, eps[..., :-1])  # (S M, 1, K, D)
+                pi = g.draw_prevalence(ut, [rng], S * M)  # (S M, 1, K)
+                log_w = persona_prior.log_prob(p)[:, 0].double() - g.persona_log_density(ut, p)[:, 0].double()
+                if K > 1:
+                    log_w = log_w + prevalence_prior.log_prob(pi[:, 0].double()) - g.prevalence_log_density(ut, pi)[:, 0]
+                seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)
+                p_s, log_pi = p.reshape(S, M, K, -1), torch.log(pi).reshape(S, M, K)
+                log_norm = torch.empty(S, M, K, device=self.device)
+                log_lik = torch.empty(S, M, dtype=torch.float64, device=self.device)
+                for s in range(S):  # one (M, K, N) array at a time
+                    logits = torch.einsum("mkd,nd->mkn", p_s[s], q[s]) + b[s]
+                    log_norm[s] = torch.logsumexp(logits, -1)
+                    at = logits[..., seen]  # (M, K, n)
+                    if joint:
+                        ll = torch.logsumexp(log_pi[s, :, :, None] + at, 1).sum(-1)
+                        ll = ll - len(seen) * torch.logsumexp(log_pi[s] + log_norm[s], -1)
+                    else:
+                        ll = torch.logsumexp(log_pi[s, :, :, None] + at - log_norm[s, :, :, None], 1).sum(-1)
+                    log_lik[s] = ll.double()
+                lw = torch.log_softmax(log_lik + log_w.reshape(S, M), -1)  # (S, M)
+                if M > 1:
+                    cdf = torch.cumsum(lw.exp(), -1).cpu().numpy()
+                    pick = (cdf < rng.random((S, 1)) * cdf[:, -1:]).sum(-1).clip(max=M - 1)
+                else:
+                    pick = np.zeros(S, dtype=np.int64)
+                idx = torch.as_tensor(np.arange(S) * M + pick, device=self.device)
+                out["persona_factors"].append(p[idx, 0])
+                out["prior_prevalence"].append(pi[idx, 0])
+                out["log_norm"].append(log_norm.reshape(S * M, K)[idx])
+                out["log_weights"].append(lw)
+        res = {k: torch.stack(v, 1) for k, v in out.items()}
+        shares = persona_shares(torch.log(res["prior_prevalence"]), res["log_norm"], joint) if K > 1 else None
+        res["prevalence"] = shares.exp() if shares is not None else res["prior_prevalence"]
+        res["user_bias"] = torch.zeros(S, len(users), device=self.device)
+        return res
+
     @staticmethod
     def persona_order(prevalence: torch.Tensor) -> torch.Tensor:
         """Each user's personas by posterior median prevalence, descending: (B, K) slot indices

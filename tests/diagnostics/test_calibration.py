@@ -203,12 +203,80 @@ def test_bench_nuts_compares_guides_with_nuts(tmp_path):
 
     assert main(["nuts", "--smoke", "--out", str(tmp_path)]) == 0
     cov = pd.read_csv(tmp_path / "coverage.csv")
-    assert set(cov["method"]) == {"meanfield", "lowrank", "nuts"}
+    assert set(cov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled", "nuts"}
     assert set(cov["quantity"]) == set(calibration.QUANTITIES)
     assert cov["coverage"].between(0, 1).all()
     ov = pd.read_csv(tmp_path / "overlap.csv")
-    assert set(ov["method"]) == {"meanfield", "lowrank"} and ov["overlap"].between(0, 1).all()
+    assert set(ov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled"}
+    assert ov["overlap"].between(0, 1).all()
     iv = pd.read_csv(tmp_path / "intervals.csv")
     assert (iv["low_90"] <= iv["median"]).all() and (iv["median"] <= iv["high_90"]).all()
     prov = json.loads((tmp_path / "provenance.json").read_text())
-    assert prov["smoke"] and prov["n_worlds"] == 1 and "nuts" in prov["seconds"]
+    assert prov["smoke"] and prov["n_worlds"] == 1 and "nuts" in prov["seconds"] and prov["resample"] == 5
+    assert main(["nuts", "--smoke", "--resample", "0", "--out", str(tmp_path / "plain")]) == 0
+    assert set(pd.read_csv(tmp_path / "plain" / "coverage.csv")["method"]) == {"meanfield", "lowrank", "nuts"}
+    with pytest.raises(SystemExit):
+        main(["nuts", "--smoke", "--resample", "-1", "--out", str(tmp_path / "bad")])
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    from bayes_persona.persona.estimator import PersonaRecommender
+
+    w = calibration.simulate_prior_world(12, 60, 3, 2, (8, 15), persona_scale=0.7, item_scale=0.7, bias_scale=0.5,
+                                         prevalence_concentration=0.5, seed=3)  # fmt: skip
+    est = PersonaRecommender(n_personas=3, n_factors=2, prevalence_concentration=0.5, n_prototypes=0, item_prior_scale=0.7,
+                             persona_prior_scale=0.7, bias_prior_scale=0.5, max_epochs=300, batch_size=12, learning_rate=0.05,
+                             progress=False).fit(w.dataset, catalogue=w.dataset.items["item_id"])  # fmt: skip
+    return w, est
+
+
+def test_resampled_draws_with_one_candidate_are_the_guide_draws(small_fit):
+    _, est = small_fit
+    post, users = est.posterior_, np.arange(12)
+    plain, one = post.user_draws(users, 40), post.resampled_user_draws(users, 40, 1)
+    for key in ("persona_factors", "prior_prevalence", "prevalence", "log_norm"):
+        torch.testing.assert_close(one[key], plain[key], rtol=0, atol=1e-5)
+    assert one["log_weights"].shape == (40, 12, 1) and torch.all(one["log_weights"] == 0)
+
+
+def test_resampled_draws_follow_the_user_posterior_given_the_items(small_fit):
+    # A kept draw is a guide draw chosen by p(x_u | theta, items) p(theta) / q(theta); the chosen ones
+    # must explain the user's own history better than plain guide draws do, on average over draws,
+    # and a user's draws must not depend on the batch they are asked in.
+    _, est = small_fit
+    post, users = est.posterior_, np.arange(12)
+    S, M = 60, 40
+    many = post.resampled_user_draws(users, S, M)
+    assert many["persona_factors"].shape == (S, 12, 3, 2) and many["log_weights"].shape == (S, 12, M)
+    torch.testing.assert_close(many["log_weights"].exp().sum(-1), torch.ones(S, 12, dtype=torch.float64))
+    w = many["log_weights"].exp()
+    ess = 1.0 / (w**2).sum(-1)
+    assert (ess > 1.5).float().mean() > 0.5  # the weights are not degenerate on these small users
+    alone = post.resampled_user_draws(users[[4]], S, M)
+    torch.testing.assert_close(alone["persona_factors"][:, 0], many["persona_factors"][:, 4])
+
+    def history_log_lik(d):
+        q, b = post.item_draws(S)
+        out = []
+        for j, u in enumerate(users):
+            seen = torch.as_tensor(est.seen_.items_of(int(u)))
+            logits = torch.einsum("skd,snd->skn", d["persona_factors"][:, j], q) + b[:, None, :]
+            log_pi = torch.log(d["prior_prevalence"][:, j])[..., None]
+            ll = torch.logsumexp(log_pi + logits[..., seen], 1).sum(-1) - len(seen) * torch.logsumexp(
+                log_pi[..., 0] + torch.logsumexp(logits, -1), -1)
+            out.append(ll)
+        return torch.stack(out, 1)  # (S, U)
+
+    gain = (history_log_lik(many) - history_log_lik(post.user_draws(users, S))).mean(0)
+    assert (gain > 0).float().mean() >= 0.75, gain
+
+
+def test_resampled_draws_refuse_explicit_feedback():
+    import bayes_persona as bp
+
+    data, _ = bp.make_synthetic(n_users=20, n_items=30, n_tastes=3, interactions_per_user=(5, 8), seed=0)
+    r = data.ratings.assign(rating=4.0)
+    est = bp.PersonaRecommender(n_personas=2, n_factors=2, feedback="explicit", max_epochs=2, progress=False).fit(r)
+    with pytest.raises(DataValidationError, match="feedback='implicit'"):
+        est.posterior_.resampled_user_draws(np.arange(3), 5, 3)
