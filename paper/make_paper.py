@@ -692,16 +692,20 @@ def _nuts_table(nuts: Mapping[str, Any]) -> str:
     return _markdown_table(head, rows)
 
 
-def _nuts_text(nuts: Mapping[str, Any]) -> str:
-    pv = nuts["provenance"]
-    cov = nuts["coverage"]
+def _nuts_within(cov: pd.DataFrame) -> list[str]:
+    """Per SVI method, how many (quantity, level) cells cover within 5 points of NUTS's."""
     ref = cov[cov["method"] == "nuts"].set_index(["quantity", "level"])["coverage"]
-    svi = cov[cov["method"] != "nuts"]
     counts = []
-    for m, grp in svi.groupby("method", sort=False):
+    for m, grp in cov[cov["method"] != "nuts"].groupby("method", sort=False):
         at = grp.set_index(["quantity", "level"])["coverage"]
         gap = (at - ref.reindex(at.index)).abs()
         counts.append(f"{m} {int((gap <= 0.05 + 1e-9).sum())} of {len(gap)}")
+    return counts
+
+
+def _nuts_text(nuts: Mapping[str, Any]) -> str:
+    pv = nuts["provenance"]
+    counts = _nuts_within(nuts["coverage"])
     lo, hi = pv.get("interactions_per_user", ["?", "?"])
     smoke = " (From a smoke-size run: not a result.)" if pv.get("smoke") else ""
     return (
@@ -808,7 +812,7 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
 COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
-OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve")
+OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -935,6 +939,45 @@ def render_scale_check(ck: Mapping[str, Any]) -> dict[str, str]:
         text += (f" Its last epochs alone ({lo['us_per_interaction_last_epoch']:.2f} and "
                  f"{hi['us_per_interaction_last_epoch']:.2f} µs) give {last:.2f}× (median of the rounds' ratios).")
     return {"text:scale-check": text}
+
+
+NUTS_RESAMPLED_BLOCKS = ("table:nuts-resampled", "text:nuts-resampled")
+NUTS_RESAMPLED_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts_resampled"
+NUTS_CHECK_BLOCKS = ("text:nuts-check",)
+NUTS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --seed 1 --out paper/results/nuts_check"
+
+
+def load_nuts_resampled(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_resampled/``: the NUTS comparison with the guides' resampled draws, in a
+    run of its own (the worlds, seeds and fits of ``nuts/``)."""
+    return _load_folder(results_dir, "nuts_resampled", ("coverage", "overlap"), NUTS_RESAMPLED_COMMAND)
+
+
+def render_nuts_resampled(rs: Mapping[str, Any]) -> dict[str, str]:
+    pv = rs["provenance"]
+    cov = rs["coverage"]
+    keep = cov["method"].str.endswith("+resampled") | (cov["method"] == "nuts")
+    table = _nuts_table({"coverage": cov[keep], "overlap": rs["overlap"]})
+    text = (f"With each user's draws resampled from {pv.get('resample', '?')} guide draws given each item draw "
+            f"(`paper/results/nuts_resampled/`, commit {str(pv.get('git_commit', '?'))[:8]}; the same worlds, fits and "
+            f"NUTS draws as above), cells within 5 points of NUTS's: {'; '.join(_nuts_within(cov))}.")  # fmt: skip
+    return {"table:nuts-resampled": table, "text:nuts-resampled": text}
+
+
+def load_nuts_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_check/``: the NUTS comparison again on worlds of another seed, in a run of
+    its own (the check of the comparison's verdict)."""
+    return _load_folder(results_dir, "nuts_check", ("coverage", "overlap"), NUTS_CHECK_COMMAND)
+
+
+def render_nuts_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    pv = ck["provenance"]
+    return {"text:nuts-check": (
+        f"The same comparison on {pv.get('n_worlds', '?')} other worlds (seed {pv.get('random_state', '?')}, "
+        f"`paper/results/nuts_check/`, commit {str(pv.get('git_commit', '?'))[:8]}, resampling from "
+        f"{pv.get('resample', '?')} guide draws; {pv.get('divergences', '?')} divergent transitions), cells within "
+        f"5 points of NUTS's: {'; '.join(_nuts_within(ck['coverage']))}."
+    )}  # fmt: skip
 
 
 SCALE_SERVE_BLOCKS = ("text:scale-serve",)
@@ -1105,6 +1148,8 @@ def render(
         ("scale", load_scale, render_scale),
         ("scale_check", load_scale_check, render_scale_check),
         ("scale_serve", load_scale_serve, render_scale_serve),
+        ("nuts_resampled", load_nuts_resampled, render_nuts_resampled),
+        ("nuts_check", load_nuts_check, render_nuts_check),
     ):
         try:
             data = loader(results_dir)
@@ -1132,7 +1177,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

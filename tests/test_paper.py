@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -496,3 +496,20 @@ def test_coverage_verdict_always_names_its_direction() -> None:
     assert mp.verdict(0.852, 0.9) == "4.8 points below nominal (within 5)"
     assert mp.verdict(0.336, 0.5) == "16.4 points below nominal"
     assert mp.verdict(0.97, 0.9) == "7.0 points above nominal"
+
+
+def test_nuts_addenda_count_cells_within_five_points_per_method():
+    cov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "level": lv, "coverage": c, "n": 150, "se": 0.03}
+                        for m, vals in (("meanfield", (0.40, 0.80)), ("meanfield+resampled", (0.46, 0.86)),
+                                        ("nuts", (0.50, 0.90)))
+                        for lv, c in zip((0.5, 0.9), vals, strict=True)])  # fmt: skip
+    ov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "overlap": 0.9, "width_ratio": 0.95}
+                       for m in ("meanfield", "meanfield+resampled")])  # fmt: skip
+    prov = {"resample": 50, "git_commit": "0123456789ab", "n_worlds": 10, "random_state": 1, "divergences": 0}
+    out = mp.render_nuts_resampled({"coverage": cov, "overlap": ov, "provenance": prov})
+    assert "meanfield 0 of 2; meanfield+resampled 2 of 2" in out["text:nuts-resampled"]
+    assert "resampled from 50 guide draws" in out["text:nuts-resampled"]
+    table = out["table:nuts-resampled"]
+    assert "| meanfield+resampled |" in table and "| nuts |" in table and "| meanfield |" not in table
+    check = mp.render_nuts_check({"coverage": cov, "overlap": ov, "provenance": prov})["text:nuts-check"]
+    assert "10 other worlds (seed 1" in check and "meanfield+resampled 2 of 2" in check
