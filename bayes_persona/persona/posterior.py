@@ -92,6 +92,23 @@ class PersonaPosterior:
                 cache.setdefault(key, q.transpose(1, 2).contiguous())
         return cache[key]
 
+    def user_rng(self, user: int) -> np.random.Generator:
+        """The user's own random stream: its draws do not depend on the batch it is asked in."""
+        return np.random.default_rng([self.model.random_state, 104729, int(user)])
+
+    def log_prior_over_guide(self, user: torch.Tensor, personas: torch.Tensor, prevalence: torch.Tensor) -> torch.Tensor:
+        """``log p(theta) - log q(theta)`` of one user's draws (float64, shape (S,)): personas
+        (S, 1, K, D) and prevalences (S, 1, K) under the prior at the fitted hyperparameters and
+        under the guide (``user`` a one-element index tensor)."""
+        g, m = self.model.guide_, self.model.model_
+        log_w = m.persona_prior().log_prob(personas)[:, 0].double() - g.persona_log_density(user, personas)[:, 0].double()
+        if self.model.n_personas > 1:
+            alpha = torch.full((self.model.n_personas,), float(m.prevalence_concentration), dtype=torch.float64,
+                               device=self.device)  # fmt: skip
+            log_w = log_w + torch.distributions.Dirichlet(alpha).log_prob(prevalence[:, 0].double())
+            log_w = log_w - g.prevalence_log_density(user, prevalence)[:, 0]
+        return log_w
+
     def user_draws(
         self, users: np.ndarray, n_draws: int, with_softmax: bool = False, shares: bool = True
     ) -> dict[str, torch.Tensor]:
@@ -113,7 +130,7 @@ class PersonaPosterior:
         eps = np.empty((n_draws, len(users), g.noise_dim_user), dtype=np.float32)
         rngs = []
         for j, u in enumerate(users):
-            rng = np.random.default_rng([est.random_state, 104729, int(u)])
+            rng = self.user_rng(u)
             eps[:, j, :] = rng.standard_normal((n_draws, g.noise_dim_user), dtype=np.float32)
             rngs.append(rng)  # then the prevalence draws, from the same per-user stream
         eps_t = torch.from_numpy(eps).to(self.device)
@@ -312,13 +329,8 @@ class PersonaPosterior:
                 "importance diagnostics need feedback='implicit'; this model was fitted with feedback='explicit'"
             )
         S = n_draws or est.n_draws
-        g, m = est.guide_, est.model_
-        K = est.n_personas
         raw = np.empty((len(users), S))
         with torch.no_grad():
-            persona_prior = m.persona_prior()
-            alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
-            prevalence_prior = torch.distributions.Dirichlet(alpha)
             for j, u in enumerate(users):
                 uu = np.asarray([u])
                 d = self.user_draws(uu, S, with_softmax=True)  # with_softmax: log_norm in every form
@@ -326,13 +338,8 @@ class PersonaPosterior:
                 log_joint = self.log_joint_at(d, seen, S)  # (S, 1, K, n_seen)
                 log_lik = torch.logsumexp(log_joint[:, 0], dim=1).sum(-1).double()  # (S,)
                 ut = torch.as_tensor(uu, device=self.device)
-                p, pi = d["persona_factors"], d["prior_prevalence"]
-                log_prior = persona_prior.log_prob(p)[:, 0].double()
-                log_q = g.persona_log_density(ut, p)[:, 0].double()
-                if K > 1:
-                    log_prior = log_prior + prevalence_prior.log_prob(pi[:, 0].double())
-                    log_q = log_q + g.prevalence_log_density(ut, pi)[:, 0]
-                raw[j] = (log_lik + log_prior - log_q).cpu().numpy()
+                log_ratio = self.log_prior_over_guide(ut, d["persona_factors"], d["prior_prevalence"])
+                raw[j] = (log_lik + log_ratio).cpu().numpy()
         lw, k_hat = az.psislw(raw)
         ess = 1.0 / np.exp(2.0 * np.asarray(lw)).sum(-1)
         return np.asarray(lw), np.atleast_1d(np.asarray(k_hat, dtype=float)), ess
@@ -377,25 +384,20 @@ class PersonaPosterior:
                 "resampled draws need feedback='implicit'; this model was fitted with feedback='explicit'"
             )
         S, M = int(n_draws), int(n_candidates)
-        g, m = est.guide_, est.model_
+        g = est.guide_
         K, joint = est.n_personas, est.likelihood == "joint"
         q, b = self.item_draws(S)
-        persona_prior = m.persona_prior()
-        alpha = torch.full((K,), float(m.prevalence_concentration), dtype=torch.float64, device=self.device)
-        prevalence_prior = torch.distributions.Dirichlet(alpha)
         keys = ("persona_factors", "prior_prevalence", "log_norm", "log_weights")
         out: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for u in np.asarray(users, dtype=np.int64):
                 # the stream of user_draws, with S * M draws: candidate m of draw s is s * M + m
-                rng = np.random.default_rng([est.random_state, 104729, int(u)])
+                rng = self.user_rng(u)
                 eps = torch.from_numpy(rng.standard_normal((S * M, 1, g.noise_dim_user), dtype=np.float32)).to(self.device)
                 ut = torch.as_tensor([u], device=self.device)
                 p = g.draw_personas(ut, eps[..., :-1])  # (S M, 1, K, D)
                 pi = g.draw_prevalence(ut, [rng], S * M)  # (S M, 1, K)
-                log_w = persona_prior.log_prob(p)[:, 0].double() - g.persona_log_density(ut, p)[:, 0].double()
-                if K > 1:
-                    log_w = log_w + prevalence_prior.log_prob(pi[:, 0].double()) - g.prevalence_log_density(ut, pi)[:, 0]
+                log_w = self.log_prior_over_guide(ut, p, pi)
                 seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)
                 p_s, log_pi = p.reshape(S, M, K, -1), torch.log(pi).reshape(S, M, K)
                 log_norm = torch.empty(S, M, K, device=self.device)
