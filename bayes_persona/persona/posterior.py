@@ -22,7 +22,7 @@ import torch
 
 from bayes_persona.data._validation import as_id_list, check_prob
 from bayes_persona.exceptions import DataValidationError
-from bayes_persona.persona.model import persona_shares, shifted_exp_
+from bayes_persona.persona.model import log_normaliser_and_logits, persona_shares, shifted_exp_
 
 __all__ = ["PersonaPosterior", "CHUNK_FLOATS"]
 
@@ -402,16 +402,11 @@ class PersonaPosterior:
                 p_s, log_pi = p.reshape(S, M, K, -1), torch.log(pi).reshape(S, M, K)
                 log_norm = torch.empty(S, M, K, device=self.device)
                 log_lik = torch.empty(S, M, dtype=torch.float64, device=self.device)
-                for s in range(S):  # one (M, K, N) array at a time
-                    logits = torch.einsum("mkd,nd->mkn", p_s[s], q[s]) + b[s]
-                    log_norm[s] = torch.logsumexp(logits, -1)
-                    at = logits[..., seen]  # (M, K, n)
-                    if joint:
-                        ll = torch.logsumexp(log_pi[s, :, :, None] + at, 1).sum(-1)
-                        ll = ll - len(seen) * torch.logsumexp(log_pi[s] + log_norm[s], -1)
-                    else:
-                        ll = torch.logsumexp(log_pi[s, :, :, None] + at - log_norm[s, :, :, None], 1).sum(-1)
-                    log_lik[s] = ll.double()
+                pos = seen[None].expand(M, -1)
+                for s in range(S):  # one (M, K, N) pass at a time, as the fit's likelihood does it
+                    log_norm[s], logit = log_normaliser_and_logits(p_s[s], q[s], b[s], pos)  # (M, K), (M, n, K)
+                    log_w_s = persona_shares(log_pi[s], log_norm[s], joint)[:, None, :]
+                    log_lik[s] = torch.logsumexp(log_w_s + logit - log_norm[s][:, None, :], -1).sum(-1).double()
                 lw = torch.log_softmax(log_lik + log_w.reshape(S, M), -1)  # (S, M)
                 if M > 1:
                     cdf = torch.cumsum(lw.exp(), -1).cpu().numpy()
