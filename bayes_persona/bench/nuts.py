@@ -6,7 +6,8 @@ Runs :func:`bayes_persona.diagnostics.nuts.compare_with_nuts` and writes into ``
   central intervals;
 * ``coverage.csv``: coverage of the 50/80/90/95% intervals per method and quantity (the
   methods: each guide, each guide with its user draws resampled given the item draws,
-  ``"<guide>+resampled"``, unless ``--resample 0``, and ``nuts``);
+  ``"<guide>+resampled"``, unless ``--resample 0``; each guide fitted by the per-user
+  importance-weighted bound, ``"<guide>+iw<P>"``, unless ``--particles 1``; and ``nuts``);
 * ``overlap.csv``: per guide and quantity, the mean overlap (intersection over union) of
   its 90% intervals with NUTS's, and the median ratio of their widths;
 * ``provenance.json``: the settings, NUTS's divergences, wall time per method, the commit
@@ -29,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["main", "DEFAULTS", "SMOKE"]
 
-DEFAULTS = {"n_worlds": 10, "num_samples": 200, "warmup_steps": 400, "max_epochs": 1000, "resample": 50}
+DEFAULTS = {"n_worlds": 10, "num_samples": 200, "warmup_steps": 400, "max_epochs": 1000, "resample": 50,
+            "user_particles": 8}
 SMOKE = {"n_worlds": 1, "n_users": 6, "n_items": 20, "interactions_per_user": (3, 6), "num_samples": 20,
-         "warmup_steps": 30, "max_epochs": 30, "resample": 5}  # fmt: skip
+         "warmup_steps": 30, "max_epochs": 30, "resample": 5, "user_particles": 2}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resample", type=int, default=None,
                     help=f"guide draws per resampled user draw, 0 for none (default {DEFAULTS['resample']})")
+    ap.add_argument("--particles", type=int, default=None,
+                    help="draws of each user in the importance-weighted fits, 1 for none "
+                    f"(default {DEFAULTS['user_particles']})")
     ap.add_argument("--smoke", action="store_true", help="one tiny world (for tests)")
     args = ap.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -59,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resample < 0:
             ap.error(f"--resample must be a non-negative integer; got {args.resample}")
         cfg["resample"] = args.resample
+    if args.particles is not None:
+        if args.particles < 1:
+            ap.error(f"--particles must be a positive integer; got {args.particles}")
+        cfg["user_particles"] = args.particles
     res = compare_with_nuts(**cfg, random_state=args.seed)
     write_results(
         Path(args.out), {"intervals": res.intervals, "coverage": res.coverage, "overlap": res.overlap},

@@ -93,6 +93,7 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "feedback": "feedback",
         "guide": "guide",
         "prototypes": "n_prototypes",
+        "user_particles": "user_particles",
         "seed": "random_state",
     }
     return {v: getattr(args, k) for k, v in names.items() if getattr(args, k) is not None}

@@ -208,7 +208,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
 # torch (tests/cli/test_cli.py checks them against the estimator's signature).
 MODEL_DEFAULTS = {
     "n_personas": 8, "n_factors": 16, "max_epochs": 150, "batch_size": 512, "feedback": "implicit",
-    "guide": "meanfield", "n_prototypes": 8, "random_state": 0,
+    "guide": "meanfield", "n_prototypes": 8, "user_particles": 1, "random_state": 0,
 }  # fmt: skip
 
 
@@ -224,6 +224,11 @@ def model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--prototypes", type=_non_negative_int,
         help=f"taste prototypes of the persona prior (0: isotropic Normal prior; default: {d['n_prototypes']})",
+    )  # fmt: skip
+    g.add_argument(
+        "--user-particles", type=positive_int_arg,
+        help="draws of each user per SVI step; above 1 the fit maximises the per-user "
+        f"importance-weighted bound instead of the ELBO (default: {d['user_particles']})",
     )  # fmt: skip
     g.add_argument("--seed", type=int, help=f"random_state (default: {d['random_state']})")
 

@@ -195,6 +195,7 @@ def compare_with_nuts(
     learning_rate: float = 0.05,
     levels: Sequence[float] = DEFAULT_LEVELS,
     resample: int = 0,
+    user_particles: int = 1,
     random_state: int = 0,
 ) -> NutsComparison:
     """SVI's guides against NUTS on ``n_worlds`` small worlds from the model's own prior.
@@ -202,6 +203,10 @@ def compare_with_nuts(
     With ``resample=M > 0`` each guide is also scored with its user draws resampled from
     ``M`` guide draws given each item draw (method ``"<guide>+resampled"``;
     :meth:`~bayes_persona.persona.posterior.PersonaPosterior.resampled_user_draws`).
+    With ``user_particles=P > 1`` each guide is also fitted by the per-user
+    importance-weighted bound with ``P`` draws of each user
+    (:mod:`bayes_persona.svi.importance`) and scored with its own draws (method
+    ``"<guide>+iw<P>"``).
 
     Returns
     -------
@@ -219,6 +224,7 @@ def compare_with_nuts(
     if isinstance(guides, str) or not len(guides) or any(g not in ("meanfield", "lowrank") for g in guides):
         raise DataValidationError(f"guides must be a non-empty sequence of 'meanfield'/'lowrank'; got {guides!r}")
     M = _check_int("resample", resample, 0)
+    P = _check_int("user_particles", user_particles, 1)
     lv = tuple(float(x) for x in levels)
     if 0.9 not in lv or any(not 0 < x < 1 for x in lv):
         raise DataValidationError(f"levels must be floats in (0, 1) including 0.9; got {levels!r}")
@@ -227,7 +233,7 @@ def compare_with_nuts(
         interactions_per_user=tuple(interactions_per_user), guides=tuple(guides), num_samples=num_samples,
         warmup_steps=warmup_steps, persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, max_epochs=max_epochs, learning_rate=learning_rate,
-        levels=lv, resample=M, random_state=seed,
+        levels=lv, resample=M, user_particles=P, random_state=seed,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -242,22 +248,27 @@ def compare_with_nuts(
         true = true_quantities(world, picks)
         fitted = None
         for g in guides:
-            t = time.perf_counter()
-            est = PersonaRecommender(
-                n_personas=n_personas, n_factors=n_factors, guide=g, prevalence_concentration=prevalence_concentration,
-                n_prototypes=0, item_prior_scale=item_scale, persona_prior_scale=persona_scale,
-                bias_prior_scale=bias_scale, max_epochs=max_epochs, batch_size=max(n_users, 1),
-                learning_rate=learning_rate, progress=False, random_state=r,
-            ).fit(world.dataset, catalogue=world.dataset.items["item_id"])  # fmt: skip
-            draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
-            seconds[g] = seconds.get(g, 0.0) + time.perf_counter() - t
-            rows += _interval_rows(r, picks, draws, true, g, lv)
-            if M:
+            # the guide fitted by the ELBO (and its resampled draws), then by the bound with P
+            # draws of each user: method name -> user_particles
+            for method, particles in ((g, 1), *(((f"{g}+iw{P}", P),) if P > 1 else ())):
                 t = time.perf_counter()
-                draws = invariant_quantities(**posterior_draws(est, num_samples, resample=M), picks=picks)
-                seconds[f"{g}+resampled"] = seconds.get(f"{g}+resampled", 0.0) + time.perf_counter() - t
-                rows += _interval_rows(r, picks, draws, true, f"{g}+resampled", lv)
-            fitted = fitted or est
+                est = PersonaRecommender(
+                    n_personas=n_personas, n_factors=n_factors, guide=g, prevalence_concentration=prevalence_concentration,
+                    n_prototypes=0, item_prior_scale=item_scale, persona_prior_scale=persona_scale,
+                    bias_prior_scale=bias_scale, max_epochs=max_epochs, batch_size=max(n_users, 1),
+                    learning_rate=learning_rate, user_particles=particles, progress=False, random_state=r,
+                ).fit(world.dataset, catalogue=world.dataset.items["item_id"])  # fmt: skip
+                draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
+                seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t
+                rows += _interval_rows(r, picks, draws, true, method, lv)
+                if particles > 1:
+                    continue
+                if M:
+                    t = time.perf_counter()
+                    draws = invariant_quantities(**posterior_draws(est, num_samples, resample=M), picks=picks)
+                    seconds[f"{g}+resampled"] = seconds.get(f"{g}+resampled", 0.0) + time.perf_counter() - t
+                    rows += _interval_rows(r, picks, draws, true, f"{g}+resampled", lv)
+                fitted = fitted or est
         nd, info = nuts_draws(fitted, world, num_samples, warmup_steps=warmup_steps, seed=r)
         seconds["nuts"] = seconds.get("nuts", 0.0) + info["seconds"]
         divergences += info["divergences"]

@@ -96,6 +96,7 @@ def check_settings(est: Any) -> None:
     check_min_int("n_factors", est.n_factors, 1)
     check_min_int("batch_size", est.batch_size, 1)
     check_min_int("max_items_per_user", est.max_items_per_user, 1)
+    check_min_int("user_particles", est.user_particles, 1)
     check_min_int("max_epochs", est.max_epochs, 1)
     check_min_int("patience", est.patience, 0)
     check_min_int("n_draws", est.n_draws, 2, MAX_DRAWS)
@@ -110,6 +111,11 @@ def check_settings(est: Any) -> None:
         check_min_int("n_negatives", est.n_negatives, 1)
     if est.feedback not in ("implicit", "explicit"):
         raise DataValidationError(f"feedback must be 'implicit' or 'explicit'; got {est.feedback!r}")
+    if est.feedback == "explicit" and est.user_particles > 1:
+        raise DataValidationError(
+            f"user_particles > 1 (the importance-weighted bound) needs feedback='implicit'; got "
+            f"user_particles={est.user_particles!r} with feedback='explicit'"
+        )
     if est.likelihood not in ("joint", "mixture"):
         raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {est.likelihood!r}")
     if est.guide not in ("meanfield", "lowrank"):
@@ -361,6 +367,7 @@ def fit_state(est: Any, data: TrainingData, checkpoint_dir: str | os.PathLike | 
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            local_particles=int(est.user_particles),
         )
         on_device = seen.to(device) if shard is None else shard.seen
 

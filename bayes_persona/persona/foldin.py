@@ -171,6 +171,7 @@ def fold_in(
             lr_decay=0.1,
             patience=0,
             progress=progress,
+            local_particles=int(model.user_particles),  # the fit's own bound
         )
         seen = new.seen_.to(dev)
 

@@ -294,9 +294,17 @@ class PersonaModel(nn.Module):
             # Which persona explains each interaction (z) is summed out exactly.
             if self.feedback == "implicit":
                 full = batch.negatives is None  # the exact softmax over the whole catalogue
-                log_lik = implicit_log_likelihood(
-                    pi, p, q, b, pos, None if full else neg, self.n_items, joint=self.likelihood == "joint"
-                )
+                if p.dim() == 4:  # (M, B, K, D): M draws of each user's block, as separate users
+                    n_draws, B = p.shape[:2]
+                    log_lik = implicit_log_likelihood(
+                        pi.expand(n_draws, B, 1, pi.shape[-1]).reshape(n_draws * B, 1, -1), p.reshape(-1, K, D),
+                        q, b, pos.repeat(n_draws, 1), None if full else neg, self.n_items,
+                        joint=self.likelihood == "joint",
+                    ).reshape(n_draws, B, -1)
+                else:
+                    log_lik = implicit_log_likelihood(
+                        pi, p, q, b, pos, None if full else neg, self.n_items, joint=self.likelihood == "joint"
+                    )
             else:
                 affinity = torch.einsum("bkd,bld->blk", p, q[pos])  # p_uk . q_i, (B, L, K)
                 log_lik = explicit_log_likelihood(

@@ -71,6 +71,11 @@ class SVIConfig:
         Steps between checkpoints.
     resume : bool
         Continue from the checkpoint in ``checkpoint_dir`` if there is one.
+    local_particles : int
+        Draws of each member of plate ``local_plate`` in the importance-weighted bound
+        (:class:`~bayes_persona.svi.importance.LocalImportanceELBO`); 1 maximises the ELBO
+        (Pyro's ``Trace_ELBO``).
+    local_plate : str
     """
 
     max_steps: int = 2000
@@ -85,6 +90,8 @@ class SVIConfig:
     checkpoint_dir: str | os.PathLike | None = None
     checkpoint_every: int = 100
     resume: bool = False
+    local_particles: int = 1
+    local_plate: str = "users"
 
 
 @dataclass
@@ -265,7 +272,12 @@ def run_svi(
     gamma = config.lr_decay ** (1.0 / max(config.max_steps, 1))
     # ClippedAdam; row-sparse gradients (a guide's user/item tables) get lazy O(batch) updates.
     optim = LazyClippedAdam(params, lr=config.learning_rate, clip_norm=config.clip_norm, lrd=gamma)
-    loss_fn = pyro.infer.Trace_ELBO(max_plate_nesting=2)
+    if config.local_particles > 1:
+        from bayes_persona.svi.importance import LocalImportanceELBO
+
+        loss_fn = LocalImportanceELBO(config.local_particles, config.local_plate)
+    else:
+        loss_fn = pyro.infer.Trace_ELBO(max_plate_nesting=2)
     result = SVIResult()
     best_score, best_state, bad_epochs = -math.inf, None, 0
     ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None

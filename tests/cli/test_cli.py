@@ -101,6 +101,15 @@ def test_fit_passes_the_prior_options(tmp_path, capsys):
     assert "non-negative integer" in capsys.readouterr().err
 
 
+def test_fit_passes_user_particles(tmp_path, capsys):
+    out = tmp_path / "iw"
+    assert main(["fit", *TINY, "--user-particles", "3", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["user_particles"] == 3
+    assert bp.PersonaRecommender.load(out / "model.pt").user_particles == 3
+    assert main(["fit", *TINY, "--user-particles", "0", "--out", str(out)]) == 2
+    assert "--user-particles" in capsys.readouterr().err
+
+
 def test_recommend_table(fit_run_dir, capsys):
     assert main(["recommend", "--model", str(fit_run_dir), "--user", "1", "--n", "4"]) == 0
     out = capsys.readouterr().out

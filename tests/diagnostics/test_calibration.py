@@ -203,20 +203,25 @@ def test_bench_nuts_compares_guides_with_nuts(tmp_path):
 
     assert main(["nuts", "--smoke", "--out", str(tmp_path)]) == 0
     cov = pd.read_csv(tmp_path / "coverage.csv")
-    assert set(cov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled", "nuts"}
+    assert set(cov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled",
+                                  "meanfield+iw2", "lowrank+iw2", "nuts"}  # fmt: skip
     assert set(cov["quantity"]) == set(calibration.QUANTITIES)
     assert cov["coverage"].between(0, 1).all()
     ov = pd.read_csv(tmp_path / "overlap.csv")
-    assert set(ov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled"}
+    assert set(ov["method"]) == {"meanfield", "lowrank", "meanfield+resampled", "lowrank+resampled",
+                                 "meanfield+iw2", "lowrank+iw2"}  # fmt: skip
     assert ov["overlap"].between(0, 1).all()
     iv = pd.read_csv(tmp_path / "intervals.csv")
     assert (iv["low_90"] <= iv["median"]).all() and (iv["median"] <= iv["high_90"]).all()
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["smoke"] and prov["n_worlds"] == 1 and "nuts" in prov["seconds"] and prov["resample"] == 5
-    assert main(["nuts", "--smoke", "--resample", "0", "--out", str(tmp_path / "plain")]) == 0
+    assert prov["user_particles"] == 2 and "meanfield+iw2" in prov["seconds"]
+    assert main(["nuts", "--smoke", "--resample", "0", "--particles", "1", "--out", str(tmp_path / "plain")]) == 0
     assert set(pd.read_csv(tmp_path / "plain" / "coverage.csv")["method"]) == {"meanfield", "lowrank", "nuts"}
     with pytest.raises(SystemExit):
         main(["nuts", "--smoke", "--resample", "-1", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):
+        main(["nuts", "--smoke", "--particles", "0", "--out", str(tmp_path / "bad")])
 
 
 @pytest.fixture(scope="module")

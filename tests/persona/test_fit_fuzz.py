@@ -128,6 +128,7 @@ PARAMS = {
     "batch_size": (st.one_of(st.integers(-1, 70), st.floats(1, 3)), lambda v: int_ok(v, 1)),
     "max_items_per_user": (st.integers(-1, 50), lambda v: int_ok(v, 1)),
     "max_epochs": (st.integers(-1, 2), lambda v: int_ok(v, 1)),
+    "user_particles": (st.one_of(st.integers(-1, 3), st.floats(1, 2), st.booleans()), lambda v: int_ok(v, 1)),
     "patience": (st.integers(-2, 3), lambda v: int_ok(v, 0)),
     "n_draws": (st.integers(-1, 8), lambda v: int_ok(v, 2)),
     "random_state": (st.one_of(st.integers(-3, 10**6), st.none()), lambda v: int_ok(v, 0)),
