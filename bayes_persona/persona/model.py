@@ -74,7 +74,10 @@ user's persona block). The prevalences get the prior's family,
 :math:`q(\pi_u) = \mathrm{Dirichlet}(\gamma_u)`. Every factor, the prevalences' included, is
 moved by reparameterised gradients [4]_ of one bound, the ELBO
 :math:`E_q[\log p(x, \theta) - \log q(\theta)]` (Monte Carlo, one draw per step); there is
-no local step at plug-in locations. The Dirichlet draws are made in float64: with a
+no local step at plug-in locations. With ``user_particles = M > 1`` the bound is importance
+weighted within each user instead (:mod:`bayes_persona.svi.importance`): M draws of a user's
+personas and prevalence per step, one draw of the items; the model then sees the persona
+block as (M, B, K, D) and scores the M draws as M users. The Dirichlet draws are made in float64: with a
 concentration near 0.1 about one float32 draw in 6,000 falls below the smallest normal
 float32 (1.2e-38), where torch clamps it, so the tail that prunes a persona would be cut.
 A persona the user does

@@ -277,6 +277,14 @@ def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
         assert 0.0 <= vals["accuracy"] <= 1.0, method
         assert {"accuracy", "auc", "ece", "brier"} <= set(vals), method
     assert "| ours (PersonaRecommender) |" in capsys.readouterr().out
+    assert json.loads((out / "provenance.json").read_text())["params"]["ours"]["user_particles"] == 1
+    iw = tmp_path / "iw"
+    assert main(["--smoke", "--models", "ours", "--n-pairs", "8", "--user-particles", "2",
+                 "--data-home", str(ml100k_dir.parent), "--out", str(iw)]) == 0  # fmt: skip
+    prov = json.loads((iw / "provenance.json").read_text())
+    assert prov["params"]["ours"]["user_particles"] == 2 and not prov["custom_make_ours"]
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--user-particles", "0", "--out", str(tmp_path / "bad")])
 
 
 @pytest.mark.slow

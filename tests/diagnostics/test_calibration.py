@@ -179,6 +179,14 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     pd.testing.assert_frame_equal(sbc_bench.read(tmp_path / "big")["ranks"], big)
     with pytest.raises(SystemExit):
         main(["sbc", "--replications", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["sbc", "--smoke", "--particles", "0", "--out", str(tmp_path / "bad")])
+    assert main(["sbc", "--smoke", "--guides", "meanfield", "--particles", "2", "--out", str(tmp_path / "iw")]) == 0
+    iw = read(tmp_path / "iw")
+    assert iw["provenance"]["fit_kwargs"]["user_particles"] == 2
+    assert "user_particles" not in prov["fit_kwargs"]
+    # the same worlds, other fits: the truth ranked is the same, the ranks are not all equal
+    assert len(iw["ranks"]) == len(res["ranks"]) and not iw["ranks"].equals(res["ranks"])
 
 
 def test_invariant_quantities_agree_with_the_world_and_ignore_labels():
