@@ -812,7 +812,8 @@ SOURCES = {"benchmark": BENCH_BLOCKS, "recovery": RECOVERY_BLOCKS, "accounts": A
 COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results/costs.csv --out paper/results/costs"
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
-OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check")
+OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
+                    "nuts_iw_check", "sbc_iw", "accounts_iw")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -970,14 +971,96 @@ def load_nuts_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, A
     return _load_folder(results_dir, "nuts_check", ("coverage", "overlap"), NUTS_CHECK_COMMAND)
 
 
-def render_nuts_check(ck: Mapping[str, Any]) -> dict[str, str]:
+def _nuts_other_worlds(ck: Mapping[str, Any], folder: str, detail: str) -> str:
+    """The sentence of a NUTS comparison rerun on the worlds of another seed (its own run)."""
     pv = ck["provenance"]
-    return {"text:nuts-check": (
+    return (
         f"The same comparison on {pv.get('n_worlds', '?')} other worlds (seed {pv.get('random_state', '?')}, "
-        f"`paper/results/nuts_check/`, commit {str(pv.get('git_commit', '?'))[:8]}, resampling from "
-        f"{pv.get('resample', '?')} guide draws; {pv.get('divergences', '?')} divergent transitions), cells within "
+        f"`paper/results/{folder}/`, commit {str(pv.get('git_commit', '?'))[:8]}, {detail}; "
+        f"{pv.get('divergences', '?')} divergent transitions), cells within "
         f"5 points of NUTS's: {'; '.join(_nuts_within(ck['coverage']))}."
-    )}  # fmt: skip
+    )
+
+
+def render_nuts_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    detail = f"resampling from {ck['provenance'].get('resample', '?')} guide draws"
+    return {"text:nuts-check": _nuts_other_worlds(ck, "nuts_check", detail)}
+
+
+NUTS_IW_BLOCKS = ("table:nuts-iw", "text:nuts-iw")
+NUTS_IW_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts_iw"
+NUTS_IW_CHECK_BLOCKS = ("text:nuts-iw-check",)
+NUTS_IW_CHECK_COMMAND = "python -m bayes_persona.bench nuts --seed 1 --out paper/results/nuts_iw_check"
+
+
+def load_nuts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_iw/``: the NUTS comparison with the guides also fitted by the per-user
+    importance-weighted bound (methods ``<guide>+iw<P>``), in a run of its own."""
+    return _load_folder(results_dir, "nuts_iw", ("coverage", "overlap"), NUTS_IW_COMMAND)
+
+
+def render_nuts_iw(iw: Mapping[str, Any]) -> dict[str, str]:
+    pv = iw["provenance"]
+    cov = iw["coverage"]
+    keep = cov["method"].str.contains(r"\+iw", regex=True) | (cov["method"] == "nuts")
+    table = _nuts_table({"coverage": cov[keep], "overlap": iw["overlap"]})
+    text = (f"With each guide also fitted by the bound with {pv.get('user_particles', '?')} draws of each user "
+            f"(`paper/results/nuts_iw/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
+            f"{pv.get('divergences', '?')} divergent transitions), cells within 5 points of NUTS's: "
+            f"{'; '.join(_nuts_within(cov))}.")  # fmt: skip
+    return {"table:nuts-iw": table, "text:nuts-iw": text}
+
+
+def load_nuts_iw_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_iw_check/``: :func:`load_nuts_iw`'s comparison on worlds of another seed."""
+    return _load_folder(results_dir, "nuts_iw_check", ("coverage", "overlap"), NUTS_IW_CHECK_COMMAND)
+
+
+def render_nuts_iw_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    detail = f"importance-weighted fits with {ck['provenance'].get('user_particles', '?')} draws of each user"
+    return {"text:nuts-iw-check": _nuts_other_worlds(ck, "nuts_iw_check", detail)}
+
+
+SBC_IW_BLOCKS = ("table:sbc-iw", "text:sbc-iw")
+SBC_IW_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --particles 8 --out paper/results/sbc_iw"
+ACCOUNTS_IW_BLOCKS = ("table:accounts-iw",)
+ACCOUNTS_IW_COMMAND = ("python -m bayes_persona.bench accounts --models ours --user-particles 8 "
+                       "--out paper/results/accounts_iw")  # fmt: skip
+
+
+def load_sbc_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``sbc_iw/``: simulation-based calibration of fits by the per-user
+    importance-weighted bound (the worlds of ``sbc/``), in a run of its own."""
+    return _load_folder(results_dir, "sbc_iw", ("coverage", "uniformity"), SBC_IW_COMMAND)
+
+
+def render_sbc_iw(sb: Mapping[str, Any]) -> dict[str, str]:
+    particles = sb["provenance"].get("fit_kwargs", {}).get("user_particles", "?")
+    relabel = lambda f: f.assign(guide=f["guide"] + f"+iw{particles}")  # noqa: E731
+    table = _sbc_table({"coverage": relabel(sb["coverage"]), "uniformity": relabel(sb["uniformity"])})
+    return {"table:sbc-iw": table, "text:sbc-iw": f"Fitted with {particles} draws of each user "
+            f"(`paper/results/sbc_iw/`): {_sbc_text(sb)}"}  # fmt: skip
+
+
+def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``accounts_iw/``: the shared-account benchmark with ours fitted by the per-user
+    importance-weighted bound, in a run of its own."""
+    return _load_folder(results_dir, "accounts_iw", ("accounts",), ACCOUNTS_IW_COMMAND)
+
+
+def render_accounts_iw(acc: Mapping[str, Any]) -> dict[str, str]:
+    prov = acc["provenance"]
+    particles = prov.get("params", {}).get("ours", {}).get("user_particles", "?")
+    t = acc["accounts"].pivot(index="method", columns="metric", values="value")
+    if "ours" not in t.index:
+        return {}
+    r = t.loc["ours"]
+    head = ["Fit", "Accounts", "Accuracy", "Within-account AUC", "ECE (10 bins)", "90% interval wholly wrong",
+            "Mean 90% width", "Commit"]  # fmt: skip
+    row = [f"{particles} draws of each user", f"{prov.get('n_pairs', '?')} (seed {prov.get('seed', '?')})",
+           _pct(r["accuracy"]), _num(r["auc"]), _num(r["ece"]), _pct(r["confidently_wrong"]),
+           _num(r["interval_width"]), str(prov.get("git_commit", "?"))[:8]]  # fmt: skip
+    return {"table:accounts-iw": _markdown_table(head, [row])}
 
 
 SCALE_SERVE_BLOCKS = ("text:scale-serve",)
@@ -1150,6 +1233,10 @@ def render(
         ("scale_serve", load_scale_serve, render_scale_serve),
         ("nuts_resampled", load_nuts_resampled, render_nuts_resampled),
         ("nuts_check", load_nuts_check, render_nuts_check),
+        ("nuts_iw", load_nuts_iw, render_nuts_iw),
+        ("nuts_iw_check", load_nuts_iw_check, render_nuts_iw_check),
+        ("sbc_iw", load_sbc_iw, render_sbc_iw),
+        ("accounts_iw", load_accounts_iw, render_accounts_iw),
     ):
         try:
             data = loader(results_dir)
@@ -1177,7 +1264,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(ACCOUNTS_IW_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

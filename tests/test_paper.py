@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -513,3 +513,39 @@ def test_nuts_addenda_count_cells_within_five_points_per_method():
     assert "| meanfield+resampled |" in table and "| nuts |" in table and "| meanfield |" not in table
     check = mp.render_nuts_check({"coverage": cov, "overlap": ov, "provenance": prov})["text:nuts-check"]
     assert "10 other worlds (seed 1" in check and "meanfield+resampled 2 of 2" in check
+
+
+def test_nuts_iw_addenda_keep_the_importance_weighted_rows():
+    cov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "level": lv, "coverage": c, "n": 150, "se": 0.03}
+                        for m, vals in (("meanfield", (0.40, 0.80)), ("meanfield+iw8", (0.47, 0.88)),
+                                        ("meanfield+resampled", (0.30, 0.70)), ("nuts", (0.50, 0.90)))
+                        for lv, c in zip((0.5, 0.9), vals, strict=True)])  # fmt: skip
+    ov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "overlap": 0.9, "width_ratio": 0.95}
+                       for m in ("meanfield", "meanfield+iw8", "meanfield+resampled")])  # fmt: skip
+    prov = {"user_particles": 8, "git_commit": "0123456789ab", "n_worlds": 10, "random_state": 1, "divergences": 0}
+    out = mp.render_nuts_iw({"coverage": cov, "overlap": ov, "provenance": prov})
+    assert "meanfield 0 of 2; meanfield+iw8 2 of 2; meanfield+resampled 0 of 2" in out["text:nuts-iw"]
+    assert "8 draws of each user" in out["text:nuts-iw"]
+    table = out["table:nuts-iw"]
+    assert "| meanfield+iw8 |" in table and "| nuts |" in table
+    assert "| meanfield |" not in table and "| meanfield+resampled |" not in table
+    check = mp.render_nuts_iw_check({"coverage": cov, "overlap": ov, "provenance": prov})["text:nuts-iw-check"]
+    assert "10 other worlds (seed 1" in check and "with 8 draws of each user" in check
+    assert "meanfield+iw8 2 of 2" in check
+
+
+def test_importance_weighted_sbc_and_accounts_addenda_render_their_own_runs():
+    cov = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "level": lv, "coverage": c, "n": 4000}
+                        for lv, c in ((0.5, 0.45), (0.9, 0.84))])  # fmt: skip
+    uni = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "pvalue": 0.002}])
+    prov = {"fit_kwargs": {"user_particles": 8}, "n_replications": 100, "git_commit": "0123456789ab"}
+    out = mp.render_sbc_iw({"coverage": cov, "uniformity": uni, "provenance": prov})
+    assert "| meanfield+iw8 | two items share a persona | 45.0% | 84.0% | 0.002 |" in out["table:sbc-iw"]
+    assert "8 draws of each user" in out["text:sbc-iw"] and "0 of 1 rank-uniformity tests" in out["text:sbc-iw"]
+    acc = pd.DataFrame([{"method": "ours", "metric": m, "value": v}
+                        for m, v in (("accuracy", 0.771), ("auc", 0.851), ("ece", 0.021), ("brier", 0.158),
+                                     ("confidently_wrong", 0.034), ("interval_width", 0.559))])  # fmt: skip
+    prov = {"params": {"ours": {"user_particles": 8}}, "n_pairs": 150, "seed": 0, "git_commit": "0123456789ab"}
+    table = mp.render_accounts_iw({"accounts": acc, "provenance": prov})["table:accounts-iw"]
+    assert "| 8 draws of each user | 150 (seed 0) | 77.1% | 0.851 | 0.021 | 3.4% | 0.559 | 01234567 |" in table
+    assert mp.render_accounts_iw({"accounts": acc.assign(method="kmeans"), "provenance": prov}) == {}
