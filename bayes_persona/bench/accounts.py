@@ -359,8 +359,7 @@ def _default_ours(smoke: bool, user_particles: int = 1) -> Callable[[], Any]:
     def make() -> Any:
         from bayes_persona import PersonaRecommender
 
-        extra = {"user_particles": user_particles} if user_particles != 1 else {}
-        return PersonaRecommender(progress=False, **({"max_epochs": 5} if smoke else {}), **extra)
+        return PersonaRecommender(progress=False, user_particles=user_particles, **({"max_epochs": 5} if smoke else {}))
 
     return make
 

@@ -297,17 +297,14 @@ class PersonaModel(nn.Module):
             # Which persona explains each interaction (z) is summed out exactly.
             if self.feedback == "implicit":
                 full = batch.negatives is None  # the exact softmax over the whole catalogue
-                if p.dim() == 4:  # (M, B, K, D): M draws of each user's block, as separate users
-                    n_draws, B = p.shape[:2]
-                    log_lik = implicit_log_likelihood(
-                        pi.expand(n_draws, B, 1, pi.shape[-1]).reshape(n_draws * B, 1, -1), p.reshape(-1, K, D),
-                        q, b, pos.repeat(n_draws, 1), None if full else neg, self.n_items,
-                        joint=self.likelihood == "joint",
-                    ).reshape(n_draws, B, -1)
-                else:
-                    log_lik = implicit_log_likelihood(
-                        pi, p, q, b, pos, None if full else neg, self.n_items, joint=self.likelihood == "joint"
-                    )
+                # p is (B, K, D), or (M, B, K, D) with M draws of each user's block
+                # (user_particles): those are scored as M * B users.
+                users = p.shape[:-2]
+                n_draws = p.shape[0] if len(users) == 2 else 1
+                log_lik = implicit_log_likelihood(
+                    pi.expand(*users, 1, pi.shape[-1]).reshape(-1, 1, pi.shape[-1]), p.reshape(-1, K, D), q, b,
+                    pos.repeat(n_draws, 1), None if full else neg, self.n_items, joint=self.likelihood == "joint",
+                ).reshape(*users, -1)
             else:
                 affinity = torch.einsum("bkd,bld->blk", p, q[pos])  # p_uk . q_i, (B, L, K)
                 log_lik = explicit_log_likelihood(

@@ -37,12 +37,15 @@ from pyro.poutine.plate_messenger import PlateMessenger
 
 __all__ = ["LocalImportanceELBO"]
 
+#: Name of the plate of draws that :class:`LocalImportanceELBO` puts around the local sites.
+PARTICLE_PLATE = "local_particles"
+
 
 class _LocalParticles(PlateMessenger):
     """A plate of ``size`` draws at ``dim`` around the sample sites of plate ``local`` only."""
 
     def __init__(self, size: int, local: str, dim: int) -> None:
-        super().__init__("local_particles", size=size, dim=dim)
+        super().__init__(PARTICLE_PLATE, size=size, dim=dim)
         self.local = local
 
     def _process_message(self, msg) -> None:
@@ -51,7 +54,7 @@ class _LocalParticles(PlateMessenger):
 
 
 def _is_local(site: dict) -> bool:
-    return any(f.name == "local_particles" for f in site["cond_indep_stack"])
+    return any(f.name == PARTICLE_PLATE for f in site["cond_indep_stack"])
 
 
 class LocalImportanceELBO:
