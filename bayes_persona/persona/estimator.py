@@ -133,7 +133,8 @@ class PersonaRecommender:
     model_, guide_ : torch.nn.Module
         The fitted model (empirical-Bayes hyperparameters) and guide (posterior).
     elbo_ : numpy.ndarray
-        ELBO of every SVI step.
+        ELBO of every SVI step (with ``user_particles`` above 1, the importance-weighted
+        bound that the fit maximises).
     validation_ : list of (step, score)
         Held-out log-likelihood per epoch when ``fit`` got a validation set.
     n_steps_ : int

@@ -23,8 +23,10 @@ class ModelSummary:
     ----------
     fit : dict
         ``n_users, n_items, n_interactions, n_personas, n_factors, feedback, n_steps,
-        epochs, converged, stopped_early, final_elbo`` (mean ELBO of the last epoch) and
-        ``validation_score`` (last held-out score, None without validation data).
+        epochs, converged, stopped_early, final_elbo`` (mean ELBO of the last epoch; with
+        ``user_particles`` above 1, of the importance-weighted bound the fit maximised),
+        ``user_particles`` and ``validation_score`` (last held-out score, None without
+        validation data).
     personas : pandas.DataFrame
         One row per user: ``user_id, n_active`` (personas whose median prevalence exceeds
         :data:`~bayes_persona.posterior.ACTIVE_PREVALENCE`) and ``prevalence_0 ..
@@ -43,7 +45,7 @@ class ModelSummary:
             f"data: {f['n_users']} users x {f['n_items']} items, {f['n_interactions']} interactions",
             f"fit: {f['n_steps']} SVI steps ({f['epochs']} epochs), {state}"
             + (", stopped early" if f["stopped_early"] else "")
-            + f"; final epoch ELBO {f['final_elbo']:.6g}{val}",
+            + f"; final epoch {_bound_name(f['user_particles'])} {f['final_elbo']:.6g}{val}",
         ]
 
     def _active_line(self) -> str:
@@ -66,6 +68,11 @@ class ModelSummary:
         lines = "".join(f"<li>{html.escape(x)}</li>" for x in self.headline())
         table = self.personas.head(10).to_html(index=False, float_format=lambda v: f"{v:.2f}")
         return f"<ul>{lines}</ul>{table}"
+
+
+def _bound_name(user_particles: int) -> str:
+    """What the fit maximised: the ELBO, or the bound importance weighted within each user."""
+    return "ELBO" if user_particles == 1 else f"importance-weighted bound ({user_particles} draws per user)"
 
 
 def summarise_model(model: Any, users: Any = None) -> ModelSummary:
@@ -101,6 +108,7 @@ def summarise_model(model: Any, users: Any = None) -> ModelSummary:
         "converged": bool(model.converged_),
         "stopped_early": bool(model.stopped_early_),
         "final_elbo": float(elbo[-steps_per_epoch:].mean()) if len(elbo) else float("nan"),
+        "user_particles": int(model.user_particles),
         "validation_score": float(model.validation_[-1][1]) if model.validation_ else None,
     }
     return ModelSummary(fit=fit, personas=frame.astype({"user_id": model.user_vocab_.ids.dtype}))

@@ -456,6 +456,7 @@ def test_summary_reports_fit_state_and_personas(model_fit):
     text = repr(s)
     assert "NOT converged" in text or "converged" in text
     assert "users by number of active personas" in text and "<table" in s._repr_html_()
+    assert "final epoch ELBO" in text and s.fit["user_particles"] == 1
     assert len(model_fit.summary(users=[1, 2]).personas) == 2
 
 

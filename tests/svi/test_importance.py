@@ -124,6 +124,7 @@ def test_fit_with_user_particles(small_world) -> None:
     assert m.get_params()["user_particles"] == 4
     user = small_world.ratings["user_id"].iloc[0]
     assert len(m.recommend(user, n=5)) == 5
+    assert "final epoch importance-weighted bound (4 draws per user)" in repr(m.summary())
     # the ELBO-fitted model's bound is lower than the importance-weighted one's on the same data
     base = bp.PersonaRecommender(n_personas=3, **FAST).fit(small_world)
     assert np.mean(m.elbo_[-20:]) > np.mean(base.elbo_[-20:])
