@@ -130,6 +130,19 @@ def test_fit_with_user_particles(small_world) -> None:
     assert np.mean(m.elbo_[-20:]) > np.mean(base.elbo_[-20:])
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_personas": 1}, {"n_personas": 3, "n_negatives": 30}, {"n_personas": 3, "guide": "lowrank"},
+     {"n_personas": 3, "likelihood": "mixture"}],
+)  # fmt: skip
+def test_every_model_form_fits_with_user_particles(small_world, kwargs) -> None:
+    # K = 1 (no prevalence site), the sampled softmax, the low-rank guide, the mixture form
+    m = bp.PersonaRecommender(user_particles=3, **{**FAST, "max_epochs": 5}, **kwargs).fit(small_world)
+    assert np.isfinite(m.elbo_).all()
+    items = small_world.ratings["item_id"].iloc[:2].tolist()
+    assert np.isfinite(m.explain_draws(small_world.ratings["user_id"].iloc[0], items)).all()
+
+
 def test_user_particles_need_implicit_feedback(small_world) -> None:
     rated = small_world.ratings.assign(rating=3.0)
     with pytest.raises(DataValidationError, match="user_particles"):
