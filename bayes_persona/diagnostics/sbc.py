@@ -438,8 +438,10 @@ def _replication_ranks(
     num_samples: int,
     rng: np.random.Generator,
     levels: Sequence[float],
+    resample: int = 0,
 ) -> list[dict[str, Any]]:
-    """Ranks of one fitted replication: each quantity of :data:`QUANTITIES` once per user.
+    """Ranks of one fitted replication: each quantity of :data:`QUANTITIES` once per user
+    (among draws with the user part resampled from ``resample`` guide draws when positive).
 
     Every quantity is invariant to relabelling the personas, so no matching of fitted to
     true personas is needed; the items a quantity looks at are chosen from the data (or
@@ -447,7 +449,7 @@ def _replication_ranks(
     """
     _check_aligned(model, world)
     picks = draw_picks(world, rng)
-    draws = invariant_quantities(**posterior_draws(model, num_samples), picks=picks)
+    draws = invariant_quantities(**posterior_draws(model, num_samples, resample=resample), picks=picks)
     true = true_quantities(world, picks)
     rows = []
     for r, (u, ia, ic, j) in enumerate(picks):
@@ -512,6 +514,7 @@ def simulation_based_calibration(
     levels: Sequence[float] = DEFAULT_LEVELS,
     n_bins: int = 10,
     fit_kwargs: Mapping[str, Any] | None = None,
+    resample: int = 0,
     random_state: int = 0,
 ) -> SBCResult:
     """Simulation-based calibration of :class:`~bayes_persona.PersonaRecommender` on worlds
@@ -550,6 +553,10 @@ def simulation_based_calibration(
     fit_kwargs : mapping, optional
         Further :class:`~bayes_persona.PersonaRecommender` arguments (e.g. ``max_epochs``,
         ``learning_rate``), merged over :data:`DEFAULT_FIT_KWARGS`.
+    resample : int, default 0
+        When positive, rank among draws whose user part is resampled from ``resample``
+        guide draws given each item draw (:func:`posterior_draws`), instead of the guide's
+        own draws.
     random_state : int, default 0
 
     Returns
@@ -569,6 +576,7 @@ def simulation_based_calibration(
     L = _check_int("num_samples", num_samples, 2)
     nb = _check_int("n_bins", n_bins, 2)
     seed = _check_int("random_state", random_state, 0)
+    M = _check_int("resample", resample, 0)
     if guide not in ("meanfield", "lowrank"):
         raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {guide!r}")
     lv = tuple(float(x) for x in levels)
@@ -597,7 +605,7 @@ def simulation_based_calibration(
         interactions_per_user=tuple(interactions_per_user), guide=guide, num_samples=L,
         persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, likelihood=likelihood,
-        empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), random_state=seed,
+        empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), resample=M, random_state=seed,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 0x5BC])
     start = time.perf_counter()
@@ -617,7 +625,7 @@ def simulation_based_calibration(
         )  # fmt: skip
         repeats.append(world.repeat_probability)
         model.fit(world.dataset, catalogue=world.dataset.items["item_id"])  # unpicked items too
-        rep_rows = _replication_ranks(model, world, L, rng, lv)
+        rep_rows = _replication_ranks(model, world, L, rng, lv, M)
         for row in rep_rows:
             row["replication"] = r
             row["guide"] = guide

@@ -129,6 +129,7 @@ def test_compare_guides_on_the_same_worlds():
         ({"fit_kwargs": [1]}, DataTypeError, "fit_kwargs"),
         ({"likelihood": "other"}, DataValidationError, "likelihood"),
         ({"empirical_bayes": 1}, DataTypeError, "empirical_bayes"),
+        ({"resample": -1}, DataValidationError, "resample"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -181,6 +182,14 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
         main(["sbc", "--replications", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         main(["sbc", "--smoke", "--particles", "0", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit):
+        main(["sbc", "--smoke", "--resample", "-1", "--out", str(tmp_path / "bad")])
+    assert main(["sbc", "--smoke", "--guides", "meanfield", "--resample", "5", "--out", str(tmp_path / "rs")]) == 0
+    rs = read(tmp_path / "rs")
+    assert rs["provenance"]["resample"] == 5 and prov["resample"] == 0
+    # the same worlds and fits (same truth ranked), other draws
+    np.testing.assert_allclose(rs["ranks"]["true"], res["ranks"]["true"])
+    assert not rs["ranks"]["rank"].equals(res["ranks"]["rank"])
     assert main(["sbc", "--smoke", "--guides", "meanfield", "--particles", "2", "--out", str(tmp_path / "iw")]) == 0
     iw = read(tmp_path / "iw")
     assert iw["provenance"]["fit_kwargs"]["user_particles"] == 2
