@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -813,7 +813,7 @@ COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
 OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
-                    "nuts_iw_check", "sbc_iw", "accounts_iw")
+                    "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -1023,23 +1023,50 @@ def render_nuts_iw_check(ck: Mapping[str, Any]) -> dict[str, str]:
 
 SBC_IW_BLOCKS = ("table:sbc-iw", "text:sbc-iw")
 SBC_IW_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --particles 8 --out paper/results/sbc_iw"
+SBC_RESAMPLED_BLOCKS = ("table:sbc-resampled", "text:sbc-resampled")
+SBC_RESAMPLED_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --resample 50 --out paper/results/sbc_resampled"
+SBC_IW_RESAMPLED_BLOCKS = ("table:sbc-iw-resampled", "text:sbc-iw-resampled")
+SBC_IW_RESAMPLED_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --resample 50 "
+                            "--out paper/results/sbc_iw_resampled")  # fmt: skip
 ACCOUNTS_IW_BLOCKS = ("table:accounts-iw",)
 ACCOUNTS_IW_COMMAND = ("python -m bayes_persona.bench accounts --models ours --user-particles 8 "
                        "--out paper/results/accounts_iw")  # fmt: skip
 
 
-def load_sbc_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
-    """Read ``sbc_iw/``: simulation-based calibration of fits by the per-user
-    importance-weighted bound (the worlds of ``sbc/``), in a run of its own."""
-    return _load_folder(results_dir, "sbc_iw", ("coverage", "uniformity"), SBC_IW_COMMAND)
+def _sbc_variant(pv: Mapping[str, Any]) -> tuple[str, str]:
+    """The label suffix and the description of an SBC run's fits and draws."""
+    particles = pv.get("fit_kwargs", {}).get("user_particles", 1)
+    resample = pv.get("resample", 0)
+    suffix = (f"+iw{particles}" if particles > 1 else "") + ("+resampled" if resample else "")
+    parts = ([f"fitted with {particles} draws of each user"] if particles > 1 else []) + (
+        [f"each user's draws resampled from {resample} guide draws given each item draw"] if resample else [])
+    return suffix, "; ".join(parts) or "the guide's own draws"
 
 
-def render_sbc_iw(sb: Mapping[str, Any]) -> dict[str, str]:
-    particles = sb["provenance"].get("fit_kwargs", {}).get("user_particles", "?")
-    relabel = lambda f: f.assign(guide=f["guide"] + f"+iw{particles}")  # noqa: E731
-    table = _sbc_table({"coverage": relabel(sb["coverage"]), "uniformity": relabel(sb["uniformity"])})
-    return {"table:sbc-iw": table, "text:sbc-iw": f"Fitted with {particles} draws of each user "
-            f"(`paper/results/sbc_iw/`): {_sbc_text(sb)}"}  # fmt: skip
+def _load_sbc_addendum(folder: str, command: str) -> Callable[..., dict[str, Any]]:
+    def load(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+        return _load_folder(results_dir, folder, ("coverage", "uniformity"), command)
+
+    load.__doc__ = f"Read ``{folder}/``: an SBC run of its own on the worlds of ``sbc/`` (``{command}``)."
+    return load
+
+
+def _render_sbc_addendum(folder: str, name: str) -> Callable[[Mapping[str, Any]], dict[str, str]]:
+    def render(sb: Mapping[str, Any]) -> dict[str, str]:
+        suffix, what = _sbc_variant(sb["provenance"])
+        relabel = lambda f: f.assign(guide=f["guide"] + suffix)  # noqa: E731
+        table = _sbc_table({"coverage": relabel(sb["coverage"]), "uniformity": relabel(sb["uniformity"])})
+        return {f"table:{name}": table, f"text:{name}": f"{what[0].upper()}{what[1:]} (`paper/results/{folder}/`): {_sbc_text(sb)}"}
+
+    return render
+
+
+load_sbc_iw = _load_sbc_addendum("sbc_iw", SBC_IW_COMMAND)
+render_sbc_iw = _render_sbc_addendum("sbc_iw", "sbc-iw")
+load_sbc_resampled = _load_sbc_addendum("sbc_resampled", SBC_RESAMPLED_COMMAND)
+render_sbc_resampled = _render_sbc_addendum("sbc_resampled", "sbc-resampled")
+load_sbc_iw_resampled = _load_sbc_addendum("sbc_iw_resampled", SBC_IW_RESAMPLED_COMMAND)
+render_sbc_iw_resampled = _render_sbc_addendum("sbc_iw_resampled", "sbc-iw-resampled")
 
 
 def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1236,6 +1263,8 @@ def render(
         ("nuts_iw", load_nuts_iw, render_nuts_iw),
         ("nuts_iw_check", load_nuts_iw_check, render_nuts_iw_check),
         ("sbc_iw", load_sbc_iw, render_sbc_iw),
+        ("sbc_resampled", load_sbc_resampled, render_sbc_resampled),
+        ("sbc_iw_resampled", load_sbc_iw_resampled, render_sbc_iw_resampled),
         ("accounts_iw", load_accounts_iw, render_accounts_iw),
     ):
         try:
@@ -1264,7 +1293,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(ACCOUNTS_IW_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -541,7 +541,13 @@ def test_importance_weighted_sbc_and_accounts_addenda_render_their_own_runs():
     prov = {"fit_kwargs": {"user_particles": 8}, "n_replications": 100, "git_commit": "0123456789ab"}
     out = mp.render_sbc_iw({"coverage": cov, "uniformity": uni, "provenance": prov})
     assert "| meanfield+iw8 | two items share a persona | 45.0% | 84.0% | 0.002 |" in out["table:sbc-iw"]
-    assert "8 draws of each user" in out["text:sbc-iw"] and "0 of 1 rank-uniformity tests" in out["text:sbc-iw"]
+    assert "Fitted with 8 draws of each user (`paper/results/sbc_iw/`)" in out["text:sbc-iw"]
+    assert "0 of 1 rank-uniformity tests" in out["text:sbc-iw"]
+    both = mp.render_sbc_iw_resampled({"coverage": cov, "uniformity": uni, "provenance": {**prov, "resample": 50}})
+    assert "| meanfield+iw8+resampled |" in both["table:sbc-iw-resampled"]
+    assert "Fitted with 8 draws of each user; each user's draws resampled from 50" in both["text:sbc-iw-resampled"]
+    plain = mp.render_sbc_resampled({"coverage": cov, "uniformity": uni, "provenance": {"resample": 50}})
+    assert "| meanfield+resampled |" in plain["table:sbc-resampled"]
     acc = pd.DataFrame([{"method": "ours", "metric": m, "value": v}
                         for m, v in (("accuracy", 0.771), ("auc", 0.851), ("ece", 0.021), ("brier", 0.158),
                                      ("confidently_wrong", 0.034), ("interval_width", 0.559))])  # fmt: skip
