@@ -10,7 +10,8 @@ worlds for every guide) and writes into ``--out``:
 * ``uniformity.csv``: the chi-square test of rank uniformity per guide and quantity;
 * ``provenance.json``: the settings (``fit_kwargs`` holds ``user_particles`` when
   ``--particles`` is above 1; ``resample`` the candidates of each resampled user draw,
-  ``--resample``), the mean share of repeated picks that the
+  ``--resample``; ``gibbs`` whether the draws came from the guide-proposal Gibbs sampler,
+  ``--gibbs``), the mean share of repeated picks that the
   without-replacement simulator avoids (its mismatch with the likelihood), the wall time,
   the commit and the package versions.
 
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--resample", type=int, default=0,
                     help="rank among draws whose user part is resampled from this many guide draws "
                     "given each item draw (default 0: the guide's own draws)")
+    ap.add_argument("--gibbs", action="store_true",
+                    help="rank among draws of the Gibbs sampler with the fitted guide as its proposal "
+                    "(bayes_persona.diagnostics.refine)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="two tiny replications (for tests)")
     args = ap.parse_args(None if argv is None else list(argv))
@@ -127,13 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--particles must be a positive integer; got {args.particles}")
     if args.resample < 0:
         ap.error(f"--resample must be a non-negative integer; got {args.resample}")
+    if args.gibbs and args.resample:
+        ap.error("--gibbs and --resample are two ways to draw; give one")
     guides = tuple(g.strip() for g in args.guides.split(",") if g.strip())
     fit = {"max_epochs": cfg.pop("max_epochs"), "learning_rate": cfg.pop("learning_rate")}
     if args.particles > 1:
         fit["user_particles"] = args.particles
     res = compare_guides(
         guides, **cfg, likelihood=args.likelihood, empirical_bayes=args.empirical_bayes,
-        fit_kwargs=fit, resample=args.resample, random_state=args.seed,
+        fit_kwargs=fit, resample=args.resample, gibbs=args.gibbs, random_state=args.seed,
     )  # fmt: skip
     write_results(
         Path(args.out), {"ranks": res.ranks, "coverage": res.coverage, "uniformity": res.uniformity},

@@ -439,9 +439,11 @@ def _replication_ranks(
     rng: np.random.Generator,
     levels: Sequence[float],
     resample: int = 0,
+    gibbs: bool = False,
 ) -> list[dict[str, Any]]:
     """Ranks of one fitted replication: each quantity of :data:`QUANTITIES` once per user
-    (among draws with the user part resampled from ``resample`` guide draws when positive).
+    (among draws with the user part resampled from ``resample`` guide draws when positive,
+    or among draws of the guide-proposal Gibbs sampler with ``gibbs``).
 
     Every quantity is invariant to relabelling the personas, so no matching of fitted to
     true personas is needed; the items a quantity looks at are chosen from the data (or
@@ -449,7 +451,14 @@ def _replication_ranks(
     """
     _check_aligned(model, world)
     picks = draw_picks(world, rng)
-    draws = invariant_quantities(**posterior_draws(model, num_samples, resample=resample), picks=picks)
+    if gibbs:
+        from bayes_persona.diagnostics.refine import gibbs_draws
+
+        post = gibbs_draws(model, num_samples, random_state=int(model.random_state))
+        post.pop("acceptance")
+    else:
+        post = posterior_draws(model, num_samples, resample=resample)
+    draws = invariant_quantities(**post, picks=picks)
     true = true_quantities(world, picks)
     rows = []
     for r, (u, ia, ic, j) in enumerate(picks):
@@ -515,6 +524,7 @@ def simulation_based_calibration(
     n_bins: int = 10,
     fit_kwargs: Mapping[str, Any] | None = None,
     resample: int = 0,
+    gibbs: bool = False,
     random_state: int = 0,
 ) -> SBCResult:
     """Simulation-based calibration of :class:`~bayes_persona.PersonaRecommender` on worlds
@@ -557,6 +567,10 @@ def simulation_based_calibration(
         When positive, rank among draws whose user part is resampled from ``resample``
         guide draws given each item draw (:func:`posterior_draws`), instead of the guide's
         own draws.
+    gibbs : bool, default False
+        Rank among draws of the Gibbs sampler that uses the fitted guide as its proposal
+        (:func:`bayes_persona.diagnostics.refine.gibbs_draws`), instead of the guide's own
+        draws; not together with ``resample``.
     random_state : int, default 0
 
     Returns
@@ -577,6 +591,10 @@ def simulation_based_calibration(
     nb = _check_int("n_bins", n_bins, 2)
     seed = _check_int("random_state", random_state, 0)
     M = _check_int("resample", resample, 0)
+    if not isinstance(gibbs, bool):
+        raise DataTypeError(f"gibbs must be a bool; got {type(gibbs).__name__}")
+    if gibbs and M:
+        raise DataValidationError(f"gibbs and resample are two ways to draw; give one, got resample={M} with gibbs=True")
     if guide not in ("meanfield", "lowrank"):
         raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {guide!r}")
     lv = tuple(float(x) for x in levels)
@@ -605,7 +623,8 @@ def simulation_based_calibration(
         interactions_per_user=tuple(interactions_per_user), guide=guide, num_samples=L,
         persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, likelihood=likelihood,
-        empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), resample=M, random_state=seed,
+        empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), resample=M, gibbs=gibbs,
+        random_state=seed,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 0x5BC])
     start = time.perf_counter()
@@ -625,7 +644,7 @@ def simulation_based_calibration(
         )  # fmt: skip
         repeats.append(world.repeat_probability)
         model.fit(world.dataset, catalogue=world.dataset.items["item_id"])  # unpicked items too
-        rep_rows = _replication_ranks(model, world, L, rng, lv, M)
+        rep_rows = _replication_ranks(model, world, L, rng, lv, M, gibbs)
         for row in rep_rows:
             row["replication"] = r
             row["guide"] = guide

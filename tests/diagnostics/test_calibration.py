@@ -194,6 +194,12 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     # the same worlds and fits (same truth ranked), other draws
     np.testing.assert_allclose(rs["ranks"]["true"], res["ranks"]["true"])
     assert not rs["ranks"]["rank"].equals(res["ranks"]["rank"])
+    assert main(["sbc", "--smoke", "--guides", "meanfield", "--gibbs", "--out", str(tmp_path / "gibbs")]) == 0
+    gb = read(tmp_path / "gibbs")
+    assert gb["provenance"]["gibbs"] and not prov["gibbs"]
+    np.testing.assert_allclose(gb["ranks"]["true"], res["ranks"]["true"])
+    with pytest.raises(SystemExit):
+        main(["sbc", "--smoke", "--gibbs", "--resample", "3", "--out", str(tmp_path / "bad")])
     assert main(["sbc", "--smoke", "--guides", "meanfield", "--particles", "2", "--out", str(tmp_path / "iw")]) == 0
     iw = read(tmp_path / "iw")
     assert iw["provenance"]["fit_kwargs"]["user_particles"] == 2

@@ -1,0 +1,82 @@
+"""The guide-proposal Gibbs sampler (bayes_persona.diagnostics.refine)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from bayes_persona.diagnostics import sbc
+from bayes_persona.diagnostics.refine import gibbs_draws
+from bayes_persona.exceptions import DataValidationError
+from bayes_persona.persona.estimator import PersonaRecommender
+
+pytestmark = pytest.mark.filterwarnings("ignore::bayes_persona.ConvergenceWarning")
+
+S_Q, S_B, S_P, ALPHA = 0.7, 0.5, 0.9, 0.5
+
+
+@pytest.fixture(scope="module")
+def world_fit():
+    w = sbc.simulate_prior_world(8, 30, 2, 2, (4, 8), persona_scale=S_P, item_scale=S_Q, bias_scale=S_B,
+                                 prevalence_concentration=ALPHA, seed=3)  # fmt: skip
+    m = PersonaRecommender(n_personas=2, n_factors=2, n_prototypes=0, item_prior_scale=S_Q, persona_prior_scale=S_P,
+                           bias_prior_scale=S_B, prevalence_concentration=ALPHA, max_epochs=30, batch_size=8,
+                           progress=False).fit(w.dataset, catalogue=w.dataset.items["item_id"])  # fmt: skip
+    return w, m
+
+
+def _raw(scale: float) -> float:
+    """The guide's raw parameter of a scale (its inverse of softplus(raw) + 1e-5)."""
+    return math.log(math.expm1(scale - 1e-5))
+
+
+def test_without_data_and_with_the_prior_as_guide_every_move_is_taken(world_fit):
+    # The target is then the prior, and so is the proposal: every item proposal must be
+    # accepted (a sign error in the prior or proposal terms rejects some), every user's
+    # candidates weigh the same (the current one kept 1 time in M), and the draws follow
+    # the prior.
+    _, fitted = world_fit
+    m = PersonaRecommender(**fitted.get_params())
+    for k, v in vars(fitted).items():
+        if k.endswith("_"):
+            setattr(m, k, v)
+    m.seen_ = SimpleNamespace(rows_of=lambda u: (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    g = m.guide_ = type(fitted.guide_)(fitted.model_, 0.1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g.item_loc.zero_(), g.bias_loc.zero_(), g.persona_loc.zero_()
+        g.item_raw_scale.fill_(_raw(S_Q)), g.bias_raw_scale.fill_(_raw(S_B)), g.persona_raw_scale.fill_(_raw(S_P))
+        g.set_prevalence_concentration(torch.full((8, 2), ALPHA))
+    d = gibbs_draws(m, 200, burn=0, thin=1, user_candidates=10, random_state=1)
+    items, users = d["acceptance"]
+    assert (items == 1.0).all()
+    assert users.mean() == pytest.approx(0.9, abs=0.04)
+    assert d["item_factors"].std() == pytest.approx(S_Q, rel=0.08)
+    assert d["persona_factors"].std() == pytest.approx(S_P, rel=0.1)
+
+
+def test_draws_have_the_shapes_of_posterior_draws_and_move(world_fit):
+    w, m = world_fit
+    d = gibbs_draws(m, 12, burn=2, thin=1, user_candidates=5)
+    ref = sbc.posterior_draws(m, 12)
+    for k in ("item_factors", "item_bias", "persona_factors", "log_shares"):
+        assert d[k].shape == ref[k].shape and np.isfinite(d[k]).all(), k
+    np.testing.assert_allclose(np.exp(d["log_shares"]).sum(-1), 1.0, rtol=1e-9)
+    assert 0 < d["acceptance"][0].mean() < 1 and 0 < d["acceptance"][1].mean() < 1
+    assert d["item_factors"].std(0).mean() > 0  # the items move
+    again = gibbs_draws(m, 12, burn=2, thin=1, user_candidates=5)
+    np.testing.assert_array_equal(again["item_factors"], d["item_factors"])  # seeded
+
+
+def test_refuses_bad_arguments(world_fit):
+    _, m = world_fit
+    for kwargs, name in (({"num_samples": 0}, "num_samples"), ({"thin": 0}, "thin"),
+                         ({"user_candidates": 1}, "user_candidates"), ({"burn": -1}, "burn")):  # fmt: skip
+        n = kwargs.pop("num_samples", 5)
+        with pytest.raises(DataValidationError, match=name):
+            gibbs_draws(m, n, **kwargs)
+    with pytest.raises(DataValidationError, match="gibbs and resample"):
+        sbc.simulation_based_calibration(1, gibbs=True, resample=3)
