@@ -7,7 +7,9 @@ Runs :func:`bayes_persona.diagnostics.nuts.compare_with_nuts` and writes into ``
 * ``coverage.csv``: coverage of the 50/80/90/95% intervals per method and quantity (the
   methods: each guide, each guide with its user draws resampled given the item draws,
   ``"<guide>+resampled"``, unless ``--resample 0``; each guide fitted by the per-user
-  importance-weighted bound, ``"<guide>+iw<P>"``, unless ``--particles 1``; and ``nuts``);
+  importance-weighted bound, ``"<guide>+iw<P>"``, unless ``--particles 1``; with ``--gibbs``
+  every fit scored with the draws of the Gibbs sampler that uses it as its proposal,
+  ``"<method>+gibbs"``; and ``nuts``);
 * ``overlap.csv``: per guide and quantity, the mean overlap (intersection over union) of
   its 90% intervals with NUTS's, and the median ratio of their widths;
 * ``provenance.json``: the settings, NUTS's divergences, wall time per method, the commit
@@ -51,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--particles", type=int, default=None,
                     help="draws of each user in the importance-weighted fits, 1 for none "
                     f"(default {DEFAULTS['user_particles']})")
+    ap.add_argument("--gibbs", action="store_true",
+                    help="also score every fit with the draws of the Gibbs sampler that uses it as its "
+                    "proposal ('<method>+gibbs')")
     ap.add_argument("--smoke", action="store_true", help="one tiny world (for tests)")
     args = ap.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.particles < 1:
             ap.error(f"--particles must be a positive integer; got {args.particles}")
         cfg["user_particles"] = args.particles
-    res = compare_with_nuts(**cfg, random_state=args.seed)
+    res = compare_with_nuts(**cfg, gibbs=args.gibbs, random_state=args.seed)
     write_results(
         Path(args.out), {"intervals": res.intervals, "coverage": res.coverage, "overlap": res.overlap},
         {"benchmark": "SVI against NUTS (bayes_persona.bench.nuts)", "smoke": bool(args.smoke), **res.config,

@@ -196,6 +196,7 @@ def compare_with_nuts(
     levels: Sequence[float] = DEFAULT_LEVELS,
     resample: int = 0,
     user_particles: int = 1,
+    gibbs: bool = False,
     random_state: int = 0,
 ) -> NutsComparison:
     """SVI's guides against NUTS on ``n_worlds`` small worlds from the model's own prior.
@@ -206,7 +207,9 @@ def compare_with_nuts(
     With ``user_particles=P > 1`` each guide is also fitted by the per-user
     importance-weighted bound with ``P`` draws of each user
     (:mod:`bayes_persona.svi.importance`) and scored with its own draws (method
-    ``"<guide>+iw<P>"``).
+    ``"<guide>+iw<P>"``). With ``gibbs`` every fit is also scored with the draws of the
+    Gibbs sampler that uses it as its proposal
+    (:func:`bayes_persona.diagnostics.refine.gibbs_draws`; method ``"<method>+gibbs"``).
 
     Returns
     -------
@@ -225,6 +228,8 @@ def compare_with_nuts(
         raise DataValidationError(f"guides must be a non-empty sequence of 'meanfield'/'lowrank'; got {guides!r}")
     M = _check_int("resample", resample, 0)
     P = _check_int("user_particles", user_particles, 1)
+    if not isinstance(gibbs, bool):
+        raise DataValidationError(f"gibbs must be a bool; got {gibbs!r}")
     lv = tuple(float(x) for x in levels)
     if 0.9 not in lv or any(not 0 < x < 1 for x in lv):
         raise DataValidationError(f"levels must be floats in (0, 1) including 0.9; got {levels!r}")
@@ -233,7 +238,7 @@ def compare_with_nuts(
         interactions_per_user=tuple(interactions_per_user), guides=tuple(guides), num_samples=num_samples,
         warmup_steps=warmup_steps, persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, max_epochs=max_epochs, learning_rate=learning_rate,
-        levels=lv, resample=M, user_particles=P, random_state=seed,
+        levels=lv, resample=M, user_particles=P, gibbs=gibbs, random_state=seed,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -261,6 +266,14 @@ def compare_with_nuts(
                 draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
                 seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t
                 rows += _interval_rows(r, picks, draws, true, method, lv)
+                if gibbs:
+                    from bayes_persona.diagnostics.refine import gibbs_draws
+
+                    t = time.perf_counter()
+                    gd = gibbs_draws(est, num_samples, random_state=r)
+                    gd.pop("acceptance")
+                    seconds[f"{method}+gibbs"] = seconds.get(f"{method}+gibbs", 0.0) + time.perf_counter() - t
+                    rows += _interval_rows(r, picks, invariant_quantities(**gd, picks=picks), true, f"{method}+gibbs", lv)
                 if particles > 1:
                     continue
                 if M:

@@ -249,6 +249,16 @@ def test_bench_nuts_compares_guides_with_nuts(tmp_path):
         main(["nuts", "--smoke", "--resample", "-1", "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit):
         main(["nuts", "--smoke", "--particles", "0", "--out", str(tmp_path / "bad")])
+    assert main(["nuts", "--smoke", "--resample", "0", "--gibbs", "--out", str(tmp_path / "gibbs")]) == 0
+    methods = set(pd.read_csv(tmp_path / "gibbs" / "coverage.csv")["method"])
+    assert {"meanfield+gibbs", "meanfield+iw2+gibbs", "lowrank+iw2+gibbs"} <= methods
+    # the other methods' rows are those of the run without the sampler
+    plain = pd.read_csv(tmp_path / "intervals.csv")
+    with_gibbs = pd.read_csv(tmp_path / "gibbs" / "intervals.csv")
+    pd.testing.assert_frame_equal(
+        with_gibbs[with_gibbs.method.isin(["meanfield", "lowrank+iw2", "nuts"])].reset_index(drop=True),
+        plain[plain.method.isin(["meanfield", "lowrank+iw2", "nuts"])].reset_index(drop=True),
+    )
 
 
 @pytest.fixture(scope="module")
