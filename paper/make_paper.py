@@ -813,7 +813,8 @@ COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results
 #: Sources whose absence leaves their blocks as they are, also in a full build (result
 #: folders that older runs of ``bench all`` did not write).
 OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
-                    "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw")
+                    "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw",
+                    "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -1036,10 +1037,11 @@ ACCOUNTS_IW_COMMAND = ("python -m bayes_persona.bench accounts --models ours --u
 def _sbc_variant(pv: Mapping[str, Any]) -> tuple[str, str]:
     """The label suffix and the description of an SBC run's fits and draws."""
     particles = pv.get("fit_kwargs", {}).get("user_particles", 1)
-    resample = pv.get("resample", 0)
-    suffix = (f"+iw{particles}" if particles > 1 else "") + ("+resampled" if resample else "")
+    resample, gibbs = pv.get("resample", 0), pv.get("gibbs", False)
+    suffix = (f"+iw{particles}" if particles > 1 else "") + ("+resampled" if resample else "") + ("+gibbs" if gibbs else "")
     parts = ([f"fitted with {particles} draws of each user"] if particles > 1 else []) + (
-        [f"each user's draws resampled from {resample} guide draws given each item draw"] if resample else [])
+        [f"each user's draws resampled from {resample} guide draws given each item draw"] if resample else []) + (
+        ["draws of the Gibbs sampler with the fitted guide as its proposal"] if gibbs else [])  # fmt: skip
     return suffix, "; ".join(parts) or "the guide's own draws"
 
 
@@ -1061,12 +1063,55 @@ def _render_sbc_addendum(folder: str, name: str) -> Callable[[Mapping[str, Any]]
     return render
 
 
+SBC_IW_GIBBS_BLOCKS = ("table:sbc-iw-gibbs", "text:sbc-iw-gibbs")
+SBC_IW_GIBBS_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --gibbs "
+                        "--out paper/results/sbc_iw_gibbs")  # fmt: skip
+NUTS_GIBBS_BLOCKS = ("table:nuts-gibbs", "text:nuts-gibbs")
+NUTS_GIBBS_COMMAND = "python -m bayes_persona.bench nuts --gibbs --out paper/results/nuts_gibbs"
+NUTS_GIBBS_CHECK_BLOCKS = ("text:nuts-gibbs-check",)
+NUTS_GIBBS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --gibbs --seed 1 --out paper/results/nuts_gibbs_check"
+
+
+def load_nuts_gibbs(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_gibbs/``: the NUTS comparison with every fit also scored by the Gibbs
+    sampler that uses it as its proposal (methods ``<method>+gibbs``), in a run of its own."""
+    return _load_folder(results_dir, "nuts_gibbs", ("coverage", "overlap"), NUTS_GIBBS_COMMAND)
+
+
+def render_nuts_gibbs(gb: Mapping[str, Any]) -> dict[str, str]:
+    pv, cov = gb["provenance"], gb["coverage"]
+    keep = cov["method"].str.endswith("+gibbs") | (cov["method"] == "nuts")
+    table = _nuts_table({"coverage": cov[keep], "overlap": gb["overlap"]})
+    within = [c for c in _nuts_within(cov) if "+gibbs" in c]
+    text = (f"With every fit also scored by the Gibbs sampler that uses it as its proposal "
+            f"(`paper/results/nuts_gibbs/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
+            f"{pv.get('user_particles', '?')} draws of each user in the importance-weighted fits), cells within 5 "
+            f"points of NUTS's: {'; '.join(within)}.")  # fmt: skip
+    return {"table:nuts-gibbs": table, "text:nuts-gibbs": text}
+
+
+def load_nuts_gibbs_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_gibbs_check/``: :func:`load_nuts_gibbs`'s comparison on the worlds of seed 1."""
+    return _load_folder(results_dir, "nuts_gibbs_check", ("coverage", "overlap"), NUTS_GIBBS_CHECK_COMMAND)
+
+
+def render_nuts_gibbs_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    within = [c for c in _nuts_within(ck["coverage"]) if "+gibbs" in c]
+    pv = ck["provenance"]
+    return {"text:nuts-gibbs-check": (
+        f"The same on {pv.get('n_worlds', '?')} other worlds (seed {pv.get('random_state', '?')}, "
+        f"`paper/results/nuts_gibbs_check/`, commit {str(pv.get('git_commit', '?'))[:8]}): {'; '.join(within)}."
+    )}  # fmt: skip
+
+
 load_sbc_iw = _load_sbc_addendum("sbc_iw", SBC_IW_COMMAND)
 render_sbc_iw = _render_sbc_addendum("sbc_iw", "sbc-iw")
 load_sbc_resampled = _load_sbc_addendum("sbc_resampled", SBC_RESAMPLED_COMMAND)
 render_sbc_resampled = _render_sbc_addendum("sbc_resampled", "sbc-resampled")
 load_sbc_iw_resampled = _load_sbc_addendum("sbc_iw_resampled", SBC_IW_RESAMPLED_COMMAND)
 render_sbc_iw_resampled = _render_sbc_addendum("sbc_iw_resampled", "sbc-iw-resampled")
+load_sbc_iw_gibbs = _load_sbc_addendum("sbc_iw_gibbs", SBC_IW_GIBBS_COMMAND)
+render_sbc_iw_gibbs = _render_sbc_addendum("sbc_iw_gibbs", "sbc-iw-gibbs")
 
 
 def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1265,6 +1310,9 @@ def render(
         ("sbc_iw", load_sbc_iw, render_sbc_iw),
         ("sbc_resampled", load_sbc_resampled, render_sbc_resampled),
         ("sbc_iw_resampled", load_sbc_iw_resampled, render_sbc_iw_resampled),
+        ("sbc_iw_gibbs", load_sbc_iw_gibbs, render_sbc_iw_gibbs),
+        ("nuts_gibbs", load_nuts_gibbs, render_nuts_gibbs),
+        ("nuts_gibbs_check", load_nuts_gibbs_check, render_nuts_gibbs_check),
         ("accounts_iw", load_accounts_iw, render_accounts_iw),
     ):
         try:
@@ -1293,7 +1341,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

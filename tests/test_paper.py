@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -555,3 +555,24 @@ def test_importance_weighted_sbc_and_accounts_addenda_render_their_own_runs():
     table = mp.render_accounts_iw({"accounts": acc, "provenance": prov})["table:accounts-iw"]
     assert "| 8 draws of each user | 150 (seed 0) | 77.1% | 0.851 | 0.021 | 3.4% | 0.559 | 01234567 |" in table
     assert mp.render_accounts_iw({"accounts": acc.assign(method="kmeans"), "provenance": prov}) == {}
+
+
+def test_gibbs_addenda_render_the_sampler_rows():
+    cov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "level": lv, "coverage": c, "n": 150, "se": 0.03}
+                        for m, vals in (("meanfield", (0.40, 0.80)), ("meanfield+iw8+gibbs", (0.48, 0.88)),
+                                        ("nuts", (0.50, 0.90)))
+                        for lv, c in zip((0.5, 0.9), vals, strict=True)])  # fmt: skip
+    ov = pd.DataFrame([{"method": m, "quantity": "co_assignment", "overlap": 0.9, "width_ratio": 0.95}
+                       for m in ("meanfield", "meanfield+iw8+gibbs")])  # fmt: skip
+    prov = {"user_particles": 8, "git_commit": "0123456789ab", "n_worlds": 10, "random_state": 1, "gibbs": True}
+    out = mp.render_nuts_gibbs({"coverage": cov, "overlap": ov, "provenance": prov})
+    assert "cells within 5 points of NUTS's: meanfield+iw8+gibbs 2 of 2." in out["text:nuts-gibbs"]
+    assert "| meanfield+iw8+gibbs |" in out["table:nuts-gibbs"] and "| meanfield |" not in out["table:nuts-gibbs"]
+    check = mp.render_nuts_gibbs_check({"coverage": cov, "overlap": ov, "provenance": prov})["text:nuts-gibbs-check"]
+    assert "10 other worlds (seed 1" in check and "meanfield+iw8+gibbs 2 of 2" in check
+    sb = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "level": 0.9, "coverage": 0.88, "n": 4000}])
+    uni = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "pvalue": 0.3}])
+    sprov = {"fit_kwargs": {"user_particles": 8}, "gibbs": True, "git_commit": "0123456789ab"}
+    txt = mp.render_sbc_iw_gibbs({"coverage": sb, "uniformity": uni, "provenance": sprov})
+    assert "| meanfield+iw8+gibbs | two items share a persona | 88.0% | 0.3 |" in txt["table:sbc-iw-gibbs"]
+    assert txt["text:sbc-iw-gibbs"].startswith("Fitted with 8 draws of each user; draws of the Gibbs sampler")

@@ -60,7 +60,7 @@ class _World:
         g, pm = model.guide_, model.model_
         f64 = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
         pos = lambda raw: f64(torch.nn.functional.softplus(raw) + 1e-5)  # noqa: E731 (the guide's _pos)
-        self.model, self.guide, self.prior = model, g, pm
+        self.guide, self.prior = g, pm
         self.q_loc, self.q_scale = f64(g.item_loc), pos(g.item_raw_scale)
         self.b_loc, self.b_scale = f64(g.bias_loc), pos(g.bias_raw_scale)
         self.s_q, self.s_b = float(pm.scale("item_scale")), float(pm.scale("bias_scale"))
