@@ -703,6 +703,13 @@ def _nuts_within(cov: pd.DataFrame) -> list[str]:
     return counts
 
 
+def _nuts_rows_of(data: Mapping[str, Any], pattern: str) -> str:
+    """:func:`_nuts_table` of the methods whose name matches ``pattern``, and NUTS."""
+    cov = data["coverage"]
+    keep = cov["method"].str.contains(pattern, regex=True) | (cov["method"] == "nuts")
+    return _nuts_table({"coverage": cov[keep], "overlap": data["overlap"]})
+
+
 def _nuts_text(nuts: Mapping[str, Any]) -> str:
     pv = nuts["provenance"]
     counts = _nuts_within(nuts["coverage"])
@@ -958,8 +965,7 @@ def load_nuts_resampled(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[st
 def render_nuts_resampled(rs: Mapping[str, Any]) -> dict[str, str]:
     pv = rs["provenance"]
     cov = rs["coverage"]
-    keep = cov["method"].str.endswith("+resampled") | (cov["method"] == "nuts")
-    table = _nuts_table({"coverage": cov[keep], "overlap": rs["overlap"]})
+    table = _nuts_rows_of(rs, r"\+resampled$")
     text = (f"With each user's draws resampled from {pv.get('resample', '?')} guide draws given each item draw "
             f"(`paper/results/nuts_resampled/`, commit {str(pv.get('git_commit', '?'))[:8]}; the same worlds, fits and "
             f"NUTS draws as above), cells within 5 points of NUTS's: {'; '.join(_nuts_within(cov))}.")  # fmt: skip
@@ -1003,8 +1009,7 @@ def load_nuts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]
 def render_nuts_iw(iw: Mapping[str, Any]) -> dict[str, str]:
     pv = iw["provenance"]
     cov = iw["coverage"]
-    keep = cov["method"].str.contains(r"\+iw", regex=True) | (cov["method"] == "nuts")
-    table = _nuts_table({"coverage": cov[keep], "overlap": iw["overlap"]})
+    table = _nuts_rows_of(iw, r"\+iw")
     text = (f"With each guide also fitted by the bound with {pv.get('user_particles', '?')} draws of each user "
             f"(`paper/results/nuts_iw/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
             f"{pv.get('divergences', '?')} divergent transitions), cells within 5 points of NUTS's: "
@@ -1079,10 +1084,9 @@ def load_nuts_gibbs(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, A
 
 
 def render_nuts_gibbs(gb: Mapping[str, Any]) -> dict[str, str]:
-    pv, cov = gb["provenance"], gb["coverage"]
-    keep = cov["method"].str.endswith("+gibbs") | (cov["method"] == "nuts")
-    table = _nuts_table({"coverage": cov[keep], "overlap": gb["overlap"]})
-    within = [c for c in _nuts_within(cov) if "+gibbs" in c]
+    pv = gb["provenance"]
+    table = _nuts_rows_of(gb, r"\+gibbs$")
+    within = [c for c in _nuts_within(gb["coverage"]) if "+gibbs" in c]
     text = (f"With every fit also scored by the Gibbs sampler that uses it as its proposal "
             f"(`paper/results/nuts_gibbs/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
             f"{pv.get('user_particles', '?')} draws of each user in the importance-weighted fits), cells within 5 "
