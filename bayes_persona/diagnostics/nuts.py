@@ -220,6 +220,7 @@ def compare_with_nuts(
     >>> res = compare_with_nuts(1, num_samples=20, warmup_steps=20, max_epochs=20)  # doctest: +SKIP
     >>> res.coverage.head()  # doctest: +SKIP
     """
+    from bayes_persona.diagnostics.refine import gibbs_draws
     from bayes_persona.persona.estimator import PersonaRecommender
 
     R = _check_int("n_worlds", n_worlds, 1)
@@ -267,8 +268,6 @@ def compare_with_nuts(
                 seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t
                 rows += _interval_rows(r, picks, draws, true, method, lv)
                 if gibbs:
-                    from bayes_persona.diagnostics.refine import gibbs_draws
-
                     t = time.perf_counter()
                     gd = gibbs_draws(est, num_samples, random_state=r)
                     gd.pop("acceptance")

@@ -35,16 +35,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import log_softmax, logsumexp
 
 from bayes_persona.data._validation import check_min_int
 from bayes_persona.exceptions import DataValidationError
 
 __all__ = ["gibbs_draws"]
-
-
-def _lse(x: np.ndarray, axis: int) -> np.ndarray:
-    m = x.max(axis=axis, keepdims=True)
-    return np.squeeze(m, axis) + np.log(np.exp(x - m).sum(axis=axis))
 
 
 def _log_normal(x: np.ndarray, loc: np.ndarray | float, scale: np.ndarray | float) -> np.ndarray:
@@ -106,8 +102,8 @@ class _World:
         with torch.no_grad():
             out = self.prior.persona_prior().log_prob(torch.as_tensor(p, dtype=torch.float32)).double().numpy()
         if self.K > 1:
-            a = self.alpha
-            out = out + ((a - 1) * np.log(pi)).sum(-1) + math.lgamma(self.K * a) - self.K * math.lgamma(a)
+            alpha = torch.full((self.K,), self.alpha, dtype=torch.float64)
+            out = out + torch.distributions.Dirichlet(alpha).log_prob(torch.as_tensor(pi)).numpy()
         return out
 
     def log_lik_users(self, log_pi: np.ndarray, S_pick: np.ndarray, log_Z: np.ndarray) -> np.ndarray:
@@ -115,8 +111,12 @@ class _World:
         ``S_pick`` (..., U, K, L) and the normalisers ``log_Z`` (..., U, K):
         :math:`\log p(j \mid u) = \mathrm{lse}_k(\log w_{uk} + S_{ukj} - \log Z_{uk})` with the
         persona shares ``w`` of the model's form."""
-        log_w = log_pi + log_Z - _lse(log_pi + log_Z, -1)[..., None] if self.joint else log_pi
-        return (self.mask * _lse((log_w - log_Z)[..., None] + S_pick, -2)).sum(-1)
+        return (self.mask * logsumexp((self.log_shares(log_pi, log_Z) - log_Z)[..., None] + S_pick, -2)).sum(-1)
+
+    def log_shares(self, log_pi: np.ndarray, log_Z: np.ndarray) -> np.ndarray:
+        """Log persona shares of the model's form, as
+        :func:`~bayes_persona.persona.model.persona_shares` (in numpy)."""
+        return log_softmax(log_pi + log_Z, -1) if self.joint else log_pi
 
 
 def gibbs_draws(
@@ -172,9 +172,10 @@ def gibbs_draws(
     kept: dict[str, list] = {"q": [], "b": [], "p": [], "pi": []}
     acceptance = []
     for sweep in range(burn + S_keep * thin):
-        E = np.exp(np.einsum("ukd,nd->ukn", p, q) + b)  # (U, K, N)
+        S = np.einsum("ukd,nd->ukn", p, q) + b  # (U, K, N)
+        E = np.exp(S)
         Z = E.sum(-1)
-        S_pick = w.picks(np.log(E))
+        S_pick = w.picks(S)
         log_pi = np.log(pi)
         ll = w.log_lik_users(log_pi, S_pick, np.log(Z))
         # items, one at a time: independence Metropolis-Hastings from the guide
@@ -210,7 +211,7 @@ def gibbs_draws(
         log_wt = w.log_prior_users(pc, pic) - log_qc  # (M, U)
         for m in range(M):  # one candidate at a time: a (U, K, N) array, not (M, U, K, N)
             Sm = np.einsum("ukd,nd->ukn", pc[m], q) + b
-            log_wt[m] += w.log_lik_users(np.log(pic[m]), w.picks(Sm), _lse(Sm, -1))
+            log_wt[m] += w.log_lik_users(np.log(pic[m]), w.picks(Sm), logsumexp(Sm, -1))
         prob = np.exp(log_wt - log_wt.max(0))
         prob /= prob.sum(0)
         pick = np.minimum((rng.random(w.U)[None] > np.cumsum(prob, 0)).sum(0), M - 1)
@@ -221,8 +222,6 @@ def gibbs_draws(
             for k, v in (("q", q), ("b", b), ("p", p), ("pi", pi)):
                 kept[k].append(v.copy())
     q_, b_, p_, pi_ = (np.stack(kept[k]) for k in ("q", "b", "p", "pi"))
-    log_Z = _lse(np.einsum("sukd,snd->sukn", p_, q_) + b_[:, None, None, :], -1)
-    log_pi = np.log(pi_)
-    log_shares = log_pi + log_Z - _lse(log_pi + log_Z, -1)[..., None] if w.joint else log_pi
-    return {"item_factors": q_, "item_bias": b_, "persona_factors": p_, "log_shares": log_shares,
+    log_Z = logsumexp(np.einsum("sukd,snd->sukn", p_, q_) + b_[:, None, None, :], -1)
+    return {"item_factors": q_, "item_bias": b_, "persona_factors": p_, "log_shares": w.log_shares(np.log(pi_), log_Z),
             "acceptance": np.asarray(acceptance).T}  # fmt: skip
