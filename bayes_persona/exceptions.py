@@ -17,6 +17,7 @@ __all__ = [
     "ModelFitError",
     "SaveFormatError",
     "ConvergenceWarning",
+    "MixingWarning",
 ]
 
 
@@ -61,3 +62,8 @@ class SaveFormatError(BayesPersonaError, ValueError):
 
 class ConvergenceWarning(UserWarning):
     """A fit ended at ``max_epochs`` while its objective was still improving."""
+
+
+class MixingWarning(UserWarning):
+    """A sampler's chain barely moved: its kept draws repeat, so they understate the
+    posterior's spread (:func:`bayes_persona.diagnostics.refine.gibbs_draws`)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 import torch
 
 from bayes_persona.diagnostics import sbc
-from bayes_persona.diagnostics.refine import gibbs_draws
-from bayes_persona.exceptions import DataValidationError
+from bayes_persona.diagnostics.refine import _warn_if_stuck, gibbs_draws
+from bayes_persona.exceptions import DataValidationError, MixingWarning
 from bayes_persona.persona.estimator import PersonaRecommender
 
 pytestmark = pytest.mark.filterwarnings("ignore::bayes_persona.ConvergenceWarning")
@@ -50,7 +52,9 @@ def test_without_data_and_with_the_prior_as_guide_every_move_is_taken(world_fit)
         g.item_loc.zero_(), g.bias_loc.zero_(), g.persona_loc.zero_()
         g.item_raw_scale.fill_(_raw(S_Q)), g.bias_raw_scale.fill_(_raw(S_B)), g.persona_raw_scale.fill_(_raw(S_P))
         g.set_prevalence_concentration(torch.full((8, 2), ALPHA))
-    d = gibbs_draws(m, 200, burn=0, thin=1, user_candidates=10, random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixingWarning)  # every move taken: nothing to warn of
+        d = gibbs_draws(m, 200, burn=0, thin=1, user_candidates=10, random_state=1)
     items, users = d["acceptance"]
     assert (items == 1.0).all()
     assert users.mean() == pytest.approx(0.9, abs=0.04)
@@ -80,3 +84,42 @@ def test_refuses_bad_arguments(world_fit):
             gibbs_draws(m, n, **kwargs)
     with pytest.raises(DataValidationError, match="gibbs and resample"):
         sbc.simulation_based_calibration(1, gibbs=True, resample=3)
+
+
+def test_warns_when_the_guide_proposes_items_the_posterior_refuses(world_fit):
+    # The fitted guide proposes well enough at thin=3: no warning. Items proposed from a
+    # guide seven times wider than the prior land mostly where the posterior has no mass,
+    # almost every item proposal is refused, and the repeated draws must not pass silently.
+    _, fitted = world_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixingWarning)
+        gibbs_draws(fitted, 10, burn=2, thin=3, user_candidates=5)
+    m = copy.deepcopy(fitted)
+    with torch.no_grad():
+        m.guide_.item_raw_scale.fill_(_raw(5.0))
+    with pytest.warns(MixingWarning, match="thin=3 about") as rec:
+        d = gibbs_draws(m, 10, burn=2, thin=3, user_candidates=5)
+    assert d["acceptance"][0, 2:].mean() < 0.2
+    assert len([w for w in rec if issubclass(w.category, MixingWarning)]) == 1
+    assert rec[0].filename == __file__  # points at the caller, not the library
+
+
+@pytest.mark.parametrize(
+    ("items", "users", "thin", "warns"),
+    [
+        (0.064, 0.254, 2, True),  # a 500-user planted world, the demo's fit: 88% of draws repeat
+        (0.68, 0.55, 2, False),  # worlds of the simulation-based calibration: 20%
+        (0.20, 0.90, 2, True),  # 64%
+        (0.20, 0.90, 4, False),  # 41%: thinning more is the remedy
+        (0.90, 0.25, 2, True),  # the users' blocks count too: 56%
+    ],
+)
+def test_the_mixing_rule_counts_kept_draws_that_repeat(items, users, thin, warns):
+    acceptance = np.array([[items] * 6, [users] * 6])
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        _warn_if_stuck(acceptance, thin)
+    assert any(issubclass(w.category, MixingWarning) for w in rec) == warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_stuck(np.zeros((2, 0)), 1)  # no sweeps after burn-in: nothing measured
