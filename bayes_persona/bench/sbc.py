@@ -11,9 +11,11 @@ worlds for every guide) and writes into ``--out``:
 * ``provenance.json``: the settings (``fit_kwargs`` holds ``user_particles`` when
   ``--particles`` is above 1; ``resample`` the candidates of each resampled user draw,
   ``--resample``; ``gibbs`` whether the draws came from the guide-proposal Gibbs sampler,
-  ``--gibbs``), the mean share of repeated picks that the
-  without-replacement simulator avoids (its mismatch with the likelihood), the wall time,
-  the commit and the package versions.
+  ``--gibbs``; ``repeats`` whether picks were drawn independently, repeats counted as
+  ``sample_weight``, so that the simulator is exactly the likelihood, the default, or
+  distinct, ``--distinct``), the mean share of picks that repeat an earlier one (with
+  ``--distinct``, the simulator's mismatch with the likelihood), the wall time, the commit
+  and the package versions.
 
 The defaults (100 replications of 40 users, 500 items, K = 3, D = 3) take about ten
 minutes per guide on 2 cores; ``--smoke`` runs two tiny replications.
@@ -117,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gibbs", action="store_true",
                     help="rank among draws of the Gibbs sampler with the fitted guide as its proposal "
                     "(bayes_persona.diagnostics.refine)")
+    ap.add_argument("--distinct", action="store_true",
+                    help="simulate distinct picks (without replacement), as runs before the exact "
+                    "simulator did; the default draws picks independently and counts repeats")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="two tiny replications (for tests)")
     args = ap.parse_args(None if argv is None else list(argv))
@@ -139,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit["user_particles"] = args.particles
     res = compare_guides(
         guides, **cfg, likelihood=args.likelihood, empirical_bayes=args.empirical_bayes,
-        fit_kwargs=fit, resample=args.resample, gibbs=args.gibbs, random_state=args.seed,
+        fit_kwargs=fit, resample=args.resample, gibbs=args.gibbs, repeats=not args.distinct, random_state=args.seed,
     )  # fmt: skip
     write_results(
         Path(args.out), {"ranks": res.ranks, "coverage": res.coverage, "uniformity": res.uniformity},

@@ -36,13 +36,17 @@ default model's, or ``"mixture"``), and the fit has the same isotropic persona p
 (``n_prototypes=0``) with the three prior scales fixed at their simulated values
 (``empirical_bayes=False``), so that exact inference would give uniform ranks.
 
+Each user's picks are drawn independently, as the likelihood has them; an item picked more
+than once is one row of the data set with its count, fitted as ``sample_weight``, so the
+simulator is exactly the likelihood (``repeats=True``, the default).
+
 Caveats
 -------
-* Data sets hold each (user, item) pair at most once, so a user's simulated picks are drawn
-  successively without replacement while the likelihood treats them as independent;
+* With ``repeats=False`` a user's picks are distinct, drawn successively without
+  replacement, while the likelihood treats them as independent;
   ``PriorWorld.repeat_probability`` (recorded by ``python -m bayes_persona.bench sbc``) is
-  the share of independent picks that would repeat an earlier one. Large catalogues and
-  few picks per user keep it small.
+  the share of independent picks that would repeat an earlier one, the size of that
+  mismatch. Result folders whose provenance has no ``repeats`` were run with distinct picks.
 * The default model's prototype prior (``n_prototypes > 0``) has hyperparameters fitted by
   empirical Bayes and is not simulated here.
 
@@ -136,6 +140,12 @@ class PriorWorld:
             return log_pi
         return log_softmax(log_pi + logsumexp(self._logits(), axis=-1), axis=1)
 
+    def counts(self) -> np.ndarray | None:
+        """How many times each row of ``dataset`` was picked (``simulate_prior_world(...,
+        repeats=True)``), the ``sample_weight`` of its fit; ``None`` for distinct picks."""
+        r = self.dataset.ratings
+        return r["count"].to_numpy(np.float64) if "count" in r.columns else None
+
     def log_pick(self) -> np.ndarray:
         """``log p(i | u) = log sum_k P(z = k | u) softmax_k(i)`` for every user and item, (U, N)."""
         return logsumexp(self.log_shares()[:, :, None] + self.log_choice(), axis=1)
@@ -172,6 +182,7 @@ def simulate_prior_world(
     prevalence_concentration: float = 0.5,
     n_categories: int = 0,
     likelihood: str = "joint",
+    repeats: bool = False,
     seed: int = 0,
 ) -> PriorWorld:
     r"""Draw parameters from the persona model's prior and simulate implicit data from them.
@@ -184,7 +195,10 @@ def simulate_prior_world(
     (:meth:`PriorWorld.log_shares`). A data set holds a (user, item) pair at most once, while
     the likelihood treats picks as independent; ``repeat_probability`` of the result, the
     share of ``n_u`` independent picks that would repeat an earlier pick (mean over users),
-    is the size of that mismatch.
+    is the size of that mismatch. With ``repeats=True`` the picks are drawn independently
+    instead, exactly as the likelihood has them: an item picked ``c`` times is one row of
+    the data set with ``c`` in its column ``count``, to be fitted with
+    ``fit(..., sample_weight=world.counts())``.
 
     Parameters
     ----------
@@ -198,6 +212,9 @@ def simulate_prior_world(
         :math:`\alpha`.
     likelihood : {"joint", "mixture"}, default "joint"
         The form of the model being checked (``PersonaRecommender(likelihood=...)``).
+    repeats : bool, default False
+        Independent picks (with repeats, counted in column ``count``) instead of distinct
+        ones: the simulator is then exactly the likelihood.
     n_categories : int, default 0
         When positive, the dataset gets an items table whose ``categories`` name the
         largest of the first ``min(n_categories, D)`` coordinates of each item's factor
@@ -231,6 +248,8 @@ def simulate_prior_world(
     alpha = check_positive_float("prevalence_concentration", prevalence_concentration)
     if likelihood not in ("joint", "mixture"):
         raise DataValidationError(f"likelihood must be 'joint' or 'mixture'; got {likelihood!r}")
+    if not isinstance(repeats, bool):
+        raise DataTypeError(f"repeats must be a bool; got {type(repeats).__name__}")
     seed = _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     q = s_q * rng.standard_normal((N, D))
@@ -241,18 +260,24 @@ def simulate_prior_world(
     pi /= pi.sum(1, keepdims=True)
     world = PriorWorld(None, q, b, p, pi, likelihood)
     p_pick = np.exp(world.log_pick())  # (U, N)
-    rows_u, rows_i, repeat = [], [], []
+    rows_u, rows_i, rows_c, repeat = [], [], [], []
     for u in range(U):
         n_u = int(rng.integers(lo, hi + 1))
-        keys = np.log(p_pick[u]) - np.log(rng.standard_exponential(N))
-        picks = np.argpartition(-keys, n_u - 1)[:n_u]
-        rows_u.append(np.full(n_u, u + 1))
+        if repeats:  # independent picks, as the likelihood has them; one row per distinct item
+            picks, count = np.unique(rng.choice(N, size=n_u, p=p_pick[u] / p_pick[u].sum()), return_counts=True)
+        else:
+            keys = np.log(p_pick[u]) - np.log(rng.standard_exponential(N))
+            picks, count = np.argpartition(-keys, n_u - 1)[:n_u], np.ones(n_u, dtype=np.int64)
+        rows_u.append(np.full(len(picks), u + 1))
         rows_i.append(picks + 1)
+        rows_c.append(count)
         # Independent picks: pick t repeats an earlier one with probability
         # sum_i p_i (1 - (1 - p_i)^(t - 1)); averaged over t = 1..n_u.
         t = np.arange(n_u)[:, None]
         repeat.append(float((p_pick[u] * (1.0 - (1.0 - p_pick[u]) ** t)).sum(1).mean()))
     ratings = pd.DataFrame({"user_id": np.concatenate(rows_u), "item_id": np.concatenate(rows_i)})
+    if repeats:
+        ratings["count"] = np.concatenate(rows_c)
     items = None
     n_cat = min(_check_int("n_categories", n_categories, 0), D)
     if n_cat > 0:
@@ -387,7 +412,7 @@ def draw_picks(world: PriorWorld, rng: np.random.Generator) -> np.ndarray:
     rows = []
     for uid, grp in r.groupby("user_id", sort=True):
         items = grp["item_id"].to_numpy(np.int64) - 1
-        a, c = rng.choice(items, size=2, replace=False)
+        a, c = rng.choice(items, size=2, replace=len(items) < 2)  # one distinct item: itself twice
         rows.append((int(uid) - 1, a, c, int(rng.integers(N))))
     return np.array(rows, dtype=np.int64)
 
@@ -525,6 +550,7 @@ def simulation_based_calibration(
     fit_kwargs: Mapping[str, Any] | None = None,
     resample: int = 0,
     gibbs: bool = False,
+    repeats: bool = True,
     random_state: int = 0,
 ) -> SBCResult:
     """Simulation-based calibration of :class:`~bayes_persona.PersonaRecommender` on worlds
@@ -571,6 +597,11 @@ def simulation_based_calibration(
         Rank among draws of the Gibbs sampler that uses the fitted guide as its proposal
         (:func:`bayes_persona.diagnostics.refine.gibbs_draws`), instead of the guide's own
         draws; not together with ``resample``.
+    repeats : bool, default True
+        Simulate each user's picks independently, repeats included, and fit each repeated
+        item with its count as ``sample_weight``: the simulator is then exactly the
+        likelihood. ``False`` draws distinct picks (the earlier simulator, whose mismatch
+        ``repeat_probability`` measures).
     random_state : int, default 0
 
     Returns
@@ -595,6 +626,8 @@ def simulation_based_calibration(
         raise DataTypeError(f"gibbs must be a bool; got {type(gibbs).__name__}")
     if gibbs and M:
         raise DataValidationError(f"gibbs and resample are two ways to draw; give one, got resample={M} with gibbs=True")
+    if not isinstance(repeats, bool):
+        raise DataTypeError(f"repeats must be a bool; got {type(repeats).__name__}")
     if guide not in ("meanfield", "lowrank"):
         raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {guide!r}")
     lv = tuple(float(x) for x in levels)
@@ -624,26 +657,27 @@ def simulation_based_calibration(
         persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, likelihood=likelihood,
         empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), resample=M, gibbs=gibbs,
-        random_state=seed,
+        repeats=repeats, random_state=seed,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 0x5BC])
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    repeats = []
+    repeat_probs = []
     for r in range(R):
         world = simulate_prior_world(
             n_users, n_items, K, n_factors, interactions_per_user,
             persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
             prevalence_concentration=prevalence_concentration, likelihood=likelihood,
-            seed=seed * 1_000_003 + r,
+            repeats=repeats, seed=seed * 1_000_003 + r,
         )  # fmt: skip
         model = PersonaRecommender(
             n_personas=K, n_factors=n_factors, guide=guide, likelihood=likelihood,
             prevalence_concentration=prevalence_concentration, progress=False,
             **{"random_state": r, **fk},
         )  # fmt: skip
-        repeats.append(world.repeat_probability)
-        model.fit(world.dataset, catalogue=world.dataset.items["item_id"])  # unpicked items too
+        repeat_probs.append(world.repeat_probability)
+        # unpicked items too; a repeated pick counts as many choices as it was made
+        model.fit(world.dataset, catalogue=world.dataset.items["item_id"], sample_weight=world.counts())
         rep_rows = _replication_ranks(model, world, L, rng, lv, M, gibbs)
         for row in rep_rows:
             row["replication"] = r
@@ -654,7 +688,8 @@ def simulation_based_calibration(
             "rank", "fractional_rank", "n_draws"] + [f"covered_{round(x * 100):d}" for x in lv]  # fmt: skip
     ranks = pd.DataFrame(rows)[cols]
     coverage, uniformity = _summaries(ranks, lv, nb)
-    config["repeat_probability"] = float(np.mean(repeats))  # the simulator's mismatch (module docstring)
+    # the share of picks that repeat one before: the simulator's mismatch unless ``repeats``
+    config["repeat_probability"] = float(np.mean(repeat_probs))
     return SBCResult(ranks, coverage, uniformity, config, time.perf_counter() - start)
 
 

@@ -248,6 +248,7 @@ class PersonaRecommender:
         checkpoint_every: int = 100,
         resume: bool = False,
         catalogue: Any = None,
+        sample_weight: Any = None,
     ) -> PersonaRecommender:
         """Fit the posterior by SVI.
 
@@ -271,6 +272,11 @@ class PersonaRecommender:
             The whole catalogue the choices were made from. Its items that ``train`` never
             chose still enter the softmax normaliser (their factors are learnt from having
             been passed over) and can be recommended. Default: the items of ``train``.
+        sample_weight : array-like of float, shape (n_rows,), optional
+            Implicit feedback only: how many choices each row of ``train`` stands for, e.g.
+            how often the user chose the item (a data set holds each pair once). A row of
+            weight ``c`` enters the likelihood as ``c`` independent choices of its item,
+            ``p(i | u) ** c``; fractional weights scale it alike. Default: one each.
 
         Returns
         -------
@@ -287,10 +293,11 @@ class PersonaRecommender:
         fitting.check_settings(self)
         on_cpu = not str(self.device).startswith("cuda")
         with torch_threads(self.n_threads if on_cpu else None):
-            return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue)
+            return self._fit(train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue, sample_weight)
 
-    def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue=None) -> PersonaRecommender:
-        data = fitting.training_data(self, train, items, validation, catalogue)  # the model is untouched
+    def _fit(self, train, items, validation, checkpoint_dir, checkpoint_every, resume, catalogue=None,
+             sample_weight=None) -> PersonaRecommender:  # fmt: skip
+        data = fitting.training_data(self, train, items, validation, catalogue, sample_weight)  # the model is untouched
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
         # From here on the fitted state is rebuilt: a refit that fails part-way leaves an
         # unfitted model (NotFittedError), never old vocabularies or cached draws mixed with

@@ -221,12 +221,15 @@ def _validator(validation: Any, feedback: str, users: Vocabulary, items: Vocabul
     return validate
 
 
-def fingerprint(est: Any, ratings: pd.DataFrame, item_vocab: Vocabulary) -> str:
-    """What a checkpoint must match to be resumed: the fit's settings, data and catalogue."""
+def fingerprint(est: Any, ratings: pd.DataFrame, item_vocab: Vocabulary, weights: np.ndarray | None = None) -> str:
+    """What a checkpoint must match to be resumed: the fit's settings, data (with its
+    ``sample_weight``) and catalogue."""
     cfg = {k: v for k, v in est.get_params().items() if k not in INFERENCE_ONLY}
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
     cols = ["user_id", "item_id"] + (["rating"] if est.feedback == "explicit" else [])
     h.update(pd.util.hash_pandas_object(ratings[cols], index=False).to_numpy().tobytes())
+    if weights is not None:
+        h.update(b"sample_weight" + np.ascontiguousarray(weights, dtype=np.float64).tobytes())
     h.update(json.dumps(item_vocab.to_dict(), sort_keys=True, default=str).encode())  # the catalogue
     return h.hexdigest()
 
@@ -278,19 +281,56 @@ class TrainingData:
     item_titles: dict[int, str]
     n_negatives: int | None
     validate: Callable[[PersonaModel, Any], float] | None
+    weights: np.ndarray | None = None
+
+
+def check_sample_weight(sample_weight: Any, n_rows: int, feedback: str) -> np.ndarray:
+    """``fit``'s ``sample_weight`` as float64 (n_rows,), checked.
+
+    Raises
+    ------
+    DataTypeError
+        Not a 1-D numeric array-like.
+    DataValidationError
+        Explicit feedback, a length other than train's rows, or a weight that is not a
+        finite positive number.
+    """
+    if feedback != "implicit":
+        raise DataValidationError(
+            f"sample_weight is for feedback='implicit' (how many choices a row stands for); "
+            f"this model has feedback={feedback!r}"
+        )
+    arr = np.asarray(sample_weight.to_numpy() if isinstance(sample_weight, pd.Series) else sample_weight)
+    if arr.dtype.kind not in "iuf" or arr.ndim != 1:
+        raise DataTypeError(
+            f"sample_weight must be a 1-D array of numbers, one per row of train; got "
+            f"{type(sample_weight).__name__} with dtype {arr.dtype} and shape {arr.shape}"
+        )
+    if len(arr) != n_rows:
+        raise DataValidationError(f"sample_weight must have one entry per row of train ({n_rows}); got {len(arr)}")
+    arr = arr.astype(np.float64)
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataValidationError(
+            f"sample_weight must be finite and positive; got {int(bad.sum())} entries that are "
+            f"not, first {float(arr[first])!r} at row {first}"
+        )
+    return arr
 
 
 def training_data(est: Any, train: Any, items: pd.DataFrame | None = None, validation: Any = None,
-                  catalogue: Any = None) -> TrainingData:  # fmt: skip
+                  catalogue: Any = None, sample_weight: Any = None) -> TrainingData:  # fmt: skip
     """Check and encode ``fit``'s data (nothing of ``est`` is changed).
 
     Raises
     ------
     DataTypeError, DataValidationError
-        ``train``, ``items``, ``validation`` or ``catalogue`` is malformed or does not suit
-        ``est``'s settings (the message names which and why).
+        ``train``, ``items``, ``validation``, ``catalogue`` or ``sample_weight`` is
+        malformed or does not suit ``est``'s settings (the message names which and why).
     """
     ratings = ratings_of(train, "train")
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(ratings), est.feedback)
     item_ids = ratings["item_id"].to_numpy()
     if catalogue is not None:
         cat = Vocabulary.from_ids(catalogue, name="catalogue")
@@ -315,8 +355,8 @@ def training_data(est: Any, train: Any, items: pd.DataFrame | None = None, valid
         n_neg = 2048
     validate = _validator(validation, est.feedback, user_vocab, item_vocab) if validation is not None else None
     return TrainingData(
-        ratings, u, i, r, user_vocab, item_vocab, InteractionMatrix.build(u, i, len(user_vocab), r),
-        *item_tables(items, item_vocab), None if n_neg is None or n_neg >= N else n_neg, validate,
+        ratings, u, i, r, user_vocab, item_vocab, InteractionMatrix.build(u, i, len(user_vocab), r, weights),
+        *item_tables(items, item_vocab), None if n_neg is None or n_neg >= N else n_neg, validate, weights,
     )  # fmt: skip
 
 
@@ -381,7 +421,7 @@ def fit_state(est: Any, data: TrainingData, checkpoint_dir: str | os.PathLike | 
             result = run_svi(
                 model, guide, next_batch, gen, config,
                 (lambda: validate(model, guide)) if validate is not None else None,
-                fingerprint=fingerprint(est, data.ratings, data.item_vocab), sync=shard,
+                fingerprint=fingerprint(est, data.ratings, data.item_vocab, data.weights), sync=shard,
             )  # fmt: skip
         except ModelFitError as exc:  # modules are back at their last good (finite) state
             failure, result = exc, exc.result

@@ -70,34 +70,55 @@ def sample_users(n: int, k: int, g: torch.Generator, block: int = USER_BLOCK) ->
 
 
 class InteractionMatrix:
-    """Each user's training items (and ratings) as CSR index arrays, for batching and
-    excluding seen items. It holds indices only, not the training frame."""
+    """Each user's training items (and ratings, and the interactions' weights) as CSR index
+    arrays, for batching and excluding seen items. It holds indices only, not the training
+    frame.
 
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | None):
-        self.indptr, self.indices, self.values = indptr, indices, values
+    ``weights``, when given, are the ``sample_weight`` of ``fit``: how many choices each
+    (user, item) row stands for (e.g. how often the user chose the item). ``None`` means
+    one each."""
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | None,
+                 weights: torch.Tensor | None = None):  # fmt: skip
+        self.indptr, self.indices, self.values, self.weights = indptr, indices, values, weights
         self.counts = indptr[1:] - indptr[:-1]
 
     @classmethod
-    def build(cls, u: np.ndarray, i: np.ndarray, n_users: int, r: np.ndarray | None) -> InteractionMatrix:
+    def build(cls, u: np.ndarray, i: np.ndarray, n_users: int, r: np.ndarray | None,
+              w: np.ndarray | None = None) -> InteractionMatrix:  # fmt: skip
         order = np.lexsort((i, u))
         counts = np.bincount(u, minlength=n_users)
         indptr = np.concatenate([[0], np.cumsum(counts)])
         vals = torch.as_tensor(r[order]) if r is not None else None
-        return cls(torch.as_tensor(indptr), torch.as_tensor(i[order]), vals)
+        weights = torch.as_tensor(np.asarray(w, dtype=np.float32)[order]) if w is not None else None
+        return cls(torch.as_tensor(indptr), torch.as_tensor(i[order]), vals, weights)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"seen.indptr": self.indptr.cpu(), "seen.indices": self.indices.cpu()}
         if self.values is not None:
             out["seen.values"] = self.values.cpu()
+        if self.weights is not None:
+            out["seen.weights"] = self.weights.cpu()
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> InteractionMatrix:
-        return cls(tensors["seen.indptr"], tensors["seen.indices"], tensors.get("seen.values"))
+        return cls(tensors["seen.indptr"], tensors["seen.indices"], tensors.get("seen.values"),
+                   tensors.get("seen.weights"))  # fmt: skip
 
     def to(self, device: torch.device) -> InteractionMatrix:
-        v = self.values.to(device) if self.values is not None else None
-        return InteractionMatrix(self.indptr.to(device), self.indices.to(device), v)
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return InteractionMatrix(self.indptr.to(device), self.indices.to(device), move(self.values), move(self.weights))
+
+    def weights_of(self, users: np.ndarray) -> np.ndarray:
+        """The weights of :meth:`rows_of`'s rows (ones when the fit had no ``sample_weight``)."""
+        indptr = self.indptr.cpu().numpy()
+        users = np.asarray(users, dtype=np.int64)
+        counts = indptr[users + 1] - indptr[users]
+        if self.weights is None:
+            return np.ones(int(counts.sum()))
+        starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return self.weights.cpu().numpy().astype(np.float64)[starts + np.arange(int(counts.sum()))]
 
     def items_of(self, u: int) -> np.ndarray:
         return self.indices[self.indptr[u] : self.indptr[u + 1]].cpu().numpy()
@@ -119,7 +140,8 @@ class InteractionMatrix:
         """``batch_size`` distinct users, each with the same probability
         (:func:`sample_users`); up to ``max_items`` of each user's interactions (all of them
         when fewer, else drawn with replacement), weighted by ``n_u / L_u`` so the minibatch
-        ELBO is unbiased."""
+        ELBO is unbiased; each interaction also carries its own weight (``obs_weight``)
+        when the fit has ``sample_weight``."""
         users = sample_users(len(self.counts), batch_size, g).to(device)
         n = self.counts[users]
         L = int(min(max_items, int(n.max())))
@@ -130,8 +152,10 @@ class InteractionMatrix:
         flat = self.indptr[users][:, None] + pos
         items = self.indices[flat]
         ratings = torch.where(mask, self.values[flat], 0.0) if self.values is not None else None
+        # padding gets 1, not 0: it is masked out, and pyro refuses a zero scale
+        obs_weight = torch.where(mask, self.weights[flat], 1.0) if self.weights is not None else None
         weight = n / n.clamp(max=L)
         negatives = None
         if n_negatives is not None:
             negatives = torch.randint(n_items, (n_negatives,), generator=g).to(device)
-        return Batch(users, items, mask, weight.float(), ratings, negatives)
+        return Batch(users, items, mask, weight.float(), ratings, negatives, obs_weight)

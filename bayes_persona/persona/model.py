@@ -152,6 +152,9 @@ class Batch:
         Observed ratings (explicit feedback only).
     negatives : LongTensor, shape (S,), optional
         Uniformly drawn items for the sampled softmax normaliser; ``None`` uses all items.
+    obs_weight : Tensor, shape (B, L), optional
+        How many choices each interaction stands for (``fit``'s ``sample_weight``); ``None``
+        is one each.
     """
 
     users: torch.Tensor
@@ -160,6 +163,7 @@ class Batch:
     weight: torch.Tensor
     ratings: torch.Tensor | None = None
     negatives: torch.Tensor | None = None
+    obs_weight: torch.Tensor | None = None
 
     def item_subsample(self, n_items: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Items the step touches, and the positions of positives and negatives in them.
@@ -311,8 +315,10 @@ class PersonaModel(nn.Module):
                     pi, affinity, b[pos], b_u, batch.ratings, self.global_mean,
                     self.scale("noise"), self.scale("temperature"),
                 )  # fmt: skip
+            # A weighted interaction counts as that many independent choices of its item.
+            scale = batch.weight[:, None] if batch.obs_weight is None else batch.weight[:, None] * batch.obs_weight
             with pyro.plate("obs", batch.items.shape[1], dim=-1):
-                with poutine.mask(mask=batch.mask), poutine.scale(scale=batch.weight[:, None]):
+                with poutine.mask(mask=batch.mask), poutine.scale(scale=scale):
                     pyro.factor("interactions", log_lik)
 
 

@@ -336,7 +336,8 @@ class PersonaPosterior:
                 d = self.user_draws(uu, S, with_softmax=True)  # with_softmax: log_norm in every form
                 seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)[None]
                 log_joint = self.log_joint_at(d, seen, S)  # (S, 1, K, n_seen)
-                log_lik = torch.logsumexp(log_joint[:, 0], dim=1).sum(-1).double()  # (S,)
+                w_seen = torch.as_tensor(est.seen_.weights_of(uu), device=self.device)  # sample_weight
+                log_lik = (torch.logsumexp(log_joint[:, 0], dim=1).double() * w_seen).sum(-1)  # (S,)
                 ut = torch.as_tensor(uu, device=self.device)
                 log_ratio = self.log_prior_over_guide(ut, d["persona_factors"], d["prior_prevalence"])
                 raw[j] = (log_lik + log_ratio).cpu().numpy()
@@ -399,6 +400,7 @@ class PersonaPosterior:
                 pi = g.draw_prevalence(ut, [rng], S * M)  # (S M, 1, K)
                 log_w = self.log_prior_over_guide(ut, p, pi)
                 seen = torch.as_tensor(est.seen_.items_of(int(u)), device=self.device)
+                w_seen = torch.as_tensor(est.seen_.weights_of(np.asarray([u])), device=self.device)  # sample_weight
                 p_s, log_pi = p.reshape(S, M, K, -1), torch.log(pi).reshape(S, M, K)
                 log_norm = torch.empty(S, M, K, device=self.device)
                 log_lik = torch.empty(S, M, dtype=torch.float64, device=self.device)
@@ -406,7 +408,7 @@ class PersonaPosterior:
                 for s in range(S):  # one (M, K, N) pass at a time, as the fit's likelihood does it
                     log_norm[s], logit = log_normaliser_and_logits(p_s[s], q[s], b[s], pos)  # (M, K), (M, n, K)
                     log_w_s = persona_shares(log_pi[s], log_norm[s], joint)[:, None, :]
-                    log_lik[s] = torch.logsumexp(log_w_s + logit - log_norm[s][:, None, :], -1).sum(-1).double()
+                    log_lik[s] = (torch.logsumexp(log_w_s + logit - log_norm[s][:, None, :], -1).double() * w_seen).sum(-1)
                 lw = torch.log_softmax(log_lik + log_w.reshape(S, M), -1)  # (S, M)
                 if M > 1:
                     cdf = torch.cumsum(lw.exp(), -1).cpu().numpy()

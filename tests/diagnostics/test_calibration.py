@@ -70,6 +70,47 @@ def test_prior_world_draws_from_the_likelihood():
     assert len(w.dataset.items) == 6  # the catalogue, picked or not
 
 
+def test_independent_picks_repeat_as_often_as_the_likelihood_says():
+    # repeats=True draws every pick independently from p(i | u), as the likelihood has
+    # them: the share of a user's picks that repeat an earlier one must match the
+    # analytic repeat_probability (distinct picks would give 0), and each item's share of
+    # all picks must match p(i | u).
+    w = calibration.simulate_prior_world(400, 30, 2, 2, (10, 15), repeats=True, seed=6)
+    r = w.dataset.ratings
+    assert not r.duplicated(["user_id", "item_id"]).any() and (r["count"] >= 1).all()
+    n_u = r.groupby("user_id")["count"].sum()
+    assert n_u.between(10, 15).all() and len(n_u) == 400
+    repeated = ((n_u - r.groupby("user_id").size()) / n_u).mean()
+    assert repeated > 0.1  # small catalogue, many picks: repeats are common
+    assert repeated == pytest.approx(w.repeat_probability, abs=0.015)
+    np.testing.assert_array_equal(w.counts(), r["count"].to_numpy(np.float64))
+    picked = np.bincount(r["item_id"] - 1, weights=r["count"], minlength=30) / n_u.sum()
+    expected = (np.exp(w.log_pick()) * n_u.to_numpy()[:, None]).sum(0) / n_u.sum()
+    np.testing.assert_allclose(picked, expected, atol=0.015)  # about 4 standard errors at 5,000 picks
+    distinct = calibration.simulate_prior_world(400, 30, 2, 2, (10, 15), seed=6)
+    assert distinct.counts() is None and "count" not in distinct.dataset.ratings
+    with pytest.raises(DataTypeError, match="repeats must be a bool"):
+        calibration.simulate_prior_world(4, 30, 2, 2, (2, 3), repeats=1)
+
+
+def test_sbc_fits_repeated_picks_as_weights(monkeypatch):
+    from bayes_persona.persona.estimator import PersonaRecommender
+
+    seen, fit = [], PersonaRecommender.fit
+
+    def recording_fit(self, train, *args, **kwargs):
+        seen.append(kwargs.get("sample_weight"))
+        return fit(self, train, *args, **kwargs)
+
+    monkeypatch.setattr(PersonaRecommender, "fit", recording_fit)
+    res = calibration.simulation_based_calibration(1, **{**SMOKE, "interactions_per_user": (14, 15)})
+    assert res.config["repeats"] is True and res.config["repeat_probability"] > 0
+    assert len(seen) == 1 and seen[0] is not None and seen[0].max() > 1  # the repeats reach the fit
+    plain = calibration.simulation_based_calibration(1, **{**SMOKE, "interactions_per_user": (14, 15)}, repeats=False)
+    assert plain.config["repeats"] is False and seen[1] is None
+    assert not np.allclose(res.ranks["true"], plain.ranks["true"])  # other worlds' picks
+
+
 def test_uniformity_and_coverage_summaries():
     n = 2000
     rng = np.random.default_rng(0)
@@ -175,6 +216,7 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     prov = res["provenance"]
     assert prov["smoke"] and prov["n_replications"] == 2 and prov["guides"] == ["meanfield"]
     assert 0 < prov["repeat_probability"] < 1 and "git_commit" in prov
+    assert prov["repeats"] is True  # the exact simulator, by default
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     assert (tmp_path / "ranks.csv").stat().st_mode & 0o044  # readable by others, like any output
     from bayes_persona.bench import sbc as sbc_bench
@@ -190,6 +232,8 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
         main(["sbc", "--smoke", "--particles", "0", "--out", str(tmp_path / "bad")])
     with pytest.raises(SystemExit):
         main(["sbc", "--smoke", "--resample", "-1", "--out", str(tmp_path / "bad")])
+    assert main(["sbc", "--smoke", "--guides", "meanfield", "--distinct", "--out", str(tmp_path / "distinct")]) == 0
+    assert read(tmp_path / "distinct")["provenance"]["repeats"] is False
     assert main(["sbc", "--smoke", "--guides", "meanfield", "--resample", "5", "--out", str(tmp_path / "rs")]) == 0
     rs = read(tmp_path / "rs")
     assert rs["provenance"]["resample"] == 5 and prov["resample"] == 0

@@ -46,7 +46,8 @@ def test_without_data_and_with_the_prior_as_guide_every_move_is_taken(world_fit)
     for k, v in vars(fitted).items():
         if k.endswith("_"):
             setattr(m, k, v)
-    m.seen_ = SimpleNamespace(rows_of=lambda u: (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    m.seen_ = SimpleNamespace(rows_of=lambda u: (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+                              weights_of=lambda u: np.zeros(0))  # fmt: skip
     g = m.guide_ = type(fitted.guide_)(fitted.model_, 0.1, torch.Generator().manual_seed(0))
     with torch.no_grad():
         g.item_loc.zero_(), g.bias_loc.zero_(), g.persona_loc.zero_()
@@ -58,6 +59,36 @@ def test_without_data_and_with_the_prior_as_guide_every_move_is_taken(world_fit)
     items, users = d["acceptance"]
     assert (items == 1.0).all()
     assert users.mean() == pytest.approx(0.9, abs=0.04)
+    assert d["item_factors"].std() == pytest.approx(S_Q, rel=0.08)
+    assert d["persona_factors"].std() == pytest.approx(S_P, rel=0.1)
+
+
+@pytest.mark.parametrize("guide", ["meanfield", "lowrank"])
+def test_widened_proposals_still_draw_the_prior_when_there_are_no_data(world_fit, guide):
+    # The target is the prior and the guide is the prior; proposals widened 1.6 times are
+    # refused more often, but the chain must still draw the prior (a wrong density
+    # correction of the widened proposals would inflate the draws' spread).
+    _, fitted = world_fit
+    m = PersonaRecommender(**{**fitted.get_params(), "guide": guide})
+    for k, v in vars(fitted).items():
+        if k.endswith("_") and k != "guide_":
+            setattr(m, k, v)
+    m.seen_ = SimpleNamespace(rows_of=lambda u: (np.zeros(0, np.int64), np.zeros(0, np.int64)),
+                              weights_of=lambda u: np.zeros(0))  # fmt: skip
+    from bayes_persona.persona.model import make_guide
+
+    g = m.guide_ = make_guide(guide, fitted.model_, 0.1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g.item_loc.zero_(), g.bias_loc.zero_(), g.persona_loc.zero_()
+        g.item_raw_scale.fill_(_raw(S_Q)), g.bias_raw_scale.fill_(_raw(S_B))
+        if guide == "meanfield":
+            g.persona_raw_scale.fill_(_raw(S_P))
+        else:
+            g.persona_raw_diag.fill_(_raw(S_P)), g.persona_cov_factor.zero_()
+        g.set_prevalence_concentration(torch.full((8, 2), ALPHA))
+    d = gibbs_draws(m, 300, burn=20, thin=2, user_candidates=10, proposal_scale=1.6, random_state=2)
+    items, users = d["acceptance"]
+    assert 0.3 < items.mean() < 0.9 and 0.3 < users.mean() < 0.95  # widened: some moves refused
     assert d["item_factors"].std() == pytest.approx(S_Q, rel=0.08)
     assert d["persona_factors"].std() == pytest.approx(S_P, rel=0.1)
 
@@ -78,7 +109,8 @@ def test_draws_have_the_shapes_of_posterior_draws_and_move(world_fit):
 def test_refuses_bad_arguments(world_fit):
     _, m = world_fit
     for kwargs, name in (({"num_samples": 0}, "num_samples"), ({"thin": 0}, "thin"),
-                         ({"user_candidates": 1}, "user_candidates"), ({"burn": -1}, "burn")):  # fmt: skip
+                         ({"user_candidates": 1}, "user_candidates"), ({"burn": -1}, "burn"),
+                         ({"proposal_scale": 0.0}, "proposal_scale")):  # fmt: skip
         n = kwargs.pop("num_samples", 5)
         with pytest.raises(DataValidationError, match=name):
             gibbs_draws(m, n, **kwargs)
