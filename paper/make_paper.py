@@ -663,9 +663,15 @@ def _sbc_text(sbc: Mapping[str, Any]) -> str:
         f"{pv.get('n_items', '?')} items, K = {pv.get('n_personas', '?')}, D = {pv.get('n_factors', '?')} and "
         f"{lo} to {hi} picks per user drawn from the {pv.get('likelihood', '?')} likelihood, fitted with an "
         f"isotropic persona prior whose scales are {fixed}; {pv.get('num_samples', '?')} posterior draws per rank. "
-        f"Independent picks would repeat an earlier pick {_pct(pv.get('repeat_probability', float('nan')))} of the "
-        f"time, the simulator's departure from the likelihood (it draws distinct items). Of the "
-        f"{len(cov)} (guide, quantity, level) cells, {n_close} cover within 5 points of nominal and "
+        + (
+            f"Picks are drawn independently, as the likelihood has them: {_pct(pv.get('repeat_probability', float('nan')))} "
+            "repeat an earlier one, and the fit counts each repeat (sample_weight), so the simulator is exactly the "
+            "likelihood. Of the "
+            if pv.get("repeats")
+            else f"Independent picks would repeat an earlier pick {_pct(pv.get('repeat_probability', float('nan')))} "
+            "of the time, the simulator's departure from the likelihood (it draws distinct items). Of the "
+        )
+        + f"{len(cov)} (guide, quantity, level) cells, {n_close} cover within 5 points of nominal and "
         f"{n_below} fall more than 5 points below; {n_ok} of {len(sbc['uniformity'])} rank-uniformity tests "
         f"have p > 0.01. Commit {str(pv.get('git_commit', '?'))[:8]}.{smoke}"
     )
@@ -821,7 +827,7 @@ COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results
 #: folders that older runs of ``bench all`` did not write).
 OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
                     "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw",
-                    "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check")
+                    "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check", "sbc_exact")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -1043,8 +1049,11 @@ def _sbc_variant(pv: Mapping[str, Any]) -> tuple[str, str]:
     """The label suffix and the description of an SBC run's fits and draws."""
     particles = pv.get("fit_kwargs", {}).get("user_particles", 1)
     resample, gibbs = pv.get("resample", 0), pv.get("gibbs", False)
-    suffix = (f"+iw{particles}" if particles > 1 else "") + ("+resampled" if resample else "") + ("+gibbs" if gibbs else "")
-    parts = ([f"fitted with {particles} draws of each user"] if particles > 1 else []) + (
+    exact = bool(pv.get("repeats"))
+    suffix = (f"+iw{particles}" if particles > 1 else "") + ("+resampled" if resample else "") + (
+        "+gibbs" if gibbs else "") + (" (exact simulator)" if exact else "")  # fmt: skip
+    parts = (["the exact simulator (independent picks, repeats counted)"] if exact else []) + (
+        [f"fitted with {particles} draws of each user"] if particles > 1 else []) + (
         [f"each user's draws resampled from {resample} guide draws given each item draw"] if resample else []) + (
         ["draws of the Gibbs sampler with the fitted guide as its proposal"] if gibbs else [])  # fmt: skip
     return suffix, "; ".join(parts) or "the guide's own draws"
@@ -1071,6 +1080,8 @@ def _render_sbc_addendum(folder: str, name: str) -> Callable[[Mapping[str, Any]]
 SBC_IW_GIBBS_BLOCKS = ("table:sbc-iw-gibbs", "text:sbc-iw-gibbs")
 SBC_IW_GIBBS_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --gibbs "
                         "--out paper/results/sbc_iw_gibbs")  # fmt: skip
+SBC_EXACT_BLOCKS = ("table:sbc-exact", "text:sbc-exact")
+SBC_EXACT_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --out paper/results/sbc_exact"
 NUTS_GIBBS_BLOCKS = ("table:nuts-gibbs", "text:nuts-gibbs")
 NUTS_GIBBS_COMMAND = "python -m bayes_persona.bench nuts --gibbs --out paper/results/nuts_gibbs"
 NUTS_GIBBS_CHECK_BLOCKS = ("text:nuts-gibbs-check",)
@@ -1116,6 +1127,8 @@ load_sbc_iw_resampled = _load_sbc_addendum("sbc_iw_resampled", SBC_IW_RESAMPLED_
 render_sbc_iw_resampled = _render_sbc_addendum("sbc_iw_resampled", "sbc-iw-resampled")
 load_sbc_iw_gibbs = _load_sbc_addendum("sbc_iw_gibbs", SBC_IW_GIBBS_COMMAND)
 render_sbc_iw_gibbs = _render_sbc_addendum("sbc_iw_gibbs", "sbc-iw-gibbs")
+load_sbc_exact = _load_sbc_addendum("sbc_exact", SBC_EXACT_COMMAND)
+render_sbc_exact = _render_sbc_addendum("sbc_exact", "sbc-exact")
 
 
 def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1315,6 +1328,7 @@ def render(
         ("sbc_resampled", load_sbc_resampled, render_sbc_resampled),
         ("sbc_iw_resampled", load_sbc_iw_resampled, render_sbc_iw_resampled),
         ("sbc_iw_gibbs", load_sbc_iw_gibbs, render_sbc_iw_gibbs),
+        ("sbc_exact", load_sbc_exact, render_sbc_exact),
         ("nuts_gibbs", load_nuts_gibbs, render_nuts_gibbs),
         ("nuts_gibbs_check", load_nuts_gibbs_check, render_nuts_gibbs_check),
         ("accounts_iw", load_accounts_iw, render_accounts_iw),
@@ -1345,7 +1359,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -576,3 +576,16 @@ def test_gibbs_addenda_render_the_sampler_rows():
     txt = mp.render_sbc_iw_gibbs({"coverage": sb, "uniformity": uni, "provenance": sprov})
     assert "| meanfield+iw8+gibbs | two items share a persona | 88.0% | 0.3 |" in txt["table:sbc-iw-gibbs"]
     assert txt["text:sbc-iw-gibbs"].startswith("Fitted with 8 draws of each user; draws of the Gibbs sampler")
+
+
+def test_the_exact_simulator_addendum_says_so():
+    sb = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "level": 0.9, "coverage": 0.83, "n": 4000}])
+    uni = pd.DataFrame([{"guide": "meanfield", "quantity": "co_assignment", "pvalue": 0.001}])
+    prov = {"fit_kwargs": {}, "repeats": True, "repeat_probability": 0.033, "git_commit": "0123456789ab",
+            "n_replications": 100, "interactions_per_user": [10, 20]}  # fmt: skip
+    txt = mp.render_sbc_exact({"coverage": sb, "uniformity": uni, "provenance": prov})
+    assert "| meanfield (exact simulator) | two items share a persona | 83.0% |" in txt["table:sbc-exact"]
+    assert txt["text:sbc-exact"].startswith("The exact simulator (independent picks, repeats counted)")
+    assert "3.3% repeat an earlier one, and the fit counts each repeat" in txt["text:sbc-exact"]
+    old = mp.render_sbc_iw({"coverage": sb, "uniformity": uni, "provenance": {**prov, "repeats": None}})
+    assert "the simulator's departure from the likelihood (it draws distinct items)" in old["text:sbc-iw"]
