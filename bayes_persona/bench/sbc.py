@@ -11,7 +11,8 @@ worlds for every guide) and writes into ``--out``:
 * ``provenance.json``: the settings (``fit_kwargs`` holds ``user_particles`` when
   ``--particles`` is above 1; ``resample`` the candidates of each resampled user draw,
   ``--resample``; ``gibbs`` whether the draws came from the guide-proposal Gibbs sampler,
-  ``--gibbs``; ``repeats`` whether picks were drawn independently, repeats counted as
+  ``--gibbs``, and ``gibbs_options`` its settings, ``--gibbs-burn``, ``--gibbs-thin``,
+  ``--gibbs-proposal-scale``; ``repeats`` whether picks were drawn independently, repeats counted as
   ``sample_weight``, so that the simulator is exactly the likelihood, the default, or
   distinct, ``--distinct``), the mean share of picks that repeat an earlier one (with
   ``--distinct``, the simulator's mismatch with the likelihood), the wall time, the commit
@@ -119,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gibbs", action="store_true",
                     help="rank among draws of the Gibbs sampler with the fitted guide as its proposal "
                     "(bayes_persona.diagnostics.refine)")
+    ap.add_argument("--gibbs-burn", type=int, default=None, help="sweeps before the first kept draw (--gibbs; default 30)")
+    ap.add_argument("--gibbs-thin", type=int, default=None, help="sweeps between kept draws (--gibbs; default 2)")
+    ap.add_argument("--gibbs-proposal-scale", type=float, default=None,
+                    help="widen the sampler's proposals around the guide's means by this factor (--gibbs; default 1)")
     ap.add_argument("--distinct", action="store_true",
                     help="simulate distinct picks (without replacement), as runs before the exact "
                     "simulator did; the default draws picks independently and counts repeats")
@@ -138,13 +143,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--resample must be a non-negative integer; got {args.resample}")
     if args.gibbs and args.resample:
         ap.error("--gibbs and --resample are two ways to draw; give one")
+    go = {k: v for k, v in (("burn", args.gibbs_burn), ("thin", args.gibbs_thin),
+                            ("proposal_scale", args.gibbs_proposal_scale)) if v is not None}  # fmt: skip
+    if go and not args.gibbs:
+        ap.error("--gibbs-burn, --gibbs-thin and --gibbs-proposal-scale need --gibbs")
+    if go.get("burn", 0) < 0 or go.get("thin", 1) < 1 or go.get("proposal_scale", 1.0) <= 0:
+        ap.error(f"--gibbs-burn must be >= 0, --gibbs-thin >= 1 and --gibbs-proposal-scale > 0; got {go}")
     guides = tuple(g.strip() for g in args.guides.split(",") if g.strip())
     fit = {"max_epochs": cfg.pop("max_epochs"), "learning_rate": cfg.pop("learning_rate")}
     if args.particles > 1:
         fit["user_particles"] = args.particles
     res = compare_guides(
         guides, **cfg, likelihood=args.likelihood, empirical_bayes=args.empirical_bayes,
-        fit_kwargs=fit, resample=args.resample, gibbs=args.gibbs, repeats=not args.distinct, random_state=args.seed,
+        fit_kwargs=fit, resample=args.resample, gibbs=args.gibbs, gibbs_options=go, repeats=not args.distinct,
+        random_state=args.seed,
     )  # fmt: skip
     write_results(
         Path(args.out), {"ranks": res.ranks, "coverage": res.coverage, "uniformity": res.uniformity},

@@ -465,6 +465,7 @@ def _replication_ranks(
     levels: Sequence[float],
     resample: int = 0,
     gibbs: bool = False,
+    gibbs_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Ranks of one fitted replication: each quantity of :data:`QUANTITIES` once per user
     (among draws with the user part resampled from ``resample`` guide draws when positive,
@@ -479,7 +480,7 @@ def _replication_ranks(
     if gibbs:
         from bayes_persona.diagnostics.refine import gibbs_draws
 
-        post = gibbs_draws(model, num_samples, random_state=int(model.random_state))
+        post = gibbs_draws(model, num_samples, random_state=int(model.random_state), **(gibbs_options or {}))
         post.pop("acceptance")
     else:
         post = posterior_draws(model, num_samples, resample=resample)
@@ -550,6 +551,7 @@ def simulation_based_calibration(
     fit_kwargs: Mapping[str, Any] | None = None,
     resample: int = 0,
     gibbs: bool = False,
+    gibbs_options: Mapping[str, Any] | None = None,
     repeats: bool = True,
     random_state: int = 0,
 ) -> SBCResult:
@@ -597,6 +599,10 @@ def simulation_based_calibration(
         Rank among draws of the Gibbs sampler that uses the fitted guide as its proposal
         (:func:`bayes_persona.diagnostics.refine.gibbs_draws`), instead of the guide's own
         draws; not together with ``resample``.
+    gibbs_options : mapping, optional
+        Settings of the sampler with ``gibbs``: any of ``burn``, ``thin``,
+        ``user_candidates`` and ``proposal_scale`` of
+        :func:`~bayes_persona.diagnostics.refine.gibbs_draws` (its defaults otherwise).
     repeats : bool, default True
         Simulate each user's picks independently, repeats included, and fit each repeated
         item with its count as ``sample_weight``: the simulator is then exactly the
@@ -628,6 +634,7 @@ def simulation_based_calibration(
         raise DataValidationError(f"gibbs and resample are two ways to draw; give one, got resample={M} with gibbs=True")
     if not isinstance(repeats, bool):
         raise DataTypeError(f"repeats must be a bool; got {type(repeats).__name__}")
+    go = _check_gibbs_options(gibbs_options, gibbs)
     if guide not in ("meanfield", "lowrank"):
         raise DataValidationError(f"guide must be 'meanfield' or 'lowrank'; got {guide!r}")
     lv = tuple(float(x) for x in levels)
@@ -657,7 +664,7 @@ def simulation_based_calibration(
         persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, likelihood=likelihood,
         empirical_bayes=empirical_bayes, levels=lv, n_bins=nb, fit_kwargs=dict(fk), resample=M, gibbs=gibbs,
-        repeats=repeats, random_state=seed,
+        gibbs_options=dict(go), repeats=repeats, random_state=seed,
     )  # fmt: skip
     rng = np.random.default_rng([seed, 0x5BC])
     start = time.perf_counter()
@@ -678,7 +685,7 @@ def simulation_based_calibration(
         repeat_probs.append(world.repeat_probability)
         # unpicked items too; a repeated pick counts as many choices as it was made
         model.fit(world.dataset, catalogue=world.dataset.items["item_id"], sample_weight=world.counts())
-        rep_rows = _replication_ranks(model, world, L, rng, lv, M, gibbs)
+        rep_rows = _replication_ranks(model, world, L, rng, lv, M, gibbs, go)
         for row in rep_rows:
             row["replication"] = r
             row["guide"] = guide
@@ -691,6 +698,24 @@ def simulation_based_calibration(
     # the share of picks that repeat one before: the simulator's mismatch unless ``repeats``
     config["repeat_probability"] = float(np.mean(repeat_probs))
     return SBCResult(ranks, coverage, uniformity, config, time.perf_counter() - start)
+
+
+#: The settings of the Gibbs sampler that ``gibbs_options`` may set.
+GIBBS_OPTIONS = ("burn", "thin", "user_candidates", "proposal_scale")
+
+
+def _check_gibbs_options(options: Any, gibbs: bool) -> dict[str, Any]:
+    """``gibbs_options`` as a dict, checked (names here; values by the sampler)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise DataTypeError(f"gibbs_options must be a mapping; got {type(options).__name__}")
+    unknown = sorted(set(options) - set(GIBBS_OPTIONS))
+    if unknown:
+        raise DataValidationError(f"gibbs_options may set {list(GIBBS_OPTIONS)}; got {unknown}")
+    if options and not gibbs:
+        raise DataValidationError(f"gibbs_options {dict(options)} need gibbs=True")
+    return dict(options)
 
 
 def compare_guides(guides: Sequence[str] = ("meanfield", "lowrank"), **kwargs: Any) -> SBCResult:

@@ -171,6 +171,10 @@ def test_compare_guides_on_the_same_worlds():
         ({"likelihood": "other"}, DataValidationError, "likelihood"),
         ({"empirical_bayes": 1}, DataTypeError, "empirical_bayes"),
         ({"resample": -1}, DataValidationError, "resample"),
+        ({"repeats": 1}, DataTypeError, "repeats"),
+        ({"gibbs": True, "gibbs_options": {"steps": 3}}, DataValidationError, "gibbs_options may set"),
+        ({"gibbs_options": {"thin": 3}}, DataValidationError, "need gibbs=True"),
+        ({"gibbs": True, "gibbs_options": [("thin", 3)]}, DataTypeError, "gibbs_options must be a mapping"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -244,7 +248,16 @@ def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     assert not rs["ranks"]["rank"].equals(res["ranks"]["rank"])
     assert main(["sbc", "--smoke", "--guides", "meanfield", "--gibbs", "--out", str(tmp_path / "gibbs")]) == 0
     gb = read(tmp_path / "gibbs")
-    assert gb["provenance"]["gibbs"] and not prov["gibbs"]
+    assert gb["provenance"]["gibbs"] and not prov["gibbs"] and gb["provenance"]["gibbs_options"] == {}
+    assert main(["sbc", "--smoke", "--guides", "meanfield", "--gibbs", "--gibbs-proposal-scale", "1.5", "--gibbs-thin", "3",
+                 "--out", str(tmp_path / "wide")]) == 0  # fmt: skip
+    wide = read(tmp_path / "wide")
+    assert wide["provenance"]["gibbs_options"] == {"thin": 3, "proposal_scale": 1.5}
+    assert not wide["ranks"]["rank"].equals(gb["ranks"]["rank"])  # other chains, same truth
+    np.testing.assert_allclose(wide["ranks"]["true"], gb["ranks"]["true"])
+    for bad in (["--gibbs-thin", "2"], ["--gibbs", "--gibbs-proposal-scale", "0"]):
+        with pytest.raises(SystemExit):
+            main(["sbc", "--smoke", *bad, "--out", str(tmp_path / "bad")])
     np.testing.assert_allclose(gb["ranks"]["true"], res["ranks"]["true"])
     with pytest.raises(SystemExit):
         main(["sbc", "--smoke", "--gibbs", "--resample", "3", "--out", str(tmp_path / "bad")])
