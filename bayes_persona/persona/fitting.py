@@ -300,7 +300,7 @@ def check_sample_weight(sample_weight: Any, n_rows: int, feedback: str) -> np.nd
             f"sample_weight is for feedback='implicit' (how many choices a row stands for); "
             f"this model has feedback={feedback!r}"
         )
-    arr = np.asarray(sample_weight.to_numpy() if isinstance(sample_weight, pd.Series) else sample_weight)
+    arr = np.asarray(sample_weight)
     if arr.dtype.kind not in "iuf" or arr.ndim != 1:
         raise DataTypeError(
             f"sample_weight must be a 1-D array of numbers, one per row of train; got "

@@ -112,26 +112,25 @@ class InteractionMatrix:
 
     def weights_of(self, users: np.ndarray) -> np.ndarray:
         """The weights of :meth:`rows_of`'s rows (ones when the fit had no ``sample_weight``)."""
-        indptr = self.indptr.cpu().numpy()
-        users = np.asarray(users, dtype=np.int64)
-        counts = indptr[users + 1] - indptr[users]
-        if self.weights is None:
-            return np.ones(int(counts.sum()))
-        starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        return self.weights.cpu().numpy().astype(np.float64)[starts + np.arange(int(counts.sum()))]
+        _, pos = self._positions(users)
+        return np.ones(len(pos)) if self.weights is None else self.weights.cpu().numpy().astype(np.float64)[pos]
 
     def items_of(self, u: int) -> np.ndarray:
         return self.indices[self.indptr[u] : self.indptr[u + 1]].cpu().numpy()
 
     def rows_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(j, item)`` for every training item of ``users[j]``, without a Python loop."""
+        rows, pos = self._positions(users)
+        return rows, self.indices.cpu().numpy()[pos]
+
+    def _positions(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(j, position in the CSR arrays)`` of every training item of ``users[j]``."""
         indptr = self.indptr.cpu().numpy()
         users = np.asarray(users, dtype=np.int64)
         counts = indptr[users + 1] - indptr[users]
         rows = np.repeat(np.arange(len(users)), counts)
         starts = np.repeat(indptr[users] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-        pos = starts + np.arange(int(counts.sum()))
-        return rows, self.indices.cpu().numpy()[pos]
+        return rows, starts + np.arange(int(counts.sum()))
 
     def sample_batch(
         self, g: torch.Generator, batch_size: int, max_items: int, n_negatives: int | None,

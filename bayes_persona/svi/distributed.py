@@ -313,5 +313,5 @@ def _shard_csr(seen: Any, own: np.ndarray) -> Any:
     pos = np.repeat(indptr[own] - new_indptr[:-1], counts) + np.arange(new_indptr[-1])
     pos_t = torch.as_tensor(pos)
     values = seen.values.cpu()[pos_t] if seen.values is not None else None
-    weights = seen.weights.cpu()[pos_t] if getattr(seen, "weights", None) is not None else None
+    weights = seen.weights.cpu()[pos_t] if seen.weights is not None else None
     return InteractionMatrix(torch.as_tensor(new_indptr), seen.indices.cpu()[pos_t], values, weights)
