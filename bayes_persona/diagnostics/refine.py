@@ -53,6 +53,14 @@ def _log_normal(x: np.ndarray, loc: np.ndarray | float, scale: np.ndarray | floa
     return (-0.5 * z * z - np.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def _dirichlet(conc: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` Dirichlet draws of each row of ``conc`` (U, K), shape (n, U, K), positive even for
+    small concentrations: the Gamma draws are made in log space, ``log G(a) = log G(a + 1) +
+    log(V) / a`` with V uniform (as the guide's ``draw_prevalence`` does)."""
+    log_g = np.log(rng.standard_gamma(conc + 1.0, size=(n, *conc.shape))) + np.log(rng.random((n, *conc.shape))) / conc
+    return np.exp(log_g - logsumexp(log_g, axis=-1, keepdims=True))
+
+
 class _World:
     """The model's pieces as float64 arrays, and the log densities the kernels need."""
 
@@ -101,7 +109,11 @@ class _World:
                 loc = g.persona_median(users).double().reshape(self.U, self.K, self.D)  # the mean of a Gaussian
                 p = loc + self.c * (p - loc)
                 log_q = log_q - self.K * self.D * math.log(self.c)
-            if self.K > 1:
+            if self.K > 1 and self.c != 1.0:  # widened: the guide's concentrations over c^2, same mean
+                conc = g.prevalence_concentration(users).double().numpy() / self.c**2  # (U, K)
+                pi = torch.as_tensor(_dirichlet(conc, n, rng))
+                log_q = log_q + torch.distributions.Dirichlet(torch.as_tensor(conc)).log_prob(pi)
+            elif self.K > 1:
                 pi = g.draw_prevalence(users, [rng] * U, n).double()
                 log_q = log_q + g.prevalence_log_density(users, pi)
             else:
@@ -158,10 +170,10 @@ def gibbs_draws(
         ``user_candidates - 1`` guide draws).
     proposal_scale : float, default 1
         Widen the proposals around the guide's means by this factor: the items' Normal
-        scales, and each persona block's deviation from its mean (the prevalences are drawn
-        from the guide as they are). An independence proposal lighter-tailed than the
-        posterior rarely reaches its tails, even at a good acceptance rate; a wider one
-        does, at a lower rate.
+        scales, each persona block's deviation from its mean, and the prevalences (the
+        guide's Dirichlet concentrations divided by ``proposal_scale ** 2``, the same mean).
+        An independence proposal lighter-tailed than the posterior rarely reaches its tails,
+        even at a good acceptance rate; a wider one does, at a lower rate.
     random_state : int, default 0
 
     Returns

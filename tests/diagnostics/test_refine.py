@@ -155,3 +155,15 @@ def test_the_mixing_rule_counts_kept_draws_that_repeat(items, users, thin, warns
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_if_stuck(np.zeros((2, 0)), 1)  # no sweeps after burn-in: nothing measured
+
+
+def test_log_space_dirichlet_draws_have_the_dirichlet_moments():
+    from bayes_persona.diagnostics.refine import _dirichlet
+
+    conc = np.array([[0.05, 0.3, 2.0], [4.0, 4.0, 1.0]])
+    x = _dirichlet(conc, 40_000, np.random.default_rng(0))
+    assert (x > 0).all() and np.allclose(x.sum(-1), 1.0)
+    a0 = conc.sum(1, keepdims=True)
+    mean, var = conc / a0, conc * (a0 - conc) / (a0**2 * (a0 + 1))
+    np.testing.assert_allclose(x.mean(0), mean, atol=0.01)
+    np.testing.assert_allclose(x.var(0), var, rtol=0.06, atol=1e-4)
