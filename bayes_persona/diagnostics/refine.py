@@ -43,6 +43,7 @@ from scipy.special import log_softmax, logsumexp
 
 from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.exceptions import DataValidationError, MixingWarning
+from bayes_persona.persona.model import dirichlet_log_space
 
 __all__ = ["gibbs_draws"]
 
@@ -54,11 +55,9 @@ def _log_normal(x: np.ndarray, loc: np.ndarray | float, scale: np.ndarray | floa
 
 
 def _dirichlet(conc: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` Dirichlet draws of each row of ``conc`` (U, K), shape (n, U, K), positive even for
-    small concentrations: the Gamma draws are made in log space, ``log G(a) = log G(a + 1) +
-    log(V) / a`` with V uniform (as the guide's ``draw_prevalence`` does)."""
-    log_g = np.log(rng.standard_gamma(conc + 1.0, size=(n, *conc.shape))) + np.log(rng.random((n, *conc.shape))) / conc
-    return np.exp(log_g - logsumexp(log_g, axis=-1, keepdims=True))
+    """``n`` Dirichlet draws of each row of ``conc`` (U, K), shape (n, U, K), by the guide's
+    log-space sampler (:func:`~bayes_persona.persona.model.dirichlet_log_space`)."""
+    return np.stack([dirichlet_log_space(c, n, rng) for c in conc], axis=1)
 
 
 class _World:

@@ -197,6 +197,16 @@ class Batch:
         return Batch(*(move(getattr(self, f)) for f in self.__dataclass_fields__))
 
 
+def dirichlet_log_space(conc: np.ndarray, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_draws`` draws of Dirichlet(``conc``) (K,), shape (n_draws, K), positive even for
+    small concentrations: the Gamma draws are made in log space,
+    ``log G(a) = log G(a + 1) + log(U) / a`` with U uniform, so that a share near zero stays
+    positive instead of underflowing."""
+    log_g = np.log(rng.gamma(conc + 1.0, size=(n_draws, len(conc)))) + np.log(rng.random((n_draws, len(conc)))) / conc
+    out = np.exp(log_g - log_g.max(axis=1, keepdims=True))
+    return out / out.sum(-1, keepdims=True)
+
+
 def _softplus_inv(x: float) -> float:
     return math.log(math.expm1(x))
 
@@ -568,10 +578,7 @@ class _Guide(nn.Module):
         conc = np.logaddexp(0.0, raw) + _MIN_CONC  # (B, K)
         out = np.empty((n_draws, len(users), self.n_personas))
         for j, rng in enumerate(rngs):
-            a = conc[j]
-            log_g = np.log(rng.gamma(a + 1.0, size=(n_draws, len(a)))) + np.log(rng.random((n_draws, len(a)))) / a
-            out[:, j] = np.exp(log_g - log_g.max(axis=1, keepdims=True))
-        out /= out.sum(-1, keepdims=True)
+            out[:, j] = dirichlet_log_space(conc[j], n_draws, rng)
         return torch.as_tensor(np.maximum(out, np.finfo(np.float32).tiny), dtype=torch.float32, device=dev)
 
     def draw_user_bias(self, users: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
