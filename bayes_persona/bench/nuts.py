@@ -12,7 +12,9 @@ Runs :func:`bayes_persona.diagnostics.nuts.compare_with_nuts` and writes into ``
   ``"<method>+gibbs"``; and ``nuts``);
 * ``overlap.csv``: per guide and quantity, the mean overlap (intersection over union) of
   its 90% intervals with NUTS's, and the median ratio of their widths;
-* ``provenance.json``: the settings, NUTS's divergences, wall time per method, the commit
+* ``provenance.json``: the settings (``repeats``: whether the worlds' picks were drawn
+  independently, repeats counted, the default, or distinct, ``--distinct``; folders without
+  it were run with distinct picks), NUTS's divergences, wall time per method, the commit
   and the package versions.
 
 The defaults (10 worlds of 15 users, 80 items, K = 3, D = 2) take about 20 minutes on one
@@ -56,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gibbs", action="store_true",
                     help="also score every fit with the draws of the Gibbs sampler that uses it as its "
                     "proposal ('<method>+gibbs')")
+    ap.add_argument("--distinct", action="store_true",
+                    help="simulate distinct picks (without replacement), as runs before the exact "
+                    "simulator did; the default draws picks independently and counts repeats")
     ap.add_argument("--smoke", action="store_true", help="one tiny world (for tests)")
     args = ap.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -73,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.particles < 1:
             ap.error(f"--particles must be a positive integer; got {args.particles}")
         cfg["user_particles"] = args.particles
-    res = compare_with_nuts(**cfg, gibbs=args.gibbs, random_state=args.seed)
+    res = compare_with_nuts(**cfg, gibbs=args.gibbs, repeats=not args.distinct, random_state=args.seed)
     write_results(
         Path(args.out), {"intervals": res.intervals, "coverage": res.coverage, "overlap": res.overlap},
         {"benchmark": "SVI against NUTS (bayes_persona.bench.nuts)", "smoke": bool(args.smoke), **res.config,

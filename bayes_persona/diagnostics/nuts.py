@@ -11,6 +11,9 @@ worlds isolates the approximation: how often each covers the truth, and how much
 Each world is a :func:`~bayes_persona.diagnostics.sbc.simulate_prior_world` draw; SVI
 fits the guides with the prior scales fixed at the simulated values; NUTS samples the
 fitted model's Pyro program (the same fixed hyperparameters) on all interactions at once.
+By default the worlds come from the exact simulator (independent picks, a repeated pick
+counted as often as it was made), so that NUTS's intervals are calibrated against the truth
+and not only a reference for SVI's.
 The ranked quantities are the label-invariant ones of SBC
 (:func:`~bayes_persona.diagnostics.sbc.invariant_quantities`), one set per user. Worlds
 must be small: NUTS costs about a minute per world of 15 users and 80 items on one core.
@@ -86,15 +89,19 @@ def _full_batch(world: PriorWorld):
     from bayes_persona.persona.model import Batch
 
     r = world.dataset.ratings
+    counted = world.counts() is not None  # the exact simulator: each row has its count
     U = world.persona_factors.shape[0]
-    by = [g["item_id"].to_numpy(np.int64) - 1 for _, g in r.groupby("user_id", sort=True)]
-    L = max(len(x) for x in by)
+    groups = [g for _, g in r.groupby("user_id", sort=True)]
+    L = max(len(g) for g in groups)
     items = torch.zeros(U, L, dtype=torch.long)
     mask = torch.zeros(U, L, dtype=torch.bool)
-    for u, x in enumerate(by):
-        items[u, : len(x)] = torch.as_tensor(x)
-        mask[u, : len(x)] = True
-    return Batch(torch.arange(U), items, mask, torch.ones(U))
+    obs_weight = torch.ones(U, L) if counted else None
+    for u, g in enumerate(groups):
+        items[u, : len(g)] = torch.as_tensor(g["item_id"].to_numpy(np.int64) - 1)
+        mask[u, : len(g)] = True
+        if counted:
+            obs_weight[u, : len(g)] = torch.as_tensor(g["count"].to_numpy(np.float32))
+    return Batch(torch.arange(U), items, mask, torch.ones(U), obs_weight=obs_weight)
 
 
 def nuts_draws(
@@ -112,9 +119,11 @@ def nuts_draws(
     Parameters
     ----------
     model : PersonaRecommender
-        Fitted with ``fit(world.dataset, catalogue=...)`` (its hyperparameters, e.g. fixed
-        prior scales, are those NUTS uses).
+        Fitted with ``fit(world.dataset, catalogue=..., sample_weight=world.counts())``
+        (its hyperparameters, e.g. fixed prior scales, are those NUTS uses).
     world : PriorWorld
+        A world of the exact simulator (``repeats=True``) counts each row as often as it
+        was picked, as the fit's ``sample_weight`` does.
     num_samples : int, default 200
         Draws kept, after thinning by ``thin``.
     warmup_steps, max_tree_depth, seed : int
@@ -197,6 +206,7 @@ def compare_with_nuts(
     resample: int = 0,
     user_particles: int = 1,
     gibbs: bool = False,
+    repeats: bool = True,
     random_state: int = 0,
 ) -> NutsComparison:
     """SVI's guides against NUTS on ``n_worlds`` small worlds from the model's own prior.
@@ -210,6 +220,13 @@ def compare_with_nuts(
     ``"<guide>+iw<P>"``). With ``gibbs`` every fit is also scored with the draws of the
     Gibbs sampler that uses it as its proposal
     (:func:`bayes_persona.diagnostics.refine.gibbs_draws`; method ``"<method>+gibbs"``).
+
+    With ``repeats`` (the default) each world's picks are drawn independently, as the
+    likelihood has them, and every fit and NUTS count a repeated pick as often as it was
+    made (``sample_weight``; :func:`~bayes_persona.diagnostics.sbc.simulate_prior_world`):
+    NUTS's intervals then cover the truth at their nominal rates, up to Monte Carlo error,
+    and each method's coverage can be read against nominal as well as against NUTS's.
+    ``repeats=False`` draws distinct picks, as runs before the exact simulator did.
 
     Returns
     -------
@@ -231,6 +248,8 @@ def compare_with_nuts(
     P = _check_int("user_particles", user_particles, 1)
     if not isinstance(gibbs, bool):
         raise DataValidationError(f"gibbs must be a bool; got {gibbs!r}")
+    if not isinstance(repeats, bool):
+        raise DataValidationError(f"repeats must be a bool; got {repeats!r}")
     lv = tuple(float(x) for x in levels)
     if 0.9 not in lv or any(not 0 < x < 1 for x in lv):
         raise DataValidationError(f"levels must be floats in (0, 1) including 0.9; got {levels!r}")
@@ -239,7 +258,7 @@ def compare_with_nuts(
         interactions_per_user=tuple(interactions_per_user), guides=tuple(guides), num_samples=num_samples,
         warmup_steps=warmup_steps, persona_scale=persona_scale, item_scale=item_scale, bias_scale=bias_scale,
         prevalence_concentration=prevalence_concentration, max_epochs=max_epochs, learning_rate=learning_rate,
-        levels=lv, resample=M, user_particles=P, gibbs=gibbs, random_state=seed,
+        levels=lv, resample=M, user_particles=P, gibbs=gibbs, repeats=repeats, random_state=seed,
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -248,7 +267,7 @@ def compare_with_nuts(
         world = simulate_prior_world(
             n_users, n_items, n_personas, n_factors, interactions_per_user, persona_scale=persona_scale,
             item_scale=item_scale, bias_scale=bias_scale, prevalence_concentration=prevalence_concentration,
-            seed=seed * 1_000_003 + 500_000 + r,
+            repeats=repeats, seed=seed * 1_000_003 + 500_000 + r,
         )  # fmt: skip
         picks = draw_picks(world, np.random.default_rng([seed, r, 0x6075]))
         true = true_quantities(world, picks)
@@ -263,7 +282,7 @@ def compare_with_nuts(
                     n_prototypes=0, item_prior_scale=item_scale, persona_prior_scale=persona_scale,
                     bias_prior_scale=bias_scale, max_epochs=max_epochs, batch_size=max(n_users, 1),
                     learning_rate=learning_rate, user_particles=particles, progress=False, random_state=r,
-                ).fit(world.dataset, catalogue=world.dataset.items["item_id"])  # fmt: skip
+                ).fit(world.dataset, catalogue=world.dataset.items["item_id"], sample_weight=world.counts())  # fmt: skip
                 draws = invariant_quantities(**posterior_draws(est, num_samples), picks=picks)
                 seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t
                 rows += _interval_rows(r, picks, draws, true, method, lv)

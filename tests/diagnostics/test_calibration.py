@@ -286,6 +286,22 @@ def test_invariant_quantities_agree_with_the_world_and_ignore_labels():
         np.testing.assert_allclose(again[name][0], true[name])
 
 
+def test_nuts_batch_counts_repeated_picks_as_the_fit_does():
+    from bayes_persona.diagnostics.nuts import _full_batch
+
+    w = calibration.simulate_prior_world(5, 24, 2, 2, (10, 12), repeats=True, bias_scale=2.0, seed=2)
+    counts = w.counts()
+    assert counts.max() > 1  # a small catalogue: picks repeat
+    batch = _full_batch(w)
+    r = w.dataset.ratings
+    for u in range(5):
+        mine = r[r["user_id"] == u + 1]
+        got = dict(zip(batch.items[u][batch.mask[u]].tolist(), batch.obs_weight[u][batch.mask[u]].tolist()))
+        assert got == dict(zip((mine["item_id"] - 1).tolist(), mine["count"].astype(float).tolist()))
+    assert float(batch.obs_weight[batch.mask].sum()) == counts.sum()
+    assert _full_batch(calibration.simulate_prior_world(5, 24, 2, 2, (3, 5), seed=2)).obs_weight is None
+
+
 def test_bench_nuts_compares_guides_with_nuts(tmp_path):
     from bayes_persona.bench import main
 
@@ -304,6 +320,9 @@ def test_bench_nuts_compares_guides_with_nuts(tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     assert prov["smoke"] and prov["n_worlds"] == 1 and "nuts" in prov["seconds"] and prov["resample"] == 5
     assert prov["user_particles"] == 2 and "meanfield+iw2" in prov["seconds"]
+    assert prov["repeats"] is True  # the exact simulator by default
+    assert main(["nuts", "--smoke", "--resample", "0", "--particles", "1", "--distinct", "--out", str(tmp_path / "distinct")]) == 0
+    assert json.loads((tmp_path / "distinct" / "provenance.json").read_text())["repeats"] is False
     assert main(["nuts", "--smoke", "--resample", "0", "--particles", "1", "--out", str(tmp_path / "plain")]) == 0
     assert set(pd.read_csv(tmp_path / "plain" / "coverage.csv")["method"]) == {"meanfield", "lowrank", "nuts"}
     with pytest.raises(SystemExit):
