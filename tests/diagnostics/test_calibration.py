@@ -296,8 +296,8 @@ def test_nuts_batch_counts_repeated_picks_as_the_fit_does():
     r = w.dataset.ratings
     for u in range(5):
         mine = r[r["user_id"] == u + 1]
-        got = dict(zip(batch.items[u][batch.mask[u]].tolist(), batch.obs_weight[u][batch.mask[u]].tolist()))
-        assert got == dict(zip((mine["item_id"] - 1).tolist(), mine["count"].astype(float).tolist()))
+        got = dict(zip(batch.items[u][batch.mask[u]].tolist(), batch.obs_weight[u][batch.mask[u]].tolist(), strict=True))
+        assert got == dict(zip((mine["item_id"] - 1).tolist(), mine["count"].astype(float).tolist(), strict=True))
     assert float(batch.obs_weight[batch.mask].sum()) == counts.sum()
     assert _full_batch(calibration.simulate_prior_world(5, 24, 2, 2, (3, 5), seed=2)).obs_weight is None
 
