@@ -284,15 +284,16 @@ class TrainingData:
     weights: np.ndarray | None = None
 
 
-def check_sample_weight(sample_weight: Any, n_rows: int, feedback: str) -> np.ndarray:
-    """``fit``'s ``sample_weight`` as float64 (n_rows,), checked.
+def check_sample_weight(sample_weight: Any, n_rows: int, feedback: str, frame: str = "train") -> np.ndarray:
+    """``fit``'s (or ``fold_in``'s) ``sample_weight`` as float64 (n_rows,), checked; ``frame``
+    names the interactions it weighs in the errors.
 
     Raises
     ------
     DataTypeError
         Not a 1-D numeric array-like.
     DataValidationError
-        Explicit feedback, a length other than train's rows, or a weight that is not a
+        Explicit feedback, a length other than ``frame``'s rows, or a weight that is not a
         finite positive number.
     """
     if feedback != "implicit":
@@ -303,11 +304,11 @@ def check_sample_weight(sample_weight: Any, n_rows: int, feedback: str) -> np.nd
     arr = np.asarray(sample_weight)
     if arr.dtype.kind not in "iuf" or arr.ndim != 1:
         raise DataTypeError(
-            f"sample_weight must be a 1-D array of numbers, one per row of train; got "
+            f"sample_weight must be a 1-D array of numbers, one per row of {frame}; got "
             f"{type(sample_weight).__name__} with dtype {arr.dtype} and shape {arr.shape}"
         )
     if len(arr) != n_rows:
-        raise DataValidationError(f"sample_weight must have one entry per row of train ({n_rows}); got {len(arr)}")
+        raise DataValidationError(f"sample_weight must have one entry per row of {frame} ({n_rows}); got {len(arr)}")
     arr = arr.astype(np.float64)
     bad = ~(np.isfinite(arr) & (arr > 0))
     if bad.any():

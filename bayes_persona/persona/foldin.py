@@ -34,7 +34,7 @@ import torch
 from bayes_persona.data._validation import check_min_int, check_positive_float, ratings_of
 from bayes_persona.data.preprocessing import Vocabulary
 from bayes_persona.exceptions import DataValidationError, UnknownIdError
-from bayes_persona.persona.fitting import build_model, initial_personas
+from bayes_persona.persona.fitting import build_model, check_sample_weight, initial_personas
 from bayes_persona.persona.model import PersonaModel, make_guide
 from bayes_persona.svi.engine import SVIConfig, run_svi
 
@@ -63,6 +63,7 @@ def fold_in(
     learning_rate: float = 0.05,
     random_state: int | None = None,
     progress: bool = False,
+    sample_weight: Any = None,
 ) -> Any:
     """Infer new users' personas with the item parameters held fixed.
 
@@ -80,6 +81,11 @@ def fold_in(
         Seeds the fold-in's SVI; defaults to ``model.random_state``.
     progress : bool
         Show a progress bar.
+    sample_weight : array-like of shape (n_rows,), optional
+        How many choices each row of ``history`` stands for, as in ``fit`` (implicit
+        feedback only): a row of weight c enters the new users' likelihood as c
+        independent choices of its item. The weights are kept with the new model's
+        interactions (``seen_.weights``), as ``fit`` keeps its own.
 
     Returns
     -------
@@ -105,6 +111,7 @@ def fold_in(
     frame = ratings_of(history, "history")
     if model.feedback == "explicit" and "rating" not in frame.columns:
         raise DataValidationError("history needs a 'rating' column for an explicit-feedback model")
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, len(frame), model.feedback, "history")
 
     user_ids = frame["user_id"].to_numpy()
     known, _ = model.user_vocab_.index_of_known(user_ids)
@@ -139,7 +146,7 @@ def fold_in(
     new.item_categories_ = model.item_categories_
     new.item_titles_ = getattr(model, "item_titles_", {})
     new.n_negatives_ = model.n_negatives_
-    new.seen_ = InteractionMatrix.build(u, i, U, r)
+    new.seen_ = InteractionMatrix.build(u, i, U, r, weights)
 
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
