@@ -33,7 +33,8 @@ both dimensions).
   ``test`` is not given, else ``heldout_choice`` (chain, draw, heldout_obs) on the held-out
   ones; always exactly one variable, so ``az.loo(idata)`` needs no ``var_name``.
 * ``observed_data``: ``choice`` (obs) and ``heldout_choice`` (heldout_obs).
-* ``constant_data``: ``n_interactions`` (user), ``n_heldout`` (user), ``item_popularity``
+* ``constant_data``: ``n_interactions`` (user), ``n_heldout`` (user), ``choice_weight`` (obs;
+  only for a model fitted with ``sample_weight``, see *Weighted fits*), ``item_popularity``
   (catalog; training count of each item over *all* users), ``category_weight``
   (catalog, category; an item's ``c`` categories share weight ``1/c``; absent when the
   model has no item categories) and the empirical-Bayes hyperparameters as scalars.
@@ -68,6 +69,16 @@ parameters. With ``replicate="without_replacement"`` (default), for each draw ``
 
 ``replicate="with_replacement"`` draws i.i.d. choices, the literal likelihood (repeats
 possible; held-out choices from the items outside the user's training set).
+
+Weighted fits
+-------------
+A model fitted with ``sample_weight`` counts a training row of weight :math:`c` as
+:math:`c` choices of its item. Its pointwise log-likelihood is then that of the row,
+:math:`c \log P(i \mid u, \theta_s)`, so that ``az.loo`` leaves out a row with all its
+choices, and ``constant_data`` carries the weights as ``choice_weight`` (obs). The
+replicated data keep the design above, one replicated choice per row: they replicate the
+*set* of a user's items given its size, not the repeat counts, so the checks compare
+which items a user has, not how often each was chosen.
 
 Reproducibility
 ---------------
@@ -381,6 +392,8 @@ def _constants(model: Any, u_req: np.ndarray, train: _Pairs, held: _Pairs | None
         ),
         "user_index": (("user",), u_req.astype(np.int64)),
     }
+    if train.weight is not None:  # fit's sample_weight: the choices each training row stands for
+        out["choice_weight"] = (("obs",), train.weight.astype(np.float64))
     hyper = _hyperparameters(model)
     out.update({k: ((), v) for k, v in hyper.items()})
     if model.feedback == "implicit":

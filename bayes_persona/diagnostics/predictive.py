@@ -121,15 +121,18 @@ class _Pairs:
     item_idx: np.ndarray  # (n,) model item index
     rating: np.ndarray | None = None
     by_user: list[np.ndarray] = field(default_factory=list)  # rows of each requested user
+    weight: np.ndarray | None = None  # (n,) choices each pair stands for (fit's sample_weight)
 
     @classmethod
-    def build(cls, user_pos: np.ndarray, item_idx: np.ndarray, n_users: int, rating=None) -> _Pairs:
+    def build(cls, user_pos: np.ndarray, item_idx: np.ndarray, n_users: int, rating=None,
+              weight=None) -> _Pairs:  # fmt: skip
         order = np.lexsort((item_idx, user_pos))
         user_pos, item_idx = user_pos[order], item_idx[order]
         rating = rating[order] if rating is not None else None
+        weight = weight[order] if weight is not None else None
         bounds = np.searchsorted(user_pos, np.arange(n_users + 1))
         by_user = [np.arange(bounds[j], bounds[j + 1]) for j in range(n_users)]
-        return cls(user_pos, item_idx, rating, by_user)
+        return cls(user_pos, item_idx, rating, by_user, weight)
 
     def __len__(self) -> int:
         return len(self.item_idx)
@@ -147,7 +150,9 @@ def _training_pairs(model: Any, users: np.ndarray) -> _Pairs:
                 seen.values[seen.indptr[u] : seen.indptr[u + 1]].cpu().numpy().astype(float)
             )
     rating = np.concatenate(vals) if vals else None
-    return _Pairs.build(np.concatenate(pos), np.concatenate(items), len(users), rating)
+    # fit's sample_weight: a row stands for that many choices of its item
+    weight = seen.weights_of(np.asarray(users)) if seen.weights is not None else None
+    return _Pairs.build(np.concatenate(pos), np.concatenate(items), len(users), rating, weight)
 
 
 def _heldout_pairs(model: Any, test: Any, users: np.ndarray) -> _Pairs:
@@ -297,6 +302,8 @@ def _draw_groups(
                 if implicit:
                     lp = log_pred[:, jj]  # (S, N)
                     ll_train[:, rows] = lp[:, train.item_idx[rows]]
+                    if train.weight is not None:  # a row of weight c is c choices of its item
+                        ll_train[:, rows] *= train.weight[rows]
                     n_held_u = len(held.by_user[j]) if held is not None else 0
                     rep_train[:, rows] = _replicate(
                         lp, len(rows), replicate, rng, n_total=len(rows) + n_held_u

@@ -170,3 +170,26 @@ def test_fold_in_refuses_bad_weights(world, weights, error, match):
     history = pd.DataFrame({"user_id": [10_000, 10_000], "item_id": world["item_id"].iloc[:2].to_numpy()})
     with pytest.raises(error, match=match):
         m.fold_in(history, sample_weight=weights)
+
+
+def test_inference_data_of_a_weighted_fit_counts_each_rows_choices(world):
+    # The pointwise log-likelihood of a row of weight c is c log p(i | u), the weights are in
+    # constant_data, and an unweighted fit's export has neither.
+    from bayes_persona.diagnostics.inference_data import to_inference_data
+
+    w = np.random.default_rng(1).integers(1, 4, size=len(world)).astype(float)
+    m = small(max_epochs=3).fit(world, sample_weight=w)
+    users = world["user_id"].unique()[:5]
+    idata = to_inference_data(m, 20, users=users)
+    cw = idata.constant_data["choice_weight"].values
+    ll = idata.log_likelihood["choice"].values[0]  # (draw, obs)
+    lookup = dict(zip(zip(world["user_id"], world["item_id"], strict=True), w, strict=True))
+    obs = idata.observed_data
+    expect = [lookup[(u, i)] for u, i in zip(obs["user_id"].values, obs["item_id"].values, strict=True)]
+    np.testing.assert_array_equal(cw, expect)
+    m.seen_ = InteractionMatrix(m.seen_.indptr, m.seen_.indices, None)  # the same fit, weights dropped
+    m._cache.clear()
+    plain = to_inference_data(m, 20, users=users)
+    assert "choice_weight" not in plain.constant_data
+    np.testing.assert_allclose(ll, plain.log_likelihood["choice"].values[0] * cw, rtol=1e-6)
+    assert (cw > 1).any()
