@@ -827,7 +827,8 @@ COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results
 #: folders that older runs of ``bench all`` did not write).
 OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
                     "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw",
-                    "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check", "sbc_exact")
+                    "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check", "sbc_exact", "sbc_iw_exact",
+                    "sbc_iw_exact_check", "nuts_exact")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -957,9 +958,9 @@ def render_scale_check(ck: Mapping[str, Any]) -> dict[str, str]:
 
 
 NUTS_RESAMPLED_BLOCKS = ("table:nuts-resampled", "text:nuts-resampled")
-NUTS_RESAMPLED_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts_resampled"
+NUTS_RESAMPLED_COMMAND = "python -m bayes_persona.bench nuts --distinct --out paper/results/nuts_resampled"
 NUTS_CHECK_BLOCKS = ("text:nuts-check",)
-NUTS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --seed 1 --out paper/results/nuts_check"
+NUTS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --distinct --seed 1 --out paper/results/nuts_check"
 
 
 def load_nuts_resampled(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1001,9 +1002,9 @@ def render_nuts_check(ck: Mapping[str, Any]) -> dict[str, str]:
 
 
 NUTS_IW_BLOCKS = ("table:nuts-iw", "text:nuts-iw")
-NUTS_IW_COMMAND = "python -m bayes_persona.bench nuts --out paper/results/nuts_iw"
+NUTS_IW_COMMAND = "python -m bayes_persona.bench nuts --distinct --out paper/results/nuts_iw"
 NUTS_IW_CHECK_BLOCKS = ("text:nuts-iw-check",)
-NUTS_IW_CHECK_COMMAND = "python -m bayes_persona.bench nuts --seed 1 --out paper/results/nuts_iw_check"
+NUTS_IW_CHECK_COMMAND = "python -m bayes_persona.bench nuts --distinct --seed 1 --out paper/results/nuts_iw_check"
 
 
 def load_nuts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1034,12 +1035,12 @@ def render_nuts_iw_check(ck: Mapping[str, Any]) -> dict[str, str]:
 
 
 SBC_IW_BLOCKS = ("table:sbc-iw", "text:sbc-iw")
-SBC_IW_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --particles 8 --out paper/results/sbc_iw"
+SBC_IW_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --particles 8 --distinct --out paper/results/sbc_iw"
 SBC_RESAMPLED_BLOCKS = ("table:sbc-resampled", "text:sbc-resampled")
-SBC_RESAMPLED_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --resample 50 --out paper/results/sbc_resampled"
+SBC_RESAMPLED_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --resample 50 --distinct --out paper/results/sbc_resampled"
 SBC_IW_RESAMPLED_BLOCKS = ("table:sbc-iw-resampled", "text:sbc-iw-resampled")
 SBC_IW_RESAMPLED_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --resample 50 "
-                            "--out paper/results/sbc_iw_resampled")  # fmt: skip
+                            "--distinct --out paper/results/sbc_iw_resampled")  # fmt: skip
 ACCOUNTS_IW_BLOCKS = ("table:accounts-iw",)
 ACCOUNTS_IW_COMMAND = ("python -m bayes_persona.bench accounts --models ours --user-particles 8 "
                        "--out paper/results/accounts_iw")  # fmt: skip
@@ -1079,13 +1080,20 @@ def _render_sbc_addendum(folder: str, name: str) -> Callable[[Mapping[str, Any]]
 
 SBC_IW_GIBBS_BLOCKS = ("table:sbc-iw-gibbs", "text:sbc-iw-gibbs")
 SBC_IW_GIBBS_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --gibbs "
-                        "--out paper/results/sbc_iw_gibbs")  # fmt: skip
+                        "--distinct --out paper/results/sbc_iw_gibbs")  # fmt: skip
 SBC_EXACT_BLOCKS = ("table:sbc-exact", "text:sbc-exact")
 SBC_EXACT_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --out paper/results/sbc_exact"
+SBC_IW_EXACT_BLOCKS = ("table:sbc-iw-exact", "text:sbc-iw-exact")
+SBC_IW_EXACT_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --particles 8 --out paper/results/sbc_iw_exact"
+SBC_IW_EXACT_CHECK_BLOCKS = ("text:sbc-iw-exact-check",)
+SBC_IW_EXACT_CHECK_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --seed 1 "
+                              "--out paper/results/sbc_iw_exact_check")  # fmt: skip
+NUTS_EXACT_BLOCKS = ("table:nuts-exact", "text:nuts-exact")
+NUTS_EXACT_COMMAND = "python -m bayes_persona.bench nuts --gibbs --out paper/results/nuts_exact"
 NUTS_GIBBS_BLOCKS = ("table:nuts-gibbs", "text:nuts-gibbs")
-NUTS_GIBBS_COMMAND = "python -m bayes_persona.bench nuts --gibbs --out paper/results/nuts_gibbs"
+NUTS_GIBBS_COMMAND = "python -m bayes_persona.bench nuts --gibbs --distinct --out paper/results/nuts_gibbs"
 NUTS_GIBBS_CHECK_BLOCKS = ("text:nuts-gibbs-check",)
-NUTS_GIBBS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --gibbs --seed 1 --out paper/results/nuts_gibbs_check"
+NUTS_GIBBS_CHECK_COMMAND = "python -m bayes_persona.bench nuts --gibbs --distinct --seed 1 --out paper/results/nuts_gibbs_check"
 
 
 def load_nuts_gibbs(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1103,6 +1111,25 @@ def render_nuts_gibbs(gb: Mapping[str, Any]) -> dict[str, str]:
             f"{pv.get('user_particles', '?')} draws of each user in the importance-weighted fits), cells within 5 "
             f"points of NUTS's: {'; '.join(within)}.")  # fmt: skip
     return {"table:nuts-gibbs": table, "text:nuts-gibbs": text}
+
+
+def load_nuts_exact(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
+    """Read ``nuts_exact/``: the NUTS comparison (with the Gibbs sampler's rows) on worlds of
+    the exact simulator, where NUTS's own intervals are calibrated against the truth."""
+    return _load_folder(results_dir, "nuts_exact", ("coverage", "overlap"), NUTS_EXACT_COMMAND)
+
+
+def render_nuts_exact(ex: Mapping[str, Any]) -> dict[str, str]:
+    pv, cov = ex["provenance"], ex["coverage"]
+    nuts = cov[cov["method"] == "nuts"]
+    n_nominal = int(((nuts["coverage"] - nuts["level"]).abs() <= 0.05 + 1e-9).sum())
+    picks = "independent picks, repeats counted" if pv.get("repeats") else "distinct picks"
+    text = (f"On worlds of the exact simulator ({picks}; `paper/results/nuts_exact/`, commit "
+            f"{str(pv.get('git_commit', '?'))[:8]}; {pv.get('n_worlds', '?')} worlds drawn as those of `nuts/`, "
+            f"{pv.get('divergences', '?')} divergent transitions), NUTS's own intervals cover within 5 points of "
+            f"nominal in {n_nominal} of {len(nuts)} cells. Cells within 5 points of NUTS's: "
+            f"{'; '.join(_nuts_within(cov))}.")  # fmt: skip
+    return {"table:nuts-exact": _nuts_table(ex), "text:nuts-exact": text}
 
 
 def load_nuts_gibbs_check(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1129,6 +1156,23 @@ load_sbc_iw_gibbs = _load_sbc_addendum("sbc_iw_gibbs", SBC_IW_GIBBS_COMMAND)
 render_sbc_iw_gibbs = _render_sbc_addendum("sbc_iw_gibbs", "sbc-iw-gibbs")
 load_sbc_exact = _load_sbc_addendum("sbc_exact", SBC_EXACT_COMMAND)
 render_sbc_exact = _render_sbc_addendum("sbc_exact", "sbc-exact")
+load_sbc_iw_exact = _load_sbc_addendum("sbc_iw_exact", SBC_IW_EXACT_COMMAND)
+render_sbc_iw_exact = _render_sbc_addendum("sbc_iw_exact", "sbc-iw-exact")
+load_sbc_iw_exact_check = _load_sbc_addendum("sbc_iw_exact_check", SBC_IW_EXACT_CHECK_COMMAND)
+
+
+def render_sbc_iw_exact_check(ck: Mapping[str, Any]) -> dict[str, str]:
+    """One sentence: the uniformity p-values and 90% coverage of a rerun on other worlds."""
+    pv, uni, cov = ck["provenance"], ck["uniformity"], ck["coverage"]
+    at90 = cov[np.isclose(cov["level"], 0.9)].set_index("quantity")["coverage"]
+    parts = [f"{SBC_LABELS.get(q, q)} p = {float(p):.2g} ({_pct(float(at90.get(q, float('nan'))))} at 90%)"
+             for q, p in zip(uni["quantity"], uni["pvalue"], strict=True)]  # fmt: skip
+    n_ok = int((uni["pvalue"] > 0.01).sum())
+    return {"text:sbc-iw-exact-check": (
+        f"The same on {pv.get('n_replications', '?')} other worlds (seed {pv.get('random_state', '?')}, "
+        f"`paper/results/sbc_iw_exact_check/`, commit {str(pv.get('git_commit', '?'))[:8]}): {'; '.join(parts)}; "
+        f"{n_ok} of {len(uni)} rank-uniformity tests have p > 0.01."
+    )}  # fmt: skip
 
 
 def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1329,6 +1373,9 @@ def render(
         ("sbc_iw_resampled", load_sbc_iw_resampled, render_sbc_iw_resampled),
         ("sbc_iw_gibbs", load_sbc_iw_gibbs, render_sbc_iw_gibbs),
         ("sbc_exact", load_sbc_exact, render_sbc_exact),
+        ("sbc_iw_exact", load_sbc_iw_exact, render_sbc_iw_exact),
+        ("sbc_iw_exact_check", load_sbc_iw_exact_check, render_sbc_iw_exact_check),
+        ("nuts_exact", load_nuts_exact, render_nuts_exact),
         ("nuts_gibbs", load_nuts_gibbs, render_nuts_gibbs),
         ("nuts_gibbs_check", load_nuts_gibbs_check, render_nuts_gibbs_check),
         ("accounts_iw", load_accounts_iw, render_accounts_iw),
@@ -1359,7 +1406,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS) | set(SBC_IW_EXACT_BLOCKS) | set(SBC_IW_EXACT_CHECK_BLOCKS) | set(NUTS_EXACT_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

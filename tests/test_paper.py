@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_CHECK_BLOCKS) | set(mp.NUTS_EXACT_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -589,3 +589,27 @@ def test_the_exact_simulator_addendum_says_so():
     assert "3.3% repeat an earlier one, and the fit counts each repeat" in txt["text:sbc-exact"]
     old = mp.render_sbc_iw({"coverage": sb, "uniformity": uni, "provenance": {**prov, "repeats": None}})
     assert "the simulator's departure from the likelihood (it draws distinct items)" in old["text:sbc-iw"]
+
+
+def test_the_exact_nuts_addendum_reads_nuts_against_nominal():
+    cov = pd.DataFrame([{"method": m, "quantity": "max_share", "level": lv, "coverage": c, "n": 150, "se": 0.03}
+                        for m, vals in (("meanfield", (0.40, 0.80)), ("nuts", (0.52, 0.80)))
+                        for lv, c in zip((0.5, 0.9), vals, strict=True)])  # fmt: skip
+    ov = pd.DataFrame([{"method": "meanfield", "quantity": "max_share", "overlap": 0.8, "width_ratio": 0.9}])
+    prov = {"repeats": True, "git_commit": "0123456789ab", "n_worlds": 10, "divergences": 0}
+    out = mp.render_nuts_exact({"coverage": cov, "overlap": ov, "provenance": prov})
+    # NUTS: 52% at 50 is within 5 points of nominal, 80% at 90 is not
+    assert "NUTS's own intervals cover within 5 points of nominal in 1 of 2 cells" in out["text:nuts-exact"]
+    assert "independent picks, repeats counted" in out["text:nuts-exact"]
+    assert "Cells within 5 points of NUTS's: meanfield 1 of 2." in out["text:nuts-exact"]
+    assert "| nuts | largest persona share | 52.0% | 80.0% | – | – |" in out["table:nuts-exact"]
+    sb = pd.DataFrame([{"guide": "meanfield", "quantity": "log_pick", "level": 0.9, "coverage": 0.89, "n": 4000}])
+    uni = pd.DataFrame([{"guide": "meanfield", "quantity": "log_pick", "pvalue": 0.4}])
+    sprov = {"fit_kwargs": {"user_particles": 8}, "repeats": True, "repeat_probability": 0.034, "git_commit": "0123456789ab"}
+    txt = mp.render_sbc_iw_exact({"coverage": sb, "uniformity": uni, "provenance": sprov})
+    assert "| meanfield+iw8 (exact simulator) | log predictive of an item | 89.0% | 0.4 |" in txt["table:sbc-iw-exact"]
+    assert txt["text:sbc-iw-exact"].startswith("The exact simulator (independent picks, repeats counted); fitted with 8")
+    check = mp.render_sbc_iw_exact_check({"coverage": sb, "uniformity": uni, "provenance": {**sprov, "random_state": 1,
+                                                                                          "n_replications": 100}})
+    assert check["text:sbc-iw-exact-check"].startswith("The same on 100 other worlds (seed 1,")
+    assert "log predictive of an item p = 0.4 (89.0% at 90%); 1 of 1 rank-uniformity tests" in check["text:sbc-iw-exact-check"]
