@@ -21,6 +21,10 @@ Can a multi-persona model tell the people of a shared account apart? Protocol
 5. :func:`attribution_report` scores the held-out items: accuracy, within-account AUC,
    ECE, Brier score, share of confidently wrong intervals and mean interval width.
 
+For tuning, ``--validation`` (``run_accounts(validation=True)``) scores on
+:func:`validation_split` instead: the accounts' training rows split again the same way,
+the test rows left out; ``--ours-params`` sets the model's parameters.
+
 Methods
 -------
 ours
@@ -355,13 +359,39 @@ def _load_positives(data_home: str | os.PathLike | None) -> pd.DataFrame:
     return bp.binarize(data, 4.0).ratings
 
 
-def _default_ours(smoke: bool, user_particles: int = 1) -> Callable[[], Any]:
+def _default_ours(smoke: bool, user_particles: int = 1, params: dict | None = None) -> Callable[[], Any]:
     def make() -> Any:
         from bayes_persona import PersonaRecommender
 
-        return PersonaRecommender(progress=False, user_particles=user_particles, **({"max_epochs": 5} if smoke else {}))
+        kw = {"progress": False, "user_particles": user_particles, **({"max_epochs": 5} if smoke else {})}
+        return PersonaRecommender(**{**kw, **(params or {})})
 
     return make
+
+
+#: The validation split is drawn with this offset on the seed (:func:`validation_split`).
+VALIDATION_SEED_OFFSET = 1000
+
+
+def validation_split(
+    merged: MergedAccounts, train: pd.DataFrame, train_truth: pd.DataFrame, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The accounts' *training* rows split again, 80/20 per account and person, for tuning.
+
+    :func:`split_accounts` applied to the training side of its own output (seed
+    ``seed + VALIDATION_SEED_OFFSET``): the inner training rows, their truth and the
+    validation rows. The held-out test rows are not among them, so anything chosen on the
+    validation rows is chosen without the test split.
+
+    Returns
+    -------
+    train, train_truth, validation : pandas.DataFrame
+        As :func:`split_accounts` returns them.
+    """
+    from dataclasses import replace
+
+    inner = replace(merged, interactions=train, membership=train_truth)
+    return split_accounts(inner, 0.2, check_int("seed", seed, minimum=0) + VALIDATION_SEED_OFFSET)
 
 
 def run_accounts(
@@ -378,6 +408,8 @@ def run_accounts(
     ials_params: dict | None = None,
     argv: Sequence[str] | None = None,
     user_particles: int = 1,
+    ours_params: dict | None = None,
+    validation: bool = False,
 ) -> AccountsResult:
     """Run the shared-account attribution benchmark (see the module docstring).
 
@@ -417,6 +449,14 @@ def run_accounts(
     user_particles : int, default 1
         The default model's ``user_particles`` (above 1: fitted by the per-user
         importance-weighted bound); ignored with ``make_ours``.
+    ours_params : dict, optional
+        Constructor parameters of the default model over its defaults, e.g.
+        ``{"n_personas": 4}``; ignored with ``make_ours``.
+    validation : bool, default False
+        Score on the validation split instead of the test split: every method is fitted on
+        the inner training rows of :func:`validation_split` and scored on its validation
+        rows, so that settings can be chosen without the test rows (the issue's rule:
+        tune on validation data cut from train).
 
     Returns
     -------
@@ -428,12 +468,22 @@ def run_accounts(
         raise DataValidationError(
             f"models must be a non-empty subset of {list(METHODS)}; got {models}"
         )
+    if ours_params is not None:
+        from bayes_persona import PersonaRecommender
+
+        if not isinstance(ours_params, dict):
+            raise DataValidationError(f"ours_params must be a dict of PersonaRecommender parameters; got {ours_params!r}")
+        bad = sorted(set(ours_params) - set(PersonaRecommender().get_params()))
+        if bad:
+            raise DataValidationError(f"ours_params: {bad} are not PersonaRecommender parameters")
     n_pairs = (20 if smoke else 150) if n_pairs is None else n_pairs
     positives = _load_positives(data_home) if data is None else getattr(data, "ratings", data)
     merged = merge_accounts(
         positives, n_pairs=n_pairs, min_items=min_items, balanced=balanced, seed=seed
     )
     train, train_truth, test = split_accounts(merged, 0.2, seed)
+    if validation:  # the test rows are dropped here and never seen
+        train, train_truth, test = validation_split(merged, train, train_truth, seed)
 
     ials_kw = {**IALS_PARAMS, **({"iterations": 3} if smoke else {}), **(ials_params or {})}
     seconds: dict[str, float] = {}
@@ -443,7 +493,7 @@ def run_accounts(
     for name in models:
         t0 = time.perf_counter()
         if name == "ours":
-            model = (make_ours or _default_ours(smoke, user_particles))()
+            model = (make_ours or _default_ours(smoke, user_particles, ours_params))()
             params[name] = _params_of(model)
             model.fit(train)
             maps = persona_method(model, train_truth, test, ours_draws)
@@ -493,6 +543,7 @@ def run_accounts(
         "balanced": bool(balanced),
         "seed": seed,
         "smoke": bool(smoke),
+        "validation": bool(validation),
         "n_account_train_rows": len(train_truth),
         "n_test_rows": len(test),
         "n_shared_dropped": int(merged.pairs["n_shared"].sum()),
@@ -560,6 +611,8 @@ def markdown_table(table: pd.DataFrame, setup: dict | None = None) -> str:
             f"users with >= {setup['min_items']} positives, shared items dropped "
             f"({setup['n_shared_dropped']}), {'balanced' if setup['balanced'] else 'unbalanced'}, "
             f"80/20 split per account and person (seed {setup['seed']})"
+            + (f", scored on the VALIDATION split (the training rows split again, seed {setup['seed']} + "
+               f"{VALIDATION_SEED_OFFSET}; the test rows left out)" if setup.get("validation") else "")
             + (", SMOKE budgets" if setup.get("smoke") else "")
             + ". Chance is 50%; the ceiling uses the training items' labels to place its centroids.\n"
         )
@@ -603,6 +656,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--user-particles", type=int, default=1,
                     help="draws of each user per SVI step for ours; above 1 the fit maximises the "
                     "per-user importance-weighted bound (default 1: the ELBO)")
+    ap.add_argument("--ours-params", type=json.loads, default=None,
+                    help='JSON dict over the defaults of ours (PersonaRecommender), e.g. \'{"n_personas": 4}\'')
+    ap.add_argument("--validation", action="store_true",
+                    help="score on a validation split of the accounts' training rows (for tuning); "
+                    "the test rows are left out")
     ap.add_argument("--ials-params", type=json.loads, default=None,
                     help='JSON dict over the iALS defaults of kmeans/ceiling, e.g. \'{"regularization": 0.01}\'')  # fmt: skip
     return ap
@@ -619,6 +677,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--models: unknown {unknown}; choose from {', '.join(METHODS)}")
     if args.user_particles < 1:
         ap.error(f"--user-particles must be a positive integer; got {args.user_particles}")
+    if args.ours_params is not None:
+        from bayes_persona import PersonaRecommender
+
+        if not isinstance(args.ours_params, dict):
+            ap.error(f"--ours-params must be a JSON object; got {args.ours_params!r}")
+        bad = sorted(set(args.ours_params) - set(PersonaRecommender().get_params()))
+        if bad:
+            ap.error(f"--ours-params: {bad} are not PersonaRecommender parameters")
     import torch
 
     torch.set_num_threads(1)
@@ -626,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_accounts(
         models, args.data_home, args.out, args.n_pairs, args.seed, args.smoke,
         balanced=not args.unbalanced, ials_params=args.ials_params, argv=argv, user_particles=args.user_particles,
+        ours_params=args.ours_params, validation=args.validation,
     )  # fmt: skip
     sys.stdout.write(res.markdown)
     return 0

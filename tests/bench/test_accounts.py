@@ -285,6 +285,35 @@ def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
     assert prov["params"]["ours"]["user_particles"] == 2 and not prov["custom_make_ours"]
     with pytest.raises(SystemExit):
         main(["--smoke", "--user-particles", "0", "--out", str(tmp_path / "bad")])
+    val = tmp_path / "val"
+    assert main(["--smoke", "--models", "ours,share", "--n-pairs", "8", "--validation", "--ours-params",
+                 '{"n_personas": 3}', "--data-home", str(ml100k_dir.parent), "--out", str(val)]) == 0  # fmt: skip
+    vprov = json.loads((val / "provenance.json").read_text())
+    assert vprov["validation"] and vprov["params"]["ours"]["n_personas"] == 3
+    assert "VALIDATION split" in (val / "accounts.md").read_text()
+    for bad in ('[1, 2]', '{"n_persona": 3}'):
+        with pytest.raises(SystemExit):
+            main(["--smoke", "--ours-params", bad, "--out", str(tmp_path / "bad")])
+
+
+def test_the_validation_split_never_holds_a_test_row():
+    from bayes_persona.bench.accounts import split_accounts, validation_split
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"user_id": np.repeat(np.arange(1, 31), 25), "item_id": rng.integers(1, 400, 750)})
+    rows = rows.drop_duplicates(ignore_index=True)
+    merged = bp.merge_accounts(rows, n_pairs=10, min_items=10, seed=0)
+    train, truth, test = split_accounts(merged, 0.2, 0)
+    itrain, itruth, val = validation_split(merged, train, truth, 0)
+    key = lambda f: set(zip(f["account_id"], f["item_id"], strict=True))  # noqa: E731
+    assert not key(val) & key(test)  # no test row is validated on
+    assert not key(val) & key(itruth)  # nor fitted on
+    assert key(val) | key(itruth) <= key(truth)  # the training rows, split again; left out only
+    left = key(truth) - key(val) - key(itruth)  # validation rows whose item no inner training row has
+    assert not {i for _, i in left} & set(itrain["item_id"])
+    acct = itrain[itrain["user_id"].isin(merged.pairs["account_id"])]
+    assert not set(zip(acct["user_id"], acct["item_id"], strict=True)) & (key(val) | key(test))
+    assert 0.15 < len(val) / len(truth) < 0.25
 
 
 @pytest.mark.slow
