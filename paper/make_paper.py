@@ -828,7 +828,7 @@ COSTS_ALONE_COMMAND = "python -m bayes_persona.bench costs --tuned paper/results
 OPTIONAL_SOURCES = ("costs_alone", "scale", "scale_check", "scale_serve", "nuts_resampled", "nuts_check", "nuts_iw",
                     "nuts_iw_check", "sbc_iw", "sbc_resampled", "sbc_iw_resampled", "accounts_iw",
                     "sbc_iw_gibbs", "nuts_gibbs", "nuts_gibbs_check", "sbc_exact", "sbc_iw_exact",
-                    "sbc_iw_exact_check", "nuts_exact")
+                    "sbc_iw_exact_check", "nuts_exact", "sbc_iw_gibbs_thin5", "sbc_iw_gibbs_thin5_check")
 COSTS_ALONE_BLOCKS = ("table:costs-alone",)
 
 
@@ -1046,6 +1046,16 @@ ACCOUNTS_IW_COMMAND = ("python -m bayes_persona.bench accounts --models ours --u
                        "--out paper/results/accounts_iw")  # fmt: skip
 
 
+def _gibbs_options(pv: Mapping[str, Any]) -> str:
+    """The Gibbs sampler's settings of an SBC run where they differ from the defaults."""
+    go = pv.get("gibbs_options") or {}
+    parts = ([f"{go['burn']} sweeps of burn-in"] if "burn" in go else []) + (
+        [f"{go['thin']} sweeps between kept draws"] if "thin" in go else []) + (
+        [f"proposals widened {go['proposal_scale']}×"] if "proposal_scale" in go else []) + (
+        [f"{go['user_candidates']} candidates per user block"] if "user_candidates" in go else [])  # fmt: skip
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _sbc_variant(pv: Mapping[str, Any]) -> tuple[str, str]:
     """The label suffix and the description of an SBC run's fits and draws."""
     particles = pv.get("fit_kwargs", {}).get("user_particles", 1)
@@ -1056,7 +1066,7 @@ def _sbc_variant(pv: Mapping[str, Any]) -> tuple[str, str]:
     parts = (["the exact simulator (independent picks, repeats counted)"] if exact else []) + (
         [f"fitted with {particles} draws of each user"] if particles > 1 else []) + (
         [f"each user's draws resampled from {resample} guide draws given each item draw"] if resample else []) + (
-        ["draws of the Gibbs sampler with the fitted guide as its proposal"] if gibbs else [])  # fmt: skip
+        [f"draws of the Gibbs sampler with the fitted guide as its proposal{_gibbs_options(pv)}"] if gibbs else [])  # fmt: skip
     return suffix, "; ".join(parts) or "the guide's own draws"
 
 
@@ -1088,6 +1098,13 @@ SBC_IW_EXACT_COMMAND = "python -m bayes_persona.bench sbc --guides meanfield --p
 SBC_IW_EXACT_CHECK_BLOCKS = ("text:sbc-iw-exact-check",)
 SBC_IW_EXACT_CHECK_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --seed 1 "
                               "--out paper/results/sbc_iw_exact_check")  # fmt: skip
+SBC_IW_GIBBS_THIN5_BLOCKS = ("table:sbc-iw-gibbs-thin5", "text:sbc-iw-gibbs-thin5")
+SBC_IW_GIBBS_THIN5_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --gibbs --gibbs-thin 5 "
+                              "--gibbs-burn 60 --replications 25 --out paper/results/sbc_iw_gibbs_thin5")  # fmt: skip
+SBC_IW_GIBBS_THIN5_CHECK_BLOCKS = ("text:sbc-iw-gibbs-thin5-check",)
+SBC_IW_GIBBS_THIN5_CHECK_COMMAND = ("python -m bayes_persona.bench sbc --guides meanfield --particles 8 --gibbs "
+                                    "--gibbs-thin 5 --gibbs-burn 60 --replications 25 --seed 1 "
+                                    "--out paper/results/sbc_iw_gibbs_thin5_check")  # fmt: skip
 NUTS_EXACT_BLOCKS = ("table:nuts-exact", "text:nuts-exact")
 NUTS_EXACT_COMMAND = "python -m bayes_persona.bench nuts --gibbs --out paper/results/nuts_exact"
 NUTS_GIBBS_BLOCKS = ("table:nuts-gibbs", "text:nuts-gibbs")
@@ -1161,18 +1178,29 @@ render_sbc_iw_exact = _render_sbc_addendum("sbc_iw_exact", "sbc-iw-exact")
 load_sbc_iw_exact_check = _load_sbc_addendum("sbc_iw_exact_check", SBC_IW_EXACT_CHECK_COMMAND)
 
 
-def render_sbc_iw_exact_check(ck: Mapping[str, Any]) -> dict[str, str]:
-    """One sentence: the uniformity p-values and 90% coverage of a rerun on other worlds."""
-    pv, uni, cov = ck["provenance"], ck["uniformity"], ck["coverage"]
-    at90 = cov[np.isclose(cov["level"], 0.9)].set_index("quantity")["coverage"]
-    parts = [f"{SBC_LABELS.get(q, q)} p = {float(p):.2g} ({_pct(float(at90.get(q, float('nan'))))} at 90%)"
-             for q, p in zip(uni["quantity"], uni["pvalue"], strict=True)]  # fmt: skip
-    n_ok = int((uni["pvalue"] > 0.01).sum())
-    return {"text:sbc-iw-exact-check": (
-        f"The same on {pv.get('n_replications', '?')} other worlds (seed {pv.get('random_state', '?')}, "
-        f"`paper/results/sbc_iw_exact_check/`, commit {str(pv.get('git_commit', '?'))[:8]}): {'; '.join(parts)}; "
-        f"{n_ok} of {len(uni)} rank-uniformity tests have p > 0.01."
-    )}  # fmt: skip
+def _render_sbc_check(folder: str, name: str) -> Callable[[Mapping[str, Any]], dict[str, str]]:
+    """One sentence of an SBC rerun on other worlds: uniformity p-values and 90% coverage."""
+
+    def render(ck: Mapping[str, Any]) -> dict[str, str]:
+        pv, uni, cov = ck["provenance"], ck["uniformity"], ck["coverage"]
+        at90 = cov[np.isclose(cov["level"], 0.9)].set_index("quantity")["coverage"]
+        parts = [f"{SBC_LABELS.get(q, q)} p = {float(p):.2g} ({_pct(float(at90.get(q, float('nan'))))} at 90%)"
+                 for q, p in zip(uni["quantity"], uni["pvalue"], strict=True)]  # fmt: skip
+        n_ok = int((uni["pvalue"] > 0.01).sum())
+        return {f"text:{name}": (
+            f"The same on {pv.get('n_replications', '?')} other worlds (seed {pv.get('random_state', '?')}, "
+            f"`paper/results/{folder}/`, commit {str(pv.get('git_commit', '?'))[:8]}): {'; '.join(parts)}; "
+            f"{n_ok} of {len(uni)} rank-uniformity tests have p > 0.01."
+        )}  # fmt: skip
+
+    return render
+
+
+render_sbc_iw_exact_check = _render_sbc_check("sbc_iw_exact_check", "sbc-iw-exact-check")
+load_sbc_iw_gibbs_thin5 = _load_sbc_addendum("sbc_iw_gibbs_thin5", SBC_IW_GIBBS_THIN5_COMMAND)
+render_sbc_iw_gibbs_thin5 = _render_sbc_addendum("sbc_iw_gibbs_thin5", "sbc-iw-gibbs-thin5")
+load_sbc_iw_gibbs_thin5_check = _load_sbc_addendum("sbc_iw_gibbs_thin5_check", SBC_IW_GIBBS_THIN5_CHECK_COMMAND)
+render_sbc_iw_gibbs_thin5_check = _render_sbc_check("sbc_iw_gibbs_thin5_check", "sbc-iw-gibbs-thin5-check")
 
 
 def load_accounts_iw(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1375,6 +1403,8 @@ def render(
         ("sbc_exact", load_sbc_exact, render_sbc_exact),
         ("sbc_iw_exact", load_sbc_iw_exact, render_sbc_iw_exact),
         ("sbc_iw_exact_check", load_sbc_iw_exact_check, render_sbc_iw_exact_check),
+        ("sbc_iw_gibbs_thin5", load_sbc_iw_gibbs_thin5, render_sbc_iw_gibbs_thin5),
+        ("sbc_iw_gibbs_thin5_check", load_sbc_iw_gibbs_thin5_check, render_sbc_iw_gibbs_thin5_check),
         ("nuts_exact", load_nuts_exact, render_nuts_exact),
         ("nuts_gibbs", load_nuts_gibbs, render_nuts_gibbs),
         ("nuts_gibbs_check", load_nuts_gibbs_check, render_nuts_gibbs_check),
@@ -1406,7 +1436,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS) | set(SBC_IW_EXACT_BLOCKS) | set(SBC_IW_EXACT_CHECK_BLOCKS) | set(NUTS_EXACT_BLOCKS)
+    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS) | set(SBC_IW_EXACT_BLOCKS) | set(SBC_IW_EXACT_CHECK_BLOCKS) | set(NUTS_EXACT_BLOCKS) | set(SBC_IW_GIBBS_THIN5_BLOCKS) | set(SBC_IW_GIBBS_THIN5_CHECK_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_CHECK_BLOCKS) | set(mp.NUTS_EXACT_BLOCKS)
+    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_CHECK_BLOCKS) | set(mp.NUTS_EXACT_BLOCKS) | set(mp.SBC_IW_GIBBS_THIN5_BLOCKS) | set(mp.SBC_IW_GIBBS_THIN5_CHECK_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
@@ -613,3 +613,8 @@ def test_the_exact_nuts_addendum_reads_nuts_against_nominal():
                                                                                           "n_replications": 100}})
     assert check["text:sbc-iw-exact-check"].startswith("The same on 100 other worlds (seed 1,")
     assert "log predictive of an item p = 0.4 (89.0% at 90%); 1 of 1 rank-uniformity tests" in check["text:sbc-iw-exact-check"]
+    thin = mp.render_sbc_iw_gibbs_thin5({"coverage": sb, "uniformity": uni, "provenance": {
+        **sprov, "gibbs": True, "gibbs_options": {"burn": 60, "thin": 5}, "n_replications": 25}})
+    assert "draws of the Gibbs sampler with the fitted guide as its proposal (60 sweeps of burn-in, 5 sweeps between " \
+        "kept draws) (`paper/results/sbc_iw_gibbs_thin5/`): 25 replications" in thin["text:sbc-iw-gibbs-thin5"]
+    assert "| meanfield+iw8+gibbs (exact simulator) |" in thin["table:sbc-iw-gibbs-thin5"]
