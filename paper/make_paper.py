@@ -1424,6 +1424,10 @@ def render(
     return blocks, inputs, missing
 
 
+#: Every block the paper may hold, by the source that renders it.
+ALL_BLOCKS = tuple(sorted(set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS) | set(SBC_IW_EXACT_BLOCKS) | set(SBC_IW_EXACT_CHECK_BLOCKS) | set(NUTS_EXACT_BLOCKS) | set(SBC_IW_GIBBS_THIN5_BLOCKS) | set(SBC_IW_GIBBS_THIN5_CHECK_BLOCKS)))
+
+
 def paper_blocks(text: str) -> dict[str, str]:
     """The blocks of a paper: name -> body between its markers."""
     out = {}
@@ -1436,7 +1440,7 @@ def paper_blocks(text: str) -> dict[str, str]:
 
 def apply_blocks(text: str, blocks: Mapping[str, str]) -> str:
     """Replace the bodies of the given blocks in ``text``; every known block must be present."""
-    known = set(BENCH_BLOCKS) | set(RECOVERY_BLOCKS) | set(ACCOUNTS_BLOCKS) | set(SBC_BLOCKS) | set(NUTS_BLOCKS) | set(COSTS_ALONE_BLOCKS) | set(SCALE_BLOCKS) | set(SCALE_CHECK_BLOCKS) | set(SCALE_SERVE_BLOCKS) | set(NUTS_RESAMPLED_BLOCKS) | set(NUTS_CHECK_BLOCKS) | set(NUTS_IW_BLOCKS) | set(NUTS_IW_CHECK_BLOCKS) | set(SBC_IW_BLOCKS) | set(SBC_RESAMPLED_BLOCKS) | set(SBC_IW_RESAMPLED_BLOCKS) | set(ACCOUNTS_IW_BLOCKS) | set(SBC_IW_GIBBS_BLOCKS) | set(NUTS_GIBBS_BLOCKS) | set(NUTS_GIBBS_CHECK_BLOCKS) | set(SBC_EXACT_BLOCKS) | set(SBC_IW_EXACT_BLOCKS) | set(SBC_IW_EXACT_CHECK_BLOCKS) | set(NUTS_EXACT_BLOCKS) | set(SBC_IW_GIBBS_THIN5_BLOCKS) | set(SBC_IW_GIBBS_THIN5_CHECK_BLOCKS)
+    known = set(ALL_BLOCKS)
     present = paper_blocks(text)
     unknown = sorted(set(present) - known)
     if unknown:

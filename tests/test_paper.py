@@ -71,7 +71,7 @@ def test_paper_recovery_blocks_match_recovery_json():
 
 def test_paper_markers_are_exactly_the_rendered_blocks():
     present = set(mp.paper_blocks(mp.PAPER.read_text()))
-    assert present == set(mp.BENCH_BLOCKS) | set(mp.RECOVERY_BLOCKS) | set(mp.ACCOUNTS_BLOCKS) | set(mp.SBC_BLOCKS) | set(mp.NUTS_BLOCKS) | set(mp.COSTS_ALONE_BLOCKS) | set(mp.SCALE_BLOCKS) | set(mp.SCALE_CHECK_BLOCKS) | set(mp.SCALE_SERVE_BLOCKS) | set(mp.NUTS_RESAMPLED_BLOCKS) | set(mp.NUTS_CHECK_BLOCKS) | set(mp.NUTS_IW_BLOCKS) | set(mp.NUTS_IW_CHECK_BLOCKS) | set(mp.SBC_IW_BLOCKS) | set(mp.SBC_RESAMPLED_BLOCKS) | set(mp.SBC_IW_RESAMPLED_BLOCKS) | set(mp.ACCOUNTS_IW_BLOCKS) | set(mp.SBC_IW_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_BLOCKS) | set(mp.NUTS_GIBBS_CHECK_BLOCKS) | set(mp.SBC_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_BLOCKS) | set(mp.SBC_IW_EXACT_CHECK_BLOCKS) | set(mp.NUTS_EXACT_BLOCKS) | set(mp.SBC_IW_GIBBS_THIN5_BLOCKS) | set(mp.SBC_IW_GIBBS_THIN5_CHECK_BLOCKS)
+    assert present == set(mp.ALL_BLOCKS)
 
 
 def test_paper_costs_alone_blocks_match_results():
