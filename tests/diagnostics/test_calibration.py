@@ -212,6 +212,31 @@ def test_full_size_calibration_covers_nominally():
     assert (cov90["coverage"] > 0.8).all(), res.summary()
 
 
+@pytest.mark.slow
+def test_importance_weighted_fits_cover_the_shares_and_the_predictive():
+    """On the exact simulator's worlds (the benchmark's, first 20 replications of seed 0), fits
+    by the per-user importance-weighted bound (user_particles=8) cover the persona shares and
+    the log predictive near nominal: 86.4% / 86.8% / 90.2% at 90% when written, the run of
+    paper/results/sbc_iw_exact. The default fit misses these bounds (84.4% / 84.4% / 86.4%
+    on the same worlds, paper/results/sbc_exact); so would a collapsed or over-confident one.
+    The co-assignment of two items is issue 13's open part (79.8%; the xfail above)."""
+    from bayes_persona.bench.sbc import DEFAULTS
+    from bayes_persona.bench.sbc import SMOKE as BENCH_SMOKE
+
+    smoke = os.environ.get("BAYES_PERSONA_TEST_SIZE") == "smoke"
+    cfg = dict(BENCH_SMOKE if smoke else {**DEFAULTS, "n_replications": 20})
+    fit = {"max_epochs": cfg.pop("max_epochs"), "learning_rate": cfg.pop("learning_rate"), "user_particles": 8}
+    res = calibration.simulation_based_calibration(**cfg, fit_kwargs=fit, random_state=0)
+    assert res.config["repeats"] and res.config["fit_kwargs"]["user_particles"] == 8
+    cov90 = res.coverage[res.coverage["level"] == 0.9].set_index("quantity")["coverage"]
+    if smoke:  # two tiny worlds: the run completes and its intervals mean something
+        assert cov90.between(0.3, 1.0).all(), res.summary()
+        return
+    assert cov90["max_share"] >= 0.855 and cov90["share_entropy"] >= 0.855, res.summary()
+    assert cov90["log_pick"] >= 0.875, res.summary()
+    assert cov90["max_share"] <= 0.95 and cov90["log_pick"] <= 0.95, res.summary()  # not over-wide either
+
+
 def test_bench_sbc_writes_ranks_coverage_uniformity_and_provenance(tmp_path):
     from bayes_persona.bench import main
     from bayes_persona.bench.sbc import read
