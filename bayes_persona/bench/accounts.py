@@ -394,6 +394,20 @@ def validation_split(
     return split_accounts(inner, 0.2, check_int("seed", seed, minimum=0) + VALIDATION_SEED_OFFSET)
 
 
+def _check_ours_params(params: Any) -> None:
+    """Raise :class:`DataValidationError` unless ``params`` is ``None`` or a dict of
+    :class:`~bayes_persona.PersonaRecommender` constructor parameters."""
+    if params is None:
+        return
+    from bayes_persona import PersonaRecommender
+
+    if not isinstance(params, dict):
+        raise DataValidationError(f"ours_params must be a dict of PersonaRecommender parameters; got {params!r}")
+    bad = sorted(set(params) - set(PersonaRecommender().get_params()))
+    if bad:
+        raise DataValidationError(f"ours_params: {bad} are not PersonaRecommender parameters")
+
+
 def run_accounts(
     models: Sequence[str] = METHODS,
     data_home: str | os.PathLike | None = None,
@@ -468,14 +482,7 @@ def run_accounts(
         raise DataValidationError(
             f"models must be a non-empty subset of {list(METHODS)}; got {models}"
         )
-    if ours_params is not None:
-        from bayes_persona import PersonaRecommender
-
-        if not isinstance(ours_params, dict):
-            raise DataValidationError(f"ours_params must be a dict of PersonaRecommender parameters; got {ours_params!r}")
-        bad = sorted(set(ours_params) - set(PersonaRecommender().get_params()))
-        if bad:
-            raise DataValidationError(f"ours_params: {bad} are not PersonaRecommender parameters")
+    _check_ours_params(ours_params)
     n_pairs = (20 if smoke else 150) if n_pairs is None else n_pairs
     positives = _load_positives(data_home) if data is None else getattr(data, "ratings", data)
     merged = merge_accounts(
@@ -677,14 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--models: unknown {unknown}; choose from {', '.join(METHODS)}")
     if args.user_particles < 1:
         ap.error(f"--user-particles must be a positive integer; got {args.user_particles}")
-    if args.ours_params is not None:
-        from bayes_persona import PersonaRecommender
-
-        if not isinstance(args.ours_params, dict):
-            ap.error(f"--ours-params must be a JSON object; got {args.ours_params!r}")
-        bad = sorted(set(args.ours_params) - set(PersonaRecommender().get_params()))
-        if bad:
-            ap.error(f"--ours-params: {bad} are not PersonaRecommender parameters")
+    try:
+        _check_ours_params(args.ours_params)
+    except DataValidationError as exc:
+        ap.error(f"--ours-params: {exc}")
     import torch
 
     torch.set_num_threads(1)
