@@ -418,8 +418,19 @@ def test_recovery_run_at_smoke_size_feeds_the_renderer(tmp_path):
     assert 0 <= run["assignment_accuracy"] <= 1 and 0 <= run["count_accuracy"] <= 1
     assert set(run["coverage"]) == {"0.5", "0.9"}
     assert {b["n_planted"] for b in run["by_n_planted"]} <= {1, 2, 3}
+    assert set(run["uncertain_central"]) == set(run["uncertain_count_ok"]) == set(run["uncertain"])
+    assert 0 <= run["uncertain_share_count_ok"] <= 1
     blocks = mp.render_recovery(payload)
     assert "smoke-size run" in blocks["text:coverage-summary"]
+    assert "equal-tailed intervals cover 50%" in blocks["text:coverage-summary"]
+    head = blocks["table:coverage"].splitlines()[0]
+    assert "Uncertain, equal-tailed intervals" in head and "persona count was recovered" in head
+
+
+def test_recovery_files_without_the_equal_tailed_columns_still_render(tmp_path):
+    _fake_recovery(tmp_path)
+    blocks = mp.render_recovery(mp.load_recovery(tmp_path))
+    assert "equal-tailed" not in blocks["table:coverage"] + blocks["text:coverage-summary"]
 
 
 def test_html_needs_pandoc_and_says_so(monkeypatch):

@@ -55,6 +55,21 @@ class RecoveryReport:
         Share of (interaction, taste) pairs that are uncertain.
     uncertain_width : float
         Mean width of the ``hdi_prob`` intervals on the uncertain pairs.
+    uncertain_coverage_central : dict of float to float
+        As ``uncertain_coverage``, with equal-tailed intervals (the draws' quantiles
+        ``(1 - level) / 2`` and ``(1 + level) / 2``) in place of the HDI. An equal-tailed
+        interval of level ``l`` covers exactly when the truth's rank among the draws lies in
+        the middle ``l`` of them, so this column reads as a probability integral transform:
+        above nominal at every level means the draws are spread wider than the errors; the
+        HDI can fall below nominal at low levels on the same draws when they are skewed
+        (its narrowest window sits at the mode, away from the median).
+    uncertain_coverage_count_ok : dict of float to float
+        ``uncertain_coverage`` restricted to users whose number of active personas equals
+        their number of planted tastes. Where a user's tastes were merged into one persona
+        (or one taste split over two), the matched persona's probability is not the taste's,
+        and no interval of it should be expected to cover.
+    uncertain_share_count_ok : float
+        Share of the uncertain pairs that belong to those users.
     """
 
     assignment_accuracy: float
@@ -67,6 +82,9 @@ class RecoveryReport:
     uncertain_coverage: dict = field(default_factory=dict)
     uncertain_share: float = float("nan")
     uncertain_width: float = float("nan")
+    uncertain_coverage_central: dict = field(default_factory=dict)
+    uncertain_coverage_count_ok: dict = field(default_factory=dict)
+    uncertain_share_count_ok: float = float("nan")
 
     def summary(self) -> str:
         return (
@@ -82,7 +100,8 @@ class RecoveryReport:
             + ", ".join(f"{lv:.0%}" for lv in self.uncertain_coverage)
             + " intervals cover "
             + ", ".join(f"{c:.1%}" for c in self.uncertain_coverage.values())
-            + f" (mean {self.hdi_prob:.0%} width {self.uncertain_width:.2f})"
+            + f" (mean {self.hdi_prob:.0%} width {self.uncertain_width:.2f}); equal-tailed intervals cover "
+            + ", ".join(f"{c:.1%}" for c in self.uncertain_coverage_central.values())
         )
 
 
@@ -121,8 +140,8 @@ def persona_recovery(
     if users is None:
         users = pd.unique(inter["user_id"])
     rows, hits, total, cov_hits, cov_total, multi_hits, multi_total = [], 0, 0, 0, 0, 0, 0
-    unc_hits = dict.fromkeys(LEVELS, 0)
-    unc_total, unc_width, n_pairs = 0, 0.0, 0
+    unc_hits, central_hits, ok_hits = dict.fromkeys(LEVELS, 0), dict.fromkeys(LEVELS, 0), dict.fromkeys(LEVELS, 0)
+    unc_total, unc_width, n_pairs, ok_total = 0, 0.0, 0, 0
     by_user = dict(tuple(inter.groupby("user_id", sort=False)))
     for uid in users:
         grp = by_user.get(uid)
@@ -150,13 +169,20 @@ def persona_recovery(
         covered = (low <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= high)
         n_pairs += true_post.size
         unc = (true_post.T > UNCERTAIN[0]) & (true_post.T < UNCERTAIN[1])  # (m, n)
+        n_found = int((prev_median > prevalence_threshold).sum())
         if unc.any():
             unc_total += int(unc.sum())
             unc_width += float((high - low)[unc].sum())
+            count_ok = n_found == m
+            ok_total += int(unc.sum()) * count_ok
             for lv in LEVELS:
                 lo_l, hi_l = (low, high) if lv == hdi_prob else hdi(post[:, perm, :], lv, axis=0)
                 ok = (lo_l <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= hi_l)
                 unc_hits[lv] += int(ok[unc].sum())
+                ok_hits[lv] += int(ok[unc].sum()) * count_ok
+                lo_c, hi_c = np.quantile(post[:, perm, :], [(1 - lv) / 2, (1 + lv) / 2], axis=0)
+                central = (lo_c <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= hi_c)
+                central_hits[lv] += int(central[unc].sum())
         hits += int(agree.sum())
         total += len(agree)
         cov_hits += int(covered.sum())
@@ -168,7 +194,7 @@ def persona_recovery(
             {
                 "user_id": uid,
                 "n_planted": m,
-                "n_found": int((prev_median > prevalence_threshold).sum()),
+                "n_found": n_found,
                 "accuracy": float(agree.mean()),
                 "coverage": float(covered.mean()),
             }
@@ -185,4 +211,7 @@ def persona_recovery(
         uncertain_coverage={lv: unc_hits[lv] / max(unc_total, 1) for lv in LEVELS},
         uncertain_share=unc_total / max(n_pairs, 1),
         uncertain_width=unc_width / max(unc_total, 1),
+        uncertain_coverage_central={lv: central_hits[lv] / max(unc_total, 1) for lv in LEVELS},
+        uncertain_coverage_count_ok={lv: ok_hits[lv] / max(ok_total, 1) for lv in LEVELS},
+        uncertain_share_count_ok=ok_total / max(unc_total, 1),
     )
