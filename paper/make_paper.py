@@ -582,6 +582,7 @@ ACCOUNTS_LABELS = {
     "ours": "Ours (K={k}, defaults)", "ours_plugin": "Ours, persona map at the posterior mean (diagnostic)",
     "ours_soft": "Ours, soft persona map (diagnostic)", "ampcf": "AMP-CF attention", "kmeans": "2-means in iALS space",
     "share": "Share of items", "ceiling": "Labelled nearest centroid (ceiling, not a peer)",
+    "ours_ceiling": "Labelled nearest centroid in ours' item space (ceiling, not a peer)",
 }  # fmt: skip
 
 

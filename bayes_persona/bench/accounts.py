@@ -52,6 +52,12 @@ ours_soft
     both people, a hard map gives all of them to one person and the soft map keeps the
     persona's mix, so the gap between the rows measures how far the personas are from
     being one person's each.
+ours_ceiling
+    Not a peer: the ``ceiling`` rule (below) in ours' item space, the posterior means of
+    the item factors :math:`q_i` in place of iALS's. It says how far the item geometry the
+    model learned lets *any* map of the account's items to people go, given the labels, so
+    the gap between ``ours`` and this row is the personas' share of the error and the gap
+    between this row and ``ceiling`` the item factors' share.
 ampcf
     :class:`bayes_persona.baselines.AMPCF` with its defaults (``n_personas=4``, 50
     epochs, no early stopping: there is no validation split here); the attention
@@ -112,6 +118,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_persona.bench.attribution import (
+    ItemSpace,
     ampcf_draws,
     ceiling_method,
     kmeans_method,
@@ -150,6 +157,7 @@ LABELS = {
     "ours": "ours (PersonaRecommender)",
     "ours_plugin": "ours, persona map at the posterior mean (diagnostic)",
     "ours_soft": "ours, soft map (diagnostic)",
+    "ours_ceiling": "ceiling in ours' item space (not a peer)",
     "ampcf": "AMP-CF (K=4)",
     "kmeans": "2-means in iALS space",
     "share": "share of training items",
@@ -505,6 +513,9 @@ def run_accounts(
             model.fit(train)
             maps = persona_method(model, train_truth, test, ours_draws)
             preds[name], preds["ours_plugin"], preds["ours_soft"] = maps["draw"], maps["plugin"], maps["soft"]
+            if hasattr(model, "guide_") and hasattr(model.guide_, "item_loc"):  # a PersonaRecommender
+                space = ItemSpace(model.guide_.item_loc.detach().cpu().numpy(), model.item_vocab_)
+                preds["ours_ceiling"] = ceiling_method(space, train_truth, test)
         elif name == "ampcf":
             from bayes_persona.baselines import AMPCF
 
@@ -529,7 +540,7 @@ def run_accounts(
         logger.info("accounts: %s done in %.1f s", name, seconds[name])
 
     rows, frames = [], []
-    for name in [m for m in (*models, "ours_plugin", "ours_soft") if m in preds]:
+    for name in [m for m in (*models, "ours_plugin", "ours_soft", "ours_ceiling") if m in preds]:
         pr = preds[name]
         low, high = pr.get("low"), pr.get("high")
         rep = attribution_report(pr["p_a"], low, high, test["is_a"], test[ACCOUNT_COL])

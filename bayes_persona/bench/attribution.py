@@ -16,7 +16,7 @@ account's *training* items and their truth only:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from bayes_persona.data._validation import ITEM_COL
 from bayes_persona.data.accounts import ACCOUNT_COL
 from bayes_persona.persona.explanations import persona_owners
 
-__all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method"]
+__all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method", "ItemSpace"]
 
 INTERVAL_PROB = 0.9  # equal-tailed: the 5% and 95% quantiles of the draws
 
@@ -176,7 +176,20 @@ def kmeans_method(ials: Any, train_truth, test, seed: int) -> dict[str, np.ndarr
     return {"p_a": p}
 
 
+class ItemSpace(NamedTuple):
+    """Item vectors and their vocabulary, as :func:`kmeans_method` and :func:`ceiling_method`
+    read them from a fitted iALS (``item_factors_`` (N, D), ``item_vocab_``): lets them run
+    in another model's item space (e.g. ours' posterior means of the item factors)."""
+
+    item_factors_: np.ndarray
+    item_vocab_: Any
+
+
 def ceiling_method(ials: Any, train_truth, test) -> dict[str, np.ndarray]:
+    """Nearest labelled centroid: for each account, the unit item vectors of A's and of B's
+    training items are averaged, and a held-out item gets ``softmax(-squared distance)``'s
+    weight on A's centroid. ``ials``: anything with ``item_factors_`` and ``item_vocab_``
+    (a fitted :class:`~bayes_persona.baselines.IALS` or an :class:`ItemSpace`)."""
     V = _unit(ials.item_factors_)
     p = np.empty(len(test))
     for _, tr, te, pos in _by_account(train_truth, test):

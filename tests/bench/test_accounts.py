@@ -270,7 +270,7 @@ def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
     assert main(["--smoke", "--models", "ours,kmeans,share", "--data-home", str(ml100k_dir.parent),
                  "--out", str(out)]) == 0  # fmt: skip
     table = pd.read_csv(out / "accounts.csv")
-    assert set(table.method) == {"ours", "ours_plugin", "ours_soft", "kmeans", "share"}
+    assert set(table.method) == {"ours", "ours_plugin", "ours_soft", "ours_ceiling", "kmeans", "share"}
     assert np.isfinite(table.value).all()
     for method, grp in table.groupby("method"):
         vals = dict(zip(grp.metric, grp.value, strict=True))
@@ -353,6 +353,25 @@ def test_hard_and_soft_maps_of_personas_to_people() -> None:
     np.testing.assert_allclose(_sides(resp, is_a), [1.0, 0.0, 0.5, 0.5])
     np.testing.assert_allclose(_soft_sides(resp, is_a), [0.7 / 0.8, 0.1 / 0.8, 0.5, 0.5])
     np.testing.assert_allclose(_soft_sides(resp, np.ones(4, bool)), [0.5] * 4)
+
+
+def test_the_labelled_ceiling_runs_in_any_item_space() -> None:
+    """In a space where A's items point one way and B's another, the labelled nearest
+    centroid calls every held-out item right; with the two directions swapped for the
+    held-out items it calls every one wrong (so the rule reads the space, not the labels)."""
+    from bayes_persona.bench.attribution import ItemSpace, ceiling_method
+    from bayes_persona.data.preprocessing import Vocabulary
+
+    items = np.arange(10, 22)
+    is_a = np.arange(12) % 2 == 0
+    V = np.where(is_a[:, None], [[1.0, 0.1]], [[0.1, 1.0]])
+    space = ItemSpace(V, Vocabulary.from_ids(items, name="item_id"))
+    frame = pd.DataFrame({"account_id": "acc", "item_id": items, "is_a": is_a})
+    train, test = frame.iloc[:8], frame.iloc[8:]
+    p = ceiling_method(space, train, test)["p_a"]
+    assert ((p > 0.5) == test["is_a"].to_numpy()).all()
+    swapped = ItemSpace(np.concatenate([V[:8], V[8:, ::-1]]), space.item_vocab_)
+    assert ((ceiling_method(swapped, train, test)["p_a"] > 0.5) != test["is_a"].to_numpy()).all()
 
 
 # ------------------------------------------------------------------ attribution (the library's)
