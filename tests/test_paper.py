@@ -629,3 +629,17 @@ def test_the_exact_nuts_addendum_reads_nuts_against_nominal():
     assert "draws of the Gibbs sampler with the fitted guide as its proposal (60 sweeps of burn-in, 5 sweeps between " \
         "kept draws) (`paper/results/sbc_iw_gibbs_thin5/`): 25 replications" in thin["text:sbc-iw-gibbs-thin5"]
     assert "| meanfield+iw8+gibbs (exact simulator) |" in thin["table:sbc-iw-gibbs-thin5"]
+
+
+def test_accounts_geometry_splits_the_gap_between_personas_and_item_factors(tmp_path):
+    _fake_accounts(tmp_path)
+    acc = mp.load_accounts(tmp_path)
+    assert "no labelled centroid in ours' item space" in mp.render_accounts(acc)["text:accounts-geometry"]
+    extra = pd.DataFrame([(m, k, v) for m, a in (("ours_ceiling", 0.78), ("ceiling", 0.81))
+                          for k, v in (("accuracy", a), ("auc", a + 0.05))], columns=["method", "metric", "value"])  # fmt: skip
+    acc["table"] = pd.concat([acc["table"], extra], ignore_index=True)
+    blocks = mp.render_accounts(acc)
+    text = blocks["text:accounts-geometry"]
+    assert "calls 78.0% of the held-out items right (AUC 0.830)" in text and "81.0% (AUC 0.860)" in text
+    assert "Of the 11.0 points" in text and "8.0 lie between the personas" in text and "3.0 between our item factors" in text
+    assert "item space (ceiling, not a peer)" in blocks["table:accounts"]
