@@ -1016,13 +1016,21 @@ def load_nuts_resampled(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[st
     return _load_folder(results_dir, "nuts_resampled", ("coverage", "overlap"), NUTS_RESAMPLED_COMMAND)
 
 
+def _nuts_worlds(pv: Mapping[str, Any]) -> str:
+    """Which worlds a NUTS addendum ran on, from its own provenance: ``bench nuts`` draws
+    independent picks since the exact simulator (``repeats``), and an addendum written before
+    it (no ``repeats`` recorded) ran on the distinct-picks worlds that ``--distinct`` draws."""
+    return ("the worlds of `nuts/`" if pv.get("repeats")
+            else "the distinct-picks worlds of `bench nuts --distinct`")  # fmt: skip
+
+
 def render_nuts_resampled(rs: Mapping[str, Any]) -> dict[str, str]:
     pv = rs["provenance"]
     cov = rs["coverage"]
     table = _nuts_rows_of(rs, r"\+resampled$")
     text = (f"With each user's draws resampled from {pv.get('resample', '?')} guide draws given each item draw "
-            f"(`paper/results/nuts_resampled/`, commit {str(pv.get('git_commit', '?'))[:8]}; the same worlds, fits and "
-            f"NUTS draws as above), cells within 5 points of NUTS's: {'; '.join(_nuts_within(cov))}.")  # fmt: skip
+            f"(`paper/results/nuts_resampled/`, commit {str(pv.get('git_commit', '?'))[:8]}; {_nuts_worlds(pv)}, "
+            f"fitted and sampled as there), cells within 5 points of NUTS's: {'; '.join(_nuts_within(cov))}.")  # fmt: skip
     return {"table:nuts-resampled": table, "text:nuts-resampled": text}
 
 
@@ -1065,7 +1073,7 @@ def render_nuts_iw(iw: Mapping[str, Any]) -> dict[str, str]:
     cov = iw["coverage"]
     table = _nuts_rows_of(iw, r"\+iw")
     text = (f"With each guide also fitted by the bound with {pv.get('user_particles', '?')} draws of each user "
-            f"(`paper/results/nuts_iw/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
+            f"(`paper/results/nuts_iw/`, commit {str(pv.get('git_commit', '?'))[:8]}; {_nuts_worlds(pv)}, "
             f"{pv.get('divergences', '?')} divergent transitions), cells within 5 points of NUTS's: "
             f"{'; '.join(_nuts_within(cov))}.")  # fmt: skip
     return {"table:nuts-iw": table, "text:nuts-iw": text}
@@ -1171,7 +1179,7 @@ def render_nuts_gibbs(gb: Mapping[str, Any]) -> dict[str, str]:
     table = _nuts_rows_of(gb, r"\+gibbs$")
     within = [c for c in _nuts_within(gb["coverage"]) if "+gibbs" in c]
     text = (f"With every fit also scored by the Gibbs sampler that uses it as its proposal "
-            f"(`paper/results/nuts_gibbs/`, commit {str(pv.get('git_commit', '?'))[:8]}; the worlds of `nuts/`, "
+            f"(`paper/results/nuts_gibbs/`, commit {str(pv.get('git_commit', '?'))[:8]}; {_nuts_worlds(pv)}, "
             f"{pv.get('user_particles', '?')} draws of each user in the importance-weighted fits), cells within 5 "
             f"points of NUTS's: {'; '.join(within)}.")  # fmt: skip
     return {"table:nuts-gibbs": table, "text:nuts-gibbs": text}

@@ -643,3 +643,10 @@ def test_accounts_geometry_splits_the_gap_between_personas_and_item_factors(tmp_
     assert "calls 78.0% of the held-out items right (AUC 0.830)" in text and "81.0% (AUC 0.860)" in text
     assert "Of the 11.0 points" in text and "8.0 lie between the personas" in text and "3.0 between our item factors" in text
     assert "item space (ceiling, not a peer)" in blocks["table:accounts"]
+
+
+def test_nuts_addenda_name_the_worlds_they_ran_on():
+    """An addendum written before the exact simulator (no ``repeats`` in its provenance) ran on
+    the distinct-picks worlds, which ``nuts/`` no longer holds; one written after, on ``nuts/``'s."""
+    assert mp._nuts_worlds({}) == "the distinct-picks worlds of `bench nuts --distinct`"
+    assert mp._nuts_worlds({"repeats": True}) == "the worlds of `nuts/`"
