@@ -558,6 +558,8 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
             ok = {lv: float(np.nanmean([_uncertain(r, lv, "uncertain_count_ok") for r in runs]))
                   for lv in (float(x) for x in rec["levels"])}  # fmt: skip
             ok_share = float(np.nanmean([r["uncertain_share_count_ok"] for r in runs]))
+            lv50 = min(ok)
+            unc50 = float(np.nanmean([_uncertain(r, lv50) for r in runs]))
             text += (
                 "The same draws' equal-tailed intervals cover "
                 + "; ".join(f"{lv:.0%}: {_pct(c)}, {verdict(c, lv)}" for lv, c in central.items())
@@ -567,8 +569,9 @@ def _coverage_summary(rec: Mapping[str, Any]) -> str:
                 f"{_pct(ok_share)} of uncertain pairs whose user got as many active personas as planted "
                 "tastes, the HDI covers "
                 + "; ".join(f"{lv:.0%}: {_pct(c)}, {verdict(c, lv)}" for lv, c in ok.items())
-                + ": where tastes were merged into one persona or split over two, the matched persona's "
-                "probability is not the taste's. "
+                + f". So the users whose tastes were merged into one persona or split over two (where the "
+                f"matched persona's probability is not the taste's) account for "
+                f"{(ok[lv50] - unc50) * 100:.1f} points of the HDI's shortfall at {lv50:.0%}. "
             )
     return text + (
         f"Pooled over all pairs, most of which sit at 0 or 1, 90% intervals cover {_pct(cov)}, "
