@@ -173,13 +173,15 @@ def persona_recovery(
         if unc.any():
             unc_total += int(unc.sum())
             unc_width += float((high - low)[unc].sum())
-            count_ok = n_found == m
-            ok_total += int(unc.sum()) * count_ok
+            count_ok = n_found == m  # the user's persona count was recovered
+            if count_ok:
+                ok_total += int(unc.sum())
             for lv in LEVELS:
                 lo_l, hi_l = (low, high) if lv == hdi_prob else hdi(post[:, perm, :], lv, axis=0)
                 ok = (lo_l <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= hi_l)
                 unc_hits[lv] += int(ok[unc].sum())
-                ok_hits[lv] += int(ok[unc].sum()) * count_ok
+                if count_ok:
+                    ok_hits[lv] += int(ok[unc].sum())
                 lo_c, hi_c = np.quantile(post[:, perm, :], [(1 - lv) / 2, (1 + lv) / 2], axis=0)
                 central = (lo_c <= true_post.T + 1e-6) & (true_post.T - 1e-6 <= hi_c)
                 central_hits[lv] += int(central[unc].sum())

@@ -82,9 +82,9 @@ def test_intervals_cover_where_the_explanation_is_uncertain(recovered):
 
 def test_explanation_draws_are_not_narrower_than_their_errors(recovered):
     """Equal-tailed intervals of the explanation draws cover the generating probability of
-    the uncertain pairs at least at nominal minus 5 points at every level: the truth's rank among the draws is not pushed to their
-    tails, as it is for an over-confident or collapsed posterior (whose draws sit together
-    away from the truth). Equal-tailed intervals are nested, so their coverage rises with
+    the uncertain pairs at least at nominal minus 5 points at every level: the truth's rank
+    among the draws is not pushed to their tails, as it is for an over-confident or collapsed
+    posterior (whose draws sit together away from the truth). Equal-tailed intervals are nested, so their coverage rises with
     the level; restricted to users whose persona count was recovered, the HDI covers at
     90% as on all uncertain pairs or better."""
     _, report = recovered
