@@ -425,6 +425,11 @@ def test_recovery_run_at_smoke_size_feeds_the_renderer(tmp_path):
     assert "equal-tailed intervals cover 50%" in blocks["text:coverage-summary"]
     head = blocks["table:coverage"].splitlines()[0]
     assert "Uncertain, equal-tailed intervals" in head and "persona count was recovered" in head
+    # the readings chosen by the posterior and the exact reference travel with every run
+    assert set(run["flagged"]) == set(run["grouped_flagged"]) == set(run["grouped_uncertain"]) == set(run["uncertain"])
+    assert 0 < run["flagged_share"] <= 1 and run["flagged_misses_level"] == 0.9
+    assert set(payload["reference"]) == {str(n) for n in mp.REFERENCE_TRIALS}
+    assert "exact posterior" in mp.render_recovery_selection(payload)["text:recovery-selection"]
 
 
 def test_recovery_files_without_the_equal_tailed_columns_still_render(tmp_path):
@@ -650,3 +655,39 @@ def test_nuts_addenda_name_the_worlds_they_ran_on():
     the distinct-picks worlds, which ``nuts/`` no longer holds; one written after, on ``nuts/``'s."""
     assert mp._nuts_worlds({}) == "the distinct-picks worlds of `bench nuts --distinct`"
     assert mp._nuts_worlds({"repeats": True}) == "the worlds of `nuts/`"
+
+
+def test_paper_recovery_selection_blocks_match_results():
+    rec = _skip_unless(mp.load_recovery_selection)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_recovery_selection(rec).items()})
+    assert rec.get("kind") == "full", "paper/results/recovery_selection is from a smoke run"
+
+
+def _selection_run(flagged: float, truth_50: float) -> dict:
+    levels = (0.5, 0.8, 0.9, 0.95)
+    ref = {str(n): [{"selection": sel, "interval": iv, "level": lv, "coverage": (cov if sel == "truth" and lv == 0.5 else lv),
+                     "n_pairs": 100} for sel in ("truth", "posterior") for iv in ("hdi", "equal-tailed") for lv in levels]
+           for n, cov in ((3, 0.30), (10, 0.42))}  # fmt: skip
+    run = {"uncertain_share": 0.08, "flagged_share": 0.2, "flagged_misses_at_bound": 0.7, "flagged_misses_level": 0.9,
+           "uncertain": {f"{lv:g}": (truth_50 if lv == 0.5 else lv) for lv in levels},
+           "flagged": {f"{lv:g}": flagged * lv for lv in levels},
+           "grouped_flagged": {f"{lv:g}": flagged * lv for lv in levels}}  # fmt: skip
+    return {"kind": "full", "levels": list(levels), "runs": [run], "reference": ref}
+
+
+def test_the_selection_addendum_reads_both_selections_against_the_exact_reference(tmp_path):
+    """A run whose truth-chosen 50% coverage sits in the exact posterior's range and whose
+    posterior-chosen coverage is nominal is called so; one that misses is called a miss,
+    with its levels; a recovery file without the readings is not an addendum."""
+    good = mp.render_recovery_selection(_selection_run(flagged=1.0, truth_50=0.34))
+    assert "within 5 points of the range an exact posterior shows" in good["text:recovery-selection"]
+    assert "Ours does too" in good["text:recovery-selection"]
+    assert "| 50% | 34.0% | 30.0% / 42.0% | 50.0% |" in good["table:recovery-selection"]
+    bad = mp.render_recovery_selection(_selection_run(flagged=0.7, truth_50=0.10))["text:recovery-selection"]
+    assert "below even the exact posterior's" in bad and "Ours does not" in bad
+    assert "more often than they should at 50%, 80%, 90%, 95%" in bad and "70.0% have a generating" in bad
+    folder = tmp_path / "recovery_selection"
+    folder.mkdir()
+    (folder / "recovery.json").write_text(json.dumps({"runs": [{"uncertain": {}}], "levels": [0.5]}))
+    with pytest.raises(mp.MissingResultsError, match="predates"):
+        mp.load_recovery_selection(tmp_path)

@@ -97,6 +97,23 @@ def test_explanation_draws_are_not_narrower_than_their_errors(recovered):
     assert report.uncertain_coverage_count_ok[0.9] >= report.uncertain_coverage[0.9] - 0.02, report.summary()
 
 
+def test_readings_chosen_by_the_posterior(recovered):
+    """The pairs the model calls uncertain (posterior median in (0.05, 0.95)) are counted, and
+    a taste read as the sum of every persona that explains most of its items is covered at
+    least as often as by its one matched persona: a taste split over two personas is the
+    main way the matched persona's probability misses (the grouped reading is what the
+    shared accounts use). Nominal coverage is not asserted: the paper reports how far off
+    it is."""
+    _, report = recovered
+    assert 0.05 < report.flagged_share < 0.6, report.summary()
+    for level in (0.8, 0.9, 0.95):
+        assert report.grouped_flagged_coverage[level] >= report.flagged_coverage[level], report
+        assert report.grouped_uncertain_coverage[level] >= 0.6, report
+    levels = sorted(report.flagged_coverage)
+    assert all(report.flagged_coverage[a] <= report.flagged_coverage[b] + 0.01
+               for a, b in zip(levels, levels[1:], strict=False)), report.flagged_coverage
+
+
 def test_multi_taste_users_get_several_personas(recovered):
     _, report = recovered
     pu = report.per_user
