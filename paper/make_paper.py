@@ -1478,7 +1478,7 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 README = PAPER_DIR.parent / "README.md"
 README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
                  "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone", "readme:scale": "scale",
-                 "readme:scale-check": "scale_check"}  # fmt: skip
+                 "readme:scale-check": "scale_check", "readme:recovery-selection": "recovery_selection"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -1521,6 +1521,18 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
                                      f"(`paper/results/scale_check/`).")  # fmt: skip
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
+    if "recovery_selection" in inputs:
+        rs = inputs["recovery_selection"]
+        flagged, grouped = _mean_reading(rs, "flagged"), _mean_reading(rs, "grouped_flagged")
+        share = float(np.mean([r["flagged_share"] for r in _runs(rs)]))
+        out["readme:recovery-selection"] = (
+            f"Chosen by the model instead (the {_pct(share)} of pairs whose posterior median lies between 0.05 "
+            "and 0.95, the reading an exact posterior passes at every level), the intervals cover "
+            + ", ".join(f"{_pct(c)} at {lv:.0%}" for lv, c in flagged.items())
+            + "; with a taste's personas summed, "
+            + ", ".join(f"{_pct(c)} at {lv:.0%}" for lv, c in grouped.items())
+            + " (`paper/results/recovery_selection/`, paper §5.3)."
+        )
     for source in ("sbc", "nuts"):
         if source in inputs:
             cov = inputs[source]["coverage"]
