@@ -124,6 +124,7 @@ from bayes_persona.bench.attribution import (
     kmeans_method,
     ours_draws,
     persona_method,
+    restart_methods,
     share_method,
 )
 from bayes_persona.data._validation import ITEM_COL, USER_COL, check_fraction, check_int
@@ -158,6 +159,8 @@ LABELS = {
     "ours_plugin": "ours, persona map at the posterior mean (diagnostic)",
     "ours_soft": "ours, soft map (diagnostic)",
     "ours_ceiling": "ceiling in ours' item space (not a peer)",
+    "ours_refolded": "ours, personas inferred again from the fit's start (diagnostic)",
+    "ours_labelled_start": "ours, personas inferred again from the people's split (diagnostic)",
     "ampcf": "AMP-CF (K=4)",
     "kmeans": "2-means in iALS space",
     "share": "share of training items",
@@ -432,6 +435,7 @@ def run_accounts(
     user_particles: int = 1,
     ours_params: dict | None = None,
     validation: bool = False,
+    restarts: bool = False,
 ) -> AccountsResult:
     """Run the shared-account attribution benchmark (see the module docstring).
 
@@ -479,6 +483,13 @@ def run_accounts(
         the inner training rows of :func:`validation_split` and scored on its validation
         rows, so that settings can be chosen without the test rows (the issue's rule:
         tune on validation data cut from train).
+    restarts : bool, default False
+        Add the diagnostic rows of :func:`~bayes_persona.bench.attribution.restart_methods`
+        (a default ``ours`` only): each account's personas inferred again with the items
+        held fixed, from the fit's start and from the people's split, with the accounts'
+        ELBOs under the two (``accounts_restarts.csv``; the table's ``elbo_gain`` and
+        ``elbo_higher`` rows: the labelled start's mean ELBO gain per account and the share
+        of accounts where it is higher).
 
     Returns
     -------
@@ -491,6 +502,8 @@ def run_accounts(
             f"models must be a non-empty subset of {list(METHODS)}; got {models}"
         )
     _check_ours_params(ours_params)
+    if restarts and ("ours" not in models or make_ours is not None):
+        raise DataValidationError("restarts needs the default ours among the models (and no make_ours)")
     n_pairs = (20 if smoke else 150) if n_pairs is None else n_pairs
     positives = _load_positives(data_home) if data is None else getattr(data, "ratings", data)
     merged = merge_accounts(
@@ -504,6 +517,7 @@ def run_accounts(
     seconds: dict[str, float] = {}
     params: dict[str, dict] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
+    evidence = None
     ials = None
     for name in models:
         t0 = time.perf_counter()
@@ -516,6 +530,9 @@ def run_accounts(
             if hasattr(model, "guide_") and hasattr(model.guide_, "item_loc"):  # a PersonaRecommender
                 space = ItemSpace(model.guide_.item_loc.detach().cpu().numpy(), model.item_vocab_)
                 preds["ours_ceiling"] = ceiling_method(space, train_truth, test)
+            if restarts:
+                extra, evidence = restart_methods(model, train_truth, test, n_steps=20 if smoke else 400, seed=seed)
+                preds.update(extra)
         elif name == "ampcf":
             from bayes_persona.baselines import AMPCF
 
@@ -540,7 +557,7 @@ def run_accounts(
         logger.info("accounts: %s done in %.1f s", name, seconds[name])
 
     rows, frames = [], []
-    for name in [m for m in (*models, "ours_plugin", "ours_soft", "ours_ceiling") if m in preds]:
+    for name in [m for m in (*models, "ours_plugin", "ours_soft", "ours_ceiling", *RESTART_ROWS) if m in preds]:
         pr = preds[name]
         low, high = pr.get("low"), pr.get("high")
         rep = attribution_report(pr["p_a"], low, high, test["is_a"], test[ACCOUNT_COL])
@@ -551,6 +568,13 @@ def run_accounts(
                 p_a=pr["p_a"], low=nan if low is None else low, high=nan if high is None else high
             ).assign(method=name)
         )
+    if evidence is not None:
+        for name in RESTART_ROWS:
+            gain = _elbo_gain(evidence, name, "ours")
+            rows += [(name, "elbo_gain_over_fit", float(gain.mean())), (name, "elbo_higher_than_fit", float((gain > 0).mean()))]
+        gain = _elbo_gain(evidence, "ours_labelled_start", "ours_refolded")
+        rows += [("ours_labelled_start", "elbo_gain", float(gain.mean())),
+                 ("ours_labelled_start", "elbo_higher", float((gain > 0).mean()))]  # fmt: skip
     table = pd.DataFrame(rows, columns=["method", "metric", "value"])
     predictions = pd.concat(frames, ignore_index=True)[
         ["method", ACCOUNT_COL, ITEM_COL, "person", "is_a", "p_a", "low", "high"]
@@ -569,6 +593,7 @@ def run_accounts(
         "n_train_users": int(train[USER_COL].nunique()),
         "dataset": "ML-100K (ratings >= 4)" if data is None else "caller's data",
         "params": params,
+        "restarts": bool(restarts),
     }
     provenance = _provenance(argv, setup, models, seconds, make_ours is not None)
     md = markdown_table(table, setup)
@@ -578,9 +603,21 @@ def run_accounts(
         table.to_csv(path / "accounts.csv", index=False)
         predictions.to_csv(path / "accounts_items.csv", index=False)
         (path / "accounts.md").write_text(md)
+        if evidence is not None:
+            evidence.to_csv(path / "accounts_restarts.csv", index=False)
         (path / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
         logger.info("accounts: wrote %s", path)
     return AccountsResult(table, predictions, md, provenance)
+
+
+#: The diagnostic rows of ``restarts``.
+RESTART_ROWS = ("ours_refolded", "ours_labelled_start")
+
+
+def _elbo_gain(evidence: pd.DataFrame, start: str, against: str) -> pd.Series:
+    """Per account: the ELBO of ``start`` minus that of ``against``."""
+    w = evidence.pivot(index="account", columns="start", values="elbo")
+    return w[start] - w[against]
 
 
 def _params_of(model: Any) -> dict:
@@ -641,6 +678,17 @@ def markdown_table(table: pd.DataFrame, setup: dict | None = None) -> str:
         cells = [LABELS.get(name, name)]
         cells += [fmt.format(vals[m]) if m in vals else "–" for m, _, fmt in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    lab = table[table["method"] == "ours_labelled_start"]
+    g = dict(zip(lab["metric"], lab["value"], strict=True))
+    r = dict(zip(*table[table["method"] == "ours_refolded"][["metric", "value"]].T.to_numpy(), strict=True))
+    if {"elbo_gain", "elbo_gain_over_fit"} <= set(g) and "elbo_gain_over_fit" in r:
+        lines.append(
+            f"\nStarted at the people's split, the accounts' ELBO (the fit's objective, items held at the fit's) ends "
+            f"{g['elbo_gain']:+.2f} nats per account against a refold from the fit's own start (higher for "
+            f"{g['elbo_higher']:.1%} of accounts) and {g['elbo_gain_over_fit']:+.2f} against the fit as it stands "
+            f"(higher for {g['elbo_higher_than_fit']:.1%}); the refold from the fit's start ends "
+            f"{r['elbo_gain_over_fit']:+.2f} against the fit."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -679,6 +727,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--validation", action="store_true",
                     help="score on a validation split of the accounts' training rows (for tuning); "
                     "the test rows are left out")
+    ap.add_argument("--restarts", action="store_true",
+                    help="add the diagnostic rows: each account's personas inferred again, items held "
+                    "fixed, from the fit's start and from the people's split, with their ELBOs")
     ap.add_argument("--ials-params", type=json.loads, default=None,
                     help='JSON dict over the iALS defaults of kmeans/ceiling, e.g. \'{"regularization": 0.01}\'')  # fmt: skip
     return ap
@@ -706,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_accounts(
         models, args.data_home, args.out, args.n_pairs, args.seed, args.smoke,
         balanced=not args.unbalanced, ials_params=args.ials_params, argv=argv, user_particles=args.user_particles,
-        ours_params=args.ours_params, validation=args.validation,
+        ours_params=args.ours_params, validation=args.validation, restarts=args.restarts,
     )  # fmt: skip
     sys.stdout.write(res.markdown)
     return 0

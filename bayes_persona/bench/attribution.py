@@ -11,7 +11,10 @@ account's *training* items and their truth only:
   mean (:func:`_sides`, hard; :func:`_soft_sides`, soft);
 - :func:`kmeans_method`: 2-means of the account's training items in iALS factor space;
 - :func:`ceiling_method`: nearest labelled centroid (given the training truth: a ceiling);
-- :func:`share_method`: the share of the account's training items that are A's.
+- :func:`share_method`: the share of the account's training items that are A's;
+- :func:`restart_methods` (a diagnostic): every account's personas inferred again with the
+  items held fixed, from the fit's own start and from the people's split, and the fit's
+  objective (each account's ELBO) compared between the two.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from bayes_persona.data._validation import ITEM_COL
 from bayes_persona.data.accounts import ACCOUNT_COL
 from bayes_persona.persona.explanations import persona_owners
 
-__all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method", "ItemSpace"]
+__all__ = ["persona_method", "ours_draws", "ampcf_draws", "kmeans_method", "ceiling_method", "share_method", "ItemSpace",
+           "labelled_start", "restart_methods"]
 
 INTERVAL_PROB = 0.9  # equal-tailed: the 5% and 95% quantiles of the draws
 
@@ -207,3 +211,108 @@ def ceiling_method(ials: Any, train_truth, test) -> dict[str, np.ndarray]:
 def share_method(train_truth, test) -> dict[str, np.ndarray]:
     share = train_truth.groupby(ACCOUNT_COL, sort=False)["is_a"].mean()
     return {"p_a": test[ACCOUNT_COL].map(share).to_numpy(dtype=np.float64)}
+
+
+def labelled_start(model: Any, rows: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's starting rule applied within each person of one account: a start that knows
+    who chose what.
+
+    ``fit`` starts a user's K personas at the item clusters that hold most of the user's
+    items. Here person A's training items and person B's are clustered apart (spherical
+    k-means in the fit's item space, ``ceil(K / 2)`` and ``floor(K / 2)`` clusters), each
+    persona starts at one cluster's direction with the fit's starting length, and the
+    prevalences are the clusters' shares of the account's items turned into the joint
+    form's prevalences (as the fit's start does).
+
+    Parameters
+    ----------
+    model : PersonaRecommender
+        Fitted; ``rows`` are an account's training rows (``item_id``, ``is_a``).
+
+    Returns
+    -------
+    personas : ndarray, shape (K, D)
+    prevalence : ndarray, shape (K,), on the simplex
+    """
+    from bayes_persona.persona.initialization import kmeans, prevalence_from_shares
+
+    items = model.guide_.item_loc.detach().cpu().numpy().astype(np.float64)
+    K, D = int(model.n_personas), items.shape[1]
+    personas = np.zeros((K, D))
+    shares = np.full(K, 0.02)
+    k0 = 0
+    is_a = rows["is_a"].to_numpy(bool)
+    for side, n_k in ((is_a, (K + 1) // 2), (~is_a, K // 2)):
+        x = items[model.item_vocab_.encode(rows[ITEM_COL].to_numpy()[side])]
+        if len(x) == 0 or n_k == 0:
+            continue
+        centroids, labels = kmeans(x, n_k, seed)
+        for c in range(len(centroids)):
+            personas[k0] = float(model.persona_init_length) * centroids[c]
+            shares[k0] += float((labels == c).sum()) / len(rows)
+            k0 += 1
+    rng = np.random.default_rng(seed)
+    for k in range(k0, K):  # personas no cluster took: random directions, small shares
+        v = rng.standard_normal(D)
+        personas[k] = float(model.persona_init_length) * v / np.linalg.norm(v)
+    shares /= shares.sum()
+    if model.feedback == "implicit" and model.likelihood == "joint":
+        shares = prevalence_from_shares(shares[None], personas[None], items)[0]
+    return personas, shares
+
+
+def restart_methods(
+    model: Any, train_truth: pd.DataFrame, test: pd.DataFrame, *, n_steps: int = 400, seed: int = 0,
+    n_particles: int = 32,
+) -> tuple[dict[str, dict[str, np.ndarray]], pd.DataFrame]:
+    """Is the personas' shortfall the search's or the objective's? (A diagnostic.)
+
+    Every account's training items are folded back into the fitted model as a new user
+    (:func:`~bayes_persona.persona.foldin.fold_in`: the items and hyperparameters held at
+    the fit's), twice with the same steps and seed: from the fit's own start (the item
+    clusters of the account's items) and from :func:`labelled_start`, which knows who chose
+    what. Each is scored like ``ours`` (per-draw persona owners), and each account's ELBO
+    under the two, and under the fit as it stands, is estimated
+    (:func:`~bayes_persona.diagnostics.evidence.user_elbo`; the items are the same in all
+    three, so the figures compare). If the labelled start keeps its people apart and ends
+    with a higher ELBO than the fit's, better search would help; if the objective moves it
+    away from the people's split, or it ends below the fit's ELBO, the shortfall is the
+    model's, not the search's.
+
+    Returns
+    -------
+    preds : dict
+        ``{"ours_refolded": ..., "ours_labelled_start": ...}``, each as
+        :func:`persona_method`'s ``"draw"`` map.
+    evidence : DataFrame
+        ``account, start, elbo, iw_bound``: one row per account and start (``"ours"``: the
+        fit as it stands, and the two refolds).
+    """
+    from bayes_persona.diagnostics.evidence import user_elbo
+
+    # new users (fold_in refuses known ones) with ids of the vocabulary's kind
+    accounts = pd.unique(train_truth[ACCOUNT_COL])
+    known = model.user_vocab_.ids
+    if np.issubdtype(np.asarray(known).dtype, np.integer):
+        new_ids = int(np.max(known)) + 1 + np.arange(len(accounts))
+    else:
+        new_ids = np.asarray([f"refold:{a}" for a in accounts], dtype=object)
+    to_new = dict(zip(accounts, new_ids, strict=True))
+    back = dict(zip(new_ids, accounts, strict=True))
+    renamed = lambda f: f.assign(**{ACCOUNT_COL: f[ACCOUNT_COL].map(to_new)})  # noqa: E731
+    tt, te = renamed(train_truth), renamed(test)
+    history = pd.DataFrame({"user_id": tt[ACCOUNT_COL].to_numpy(), "item_id": tt[ITEM_COL].to_numpy()})
+    starts = {
+        "ours_refolded": None,
+        "ours_labelled_start": {acct: labelled_start(model, rows, seed) for acct, rows in tt.groupby(ACCOUNT_COL, sort=False)},
+    }
+    preds = {}
+    fit = user_elbo(model, accounts, n_particles=n_particles, random_state=seed)  # the fit as it stands
+    frames = [pd.DataFrame({"account": fit["user_id"], "start": "ours", "elbo": fit["elbo"], "iw_bound": fit["iw_bound"]})]
+    for name, start in starts.items():
+        folded = model.fold_in(history, n_steps=n_steps, random_state=seed, start=start)
+        preds[name] = persona_method(folded, tt, te, ours_draws)["draw"]
+        ev = user_elbo(folded, n_particles=n_particles, random_state=seed)
+        frames.append(pd.DataFrame({"account": ev["user_id"].map(back), "start": name,
+                                    "elbo": ev["elbo"], "iw_bound": ev["iw_bound"]}))  # fmt: skip
+    return preds, pd.concat(frames, ignore_index=True)

@@ -5,7 +5,8 @@ This package holds the ArviZ export of the posterior and its predictive draws
 checks (:mod:`~bayes_persona.diagnostics.ppc`), model comparison by held-out predictive
 density (:mod:`~bayes_persona.diagnostics.comparison`), simulation-based calibration of
 the guides (:mod:`~bayes_persona.diagnostics.sbc`), persona recovery on planted data
-(:mod:`~bayes_persona.diagnostics.recovery`) and the plots
+(:mod:`~bayes_persona.diagnostics.recovery`), each user's term of the fit's objective
+(:mod:`~bayes_persona.diagnostics.evidence`) and the plots
 (:mod:`~bayes_persona.diagnostics.plotting`). The submodules load on first use, so that
 importing one does not import the others (plotting needs matplotlib, the rest torch).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("comparison", "inference_data", "plotting", "ppc", "recovery", "sbc")
+_SUBMODULES = ("comparison", "evidence", "inference_data", "plotting", "ppc", "recovery", "sbc")
 
 #: Public functions re-exported here, by the submodule that defines them.
 _LAZY = {
@@ -23,6 +24,7 @@ _LAZY = {
     "posterior_predictive_checks": "ppc",
     "prior_predictive_checks": "ppc",
     "persona_recovery": "recovery",
+    "user_elbo": "evidence",
 }
 
 

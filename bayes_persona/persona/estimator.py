@@ -641,7 +641,8 @@ class PersonaRecommender:
         ``item_id`` (and ``rating``); unknown items raise ``UnknownIdError``, users this
         model already knows raise ``DataValidationError``. Other keyword arguments
         (``learning_rate``, ``random_state``, ``progress``, ``sample_weight``: how many
-        choices each row stands for, as in :meth:`fit`) and the design are described in
+        choices each row stands for, as in :meth:`fit`; ``start``: where to start chosen
+        users' personas and prevalences) and the design are described in
         :func:`bayes_persona.persona.foldin.fold_in`.
 
         Examples

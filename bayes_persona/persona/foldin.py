@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,7 @@ def fold_in(
     random_state: int | None = None,
     progress: bool = False,
     sample_weight: Any = None,
+    start: Mapping[Any, tuple[Any, Any]] | None = None,
 ) -> Any:
     """Infer new users' personas with the item parameters held fixed.
 
@@ -86,6 +88,12 @@ def fold_in(
         feedback only): a row of weight c enters the new users' likelihood as c
         independent choices of its item. The weights are kept with the new model's
         interactions (``seen_.weights``), as ``fit`` keeps its own.
+    start : mapping of user id to (personas, prevalence), optional
+        Where to start chosen new users: persona locations of shape (K, D) and a prevalence
+        of shape (K,) on the simplex (its Dirichlet factor starts at ``alpha + prevalence``,
+        as the fit's start does). Users not in it start at the taste clusters of their
+        items, as ``fit`` starts every user. Two fold-ins of the same history from different
+        starts can be compared by :func:`bayes_persona.diagnostics.evidence.user_elbo`.
 
     Returns
     -------
@@ -159,6 +167,8 @@ def fold_in(
         # Start each new user's personas at the taste clusters of their items, as fit does.
         item_loc = model.guide_.item_loc.detach().cpu()
         p0, pi0 = initial_personas(model, item_loc.numpy().astype(np.float64), new.seen_, seed)
+        if start is not None:
+            _apply_start(start, vocab, p0, pi0)
         guide.initialise(item_loc, p0, pi0)
         guide.to(dev)
         # Share (not copy) everything that is not a user table: the items' posterior.
@@ -197,3 +207,32 @@ def fold_in(
     new.converged_ = True  # a fixed number of steps with a decaying step size
     logger.info("folded in %d user(s) in %d steps; final ELBO %.4g", U, result.steps, new.elbo_[-1])
     return new
+
+
+def _apply_start(start: Mapping[Any, tuple[Any, Any]], vocab: Vocabulary, p0: torch.Tensor, pi0: torch.Tensor) -> None:
+    """Write ``start``'s personas (K, D) and prevalences (K,) into the starting tables, in place."""
+    if not isinstance(start, Mapping):
+        raise DataValidationError(f"start must be a mapping of user id to (personas, prevalence); got {type(start).__name__}")
+    known, _ = vocab.index_of_known(np.asarray(list(start), dtype=object))
+    if not known.all():
+        bad = [uid for uid, k in zip(start, known, strict=True) if not k]
+        raise DataValidationError(f"start names {len(bad)} user(s) that history does not have: {bad[:_PREVIEW]}")
+    K, D = p0.shape[1], p0.shape[2]
+    for uid, value in start.items():
+        if not (isinstance(value, tuple | list) and len(value) == 2):
+            raise DataValidationError(f"start[{uid!r}] must be a pair (personas, prevalence); got {type(value).__name__}")
+        personas, prevalence = (np.asarray(v, dtype=np.float64) for v in value)
+        if personas.shape != (K, D) or prevalence.shape != (K,):
+            raise DataValidationError(
+                f"start[{uid!r}] must hold personas of shape {(K, D)} and a prevalence of shape {(K,)}; "
+                f"got {personas.shape} and {prevalence.shape}"
+            )
+        if not (np.isfinite(personas).all() and np.isfinite(prevalence).all()):
+            raise DataValidationError(f"start[{uid!r}] holds values that are not finite")
+        if (prevalence < 0).any() or abs(prevalence.sum() - 1.0) > 1e-6:
+            raise DataValidationError(
+                f"start[{uid!r}]'s prevalence must be on the simplex (non-negative, sum 1); got sum {prevalence.sum():.6g}"
+            )
+        j = int(vocab.encode([uid])[0])
+        p0[j] = torch.as_tensor(personas, dtype=p0.dtype)
+        pi0[j] = torch.as_tensor(prevalence, dtype=pi0.dtype)

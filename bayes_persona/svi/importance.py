@@ -77,8 +77,9 @@ class LocalImportanceELBO:
         self.local_plate = local_plate
         self.particle_dim = particle_dim
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """``-L_M`` estimated with one draw of the globals and M of each member's locals."""
+    def _terms(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The global term, each member's scaled local log weights (M, B) or None, and the
+        local plate's subsampling scale ``c`` (``U / B``), from one joint draw."""
         M = self.num_particles
         with _LocalParticles(M, self.local_plate, self.particle_dim):
             guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -102,8 +103,24 @@ class LocalImportanceELBO:
                 # batch dims (M, B, ...) -> (M, B): sum what lies right of the members
                 lp = lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1) if lp.dim() >= 2 else lp
                 local_term = sign * lp if local_term is None else local_term + sign * lp
+        c = torch.as_tensor(1.0 if member_scale is None else member_scale)
+        return global_term, local_term, c
+
+    def member_log_weights(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """Each member's M log importance weights, shape (M, B), from one draw of the globals:
+        ``log p(x_u | theta_u^m, beta) p(theta_u^m) / q(theta_u^m)``, unscaled by the
+        local plate's subsampling. Their mean over M estimates the member's ELBO term, their
+        log-mean-exp its importance-weighted bound."""
+        _, local_term, c = self._terms(model, guide, *args, **kwargs)
+        if local_term is None:
+            raise ValueError(f"no sample site lies in the plate {self.local_plate!r}")
+        return local_term / c.to(local_term.dtype)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """``-L_M`` estimated with one draw of the globals and M of each member's locals."""
+        global_term, local_term, c = self._terms(model, guide, *args, **kwargs)
         if local_term is None:
             return -global_term
-        c = torch.as_tensor(1.0 if member_scale is None else member_scale, dtype=local_term.dtype)
-        per_member = torch.logsumexp(local_term / c, dim=0) - math.log(M)
+        c = c.to(local_term.dtype)
+        per_member = torch.logsumexp(local_term / c, dim=0) - math.log(self.num_particles)
         return -(global_term + (c * per_member).sum())

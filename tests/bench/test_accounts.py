@@ -296,6 +296,43 @@ def test_accounts_smoke_on_movielens(ml100k_dir, tmp_path, capsys) -> None:
             main(["--smoke", "--ours-params", bad, "--out", str(tmp_path / "bad")])
 
 
+def test_restarts_compare_the_fits_start_with_the_peoples_split(ml100k_dir, tmp_path) -> None:
+    """--restarts adds the two refold rows, each account's ELBO under both starts, and the
+    table's ELBO comparison; the labelled start puts A's personas among A's items."""
+    from bayes_persona.bench.accounts import main
+    from bayes_persona.bench.attribution import labelled_start
+
+    out = tmp_path / "rs"
+    assert main(["--smoke", "--models", "ours,share", "--n-pairs", "8", "--restarts",
+                 "--data-home", str(ml100k_dir.parent), "--out", str(out)]) == 0  # fmt: skip
+    table = pd.read_csv(out / "accounts.csv")
+    assert {"ours_refolded", "ours_labelled_start"} <= set(table.method)
+    wide = table.pivot(index="method", columns="metric", values="value")
+    assert wide.loc[["ours_refolded", "ours_labelled_start"], "accuracy"].between(0, 1).all()
+    assert 0.0 <= wide.loc["ours_labelled_start", "elbo_higher"] <= 1.0
+    ev = pd.read_csv(out / "accounts_restarts.csv")
+    assert set(ev.start) == {"ours", "ours_refolded", "ours_labelled_start"} and ev.groupby("start").size().eq(8).all()
+    assert {"elbo_gain_over_fit", "elbo_higher_than_fit"} <= set(wide.columns)
+    assert np.isfinite(ev[["elbo", "iw_bound"]]).all().all() and (ev.iw_bound >= ev.elbo - 1e-6).all()
+    assert "Started at the people's split" in (out / "accounts.md").read_text()
+    assert json.loads((out / "provenance.json").read_text())["restarts"] is True
+
+    world, _ = bp.make_synthetic(n_users=60, n_items=120, n_tastes=4, interactions_per_user=(15, 40), seed=0)
+    model = bp.PersonaRecommender(n_personas=4, n_factors=8, max_epochs=20, progress=False).fit(world)
+    items = model.guide_.item_loc.detach().numpy()
+    unit = items / np.linalg.norm(items, axis=1, keepdims=True)
+    v = unit[0]  # A chose the ten items nearest v, B the ten nearest -v
+    order = np.argsort(unit @ v)
+    rows = pd.DataFrame({"item_id": model.item_vocab_.ids[np.concatenate([order[-10:], order[:10]])],
+                         "is_a": [True] * 10 + [False] * 10})  # fmt: skip
+    personas, prevalence = labelled_start(model, rows)
+    assert personas.shape == (4, 8) and abs(prevalence.sum() - 1) < 1e-9 and (prevalence > 0).all()
+    assert (personas[:2] @ v > 0).all() and (personas[2:] @ v < 0).all()
+    np.testing.assert_allclose(np.linalg.norm(personas, axis=1), model.persona_init_length, rtol=1e-6)
+    with pytest.raises(DataValidationError, match="restarts"):
+        run_accounts(["share"], data=world, n_pairs=4, min_items=15, smoke=True, restarts=True)
+
+
 def test_the_validation_split_never_holds_a_test_row():
     from bayes_persona.bench.accounts import split_accounts, validation_split
 

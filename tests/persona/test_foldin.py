@@ -133,3 +133,31 @@ def test_fold_in_lowrank_guide_after_load(tmp_path) -> None:
     assert new.guide_.persona_cov_factor.shape[0] == 1
     assert new.guide_.item_loc is loaded.guide_.item_loc
     assert len(new.recommend(1, n=3)) == 3
+
+
+def test_fold_in_starts_chosen_users_where_asked(foldin_world) -> None:
+    """A user given a start begins there (after one tiny step its personas are the start's),
+    the others begin at their item clusters as before; a start that is not a pair of the
+    right shapes, not on the simplex, or names a user history lacks is refused by name."""
+    _, held, _, without, _ = foldin_world
+    ratings = foldin_world[0]
+    history = ratings[ratings["user_id"].isin(held)]
+    K, D = without.n_personas, without.n_factors
+    rng = np.random.default_rng(0)
+    personas = rng.standard_normal((K, D))
+    prevalence = np.full(K, 1.0 / K)
+    started = without.fold_in(history, n_steps=1, learning_rate=1e-6, start={held[0]: (personas, prevalence)})
+    plain = without.fold_in(history, n_steps=1, learning_rate=1e-6)
+    u0, u1 = (int(started.user_vocab_.encode([u])[0]) for u in held[:2])
+    loc = started.guide_.persona_loc.detach().numpy()
+    np.testing.assert_allclose(loc[u0], personas, atol=1e-4)
+    np.testing.assert_allclose(loc[u1], plain.guide_.persona_loc.detach().numpy()[u1], atol=1e-6)
+    assert not np.allclose(plain.guide_.persona_loc.detach().numpy()[u0], personas, atol=0.1)
+    with pytest.raises(bp.DataValidationError, match=r"shape \(3, 8\)"):
+        without.fold_in(history, n_steps=1, start={held[0]: (personas[:2], prevalence)})
+    with pytest.raises(bp.DataValidationError, match="simplex"):
+        without.fold_in(history, n_steps=1, start={held[0]: (personas, 2 * prevalence)})
+    with pytest.raises(bp.DataValidationError, match="does not have"):
+        without.fold_in(history, n_steps=1, start={-5: (personas, prevalence)})
+    with pytest.raises(bp.DataValidationError, match="pair"):
+        without.fold_in(history, n_steps=1, start={held[0]: personas})
