@@ -282,11 +282,12 @@ def restart_methods(
     Returns
     -------
     preds : dict
-        ``{"ours_refolded": ..., "ours_labelled_start": ...}``, each as
+        ``{"ours_refolded": ..., "ours_labelled_start": ..., "ours_labelled_as_started": ...}``
+        (the last: the labelled start before the objective moves it), each as
         :func:`persona_method`'s ``"draw"`` map.
     evidence : DataFrame
         ``account, start, elbo, iw_bound``: one row per account and start (``"ours"``: the
-        fit as it stands, and the two refolds).
+        fit as it stands, and the three rows of ``preds``).
     """
     from bayes_persona.diagnostics.evidence import user_elbo
 
@@ -302,15 +303,16 @@ def restart_methods(
     renamed = lambda f: f.assign(**{ACCOUNT_COL: f[ACCOUNT_COL].map(to_new)})  # noqa: E731
     tt, te = renamed(train_truth), renamed(test)
     history = pd.DataFrame({"user_id": tt[ACCOUNT_COL].to_numpy(), "item_id": tt[ITEM_COL].to_numpy()})
-    starts = {
-        "ours_refolded": None,
-        "ours_labelled_start": {acct: labelled_start(model, rows, seed) for acct, rows in tt.groupby(ACCOUNT_COL, sort=False)},
-    }
+    labelled = {acct: labelled_start(model, rows, seed) for acct, rows in tt.groupby(ACCOUNT_COL, sort=False)}
+    # (row, start, steps, learning rate): the labelled start is also scored as it starts
+    # (one step of a vanishing size), to see where the objective takes it
+    runs = [("ours_refolded", None, n_steps, 0.05), ("ours_labelled_start", labelled, n_steps, 0.05),
+            ("ours_labelled_as_started", labelled, 1, 1e-9)]  # fmt: skip
     preds = {}
     fit = user_elbo(model, accounts, n_particles=n_particles, random_state=seed)  # the fit as it stands
     frames = [pd.DataFrame({"account": fit["user_id"], "start": "ours", "elbo": fit["elbo"], "iw_bound": fit["iw_bound"]})]
-    for name, start in starts.items():
-        folded = model.fold_in(history, n_steps=n_steps, random_state=seed, start=start)
+    for name, start, steps, lr in runs:
+        folded = model.fold_in(history, n_steps=steps, learning_rate=lr, random_state=seed, start=start)
         preds[name] = persona_method(folded, tt, te, ours_draws)["draw"]
         ev = user_elbo(folded, n_particles=n_particles, random_state=seed)
         frames.append(pd.DataFrame({"account": ev["user_id"].map(back), "start": name,

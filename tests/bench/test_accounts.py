@@ -306,15 +306,15 @@ def test_restarts_compare_the_fits_start_with_the_peoples_split(ml100k_dir, tmp_
     assert main(["--smoke", "--models", "ours,share", "--n-pairs", "8", "--restarts",
                  "--data-home", str(ml100k_dir.parent), "--out", str(out)]) == 0  # fmt: skip
     table = pd.read_csv(out / "accounts.csv")
-    assert {"ours_refolded", "ours_labelled_start"} <= set(table.method)
+    assert {"ours_refolded", "ours_labelled_start", "ours_labelled_as_started"} <= set(table.method)
     wide = table.pivot(index="method", columns="metric", values="value")
     assert wide.loc[["ours_refolded", "ours_labelled_start"], "accuracy"].between(0, 1).all()
     assert 0.0 <= wide.loc["ours_labelled_start", "elbo_higher"] <= 1.0
     ev = pd.read_csv(out / "accounts_restarts.csv")
-    assert set(ev.start) == {"ours", "ours_refolded", "ours_labelled_start"} and ev.groupby("start").size().eq(8).all()
+    assert set(ev.start) == {"ours", "ours_refolded", "ours_labelled_start", "ours_labelled_as_started"} and ev.groupby("start").size().eq(8).all()
     assert {"elbo_gain_over_fit", "elbo_higher_than_fit"} <= set(wide.columns)
     assert np.isfinite(ev[["elbo", "iw_bound"]]).all().all() and (ev.iw_bound >= ev.elbo - 1e-6).all()
-    assert "Started at the people's split" in (out / "accounts.md").read_text()
+    assert "The people's split as a start attributes" in (out / "accounts.md").read_text()
     assert json.loads((out / "provenance.json").read_text())["restarts"] is True
 
     world, _ = bp.make_synthetic(n_users=60, n_items=120, n_tastes=4, interactions_per_user=(15, 40), seed=0)
