@@ -1445,7 +1445,7 @@ def _accounts_restarts_table(ar: Mapping[str, Any]) -> str:
 
 
 def _accounts_restarts_text(ar: Mapping[str, Any]) -> str:
-    parts = []
+    parts, said = [], None
     for run in ar["runs"]:
         by = {m: (r, gain, above) for m, r, gain, above in _restart_rows(run)}
         if not {"ours", "ours_labelled_start", "ours_labelled_as_started"} <= set(by):
@@ -1456,16 +1456,19 @@ def _accounts_restarts_text(ar: Mapping[str, Any]) -> str:
                 f"from there it ends at {_pct(end[0]['accuracy'])}, with an ELBO {end[1]:+.2f} nats per account against the "
                 f"fit's ({_pct(end[2])} of accounts higher).")  # fmt: skip
         if end[1] > 0 and end[0]["accuracy"] < start - 0.01:
-            text += (" The fit's objective can be raised from a start that knows the people, so the search has not found "
-                     "its best optimum; but the higher optimum attributes worse than its start"
-                     + (" and than the fit" if end[0]["accuracy"] < fit else "")
-                     + ": the objective moves the personas off the people's split. A better search would not close the gap; "
-                     "it is the model's.")
+            verdict_text = (
+                " The fit's objective can be raised from a start that knows the people, so the search has not found "
+                "its best optimum; but the higher optimum attributes worse than its start"
+                + (" and than the fit" if end[0]["accuracy"] < fit else "")
+                + ": the objective moves the personas off the people's split. A better search would not close the gap; "
+                "it is the model's."
+            )
         elif end[1] <= 0:
-            text += " The fit's own optimum scores higher on its objective: the search is not what holds the accuracy back."
+            verdict_text = " The fit's own optimum scores higher on its objective: the search is not what holds the accuracy back."
         else:
-            text += " The objective keeps the people's split: a better start would help."
-        parts.append(text)
+            verdict_text = " The objective keeps the people's split: a better start would help."
+        parts.append(text + (" The same reading holds." if verdict_text == said else verdict_text))
+        said = verdict_text
     return " ".join(parts) if parts else "The restart runs hold no labelled-start rows."
 
 
@@ -1552,7 +1555,8 @@ def render_recovery(rec: Mapping[str, Any]) -> dict[str, str]:
 README = PAPER_DIR.parent / "README.md"
 README_BLOCKS = {"readme:ranking": "benchmark", "readme:accounts": "accounts", "readme:recovery": "recovery",
                  "readme:sbc": "sbc", "readme:nuts": "nuts", "readme:costs-alone": "costs_alone", "readme:scale": "scale",
-                 "readme:scale-check": "scale_check", "readme:recovery-selection": "recovery_selection"}  # fmt: skip
+                 "readme:scale-check": "scale_check", "readme:recovery-selection": "recovery_selection",
+                 "readme:accounts-restarts": "accounts_restarts"}  # fmt: skip
 
 
 def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
@@ -1595,6 +1599,11 @@ def render_readme(inputs: Mapping[str, Any]) -> dict[str, str]:
                                      f"(`paper/results/scale_check/`).")  # fmt: skip
     if "recovery" in inputs:
         out["readme:recovery"] = _coverage_summary(inputs["recovery"])
+    if "accounts_restarts" in inputs:
+        out["readme:accounts-restarts"] = (
+            "Where the shortfall lies (`bench accounts --restarts`, paper §5.0): "
+            + _accounts_restarts_text(inputs["accounts_restarts"])
+        )
     if "recovery_selection" in inputs:
         rs = inputs["recovery_selection"]
         flagged, grouped = _mean_reading(rs, "flagged"), _mean_reading(rs, "grouped_flagged")
