@@ -48,8 +48,9 @@ class PrototypeMixture(TorchDistribution):
         D = self.loc.shape[-1]
         s2 = self.scale**2
         flat = value.reshape(-1, D)
+        loc = self.loc.to(flat.dtype)  # NUTS moves float64 values (pyro's flat vector of all sites)
         # ||p - m_t||^2 for every persona and prototype, (n, T); clamped at 0 against rounding
-        sq = ((flat * flat).sum(-1, keepdim=True) - 2.0 * flat @ self.loc.T + (self.loc * self.loc).sum(-1)).clamp_min(0.0)
+        sq = ((flat * flat).sum(-1, keepdim=True) - 2.0 * flat @ loc.T + (loc * loc).sum(-1)).clamp_min(0.0)
         log_comp = -0.5 * sq / s2 - D * torch.log(self.scale) - 0.5 * D * math.log(2 * math.pi)
         per_persona = torch.logsumexp(torch.log_softmax(self.logits, -1) + log_comp, -1)
         return per_persona.reshape(value.shape[:-1]).sum(-1)

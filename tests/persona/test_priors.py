@@ -33,6 +33,19 @@ def test_prototype_prior_is_the_gaussian_mixture():
     torch.testing.assert_close(m.persona_prior().log_prob(x), expected)
 
 
+def test_prototype_prior_takes_float64_personas():
+    """NUTS moves every site in one float64 vector: the prior's density of float64 personas
+    is the float32 one's (it raised a dtype error before)."""
+    torch.manual_seed(0)
+    m = PersonaModel(10, 20, 3, 4, n_prototypes=5)
+    with torch.no_grad():
+        m.prototype_loc.normal_()
+    x = torch.randn(7, 3, 4)
+    lp64 = m.persona_prior().log_prob(x.double())
+    assert lp64.dtype == torch.float64
+    torch.testing.assert_close(lp64.float(), m.persona_prior().log_prob(x), rtol=1e-5, atol=1e-4)
+
+
 def test_prototype_prior_gradients_batch_shape_and_draws_match_the_mixture():
     """The matmul form of the prototype prior has MixtureSameFamily's gradients, keeps a
     plate's batch shape, and its draws land on the prototypes in their weights."""
