@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from bayes_persona.data._validation import as_id_list, check_min_int
+from bayes_persona.exceptions import DataValidationError
 from bayes_persona.persona.model import Batch
 from bayes_persona.svi.importance import LocalImportanceELBO
 
@@ -89,7 +90,7 @@ def user_elbo(
     """
     posterior = model.posterior_  # NotFittedError before fit
     if model.feedback != "implicit":
-        raise ValueError(f"user_elbo needs an implicit-feedback model; this one has feedback={model.feedback!r}")
+        raise DataValidationError(f"user_elbo needs feedback='implicit'; got {model.feedback!r}")
     n_particles = check_min_int("n_particles", n_particles, 1)
     n_item_draws = check_min_int("n_item_draws", n_item_draws, 1)
     batch_size = check_min_int("batch_size", batch_size, 1)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.data.synthetic import SyntheticTruth
 from bayes_persona.posterior import ACTIVE_PREVALENCE, best_permutation, hdi
 
@@ -173,6 +174,11 @@ def selection_reference(
         ``selection, interval, level, coverage, n_pairs``; ``interval`` is ``"hdi"`` or
         ``"equal-tailed"``.
     """
+    n_trials = check_min_int("n_trials", n_trials, 1)
+    n_worlds = check_min_int("n_worlds", n_worlds, 1)
+    n_draws = check_min_int("n_draws", n_draws, 2)
+    seed = check_min_int("seed", seed, 0)
+    concentration = check_positive_float("concentration", concentration)
     rng = np.random.default_rng(seed)
     theta = rng.beta(concentration, concentration, n_worlds)
     x = rng.binomial(n_trials, theta)

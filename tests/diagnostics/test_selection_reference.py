@@ -49,3 +49,12 @@ def test_the_reference_is_reproducible_and_tidy():
     assert a.equals(b)
     assert set(a.columns) == {"selection", "interval", "level", "coverage", "n_pairs"}
     assert len(a) == 2 * 2 * len(LEVELS)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"n_trials": 0}, "n_trials"), ({"n_draws": 1}, "n_draws"),
+                                          ({"concentration": -1.0}, "concentration"), ({"seed": -1}, "seed")])  # fmt: skip
+def test_the_reference_refuses_bad_arguments_by_name(kwargs, name):
+    import bayes_persona as bp
+
+    with pytest.raises(bp.DataValidationError, match=name):
+        selection_reference(**kwargs)
