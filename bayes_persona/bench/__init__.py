@@ -21,7 +21,8 @@ benchmark (:mod:`bayes_persona.bench.accounts`).
 
 ``python -m bayes_persona.bench sbc [--replications 100]`` runs the simulation-based
 calibration of the guides (:mod:`bayes_persona.bench.sbc`); ``python -m bayes_persona.bench
-nuts`` compares their intervals with NUTS's on small worlds (:mod:`bayes_persona.bench.nuts`).
+nuts`` compares their intervals with NUTS's on small worlds (:mod:`bayes_persona.bench.nuts`), and
+``python -m bayes_persona.bench nuts-planted`` on small planted worlds (:mod:`bayes_persona.bench.nuts_planted`).
 
 ``python -m bayes_persona.bench costs [...]`` times the tuned models alone on an idle
 machine with two threads (:mod:`bayes_persona.bench.costs`).
@@ -387,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.bench.fuzz import main as fuzz_main
 
         return fuzz_main(argv[1:])
+    if argv[:1] == ["nuts-planted"]:  # python -m bayes_persona.bench nuts-planted ...: SVI against NUTS, planted worlds
+        from bayes_persona.bench.nuts_planted import main as nuts_planted_main
+
+        return nuts_planted_main(argv[1:])
     if argv[:1] == ["nuts"]:  # python -m bayes_persona.bench nuts ...: SVI against NUTS
         from bayes_persona.bench.nuts import main as nuts_main
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ from bayes_persona.diagnostics.sbc import (
 )
 from bayes_persona.exceptions import DataValidationError
 
-__all__ = ["NutsComparison", "nuts_draws", "compare_with_nuts"]
+__all__ = ["NutsComparison", "nuts_draws", "compare_with_nuts", "nuts_posterior", "attention_draws"]
 
 logger = logging.getLogger(__name__)
 
@@ -322,3 +322,94 @@ def _overlap(intervals: pd.DataFrame) -> pd.DataFrame:
         out.append({"method": m, "quantity": qn, "overlap": float((inter / union).mean()),
                     "width_ratio": float(ratio.median())})  # fmt: skip
     return pd.DataFrame(out)
+
+
+def nuts_posterior(
+    model: Any,
+    num_samples: int = 200,
+    *,
+    warmup_steps: int = 300,
+    thin: int = 2,
+    max_tree_depth: int = 8,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Exact-posterior draws by NUTS of a fitted model on its own training data.
+
+    The model's Pyro program with every hyperparameter held at the fit's (prior scales,
+    prototypes), and the persona assignment summed out as in the fit, sampled on all
+    training interactions at once. For any data, not only prior worlds (compare
+    :func:`nuts_draws`); worlds must be small (minutes for 15 users and 80 items).
+
+    Parameters
+    ----------
+    model : PersonaRecommender
+        Fitted with implicit feedback.
+    num_samples : int, default 200
+        Draws kept, after thinning by ``thin``.
+    warmup_steps, thin, max_tree_depth, seed : int
+
+    Returns
+    -------
+    draws : dict
+        ``item_factors`` (S, N, D), ``item_bias`` (S, N), ``persona_factors`` (S, U, K, D),
+        ``prevalence`` (S, U, K); users and items in the model's index order.
+    info : dict
+        ``divergences`` (count) and ``seconds``.
+    """
+    from pyro.infer import MCMC, NUTS
+
+    from bayes_persona.diagnostics.evidence import _full_batch
+
+    model.posterior_  # noqa: B018 (NotFittedError before fit)
+    if model.feedback != "implicit" or model.n_personas < 2:
+        raise DataValidationError("nuts_posterior needs feedback='implicit' and n_personas >= 2")
+    S = _check_int("num_samples", num_samples, 2)
+    warmup_steps = _check_int("warmup_steps", warmup_steps, 1)
+    thin = _check_int("thin", thin, 1)
+    max_tree_depth = _check_int("max_tree_depth", max_tree_depth, 1)
+    seed = _check_int("seed", seed, 0)
+    U, N = len(model.user_vocab_), len(model.item_vocab_)
+    K, D = model.n_personas, model.n_factors
+    program = model.model_
+    saved = [prm.requires_grad for prm in program.parameters()]
+    for prm in program.parameters():
+        prm.requires_grad_(False)
+    batch = _full_batch(model.seen_, torch.arange(U))
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            pyro.set_rng_seed(seed)
+            mcmc = MCMC(
+                NUTS(lambda: program(batch), max_tree_depth=max_tree_depth, target_accept_prob=0.85),
+                num_samples=S * thin, warmup_steps=warmup_steps, num_chains=1, disable_progbar=True,
+            )  # fmt: skip
+            mcmc.run()
+    finally:
+        for prm, req in zip(program.parameters(), saved, strict=True):
+            prm.requires_grad_(req)
+    smp = {k: v.detach().double().numpy() for k, v in mcmc.get_samples().items()}
+    keep = np.arange(0, S * thin, thin)
+    div = mcmc.diagnostics().get("divergences", {})
+    n_div = int(sum(len(v) for v in div.values())) if isinstance(div, dict) else 0
+    draws = {
+        "item_factors": smp["item_factors"].reshape(-1, N, D)[keep],
+        "item_bias": smp["item_bias"].reshape(-1, N)[keep],
+        "persona_factors": smp["persona_factors"].reshape(-1, U, K, D)[keep],
+        "prevalence": smp["prevalence"].reshape(-1, U, K)[keep],
+    }
+    return draws, {"divergences": n_div, "seconds": time.perf_counter() - start}
+
+
+def attention_draws(draws: Mapping[str, np.ndarray], user: int, items: np.ndarray) -> np.ndarray:
+    """``P(z = k | u, i)`` of the joint form in each posterior draw, shape (S, K, n).
+
+    ``softmax_k(log pi_uk + p_uk . q_i)`` (the item bias cancels) for the user index
+    ``user`` and item indices ``items``, from draws shaped as :func:`nuts_posterior`'s.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    logit = np.log(np.maximum(draws["prevalence"][:, user, :], 1e-300))[:, :, None] + np.einsum(
+        "skd,snd->skn", draws["persona_factors"][:, user], draws["item_factors"][:, items]
+    )
+    logit -= logit.max(1, keepdims=True)
+    att = np.exp(logit)
+    return att / att.sum(1, keepdims=True)

@@ -18,7 +18,8 @@ from bayes_persona.data._validation import check_min_int, check_positive_float
 from bayes_persona.data.synthetic import SyntheticTruth
 from bayes_persona.posterior import ACTIVE_PREVALENCE, best_permutation, hdi
 
-__all__ = ["RecoveryReport", "persona_recovery", "selection_reference", "LEVELS", "UNCERTAIN"]
+__all__ = ["RecoveryReport", "persona_recovery", "selection_reference", "matched_per_draw", "selection_coverage",
+           "LEVELS", "UNCERTAIN"]
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 UNCERTAIN = (0.05, 0.95)
@@ -323,3 +324,37 @@ def persona_recovery(
         grouped_uncertain_coverage={lv: g_unc_hits[lv] / max(unc_total, 1) for lv in LEVELS},
         grouped_flagged_coverage={lv: g_flag_hits[lv] / max(flag_g_total, 1) for lv in LEVELS},
     )
+
+
+def matched_per_draw(draws: np.ndarray, planted: np.ndarray, n_tastes: int) -> np.ndarray:
+    """Each draw's personas matched to the planted tastes, shape (S, m, n).
+
+    ``draws`` (S, K, n) are draws of ``P(z = k | u, i)`` for a user's ``n`` items, whose
+    planted tastes are ``planted`` (n,) in ``0 .. m - 1``. In every draw the permutation
+    that maximises the personas' agreement with the tastes on those items is taken
+    (Hungarian algorithm), so labels that switch between draws (as a sampler's may) are
+    matched draw by draw; :func:`persona_recovery` matches once, at the posterior mean.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    draws = np.asarray(draws, dtype=np.float64)
+    planted = np.asarray(planted)
+    out = np.empty((draws.shape[0], n_tastes, draws.shape[2]))
+    for s, d in enumerate(draws):
+        cost = np.stack([-d[:, planted == t].sum(1) for t in range(n_tastes)])  # (m, K)
+        rows, cols = linear_sum_assignment(cost)
+        out[s] = d[cols[np.argsort(rows)]]
+    return out
+
+
+def selection_coverage(matched: np.ndarray, truth: np.ndarray) -> pd.DataFrame:
+    """HDI coverage of ``truth`` (m, n) by ``matched`` draws (S, m, n) on the pairs chosen by
+    the truth and by the posterior median (each in :data:`UNCERTAIN`), at every level of
+    :data:`LEVELS`: ``selection, level, hits, n_pairs`` (counts, to pool over users)."""
+    chosen = {"truth": _is_uncertain(truth), "posterior": _is_uncertain(np.median(matched, axis=0))}
+    rows = []
+    for selection, keep in chosen.items():
+        for level in LEVELS:
+            hits = int(_covers(matched, truth, level)[keep].sum())
+            rows.append({"selection": selection, "level": level, "hits": hits, "n_pairs": int(keep.sum())})
+    return pd.DataFrame(rows)
