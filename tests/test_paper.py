@@ -719,3 +719,39 @@ def test_the_restarts_addendum_says_whose_shortfall_it_is():
     assert "the search is not what holds the accuracy back" in fit_best
     keeps = mp.render_accounts_restarts({"runs": [_restart_run({**acc, "ours_labelled_start": 0.79}, gain=2.0)]})
     assert "a better start would help" in keeps["text:accounts-restarts"]
+
+
+def test_paper_nuts_planted_blocks_match_results():
+    npl = _skip_unless(mp.load_nuts_planted)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_nuts_planted(npl).items()})
+    assert not any(p.get("smoke") for p in npl["provenance"]), "a nuts_planted run is from a smoke run"
+
+
+def _nuts_planted_folder(root: Path, seed: int, nuts_cov: float) -> None:
+    folder = root / "nuts_planted" / f"seed{seed}"
+    folder.mkdir(parents=True)
+    rows = [{"method": m, "seed": str(seed), "selection": sel, "level": lv, "hits": int(100 * (nuts_cov if m == "nuts" else lv)),
+             "n_pairs": 100} for m in ("nuts", "svi") for sel in ("truth", "posterior") for lv in (0.5, 0.8, 0.9, 0.95)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "coverage.csv", index=False)
+    (folder / "provenance.json").write_text(json.dumps({"world": {"n_users": 15}, "worlds": {str(seed): {"seconds": 60.0, "divergences": 0}},
+                                                        "fit": {"n_personas": 3}, "git_commit": "abc"}))  # fmt: skip
+
+
+def test_the_nuts_planted_addendum_pools_worlds_and_reads_nuts_against_nominal(tmp_path):
+    _nuts_planted_folder(tmp_path, 0, nuts_cov=0.4)
+    _nuts_planted_folder(tmp_path, 1, nuts_cov=0.4)
+    out = mp.render_nuts_planted(mp.load_nuts_planted(tmp_path))
+    assert "| NUTS (exact), chosen by the posterior | 200 | 40.0% | 40.0% | 40.0% | 40.0% |" in out["table:nuts-planted"]
+    assert "2 planted worlds" in out["text:nuts-planted"] and "misses the planted probabilities too" in out["text:nuts-planted"]
+    assert "within 5 points of NUTS's at 0 of 4 levels" in out["text:nuts-planted"]
+    nominal = tmp_path / "b"
+    for seed in (0, 1):
+        _nuts_planted_folder(nominal, seed, nuts_cov=0.0)
+    for f in (nominal / "nuts_planted").glob("seed*/coverage.csv"):  # NUTS at nominal
+        c = pd.read_csv(f)
+        c["hits"] = (100 * c["level"]).astype(int)
+        c.to_csv(f, index=False)
+    text = mp.render_nuts_planted(mp.load_nuts_planted(nominal))["text:nuts-planted"]
+    assert "covers within 5 points of nominal" in text and "at 4 of 4 levels" in text
+    with pytest.raises(mp.MissingResultsError):
+        mp.load_nuts_planted(tmp_path / "none")
