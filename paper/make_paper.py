@@ -1535,9 +1535,9 @@ def _nuts_planted_text(npl: Mapping[str, Any]) -> str:
             "The exact posterior of the fitted model misses the planted probabilities too: on the pairs it calls "
             "uncertain it covers " + ", ".join(f"{_pct(c)} at {lv:.0%}" for lv, c in nuts_f.items())
             + ", and on those chosen by the truth " + ", ".join(f"{_pct(c)} at {lv:.0%}" for lv, c in nuts_t.items())
-            + ". So on planted worlds nominal coverage is not a property of the posterior this model and its "
-            "empirical-Bayes hyperparameters define, and no better approximation of it would reach it: the planted "
-            "worlds were not drawn from the model's prior. "
+            + ". So on these planted worlds nominal coverage is not a property of the posterior that this model and "
+            "its empirical-Bayes hyperparameters define, and a closer approximation of that posterior would not by "
+            "itself reach it: the planted worlds were not drawn from the model's prior. "
         )
     else:
         text += ("The exact posterior covers within 5 points of nominal on the pairs it calls uncertain: "
