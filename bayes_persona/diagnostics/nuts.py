@@ -104,6 +104,35 @@ def _full_batch(world: PriorWorld):
     return Batch(torch.arange(U), items, mask, torch.ones(U), obs_weight=obs_weight)
 
 
+def _sample(program: Any, batch: Any, S: int, thin: int, warmup_steps: int, max_tree_depth: int, seed: int,
+            shapes: Mapping[str, tuple[int, ...]]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """One NUTS chain over ``program(batch)`` with its parameters held: ``S`` draws kept of
+    ``S * thin``, each site reshaped to ``(S, *shapes[site])``; and ``divergences``, ``seconds``."""
+    from pyro.infer import MCMC, NUTS
+
+    saved = [prm.requires_grad for prm in program.parameters()]
+    for prm in program.parameters():
+        prm.requires_grad_(False)
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            pyro.set_rng_seed(seed)
+            mcmc = MCMC(
+                NUTS(lambda: program(batch), max_tree_depth=max_tree_depth, target_accept_prob=0.85),
+                num_samples=S * thin, warmup_steps=warmup_steps, num_chains=1, disable_progbar=True,
+            )  # fmt: skip
+            mcmc.run()
+    finally:
+        for prm, req in zip(program.parameters(), saved, strict=True):
+            prm.requires_grad_(req)
+    smp = {k: v.detach().double().numpy() for k, v in mcmc.get_samples().items()}
+    keep = np.arange(0, S * thin, thin)
+    div = mcmc.diagnostics().get("divergences", {})
+    n_div = int(sum(len(v) for v in div.values())) if isinstance(div, dict) else 0
+    draws = {name: smp[name].reshape(-1, *shape)[keep] for name, shape in shapes.items()}
+    return draws, {"divergences": n_div, "seconds": time.perf_counter() - start}
+
+
 def nuts_draws(
     model: Any,
     world: PriorWorld,
@@ -136,36 +165,16 @@ def nuts_draws(
     info : dict
         ``divergences`` (count) and ``seconds``.
     """
-    from pyro.infer import MCMC, NUTS
-
     _check_aligned(model, world)
     S = _check_int("num_samples", num_samples, 2)
     U, K = world.persona_factors.shape[:2]
     N, D = world.item_factors.shape
-    program = model.model_
-    for prm in program.parameters():
-        prm.requires_grad_(False)
-    batch = _full_batch(world)
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        pyro.set_rng_seed(seed)
-        mcmc = MCMC(
-            NUTS(lambda: program(batch), max_tree_depth=max_tree_depth, target_accept_prob=0.85),
-            num_samples=S * thin, warmup_steps=warmup_steps, num_chains=1, disable_progbar=True,
-        )  # fmt: skip
-        mcmc.run()
-    smp = {k: v.detach().double().numpy() for k, v in mcmc.get_samples().items()}
-    keep = np.arange(0, S * thin, thin)
-    q = smp["item_factors"].reshape(-1, N, D)[keep]
-    b = smp["item_bias"].reshape(-1, N)[keep]
-    p = smp["persona_factors"].reshape(-1, U, K, D)[keep]
-    pi = smp["prevalence"].reshape(-1, U, K)[keep]
+    shapes = {"item_factors": (N, D), "item_bias": (N,), "persona_factors": (U, K, D), "prevalence": (U, K)}
+    d, info = _sample(model.model_, _full_batch(world), S, thin, warmup_steps, max_tree_depth, seed, shapes)
+    q, b, p, pi = d["item_factors"], d["item_bias"], d["persona_factors"], d["prevalence"]
     log_w = np.stack(
         [PriorWorld(None, q[s], b[s], p[s], pi[s], model.likelihood).log_shares() for s in range(S)]
     )
-    div = mcmc.diagnostics().get("divergences", {})
-    n_div = int(sum(len(v) for v in div.values())) if isinstance(div, dict) else 0
-    info = {"divergences": n_div, "seconds": time.perf_counter() - start}
     return {"item_factors": q, "item_bias": b, "persona_factors": p, "log_shares": log_w}, info
 
 
@@ -356,8 +365,6 @@ def nuts_posterior(
     info : dict
         ``divergences`` (count) and ``seconds``.
     """
-    from pyro.infer import MCMC, NUTS
-
     from bayes_persona.diagnostics.evidence import _full_batch
 
     model.posterior_  # noqa: B018 (NotFittedError before fit)
@@ -370,34 +377,9 @@ def nuts_posterior(
     seed = _check_int("seed", seed, 0)
     U, N = len(model.user_vocab_), len(model.item_vocab_)
     K, D = model.n_personas, model.n_factors
-    program = model.model_
-    saved = [prm.requires_grad for prm in program.parameters()]
-    for prm in program.parameters():
-        prm.requires_grad_(False)
+    shapes = {"item_factors": (N, D), "item_bias": (N,), "persona_factors": (U, K, D), "prevalence": (U, K)}
     batch = _full_batch(model.seen_, torch.arange(U))
-    start = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            pyro.set_rng_seed(seed)
-            mcmc = MCMC(
-                NUTS(lambda: program(batch), max_tree_depth=max_tree_depth, target_accept_prob=0.85),
-                num_samples=S * thin, warmup_steps=warmup_steps, num_chains=1, disable_progbar=True,
-            )  # fmt: skip
-            mcmc.run()
-    finally:
-        for prm, req in zip(program.parameters(), saved, strict=True):
-            prm.requires_grad_(req)
-    smp = {k: v.detach().double().numpy() for k, v in mcmc.get_samples().items()}
-    keep = np.arange(0, S * thin, thin)
-    div = mcmc.diagnostics().get("divergences", {})
-    n_div = int(sum(len(v) for v in div.values())) if isinstance(div, dict) else 0
-    draws = {
-        "item_factors": smp["item_factors"].reshape(-1, N, D)[keep],
-        "item_bias": smp["item_bias"].reshape(-1, N)[keep],
-        "persona_factors": smp["persona_factors"].reshape(-1, U, K, D)[keep],
-        "prevalence": smp["prevalence"].reshape(-1, U, K)[keep],
-    }
-    return draws, {"divergences": n_div, "seconds": time.perf_counter() - start}
+    return _sample(model.model_, batch, S, thin, warmup_steps, max_tree_depth, seed, shapes)
 
 
 def attention_draws(draws: Mapping[str, np.ndarray], user: int, items: np.ndarray) -> np.ndarray:
