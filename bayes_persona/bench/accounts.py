@@ -487,10 +487,13 @@ def run_accounts(
     restarts : bool, default False
         Add the diagnostic rows of :func:`~bayes_persona.bench.attribution.restart_methods`
         (a default ``ours`` only): each account's personas inferred again with the items
-        held fixed, from the fit's start and from the people's split, with the accounts'
-        ELBOs under the two (``accounts_restarts.csv``; the table's ``elbo_gain`` and
-        ``elbo_higher`` rows: the labelled start's mean ELBO gain per account and the share
-        of accounts where it is higher).
+        held fixed, from the fit's start (``ours_refolded``) and from the people's split
+        (``ours_labelled_start``; as started: ``ours_labelled_as_started``), with each
+        account's ELBO under the fit and under each of them (``accounts_restarts.csv``).
+        The table gains, per row, ``elbo_gain_over_fit`` (mean ELBO gain per account over
+        the fit) and ``elbo_higher_than_fit`` (share of accounts above it), and for the
+        labelled start ``elbo_gain`` and ``elbo_higher`` against the refold from the fit's
+        start.
 
     Returns
     -------
