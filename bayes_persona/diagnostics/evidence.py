@@ -37,7 +37,7 @@ __all__ = ["user_elbo"]
 
 
 def _full_batch(seen: Any, users: torch.Tensor) -> Batch:
-    """Every training interaction of ``users``, padded, each counted once (weight 1)."""
+    """Every training interaction of ``users``, padded, each counted by its ``sample_weight`` (one when the fit had none); no subsampling weight."""
     indptr = seen.indptr.to(users.device)
     n = indptr[users + 1] - indptr[users]
     L = max(1, int(n.max()))
