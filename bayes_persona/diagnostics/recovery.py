@@ -335,15 +335,12 @@ def matched_per_draw(draws: np.ndarray, planted: np.ndarray, n_tastes: int) -> n
     (Hungarian algorithm), so labels that switch between draws (as a sampler's may) are
     matched draw by draw; :func:`persona_recovery` matches once, at the posterior mean.
     """
-    from scipy.optimize import linear_sum_assignment
-
     draws = np.asarray(draws, dtype=np.float64)
     planted = np.asarray(planted)
     out = np.empty((draws.shape[0], n_tastes, draws.shape[2]))
     for s, d in enumerate(draws):
-        cost = np.stack([-d[:, planted == t].sum(1) for t in range(n_tastes)])  # (m, K)
-        rows, cols = linear_sum_assignment(cost)
-        out[s] = d[cols[np.argsort(rows)]]
+        cost = np.stack([-d[:, planted == t].sum(1) for t in range(n_tastes)])  # (m, K), as persona_recovery's
+        out[s] = d[list(best_permutation(cost))]
     return out
 
 
