@@ -7,14 +7,11 @@ import json
 import numpy as np
 import pytest
 
-# The library parts are imported inside the tests: importing bayes_persona.diagnostics.nuts
-# while pytest collects moves the draws of tests/bench/test_fuzz_bench.py's seeded fuzz (a
-# case sequence that then drew no valid explain case, measured 2026-12-08; cause not found).
+from bayes_persona.diagnostics.nuts import attention_draws
+from bayes_persona.diagnostics.recovery import LEVELS, matched_per_draw, selection_coverage
 
 
 def test_attention_draws_are_the_joint_forms_attention():
-    from bayes_persona.diagnostics.nuts import attention_draws
-
     rng = np.random.default_rng(0)
     S, U, K, N, D = 4, 3, 2, 5, 3
     draws = {"prevalence": rng.dirichlet(np.ones(K), size=(S, U)), "persona_factors": rng.normal(size=(S, U, K, D)),
@@ -28,8 +25,6 @@ def test_attention_draws_are_the_joint_forms_attention():
 def test_matching_per_draw_undoes_label_switching():
     """Draws whose persona labels switch from draw to draw match the tastes in every draw; a
     match at the mean would blur them. Coverage counts follow the selections."""
-    from bayes_persona.diagnostics.recovery import LEVELS, matched_per_draw, selection_coverage
-
     rng = np.random.default_rng(1)
     planted = np.array([0, 0, 1, 1, 1])
     base = np.array([[0.9, 0.8, 0.2, 0.1, 0.3], [0.1, 0.2, 0.8, 0.9, 0.7]])  # (K=2, n)
