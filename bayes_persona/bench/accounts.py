@@ -682,8 +682,8 @@ def markdown_table(table: pd.DataFrame, setup: dict | None = None) -> str:
         cells = [LABELS.get(name, name)]
         cells += [fmt.format(vals[m]) if m in vals else "–" for m, _, fmt in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    of = lambda m: dict(zip(*table[table["method"] == m][["metric", "value"]].T.to_numpy(), strict=True))  # noqa: E731
-    g, r, s0 = of("ours_labelled_start"), of("ours_refolded"), of("ours_labelled_as_started")
+    by_method = {name: dict(zip(grp["metric"], grp["value"], strict=True)) for name, grp in table.groupby("method")}
+    g, r, s0 = (by_method.get(m, {}) for m in ("ours_labelled_start", "ours_refolded", "ours_labelled_as_started"))
     if {"elbo_gain", "elbo_gain_over_fit"} <= set(g) and "elbo_gain_over_fit" in r and "accuracy" in s0:
         lines.append(
             f"\nThe people's split as a start attributes {s0['accuracy']:.1%}; inferred from there (the fit's objective, "

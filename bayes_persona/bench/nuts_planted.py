@@ -65,7 +65,7 @@ def run_nuts_planted(seeds: Sequence[int] = (0, 1, 2), out: str | Path | None = 
     import bayes_persona as bp
     from bayes_persona.demo import DEMO_MODEL
     from bayes_persona.diagnostics.nuts import attention_draws, nuts_posterior
-    from bayes_persona.diagnostics.recovery import matched_per_draw, selection_coverage
+    from bayes_persona.diagnostics.recovery import matched_per_draw, selection_coverage, user_truth
     from bayes_persona.provenance import stamp
 
     world, fit, nuts = (SMOKE_WORLD, SMOKE_FIT, SMOKE_NUTS) if smoke else (WORLD, FIT, NUTS)
@@ -79,9 +79,7 @@ def run_nuts_planted(seeds: Sequence[int] = (0, 1, 2), out: str | Path | None = 
         for uid, grp in truth.interactions.groupby("user_id", sort=False):
             u = int(model.user_vocab_.encode([uid])[0])
             items = model.item_vocab_.encode(grp["item_id"].to_numpy())
-            planted = grp["slot"].to_numpy()
-            m = int((truth.persona_weights[truth.user_ids == uid] > 0).sum())
-            true_p = truth.persona_posterior(np.full(len(grp), uid), grp["item_id"].to_numpy())[:, :m].T  # (m, n)
+            planted, m, true_p = user_truth(truth, uid, grp)
             with torch.no_grad():
                 svi = model.posterior_.explanation_draws(np.array([u]), items)[0][:, 0].cpu().numpy()
             for method, att in (("svi", svi), ("nuts", attention_draws(draws, u, items))):

@@ -250,13 +250,11 @@ def persona_recovery(
         post = post[:, 0].cpu().numpy()  # (S, K, n), slot order
         prev_median = np.median(prev[:, 0].cpu().numpy(), axis=0)  # (K,), as personas() marks "active"
         mean = post.mean(0)  # (K, n)
-        planted = grp["slot"].to_numpy()
-        m = int((truth.persona_weights[truth.user_ids == uid] > 0).sum())
+        planted, m, true_post = user_truth(truth, uid, grp)
         # cost[planted slot, persona] = - evidence that they are the same taste
         cost = np.stack([-mean[:, planted == s].sum(1) for s in range(m)])
         perm = np.asarray(best_permutation(cost))
         agree = mean.argmax(0) == perm[planted]
-        true_post = truth.persona_posterior(np.full(len(grp), uid), grp["item_id"].to_numpy())[:, :m].T  # (m, n)
         matched = post[:, perm, :]  # (S, m, n): the persona matched to each taste
         # every persona to the taste whose items it explains most (several may share one)
         owner = (-cost).argmax(0)
@@ -324,6 +322,14 @@ def persona_recovery(
         grouped_uncertain_coverage={lv: g_unc_hits[lv] / max(unc_total, 1) for lv in LEVELS},
         grouped_flagged_coverage={lv: g_flag_hits[lv] / max(flag_g_total, 1) for lv in LEVELS},
     )
+
+
+def user_truth(truth: SyntheticTruth, uid, grp: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+    """One planted user's interactions ``grp``: the taste that generated each (n,), the
+    user's number of tastes ``m``, and the generating ``P(taste | u, i)``, shape (m, n)."""
+    m = int((truth.persona_weights[truth.user_ids == uid] > 0).sum())
+    true_p = truth.persona_posterior(np.full(len(grp), uid), grp["item_id"].to_numpy())[:, :m].T
+    return grp["slot"].to_numpy(), m, true_p
 
 
 def matched_per_draw(draws: np.ndarray, planted: np.ndarray, n_tastes: int) -> np.ndarray:
