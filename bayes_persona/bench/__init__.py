@@ -392,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayes_persona.bench.nuts_planted import main as nuts_planted_main
 
         return nuts_planted_main(argv[1:])
+    if argv[:1] == ["evidence"]:  # python -m bayes_persona.bench evidence ...: how many personas the data support
+        from bayes_persona.bench.evidence import main as evidence_main
+
+        return evidence_main(argv[1:])
     if argv[:1] == ["nuts"]:  # python -m bayes_persona.bench nuts ...: SVI against NUTS
         from bayes_persona.bench.nuts import main as nuts_main
 

@@ -25,6 +25,7 @@ _LAZY = {
     "prior_predictive_checks": "ppc",
     "persona_recovery": "recovery",
     "user_elbo": "evidence",
+    "persona_count_evidence": "evidence",
 }
 
 

@@ -18,10 +18,20 @@ the user's term of the ELBO the fit maximises and its importance-weighted bound
 items and hyperparameters (for example two :func:`~bayes_persona.persona.foldin.fold_in` runs
 from different starts) are compared by the objective through these numbers: the one with
 the higher ELBO is the one the fit would keep.
+
+:func:`persona_count_evidence` reads the same bounds across fits that differ in the number of
+personas K: for each user, which K its own choices support. Each fit's bound is computed under
+that fit's items, so the comparison is per user given each fit's item posterior. A mean-field
+guide sits in one of the K! relabellings of a user's personas that the exchangeable prior
+makes equally likely; a posterior that put equal mass on all of them would be up to
+:math:`\\log K!` nats higher, so the table also gives each bound with that allowance (the most
+label switching can add, reached only when the relabelled modes do not overlap).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +43,7 @@ from bayes_persona.exceptions import DataValidationError
 from bayes_persona.persona.model import Batch
 from bayes_persona.svi.importance import LocalImportanceELBO
 
-__all__ = ["user_elbo"]
+__all__ = ["user_elbo", "persona_count_evidence"]
 
 
 def _full_batch(seen: Any, users: torch.Tensor) -> Batch:
@@ -121,3 +131,92 @@ def user_elbo(
         "elbo": elbo,
         "iw_bound": iw,
     })  # fmt: skip
+
+
+def persona_count_evidence(
+    models: Sequence[Any],
+    users: Any = None,
+    *,
+    n_particles: int = 32,
+    n_item_draws: int = 4,
+    batch_size: int = 64,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Which number of personas each user's choices support: the evidence bounds of fits that differ in K.
+
+    For every user and every fit, :func:`user_elbo`'s importance-weighted bound of the user's
+    evidence :math:`\\log p(x_u \\mid \\beta)` (the items at that fit's posterior), and its
+    gap to the bound of the fit with the fewest personas. A positive gap says the user's own
+    choices pay for the extra personas: the mixture explains them better than its prior's
+    extra dimensions cost. With item factors learned, one persona can stand for several
+    tastes wherever the tastes that users like together can be laid out near each other in
+    the D dimensions; the bound then prefers fewer personas, and the extra personas of a
+    larger fit are not identified by the data.
+
+    Parameters
+    ----------
+    models : sequence of PersonaRecommender
+        Fitted with implicit feedback on the same users, each with a different
+        ``n_personas``.
+    users : sequence of user ids, optional
+        Default: every user of the first model (each must be a user of every model).
+    n_particles, n_item_draws, batch_size, random_state
+        As in :func:`user_elbo` (the same seed for every fit).
+
+    Returns
+    -------
+    DataFrame
+        One row per (user, fit), fits in increasing K: ``user_id, n_interactions,
+        n_personas, elbo, iw_bound, gap`` (``iw_bound`` minus the fewest-persona fit's, 0 for
+        that fit), ``symmetry_allowance`` (:math:`\\log K! - \\log K_0!`, the most that
+        label switching can add to the gap) and ``gap_upper`` (their sum).
+
+    Raises
+    ------
+    DataValidationError
+        Fewer than two models, two with the same K, or ``users`` unknown to a model.
+
+    References
+    ----------
+    .. [1] D. J. C. MacKay. *Information Theory, Inference, and Learning Algorithms*,
+       chapter 28 (model comparison and Occam's razor). Cambridge University Press, 2003.
+    .. [2] Y. Burda, R. Grosse, R. Salakhutdinov. "Importance Weighted Autoencoders". ICLR 2016.
+    """
+    if isinstance(models, (str, bytes)) or not isinstance(models, Sequence):
+        raise DataValidationError(f"models must be a sequence of fitted PersonaRecommender; got {type(models).__name__}")
+    if len(models) < 2:
+        raise DataValidationError(f"models must hold at least two fits to compare; got {len(models)}")
+    from bayes_persona.persona.estimator import PersonaRecommender
+
+    for j, m in enumerate(models):
+        if not isinstance(m, PersonaRecommender):
+            raise DataValidationError(f"models[{j}] must be a PersonaRecommender; got {type(m).__name__}")
+    ks = [int(m.n_personas) for m in models]
+    if len(set(ks)) != len(ks):
+        raise DataValidationError(f"models must each have a different n_personas; got {ks}")
+    order = np.argsort(ks, kind="stable")
+    if users is None:
+        first = models[int(order[0])]
+        _ = first.posterior_  # NotFittedError before fit
+        users = first.user_vocab_.decode(np.arange(len(first.user_vocab_)))
+    users = as_id_list(users, "users")
+    frames = []
+    for j in order:
+        m = models[int(j)]
+        _ = m.posterior_  # NotFittedError before fit
+        known, _ = m.user_vocab_.index_of_known(users)
+        if not known.all():
+            bad = [u for u, ok in zip(users, known, strict=True) if not ok][:5]
+            raise DataValidationError(f"users {bad} are not users of models[{int(j)}] (n_personas={ks[int(j)]})")
+        table = user_elbo(m, users, n_particles=n_particles, n_item_draws=n_item_draws, batch_size=batch_size,
+                          random_state=random_state)  # fmt: skip
+        frames.append(table.assign(n_personas=ks[int(j)]))
+    base = frames[0]["iw_bound"].to_numpy()
+    k0 = ks[int(order[0])]
+    for f in frames:
+        k = int(f["n_personas"].iloc[0])
+        f["gap"] = f["iw_bound"].to_numpy() - base
+        f["symmetry_allowance"] = math.lgamma(k + 1) - math.lgamma(k0 + 1)
+        f["gap_upper"] = f["gap"] + f["symmetry_allowance"]
+    out = pd.concat(frames, ignore_index=True)
+    return out[["user_id", "n_interactions", "n_personas", "elbo", "iw_bound", "gap", "symmetry_allowance", "gap_upper"]]
