@@ -755,3 +755,47 @@ def test_the_nuts_planted_addendum_pools_worlds_and_reads_nuts_against_nominal(t
     assert "covers within 5 points of nominal" in text and "at 4 of 4 levels" in text
     with pytest.raises(mp.MissingResultsError):
         mp.load_nuts_planted(tmp_path / "none")
+
+
+def test_paper_evidence_blocks_match_results():
+    ev = _skip_unless(mp.load_evidence)
+    _assert_blocks_match({k: mp._block_body(k, v) for k, v in mp.render_evidence(ev).items()})
+    assert not any(r["provenance"].get("smoke") for r in ev["runs"]), "an evidence run is from a smoke run"
+
+
+def _evidence_folder(root: Path, name: str, seed: int, control: tuple[float, float], ml: float) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    rows = [("control", "1 planted taste", 2, control[1]), ("control", "2 planted tastes", 2, control[0]),
+            ("planted", "3 planted tastes", 4, 0.0), ("ml100k", "all users", 8, ml),
+            ("accounts", "single users", 2, 0.05), ("accounts", "two-person accounts", 2, 0.15),
+            ("accounts", "two-person accounts", 8, 0.0)]  # fmt: skip
+    pd.DataFrame([{"setting": a, "group": g, "n_personas": k, "against": 1, "n_users": 10, "prefer": p,
+                   "prefer_upper": p, "median_gap": -3.0, "median_gap_per_interaction": -0.1,
+                   "symmetry_allowance": 0.7} for a, g, k, p in rows]).to_csv(folder / "summary.csv", index=False)  # fmt: skip
+    pd.DataFrame([{"n_personas": 1, "n_interactions": 100, "lpd_per_interaction": -6.1, "diff_vs_k1": 0.0, "diff_se": 0.0,
+                   "users_higher_than_k1": float("nan")},
+                  {"n_personas": 8, "n_interactions": 100, "lpd_per_interaction": -6.09, "diff_vs_k1": 0.01,
+                   "diff_se": 0.005, "users_higher_than_k1": 0.5}]).to_csv(folder / "heldout.csv", index=False)  # fmt: skip
+    (folder / "provenance.json").write_text(json.dumps({"seed": seed, "git_commit": "abc"}))
+
+
+def test_the_evidence_addendum_reads_the_control_before_the_data(tmp_path):
+    _evidence_folder(tmp_path, "evidence", 0, control=(0.6, 0.1), ml=0.0)
+    out = mp.render_evidence(mp.load_evidence(tmp_path))
+    assert "| 0 | ML-100K, validation split | all users | 8 vs 1 | 10 | 0.0% | 0.0% | -3.0 | abc |" in out["table:evidence"]
+    text = out["text:evidence"]
+    assert "two personas for 60.0% of two-taste users and 10.0% of one-taste users" in text
+    assert "+0.0100 ± 0.0050 (se) nats per interaction at K=8" in text and "15.0% prefer two personas" in text
+    assert "not identified by the choices" in text
+    _evidence_folder(tmp_path, "evidence_seed1", 1, control=(0.6, 0.1), ml=0.0)
+    assert "Seed 1:" in mp.render_evidence(mp.load_evidence(tmp_path))["text:evidence"]
+    blind = tmp_path / "blind"
+    _evidence_folder(blind, "evidence", 0, control=(0.2, 0.1), ml=0.0)  # the control does not separate
+    text = mp.render_evidence(mp.load_evidence(blind))["text:evidence"]
+    assert "so the other rows are not read" in text and "not identified" not in text
+    supported = tmp_path / "supported"
+    _evidence_folder(supported, "evidence", 0, control=(0.6, 0.1), ml=0.6)  # ML-100K users prefer K=8
+    assert "not identified" not in mp.render_evidence(mp.load_evidence(supported))["text:evidence"]
+    with pytest.raises(mp.MissingResultsError):
+        mp.load_evidence(tmp_path / "none")
