@@ -786,16 +786,17 @@ def test_the_evidence_addendum_reads_the_control_before_the_data(tmp_path):
     assert "| 0 | ML-100K, validation split | all users | 8 vs 1 | 10 | 0.0% | 0.0% | -3.0 | abc |" in out["table:evidence"]
     text = out["text:evidence"]
     assert "two personas for 60.0% of two-taste users and 10.0% of one-taste users" in text
-    assert "+0.0100 ± 0.0050 (se) nats per interaction at K=8" in text and "15.0% prefer two personas" in text
-    assert "not identified by the choices" in text
+    assert "K=8's held-out log predictive of the validation rows is higher than K=1's by 0.0100 ± 0.0050 (se)" in text
+    assert "15.0% prefer two personas" in text and "do not ask for the extra personas" in text
+    assert "predicts the held-out choices worse" not in text
     _evidence_folder(tmp_path, "evidence_seed1", 1, control=(0.6, 0.1), ml=0.0)
     assert "Seed 1:" in mp.render_evidence(mp.load_evidence(tmp_path))["text:evidence"]
     blind = tmp_path / "blind"
     _evidence_folder(blind, "evidence", 0, control=(0.2, 0.1), ml=0.0)  # the control does not separate
     text = mp.render_evidence(mp.load_evidence(blind))["text:evidence"]
-    assert "so the other rows are not read" in text and "not identified" not in text
+    assert "so the other rows are not read" in text and "do not ask for" not in text
     supported = tmp_path / "supported"
     _evidence_folder(supported, "evidence", 0, control=(0.6, 0.1), ml=0.6)  # ML-100K users prefer K=8
-    assert "not identified" not in mp.render_evidence(mp.load_evidence(supported))["text:evidence"]
+    assert "do not ask for" not in mp.render_evidence(mp.load_evidence(supported))["text:evidence"]
     with pytest.raises(mp.MissingResultsError):
         mp.load_evidence(tmp_path / "none")

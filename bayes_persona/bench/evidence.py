@@ -27,7 +27,7 @@ Writes into ``--out``: ``summary.csv`` (``setting, group, n_personas, n_users, p
 share of users whose bound is higher than the one-persona fit's, ``prefer_upper``: the same
 with the label-switching allowance log K!, ``median_gap`` in nats and per interaction),
 ``users.csv.gz`` (every user's bounds), ``heldout.csv`` (ML-100K's held-out log predictive
-per interaction), ``summary.md`` and ``provenance.json``. About 15 minutes on one core;
+per interaction), ``summary.md`` and ``provenance.json``. About 5 minutes on one core;
 ``--smoke`` runs tiny versions in about a minute.
 """
 
