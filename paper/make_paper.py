@@ -1555,8 +1555,9 @@ def render_nuts_planted(npl: Mapping[str, Any]) -> dict[str, str]:
 
 
 EVIDENCE_BLOCKS = ("table:evidence", "text:evidence")
-EVIDENCE_COMMAND = "python -m bayes_persona.bench evidence --seed S --out paper/results/evidence (seed 1: evidence_seed1)"
-EVIDENCE_FOLDERS = ("evidence", "evidence_seed1")
+EVIDENCE_COMMAND = ("python -m bayes_persona.bench evidence --seed S --out paper/results/evidence (seed 1: evidence_seed1; "
+                    "--settings ml100k_d2: evidence_lowd, evidence_lowd_seed1)")
+EVIDENCE_FOLDERS = ("evidence", "evidence_seed1", "evidence_lowd", "evidence_lowd_seed1")
 
 
 def load_evidence(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
@@ -1580,6 +1581,17 @@ def _evidence_row(run: Mapping[str, Any], setting: str, group: str, k: int | Non
     return None if t.empty else t.sort_values("n_personas").iloc[-1]
 
 
+def _heldout_of(run: Mapping[str, Any], setting: str) -> pd.DataFrame | None:
+    """A run's held-out rows of one ML-100K setting (files without a ``setting`` column hold ``ml100k``'s)."""
+    h = run.get("heldout")
+    if h is None:
+        return None
+    if "setting" not in h.columns:
+        return h if setting == "ml100k" else None
+    h = h[h["setting"] == setting]
+    return None if h.empty else h
+
+
 def _evidence_table(ev: Mapping[str, Any]) -> str:
     rows = []
     for run in ev["runs"]:
@@ -1593,7 +1605,8 @@ def _evidence_table(ev: Mapping[str, Any]) -> str:
 
 
 EVIDENCE_LABELS = {"control": "control world (12 tastes, 2 dimensions)", "planted": "demo's planted world",
-                   "ml100k": "ML-100K, validation split", "accounts": "shared accounts, validation split"}  # fmt: skip
+                   "ml100k": "ML-100K, validation split", "accounts": "shared accounts, validation split",
+                   "ml100k_d2": "ML-100K, validation split, 2 dimensions"}  # fmt: skip
 
 
 def _evidence_text(ev: Mapping[str, Any]) -> str:
@@ -1616,7 +1629,7 @@ def _evidence_text(ev: Mapping[str, Any]) -> str:
         if ml is not None:
             text += (f" on ML-100K, {ml['n_personas']} personas to one for {_pct(ml['prefer'])} of users "
                      f"({_pct(ml['prefer_upper'])} with the allowance; median gap {ml['median_gap']:.1f} nats)")  # fmt: skip
-            h = run.get("heldout")
+            h = _heldout_of(run, "ml100k")
             if h is not None and len(h) > 1:
                 h = h.set_index("n_personas")
                 k = int(h.index.max())
@@ -1628,13 +1641,26 @@ def _evidence_text(ev: Mapping[str, Any]) -> str:
             text += (f" of the merged two-person accounts, {_pct(a2['prefer'])} prefer two personas to one "
                      f"(single users: {_pct(s2['prefer'])})" + (f" and {_pct(a8['prefer'])} eight" if a8 is not None else "")
                      + ".")  # fmt: skip
+        low = _evidence_row(run, "ml100k_d2", "all users")
+        hl = _heldout_of(run, "ml100k_d2")
+        if low is not None:
+            text += (f" in 2 dimensions, {low['n_personas']} personas beat one for {_pct(low['prefer'])} of ML-100K users "
+                     f"({_pct(low['prefer_upper'])} with the allowance; median gap {low['median_gap']:.1f} nats)")  # fmt: skip
+            if hl is not None and len(hl) > 1 and "ndcg10" in hl.columns:
+                hl = hl.set_index("n_personas")
+                k0, k = int(hl.index.min()), int(hl.index.max())
+                text += (f", and NDCG@10 of the validation rows is {hl.loc[k, 'ndcg10']:.4f} at K={k} against "
+                         f"{hl.loc[k0, 'ndcg10']:.4f} at K={k0}")  # fmt: skip
+            text += ";"
+        if text == f"Seed {seed}:":
+            continue
         parts.append(text.rstrip(";") + ("" if text.endswith(".") else "."))
     run = ev["runs"][0]
     c2, c1 = _evidence_row(run, "control", "2 planted tastes"), _evidence_row(run, "control", "1 planted taste")
     p3, ml = _evidence_row(run, "planted", "3 planted tastes"), _evidence_row(run, "ml100k", "all users")
     reads = c2 is not None and c1 is not None and c2["prefer"] >= c1["prefer"] + 0.3
     if reads and p3 is not None and ml is not None and p3["prefer_upper"] < 0.25 and ml["prefer_upper"] < 0.25:
-        h = run.get("heldout")
+        h = _heldout_of(run, "ml100k")
         worse = h is not None and len(h) > 1 and float(h.set_index("n_personas")["diff_vs_k1"].iloc[-1]) < 0
         parts.append(
             "The reading finds the extra personas where one vector cannot stand for two tastes, so its verdict elsewhere "

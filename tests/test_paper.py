@@ -795,6 +795,21 @@ def test_the_evidence_addendum_reads_the_control_before_the_data(tmp_path):
     _evidence_folder(blind, "evidence", 0, control=(0.2, 0.1), ml=0.0)  # the control does not separate
     text = mp.render_evidence(mp.load_evidence(blind))["text:evidence"]
     assert "so the other rows are not read" in text and "do not ask for" not in text
+    low = tmp_path / "low"
+    _evidence_folder(low, "evidence", 0, control=(0.6, 0.1), ml=0.0)
+    folder = low / "evidence_lowd"
+    folder.mkdir()
+    pd.DataFrame([{"setting": "ml100k_d2", "group": "all users", "n_personas": 4, "against": 1, "n_users": 10,
+                   "prefer": 0.2, "prefer_upper": 0.4, "median_gap": -2.0, "median_gap_per_interaction": -0.1,
+                   "symmetry_allowance": 3.2}]).to_csv(folder / "summary.csv", index=False)  # fmt: skip
+    pd.DataFrame([{"setting": "ml100k_d2", "n_personas": k, "n_factors": 2, "n_interactions": 100,
+                   "lpd_per_interaction": -6.5, "diff_vs_k1": 0.0, "diff_se": 0.01, "users_higher_than_k1": 0.5,
+                   "ndcg10": nd} for k, nd in ((1, 0.16), (4, 0.17))]).to_csv(folder / "heldout.csv", index=False)  # fmt: skip
+    (folder / "provenance.json").write_text(json.dumps({"seed": 0, "git_commit": "def"}))
+    out = mp.render_evidence(mp.load_evidence(low))
+    assert "| 0 | ML-100K, validation split, 2 dimensions | all users | 4 vs 1 | 10 | 20.0% | 40.0% | -2.0 | def |" in out["table:evidence"]
+    assert "in 2 dimensions, 4 personas beat one for 20.0% of ML-100K users" in out["text:evidence"]
+    assert "NDCG@10 of the validation rows is 0.1700 at K=4 against 0.1600 at K=1" in out["text:evidence"]
     supported = tmp_path / "supported"
     _evidence_folder(supported, "evidence", 0, control=(0.6, 0.1), ml=0.6)  # ML-100K users prefer K=8
     assert "do not ask for" not in mp.render_evidence(mp.load_evidence(supported))["text:evidence"]

@@ -22,12 +22,16 @@ settings, on training rows only:
     The shared-account benchmark's validation split (:mod:`bayes_persona.bench.accounts`,
     ``seed``: its training rows only), default settings, K = 1, 2 and 8, with the merged
     two-person accounts apart from the users who are alone.
+``ml100k_d2`` (not run by default)
+    The ``ml100k`` split with personas and items in 2 dimensions, K = 1 against 4: where one
+    vector is too small to hold a user's tastes, do the choices ask for personas, and do the
+    personas then rank better than one (NDCG@10 of the validation rows)?
 
 Writes into ``--out``: ``summary.csv`` (``setting, group, n_personas, n_users, prefer``: the
 share of users whose bound is higher than the one-persona fit's, ``prefer_upper``: the same
 with the label-switching allowance log K!, ``median_gap`` in nats and per interaction),
-``users.csv.gz`` (every user's bounds), ``heldout.csv`` (ML-100K's held-out log predictive
-per interaction), ``summary.md`` and ``provenance.json``. About 5 minutes on one core;
+``users.csv.gz`` (every user's bounds), ``heldout.csv`` (per ML-100K setting and K: held-out
+log predictive per interaction and NDCG@10 of the validation rows), ``summary.md`` and ``provenance.json``. About 5 minutes on one core;
 ``--smoke`` runs tiny versions in about a minute.
 """
 
@@ -45,9 +49,12 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_evidence", "summarise", "markdown_summary", "main", "SETTINGS", "ML_FITS", "CONTROL_WORLD"]
+__all__ = ["run_evidence", "summarise", "markdown_summary", "main", "SETTINGS", "DEFAULT_SETTINGS", "ML_FITS", "LOW_D_FITS",
+           "CONTROL_WORLD"]
 
-SETTINGS = ("control", "planted", "ml100k", "accounts")
+SETTINGS = ("control", "planted", "ml100k", "accounts", "ml100k_d2")
+#: What ``bench evidence`` runs unless told otherwise (``ml100k_d2`` is a run of its own).
+DEFAULT_SETTINGS = ("control", "planted", "ml100k", "accounts")
 #: The control world: more tastes than two dimensions can lay out pairwise (the test's world).
 CONTROL_WORLD = {"n_users": 150, "n_items": 300, "n_tastes": 12, "tastes_per_user": (1, 2),
                  "interactions_per_user": (30, 50), "n_dims": 2, "multi_taste_prob": 0.0}  # fmt: skip
@@ -56,6 +63,10 @@ CONTROL_FIT = {"n_factors": 2, "batch_size": 64, "learning_rate": 0.02, "max_epo
 #: Step size and budget per K: the ranking benchmark's choices on this validation split
 #: (``paper/results/tuning.csv``, the ``chosen`` rows of Ours K=1 and K=8).
 ML_FITS = {1: {"learning_rate": 0.05, "max_epochs": 1200}, 8: {"learning_rate": 0.04, "max_epochs": 225}}
+#: The same split in 2 dimensions, K = 1 against 4 (K=8's step size and budget): where one
+#: vector is too small to hold a user's tastes, do the choices ask for personas?
+LOW_D_FITS = {1: {"learning_rate": 0.04, "max_epochs": 225, "n_factors": 2},
+              4: {"learning_rate": 0.04, "max_epochs": 225, "n_factors": 2}}  # fmt: skip
 ACCOUNT_KS = (1, 2, 8)
 #: Bound settings: user_elbo's defaults (smoke: fewer draws, fewer users).
 BOUND = {"n_particles": 32, "n_item_draws": 4}
@@ -105,32 +116,37 @@ def _planted(seed: int, smoke: bool) -> pd.DataFrame:
     return _bounds(models, tastes, "planted", smoke)
 
 
-def _ml100k(seed: int, smoke: bool, data_home) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _ml100k(seed: int, smoke: bool, data_home, fits: dict, setting: str = "ml100k") -> tuple[pd.DataFrame, pd.DataFrame]:
     import bayes_persona as bp
+    from bayes_persona.evaluation import evaluate
 
     data = bp.load_movielens("100k", data_home=data_home, download=False)
     split = bp.random_holdout(bp.binarize(data, 4.0), 0.2, seed=0)
     inner = bp.random_holdout(split.train, 0.2, seed=1 + seed)
-    models = [_fit(inner.train, smoke, n_personas=k, random_state=0, **p) for k, p in ML_FITS.items()]
+    models = [_fit(inner.train, smoke, n_personas=k, random_state=0, **p) for k, p in fits.items()]
     users = None
     if smoke:
         users = list(models[0].user_vocab_.decode(np.arange(SMOKE_USERS)))
-    bounds = _bounds(models, None, "ml100k", smoke, users)
+    bounds = _bounds(models, None, setting, smoke, users)
     rows = inner.test.ratings
     rows = rows[rows["item_id"].isin(models[0].item_vocab_.ids) & rows["user_id"].isin(models[0].user_vocab_.ids)]
     if smoke:
         rows = rows[rows["user_id"].isin(users)]
-    lpd = {k: np.asarray(m.log_predictive(rows), dtype=np.float64) for k, m in zip(ML_FITS, models, strict=True)}
-    diff = lpd[8] - lpd[1]
-    per_user = pd.Series(diff).groupby(rows["user_id"].to_numpy()).mean()
-    heldout = pd.DataFrame([
-        {"n_personas": k, "n_interactions": len(v), "lpd_per_interaction": float(v.mean()),
-         "diff_vs_k1": float((v - lpd[1]).mean()),
-         "diff_se": float((v - lpd[1]).std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"),
-         "users_higher_than_k1": float((per_user > 0).mean()) if k != 1 else float("nan")}
-        for k, v in lpd.items()
-    ])  # fmt: skip
-    return bounds, heldout
+    lpd = {k: np.asarray(m.log_predictive(rows), dtype=np.float64) for k, m in zip(fits, models, strict=True)}
+    k0 = min(fits)
+    records = []
+    for (k, v), m in zip(lpd.items(), models, strict=True):
+        diff = v - lpd[k0]
+        per_user = pd.Series(diff).groupby(rows["user_id"].to_numpy()).mean()
+        ndcg = evaluate(m, inner.train, inner.test, k=(10,), items=data.items, metrics=["ndcg"], n_boot=0)
+        records.append({
+            "setting": setting, "n_personas": k, "n_factors": int(m.n_factors), "n_interactions": len(v),
+            "lpd_per_interaction": float(v.mean()), "diff_vs_k1": float(diff.mean()),
+            "diff_se": float(diff.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"),
+            "users_higher_than_k1": float((per_user > 0).mean()) if k != k0 else float("nan"),
+            "ndcg10": float(ndcg["value"].iloc[0]),
+        })  # fmt: skip
+    return bounds, pd.DataFrame(records)
 
 
 def _accounts(seed: int, smoke: bool, data_home) -> pd.DataFrame:
@@ -174,7 +190,7 @@ def summarise(users: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown_summary(summary: pd.DataFrame, heldout: pd.DataFrame | None = None) -> str:
-    """The summary as a markdown table (and ML-100K's held-out line)."""
+    """The summary as a markdown table (and a held-out line per ML-100K setting)."""
     lines = [
         "| setting | users | K against | users | bound prefers the larger K | with log K! allowance | median gap (nats) |",
         "|---|---|---|---|---|---|---|",
@@ -183,18 +199,22 @@ def markdown_summary(summary: pd.DataFrame, heldout: pd.DataFrame | None = None)
         lines.append(f"| {r.setting} | {r.group} | {r.n_personas} vs {r.against} | {r.n_users} | {r.prefer:.1%} | "
                      f"{r.prefer_upper:.1%} | {r.median_gap:.2f} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
-    if heldout is not None and len(heldout) > 1:
-        h = heldout.set_index("n_personas")
-        k = int(h.index.max())
-        text += (f"\nML-100K validation rows ({int(h.loc[k, 'n_interactions'])}): held-out log predictive per "
-                 f"interaction {h.loc[1, 'lpd_per_interaction']:.4f} at K=1, {h.loc[k, 'lpd_per_interaction']:.4f} at "
-                 f"K={k} (difference {h.loc[k, 'diff_vs_k1']:+.4f} ± {h.loc[k, 'diff_se']:.4f} se; "
-                 f"{h.loc[k, 'users_higher_than_k1']:.1%} of users higher at K={k}).\n")  # fmt: skip
+    if heldout is not None:
+        for setting, h in heldout.groupby("setting", sort=False):
+            if len(h) < 2:
+                continue
+            h = h.set_index("n_personas")
+            k0, k = int(h.index.min()), int(h.index.max())
+            text += (f"\n{setting}: validation rows ({int(h.loc[k, 'n_interactions'])}), D = {int(h.loc[k, 'n_factors'])}: "
+                     f"held-out log predictive per interaction {h.loc[k0, 'lpd_per_interaction']:.4f} at K={k0}, "
+                     f"{h.loc[k, 'lpd_per_interaction']:.4f} at K={k} (difference {h.loc[k, 'diff_vs_k1']:+.4f} ± "
+                     f"{h.loc[k, 'diff_se']:.4f} se; {h.loc[k, 'users_higher_than_k1']:.1%} of users higher at K={k}); "
+                     f"NDCG@10 {h.loc[k0, 'ndcg10']:.4f} at K={k0}, {h.loc[k, 'ndcg10']:.4f} at K={k}.\n")  # fmt: skip
     return text
 
 
 def run_evidence(
-    settings: Sequence[str] = SETTINGS,
+    settings: Sequence[str] = DEFAULT_SETTINGS,
     out: str | Path | None = None,
     *,
     seed: int = 0,
@@ -209,7 +229,7 @@ def run_evidence(
     summary : DataFrame
         The content of ``summary.csv``.
     heldout : DataFrame or None
-        ML-100K's held-out log predictive (None without the ``ml100k`` setting).
+        The ML-100K settings' held-out log predictive and NDCG@10 (None without them).
     """
     from bayes_persona.data._validation import check_min_int
     from bayes_persona.exceptions import DataValidationError
@@ -230,8 +250,13 @@ def run_evidence(
         elif setting == "planted":
             frames.append(_planted(seed, smoke))
         elif setting == "ml100k":
-            bounds, heldout = _ml100k(seed, smoke, data_home)
+            bounds, held = _ml100k(seed, smoke, data_home, ML_FITS)
             frames.append(bounds)
+            heldout = held if heldout is None else pd.concat([heldout, held], ignore_index=True)
+        elif setting == "ml100k_d2":
+            bounds, held = _ml100k(seed, smoke, data_home, LOW_D_FITS, setting)
+            frames.append(bounds)
+            heldout = held if heldout is None else pd.concat([heldout, held], ignore_index=True)
         else:
             frames.append(_accounts(seed, smoke, data_home))
         seconds[setting] = time.perf_counter() - t
@@ -266,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bayes_persona.bench evidence",
                                  description="How many personas the data support, user by user.")  # fmt: skip
     ap.add_argument("--out", default="paper/results/evidence", help="output folder (default paper/results/evidence)")
-    ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: " + ", ".join(SETTINGS))
+    ap.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
+                    help="comma-separated subset of: " + ", ".join(SETTINGS) + f" (default {','.join(DEFAULT_SETTINGS)})")
     ap.add_argument("--seed", type=int, default=0, help="world seed, ML-100K inner split 1 + seed, account pairs (default 0)")
     ap.add_argument("--data-home", default=os.environ.get("BAYES_PERSONA_DATA"), help="folder holding ml-100k/")
     ap.add_argument("--smoke", action="store_true", help="tiny versions (for tests)")

@@ -7,7 +7,13 @@ import json
 import pandas as pd
 import pytest
 
-from bayes_persona.bench.evidence import SETTINGS, markdown_summary, run_evidence, summarise
+from bayes_persona.bench.evidence import (
+    DEFAULT_SETTINGS,
+    SETTINGS,
+    markdown_summary,
+    run_evidence,
+    summarise,
+)
 from bayes_persona.exceptions import DataValidationError
 
 
@@ -22,6 +28,10 @@ def test_summary_counts_the_users_whose_bound_prefers_more_personas() -> None:
     assert row["prefer"] == pytest.approx(1 / 3) and row["prefer_upper"] == pytest.approx(1 / 3)
     assert row["median_gap"] == -1.0 and row["median_gap_per_interaction"] == pytest.approx(-0.05)
     assert "| s | a | 2 vs 1 | 3 | 33.3% | 33.3% | -1.00 |" in markdown_summary(summarise(users))
+
+
+def test_the_low_dimensional_run_is_not_a_default_setting() -> None:
+    assert set(SETTINGS) - set(DEFAULT_SETTINGS) == {"ml100k_d2"}
 
 
 def test_evidence_bench_refuses_unknown_settings() -> None:
@@ -41,9 +51,11 @@ def test_evidence_bench_smoke_writes_its_files(tmp_path, ml100k_dir) -> None:
     assert summary["prefer"].between(0, 1).all() and (summary["prefer_upper"] >= summary["prefer"]).all()
     users = pd.read_csv(out / "users.csv.gz")
     ks = users.groupby("setting")["n_personas"].nunique().to_dict()
-    assert ks == {"control": 2, "planted": 2, "ml100k": 2, "accounts": 3}
+    assert ks == {"control": 2, "planted": 2, "ml100k": 2, "accounts": 3, "ml100k_d2": 2}
     per_user = users.groupby(["setting", "user_id"]).size()
     assert (per_user == per_user.index.get_level_values("setting").map(ks)).all()  # every user once per fit
-    assert list(heldout["n_personas"]) == [1, 8] and heldout["lpd_per_interaction"].lt(0).all()
+    assert list(zip(heldout["setting"], heldout["n_personas"], heldout["n_factors"], strict=True)) == [
+        ("ml100k", 1, 16), ("ml100k", 8, 16), ("ml100k_d2", 1, 2), ("ml100k_d2", 4, 2)]
+    assert heldout["lpd_per_interaction"].lt(0).all() and heldout["ndcg10"].between(0, 1).all()
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["smoke"] and prov["ml_validation_split"] == {"split_seed": 0, "inner_seed": 1}
