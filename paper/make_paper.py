@@ -1673,6 +1673,18 @@ def _evidence_text(ev: Mapping[str, Any]) -> str:
             "an account, which is why a better search does not tell the people apart (Section 5.0), and why eight "
             "personas rank no better than one (Section 5.1)."
         )  # fmt: skip
+        lows = [(r, _evidence_row(r, "ml100k_d2", "all users"), _heldout_of(r, "ml100k_d2")) for r in ev["runs"]]
+        lows = [(row, h.set_index("n_personas")) for _, row, h in lows if row is not None and h is not None and len(h) > 1
+                and "ndcg10" in h.columns]  # fmt: skip
+        if lows and all(row["prefer_upper"] > ml["prefer_upper"] + 0.1 and h["ndcg10"].iloc[-1] > h["ndcg10"].iloc[0]
+                        for row, h in lows):  # fmt: skip
+            parts.append(
+                "In two dimensions, where one vector is too small to hold a user's tastes, the choices of ML-100K users "
+                "do ask for personas more often, and the personas rank the validation rows better than one vector of that "
+                f"size on {'every run' if len(lows) > 1 else 'the run'}, though far below the 16-dimensional fits of "
+                "Section 5.1: the personas earn their place where the single vector runs out of room, which at 16 "
+                "dimensions it does not on this data."
+            )  # fmt: skip
     elif not reads:
         parts.append("The control world does not separate the two kinds of user here, so the other rows are not read.")
     return " ".join(parts)

@@ -810,6 +810,7 @@ def test_the_evidence_addendum_reads_the_control_before_the_data(tmp_path):
     assert "| 0 | ML-100K, validation split, 2 dimensions | all users | 4 vs 1 | 10 | 20.0% | 40.0% | -2.0 | def |" in out["table:evidence"]
     assert "in 2 dimensions, 4 personas beat one for 20.0% of ML-100K users" in out["text:evidence"]
     assert "NDCG@10 of the validation rows is 0.1700 at K=4 against 0.1600 at K=1" in out["text:evidence"]
+    assert "the personas earn their place where the single vector runs out of room" in out["text:evidence"]
     supported = tmp_path / "supported"
     _evidence_folder(supported, "evidence", 0, control=(0.6, 0.1), ml=0.6)  # ML-100K users prefer K=8
     assert "do not ask for" not in mp.render_evidence(mp.load_evidence(supported))["text:evidence"]
