@@ -119,3 +119,19 @@ def test_persona_count_evidence_refuses_bad_arguments(fitted) -> None:
         persona_count_evidence([fitted, other], users=list(fitted.user_vocab_.ids[-3:]))
     with pytest.raises(bp.NotFittedError):
         persona_count_evidence([fitted, bp.PersonaRecommender(n_personas=1)])
+
+
+def test_the_readme_example_of_persona_count_evidence_runs() -> None:
+    """The README's snippet runs as written on a small training set and gives a share."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "persona_count_evidence" in b)
+    train = bp.make_synthetic(n_users=40, n_items=80, n_tastes=3, interactions_per_user=(10, 20), seed=2).dataset
+    lines = block.strip().splitlines()
+    namespace = {"bp": bp, "train": train}
+    exec("\n".join(lines[:-1]), namespace)  # noqa: S102 (the README's own code)
+    share = eval(lines[-1].split("#")[0], namespace)  # noqa: S307
+    assert 0.0 <= share <= 1.0
+    assert set(namespace["table"]["n_personas"]) == {1, 4}
