@@ -90,14 +90,18 @@ def _bounds(models, groups: pd.Series | None, setting: str, smoke: bool, users=N
     return table.assign(setting=setting, group=group)
 
 
+def _taste_groups(truth) -> pd.Series:
+    """Each planted user's group: its number of planted tastes."""
+    return truth.n_tastes_per_user.map(lambda n: f"{n} planted taste{'s' if n > 1 else ''}")
+
+
 def _control(seed: int, smoke: bool) -> pd.DataFrame:
     import bayes_persona as bp
 
     world = dict(CONTROL_WORLD, **({"n_users": 30, "n_items": 100} if smoke else {}))
     data, truth = bp.make_synthetic(seed=seed, **world)
     models = [_fit(data, smoke, n_personas=k, random_state=seed, **CONTROL_FIT) for k in (1, 2)]
-    tastes = truth.n_tastes_per_user.map(lambda n: f"{n} planted taste{'s' if n > 1 else ''}")
-    return _bounds(models, tastes, "control", smoke)
+    return _bounds(models, _taste_groups(truth), "control", smoke)
 
 
 def _planted(seed: int, smoke: bool) -> pd.DataFrame:
@@ -112,11 +116,10 @@ def _planted(seed: int, smoke: bool) -> pd.DataFrame:
     data, truth = bp.make_synthetic(seed=seed, **world)
     fit = {**DEMO_MODEL, "max_epochs": DEMO_EPOCHS, "random_state": seed}
     models = [_fit(data, smoke, **{**fit, "n_personas": k}) for k in (1, DEMO_MODEL["n_personas"])]
-    tastes = truth.n_tastes_per_user.map(lambda n: f"{n} planted taste{'s' if n > 1 else ''}")
-    return _bounds(models, tastes, "planted", smoke)
+    return _bounds(models, _taste_groups(truth), "planted", smoke)
 
 
-def _ml100k(seed: int, smoke: bool, data_home, fits: dict, setting: str = "ml100k") -> tuple[pd.DataFrame, pd.DataFrame]:
+def _ml100k(seed: int, smoke: bool, data_home, fits: dict, setting: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     import bayes_persona as bp
     from bayes_persona.evaluation import evaluate
 
@@ -240,7 +243,8 @@ def run_evidence(
     if unknown or not settings:
         raise DataValidationError(f"settings must be a non-empty subset of {list(SETTINGS)}; got {list(settings)}")
     t0 = time.perf_counter()
-    frames, heldout, seconds = [], None, {}
+    ml_fits = {"ml100k": ML_FITS, "ml100k_d2": LOW_D_FITS}
+    frames, held, seconds = [], [], {}
     for setting in SETTINGS:
         if setting not in settings:
             continue
@@ -249,19 +253,16 @@ def run_evidence(
             frames.append(_control(seed, smoke))
         elif setting == "planted":
             frames.append(_planted(seed, smoke))
-        elif setting == "ml100k":
-            bounds, held = _ml100k(seed, smoke, data_home, ML_FITS)
+        elif setting in ml_fits:
+            bounds, h = _ml100k(seed, smoke, data_home, ml_fits[setting], setting)
             frames.append(bounds)
-            heldout = held if heldout is None else pd.concat([heldout, held], ignore_index=True)
-        elif setting == "ml100k_d2":
-            bounds, held = _ml100k(seed, smoke, data_home, LOW_D_FITS, setting)
-            frames.append(bounds)
-            heldout = held if heldout is None else pd.concat([heldout, held], ignore_index=True)
+            held.append(h)
         else:
             frames.append(_accounts(seed, smoke, data_home))
         seconds[setting] = time.perf_counter() - t
         logger.info("evidence: %s done in %.0f s", setting, seconds[setting])
     users = pd.concat(frames, ignore_index=True)
+    heldout = pd.concat(held, ignore_index=True) if held else None
     summary = summarise(users)
     if out is not None:
         path = Path(out)

@@ -194,29 +194,28 @@ def persona_count_evidence(
     ks = [int(m.n_personas) for m in models]
     if len(set(ks)) != len(ks):
         raise DataValidationError(f"models must each have a different n_personas; got {ks}")
-    order = np.argsort(ks, kind="stable")
+    fits = sorted(enumerate(models), key=lambda jm: jm[1].n_personas)  # (position given, model), increasing K
+    for _, m in fits:
+        _ = m.posterior_  # NotFittedError before fit
+    k0 = int(fits[0][1].n_personas)
     if users is None:
-        first = models[int(order[0])]
-        _ = first.posterior_  # NotFittedError before fit
-        users = first.user_vocab_.decode(np.arange(len(first.user_vocab_)))
+        vocab = fits[0][1].user_vocab_
+        users = vocab.decode(np.arange(len(vocab)))
     users = as_id_list(users, "users")
     frames = []
-    for j in order:
-        m = models[int(j)]
-        _ = m.posterior_  # NotFittedError before fit
+    for j, m in fits:
         known, _ = m.user_vocab_.index_of_known(users)
         if not known.all():
             bad = [u for u, ok in zip(users, known, strict=True) if not ok][:5]
-            raise DataValidationError(f"users {bad} are not users of models[{int(j)}] (n_personas={ks[int(j)]})")
+            raise DataValidationError(f"users {bad} are not users of models[{j}] (n_personas={m.n_personas})")
         table = user_elbo(m, users, n_particles=n_particles, n_item_draws=n_item_draws, batch_size=batch_size,
                           random_state=random_state)  # fmt: skip
-        frames.append(table.assign(n_personas=ks[int(j)]))
-    base = frames[0]["iw_bound"].to_numpy()
-    k0 = ks[int(order[0])]
-    for f in frames:
-        k = int(f["n_personas"].iloc[0])
-        f["gap"] = f["iw_bound"].to_numpy() - base
-        f["symmetry_allowance"] = math.lgamma(k + 1) - math.lgamma(k0 + 1)
-        f["gap_upper"] = f["gap"] + f["symmetry_allowance"]
+        k = int(m.n_personas)
+        table["n_personas"] = k
+        base = frames[0]["iw_bound"].to_numpy() if frames else table["iw_bound"].to_numpy()
+        table["gap"] = table["iw_bound"].to_numpy() - base
+        table["symmetry_allowance"] = math.lgamma(k + 1) - math.lgamma(k0 + 1)
+        table["gap_upper"] = table["gap"] + table["symmetry_allowance"]
+        frames.append(table)
     out = pd.concat(frames, ignore_index=True)
     return out[["user_id", "n_interactions", "n_personas", "elbo", "iw_bound", "gap", "symmetry_allowance", "gap_upper"]]
