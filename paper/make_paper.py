@@ -1561,8 +1561,8 @@ EVIDENCE_FOLDERS = ("evidence", "evidence_seed1", "evidence_lowd", "evidence_low
 
 
 def load_evidence(results_dir: str | os.PathLike = RESULTS_DIR) -> dict[str, Any]:
-    """Read ``evidence/`` and, where present, ``evidence_seed1/`` (``bench evidence``: how many
-    personas each user's choices support)."""
+    """Read ``evidence/`` and, where present, ``evidence_seed1/``, ``evidence_lowd/`` and
+    ``evidence_lowd_seed1/`` (``bench evidence``: how many personas each user's choices support)."""
     runs = []
     for name in EVIDENCE_FOLDERS:
         if (Path(results_dir) / name / "summary.csv").is_file() or name == EVIDENCE_FOLDERS[0]:
